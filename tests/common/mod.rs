@@ -1,0 +1,2 @@
+//! Shared harness for integration tests: plain sshd servers (`sshd`) and the simulated Proxmox lab (`lab`).
+#![allow(dead_code)]
