@@ -1,8 +1,16 @@
 //! pvefleet: look after a Proxmox VE cluster over SSH from one machine.
 //!
 //! Data flows one way: inventory -> targets -> plan -> transport -> results -> report.
-//! The binary (`src/main.rs`) only parses arguments, calls [`cli::run`] and maps the outcome to
+//! The binary (`src/main.rs`) only parses arguments, calls [`app::main`] and maps the outcome to
 //! an exit code; all behaviour lives here so tests drive the same code.
 
+pub mod app;
+pub mod cli;
+pub mod exec;
+pub mod exit;
+pub mod fanout;
+pub mod inventory;
 pub mod probe;
+pub mod progress;
+pub mod report;
 pub mod ssh;

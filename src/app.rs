@@ -1,0 +1,318 @@
+//! The application layer: turns a parsed command line into library calls and an exit code.
+//!
+//! This is where the inventory is chosen, targets selected, Ctrl-C wired to the cancellation
+//! token, and results handed to the report renderers. It holds no protocol or parsing logic.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser};
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, GlobalOpts, InventoryCommand};
+use crate::exec::{self, ExecOptions};
+use crate::exit;
+use crate::inventory::{self, limit, members, Inventory, Node, DEFAULT_INVENTORY};
+use crate::progress::Progress;
+use crate::report;
+use crate::ssh;
+
+/// Where a Proxmox node keeps its cluster membership (read when no inventory is given).
+pub const LOCAL_MEMBERS: &str = "/etc/pve/.members";
+
+/// A command could not run at all (as opposed to per-node failures, which are results).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Wrong command-line usage.
+    #[error("{0}")]
+    Usage(String),
+    /// An input file is invalid (message carries file:line:col).
+    #[error("{0}")]
+    BadInput(String),
+    /// Something failed on the local side.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn code(&self) -> u8 {
+        match self {
+            AppError::Usage(_) => exit::USAGE,
+            AppError::BadInput(_) => exit::BAD_INPUT,
+            AppError::Internal(_) => exit::INTERNAL,
+        }
+    }
+}
+
+/// Entry point of the binary: parse `std::env::args`, run, return the exit code.
+pub fn main() -> u8 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.global.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pvefleet: cannot start the async runtime: {e}");
+            return exit::INTERNAL;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pvefleet: {e}");
+            e.code()
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PVEFLEET_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("pvefleet={level},russh=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run a parsed command line.
+pub async fn run(cli: Cli) -> Result<u8, AppError> {
+    let g = &cli.global;
+    match &cli.command {
+        Command::Exec { command } => cmd_exec(g, &command.join(" ")).await,
+        Command::Inventory(InventoryCommand::Show) => cmd_inventory_show(g),
+        Command::Inventory(InventoryCommand::Discover {
+            from,
+            output,
+            force,
+            identity,
+            known_hosts,
+        }) => {
+            cmd_discover(
+                g,
+                from,
+                output.as_deref(),
+                *force,
+                identity.as_deref(),
+                known_hosts.as_deref(),
+            )
+            .await
+        }
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "pvefleet", &mut std::io::stdout());
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// Load the inventory the operator meant: `-i FILE`, else `./inventory/cluster.toml`, else the
+/// local cluster's `/etc/pve/.members` when running on a Proxmox node.
+pub fn load_inventory(g: &GlobalOpts) -> Result<Inventory, AppError> {
+    let mut inv = if let Some(path) = &g.inventory {
+        Inventory::load(path).map_err(|e| AppError::BadInput(e.to_string()))?
+    } else if Path::new(DEFAULT_INVENTORY).exists() {
+        Inventory::load(Path::new(DEFAULT_INVENTORY))
+            .map_err(|e| AppError::BadInput(e.to_string()))?
+    } else if Path::new(LOCAL_MEMBERS).exists() {
+        let text = std::fs::read_to_string(LOCAL_MEMBERS)
+            .map_err(|e| AppError::BadInput(format!("{LOCAL_MEMBERS}: {e}")))?;
+        let m = members::parse_members(&text).map_err(|e| AppError::BadInput(e.to_string()))?;
+        m.to_inventory(LOCAL_MEMBERS)
+            .map_err(|e| AppError::BadInput(e.to_string()))?
+    } else {
+        return Err(AppError::Usage(format!(
+            "no inventory: pass -i FILE, create {DEFAULT_INVENTORY} (see inventory/example.toml), \
+             or run on a Proxmox node (reads {LOCAL_MEMBERS})"
+        )));
+    };
+    if let Some(p) = g.host_key_policy {
+        for n in &mut inv.nodes {
+            n.host_key_policy = p.into();
+        }
+    }
+    Ok(inv)
+}
+
+/// The nodes `--limit` selects.
+pub fn targets(inv: &Inventory, g: &GlobalOpts) -> Result<Vec<Node>, AppError> {
+    limit::select(inv, g.limit.as_deref())
+        .map(|v| v.into_iter().cloned().collect())
+        .map_err(|e| AppError::Usage(e.to_string()))
+}
+
+/// A token cancelled by the first Ctrl-C; a second Ctrl-C exits at once.
+pub fn ctrl_c_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\npvefleet: interrupted; stopping (press Ctrl-C again to quit at once)");
+            t.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    });
+    token
+}
+
+/// Colour in tables: stdout is a terminal and `NO_COLOR` is unset.
+pub fn use_color() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+async fn cmd_exec(g: &GlobalOpts, command: &str) -> Result<u8, AppError> {
+    let inv = load_inventory(g)?;
+    let nodes = targets(&inv, g)?;
+    let cancel = ctrl_c_token();
+    let progress = Progress::new("exec", nodes.len());
+    let opts = ExecOptions {
+        forks: usize::from(g.forks),
+        timeout: g.timeout,
+    };
+    let results = exec::exec_all(nodes, command, &opts, &cancel, progress.sink()).await;
+    progress.finish();
+    let mut out = std::io::stdout().lock();
+    let text = if g.json {
+        report::exec::render_json(command, &results) + "\n"
+    } else {
+        format!(
+            "{}{}\n{}\n",
+            report::exec::render_groups(&results),
+            report::exec::render_table(&results, use_color()),
+            report::exec::summary(&results)
+        )
+    };
+    out.write_all(text.as_bytes())
+        .map_err(|e| AppError::Internal(format!("cannot write output: {e}")))?;
+    Ok(exec::exit_code(&results))
+}
+
+fn cmd_inventory_show(g: &GlobalOpts) -> Result<u8, AppError> {
+    let inv = load_inventory(g)?;
+    let nodes = targets(&inv, g)?;
+    let text = if g.json {
+        serde_json::to_string_pretty(&serde_json::json!({
+            "version": 1,
+            "source": inv.source,
+            "nodes": nodes,
+        }))
+        .expect("serialisable")
+    } else {
+        report::inventory::render_nodes(&inv.source, &nodes, use_color())
+    };
+    println!("{text}");
+    Ok(exit::OK)
+}
+
+async fn cmd_discover(
+    g: &GlobalOpts,
+    from: &str,
+    output: Option<&Path>,
+    force: bool,
+    identity: Option<&Path>,
+    known_hosts: Option<&Path>,
+) -> Result<u8, AppError> {
+    if let Some(out) = output {
+        if out.exists() && !force {
+            return Err(AppError::Usage(format!(
+                "{} exists; pass --force to overwrite it",
+                out.display()
+            )));
+        }
+    }
+    // A node of the current inventory, if there is one and it names `from`; else an address.
+    let known = if g.inventory.is_some() || Path::new(DEFAULT_INVENTORY).exists() {
+        load_inventory(g)?.node(from).cloned()
+    } else {
+        None
+    };
+    let mut spec = match known {
+        Some(node) => node.connect_spec(),
+        None => {
+            let (user, host, port) = inventory::parse_jump(from);
+            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            let mut node = Inventory::parse("[nodes.discover]\n", Path::new("discover.toml"))
+                .map_err(|e| AppError::Internal(e.to_string()))?
+                .nodes
+                .remove(0);
+            node.name = host.clone();
+            node.address = host;
+            node.port = port;
+            node.user = user;
+            node.identity_files = identity.iter().map(|p| cwd.join(p)).collect();
+            node.known_hosts = known_hosts.iter().map(|p| cwd.join(p)).collect();
+            node.connect_spec()
+        }
+    };
+    if let Some(p) = g.host_key_policy {
+        spec.host_key_policy = p.into();
+    }
+    let timeout = g.timeout.unwrap_or(inventory::DEFAULT_COMMAND_TIMEOUT);
+    let session = ssh::connect(&spec)
+        .await
+        .map_err(|e| AppError::Usage(format!("cannot reach {from}: {e}")))?;
+    let out = session
+        .exec(&format!("cat {LOCAL_MEMBERS}"), timeout)
+        .await
+        .map_err(|e| AppError::Usage(format!("{from}: {e}")))?;
+    session.close().await;
+    if out.exit != ssh::ExitStatus::Code(0) {
+        return Err(AppError::BadInput(format!(
+            "{from}: cannot read {LOCAL_MEMBERS} (is it a Proxmox VE node?): {}",
+            report::sanitize::first_line(&String::from_utf8_lossy(&out.stderr), 200)
+        )));
+    }
+    let m = members::parse_members(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
+    let mut defaults = String::new();
+    defaults.push_str(&format!(
+        "user = {}\n",
+        toml::Value::String(spec.user.clone().unwrap_or_else(|| "root".into()))
+    ));
+    // Absolute paths: the written file may live in another directory than the current one.
+    for (key, path) in [("identity_files", identity), ("known_hosts", known_hosts)] {
+        if let Some(p) = path {
+            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(".").join(p));
+            defaults.push_str(&format!(
+                "{key} = [{}]\n",
+                toml::Value::String(abs.display().to_string())
+            ));
+        }
+    }
+    let text = m.to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &defaults);
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!(
+                "wrote {} with {} nodes from {from}",
+                path.display(),
+                m.nodelist.len()
+            );
+        }
+        None => print!("{text}"),
+    }
+    Ok(exit::OK)
+}

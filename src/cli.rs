@@ -1,0 +1,154 @@
+//! Command-line types (clap derive). No logic lives here: [`crate::app`] acts on them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::ssh::HostKeyPolicy;
+
+/// Look after a Proxmox VE cluster over SSH: run commands on every node at once, audit the
+/// cluster, and apply playbooks with rolling reboots. No agent on the nodes.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pvefleet",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+#[command(
+    after_help = "Inventory: -i FILE, else ./inventory/cluster.toml, else (on a Proxmox node) \
+the cluster's own /etc/pve/.members.\nExit codes: 0 ok, 1 warnings, 2 failures, 3 unreachable \
+nodes, 64 usage, 65 bad input file, 130 interrupted."
+)]
+pub struct Cli {
+    /// Options shared by every command.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after any subcommand.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOpts {
+    /// Inventory file (TOML).
+    #[arg(
+        short = 'i',
+        long,
+        global = true,
+        env = "PVEFLEET_INVENTORY",
+        value_name = "FILE"
+    )]
+    pub inventory: Option<PathBuf>,
+    /// Only these nodes: names, globs (pve*), ranges (pve[1-3]), groups (@gpu), negation
+    /// (!pve2), comma-separated.
+    #[arg(short = 'l', long, global = true, value_name = "PATTERN")]
+    pub limit: Option<String>,
+    /// How many nodes to work on at once.
+    #[arg(short = 'f', long, global = true, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub forks: u16,
+    /// Per-command timeout, overriding the inventory's (e.g. 30s, 5m).
+    #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
+    pub timeout: Option<Duration>,
+    /// Host-key policy, overriding the inventory's. `insecure` accepts any key (labs only).
+    #[arg(long, global = true, value_enum, value_name = "POLICY")]
+    pub host_key_policy: Option<PolicyArg>,
+    /// Print one machine-readable JSON document on stdout instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace). Secrets are never logged.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// `--host-key-policy` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    /// Key must be in known_hosts (default).
+    Strict,
+    /// Trust on first use; append unknown keys to known_hosts; changed keys still refused.
+    AcceptNew,
+    /// Accept any key (warns loudly).
+    Insecure,
+}
+
+impl From<PolicyArg> for HostKeyPolicy {
+    fn from(p: PolicyArg) -> Self {
+        match p {
+            PolicyArg::Strict => HostKeyPolicy::Strict,
+            PolicyArg::AcceptNew => HostKeyPolicy::AcceptNew,
+            PolicyArg::Insecure => HostKeyPolicy::Insecure,
+        }
+    }
+}
+
+/// Parse `5s`, `2m`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("expected a duration like 30s or 5m: {e}"))
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a shell command on every targeted node at once.
+    ///
+    /// Output is grouped: nodes with identical output and exit code appear once under a header
+    /// such as `pve[1-3,5] (4)`, followed by a per-node status table.
+    #[command(
+        after_help = "Examples:\n  pvefleet exec -- uptime\n  pvefleet -l 'pve[1-3]' exec -- \
+'journalctl -u pve-cluster --since -10min | tail -n 5'\n  pvefleet --json exec -- pveversion"
+    )]
+    Exec {
+        /// The command (run by the login shell on each node). Put it after `--`.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Show or create inventories.
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    #[command(
+        after_help = "Example:\n  pvefleet completions bash > /etc/bash_completion.d/pvefleet"
+    )]
+    Completions {
+        /// Shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `pvefleet inventory ...`
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Print the resolved nodes (after defaults, groups and --limit).
+    Show,
+    /// Write an inventory from a Proxmox node's /etc/pve/.members, read over SSH.
+    #[command(
+        after_help = "Example:\n  pvefleet inventory discover --from root@192.168.15.91 \
+-o inventory/cluster.toml"
+    )]
+    Discover {
+        /// The node to ask: `[user@]host[:port]`, or a node name of the current inventory.
+        #[arg(long, value_name = "HOST")]
+        from: String,
+        /// Write here instead of stdout (refuses to overwrite without --force).
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite --output if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Identity file to use (and to record in the written inventory).
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// known_hosts file to use (and to record in the written inventory).
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,245 @@
+//! `pvefleet exec`: one command on every targeted node, one [`NodeResult`] per node.
+//!
+//! Connection failures are values, not early returns: an unreachable node, a changed host key or a
+//! timeout becomes that node's status while the other nodes run to completion.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::fanout::{self, EventSink, Outcome};
+use crate::inventory::Node;
+use crate::ssh::{self, ExitStatus, SshError};
+
+/// How one node's run ended, from the operator's point of view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeStatus {
+    /// Ran, exit code 0.
+    Ok,
+    /// Ran, non-zero exit code or killed by a signal.
+    Failed,
+    /// Did not finish within the command timeout.
+    Timeout,
+    /// Could not connect (refused, no route, black-holed, connect timeout).
+    Unreachable,
+    /// The host key was unknown (strict policy) or has changed.
+    HostKey,
+    /// Authentication (or sudo) failed.
+    Auth,
+    /// Ctrl-C came first.
+    Cancelled,
+    /// Anything else (protocol error, internal error).
+    Error,
+}
+
+impl NodeStatus {
+    /// The word shown in tables and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Ok => "ok",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Timeout => "timeout",
+            NodeStatus::Unreachable => "unreachable",
+            NodeStatus::HostKey => "host-key",
+            NodeStatus::Auth => "auth",
+            NodeStatus::Cancelled => "cancelled",
+            NodeStatus::Error => "error",
+        }
+    }
+
+    /// Whether the node could not be reached at all (no command ran).
+    pub fn is_connection_failure(self) -> bool {
+        matches!(
+            self,
+            NodeStatus::Unreachable | NodeStatus::HostKey | NodeStatus::Auth
+        )
+    }
+
+    /// The status a connection-level error gives a node. A timeout while connecting is
+    /// `unreachable`; a timeout of a running command is `timeout`.
+    pub fn of_connect_error(e: &SshError) -> NodeStatus {
+        match e {
+            SshError::Unreachable(_) | SshError::Timeout(_) => NodeStatus::Unreachable,
+            SshError::HostKeyChanged { .. } | SshError::HostKeyUnknown { .. } => {
+                NodeStatus::HostKey
+            }
+            SshError::AuthFailed { .. } | SshError::SudoPassword => NodeStatus::Auth,
+            SshError::Protocol(_) => NodeStatus::Error,
+        }
+    }
+
+    /// The status an error of a running command gives a node.
+    pub fn of_exec_error(e: &SshError) -> NodeStatus {
+        match e {
+            SshError::Timeout(_) => NodeStatus::Timeout,
+            SshError::SudoPassword => NodeStatus::Auth,
+            other => NodeStatus::of_connect_error(other),
+        }
+    }
+}
+
+/// The result of running one command on one node.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeResult {
+    /// Node name.
+    pub node: String,
+    /// Address connected to.
+    pub address: String,
+    /// Outcome.
+    pub status: NodeStatus,
+    /// Exit status, when the command ran to its end.
+    pub exit: Option<ExitStatus>,
+    /// Standard output (lossless bytes; rendered as UTF-8 text, lossily, in reports).
+    #[serde(serialize_with = "lossy_text")]
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    #[serde(serialize_with = "lossy_text")]
+    pub stderr: Vec<u8>,
+    /// Wall time for this node, connect included.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// What went wrong, when something did (connection errors, timeouts).
+    pub error: Option<String>,
+}
+
+fn lossy_text<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(b))
+}
+
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl NodeResult {
+    fn empty(node: &Node, status: NodeStatus, duration: Duration, error: Option<String>) -> Self {
+        NodeResult {
+            node: node.name.clone(),
+            address: node.address.clone(),
+            status,
+            exit: None,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            duration,
+            error,
+        }
+    }
+
+    /// The exit code, if the command exited normally.
+    pub fn exit_code(&self) -> Option<u32> {
+        match self.exit {
+            Some(ExitStatus::Code(c)) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Options of one `exec` run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Maximum nodes worked on at once.
+    pub forks: usize,
+    /// Overrides every node's command timeout.
+    pub timeout: Option<Duration>,
+}
+
+/// Connect to `node` and run `command`; every failure becomes the node's status.
+pub async fn exec_on_node(node: &Node, command: &str, timeout: Option<Duration>) -> NodeResult {
+    let start = Instant::now();
+    let session = match ssh::connect(&node.connect_spec()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return NodeResult::empty(
+                node,
+                NodeStatus::of_connect_error(&e),
+                start.elapsed(),
+                Some(e.to_string()),
+            )
+        }
+    };
+    let result = session
+        .exec(command, timeout.unwrap_or(node.command_timeout))
+        .await;
+    session.close().await;
+    match result {
+        Ok(out) => {
+            let status = match out.exit {
+                ExitStatus::Code(0) => NodeStatus::Ok,
+                _ => NodeStatus::Failed,
+            };
+            NodeResult {
+                node: node.name.clone(),
+                address: node.address.clone(),
+                status,
+                exit: Some(out.exit),
+                stdout: out.stdout,
+                stderr: out.stderr,
+                duration: start.elapsed(),
+                error: None,
+            }
+        }
+        Err(e) => NodeResult::empty(
+            node,
+            NodeStatus::of_exec_error(&e),
+            start.elapsed(),
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// Run `command` on every node, at most `opts.forks` at once, until done or cancelled.
+pub async fn exec_all(
+    nodes: Vec<Node>,
+    command: &str,
+    opts: &ExecOptions,
+    cancel: &CancellationToken,
+    events: Option<EventSink>,
+) -> Vec<NodeResult> {
+    let command = command.to_string();
+    let timeout = opts.timeout;
+    let out = fanout::run(
+        nodes,
+        opts.forks,
+        cancel,
+        events,
+        |n: &Node| n.name.clone(),
+        |r: &NodeResult| r.status == NodeStatus::Ok,
+        move |node: Node| {
+            let command = command.clone();
+            async move { exec_on_node(&node, &command, timeout).await }
+        },
+    )
+    .await;
+    out.into_iter()
+        .map(|(node, outcome)| match outcome {
+            Outcome::Done(r) => r,
+            Outcome::Cancelled => NodeResult::empty(
+                &node,
+                NodeStatus::Cancelled,
+                Duration::ZERO,
+                Some("interrupted".into()),
+            ),
+            Outcome::Panicked(m) => NodeResult::empty(
+                &node,
+                NodeStatus::Error,
+                Duration::ZERO,
+                Some(format!("internal error: {m}")),
+            ),
+        })
+        .collect()
+}
+
+/// Exit code of `pvefleet exec` for these results (documented in the README).
+pub fn exit_code(results: &[NodeResult]) -> u8 {
+    use crate::exit;
+    if results.iter().any(|r| r.status == NodeStatus::Cancelled) {
+        exit::INTERRUPTED
+    } else if results.iter().any(|r| r.status.is_connection_failure()) {
+        exit::UNREACHABLE
+    } else if results.iter().any(|r| r.status != NodeStatus::Ok) {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}

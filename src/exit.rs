@@ -1,0 +1,19 @@
+//! Process exit codes, shared by every command (documented in the README's "Exit codes").
+
+/// Everything succeeded (audit: every check PASS).
+pub const OK: u8 = 0;
+/// Audit: warnings, no failures.
+pub const WARNINGS: u8 = 1;
+/// Something failed: a command exited non-zero or timed out on a node, an audit check is FAIL,
+/// a playbook step failed.
+pub const FAILED: u8 = 2;
+/// At least one node could not be reached (unreachable, host key, authentication).
+pub const UNREACHABLE: u8 = 3;
+/// The command line was wrong.
+pub const USAGE: u8 = 64;
+/// An input file (inventory, playbook) is invalid.
+pub const BAD_INPUT: u8 = 65;
+/// An internal error (a bug, or the local machine failed us, e.g. cannot write a file).
+pub const INTERNAL: u8 = 70;
+/// Interrupted by Ctrl-C (128 + SIGINT).
+pub const INTERRUPTED: u8 = 130;

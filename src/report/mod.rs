@@ -1,0 +1,8 @@
+//! Rendering of results for people and machines: terminal tables, grouped output, JSON.
+//!
+//! Every function here is a pure function of result data; nothing here touches the network.
+
+pub mod exec;
+pub mod inventory;
+pub mod nodeset;
+pub mod sanitize;

@@ -1,0 +1,78 @@
+//! Making remote output safe for the operator's terminal.
+//!
+//! A node's output may hold escape sequences (cursor moves, colour, OSC 52 clipboard writes, a
+//! terminal title) that must never reach the operator's terminal raw. Everything but newline and
+//! tab that is a control character is shown escaped (`\x1b`, `\r`, `\u{9b}`); invalid UTF-8 becomes
+//! U+FFFD. JSON output is not sanitised this way: JSON encoding already escapes control characters.
+
+/// Escape control characters in `bytes` (decoded as UTF-8, lossily) for display on a terminal.
+pub fn sanitize(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    sanitize_str(&text)
+}
+
+/// Escape control characters in `text` for display on a terminal.
+pub fn sanitize_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            // C1 controls (0x80-0x9f), e.g. the single-byte CSI U+009B.
+            c if (0x80..=0x9f).contains(&(c as u32)) => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            // Bidirectional overrides can make text read differently from what it is.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The first non-empty line of `text`, sanitised and cut to `max` characters.
+pub fn first_line(text: &str, max: usize) -> String {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let clean = sanitize_str(line);
+    if clean.chars().count() > max {
+        let cut: String = clean.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_are_neutralised() {
+        let evil = b"ok\x1b]52;c;ZXZpbA==\x07\x1b[2J\rdone\n\ttab";
+        let s = sanitize(evil);
+        assert!(!s.contains('\x1b') && !s.contains('\x07') && !s.contains('\r'));
+        assert_eq!(s, "ok\\x1b]52;c;ZXZpbA==\\x07\\x1b[2J\\rdone\n\ttab");
+    }
+
+    #[test]
+    fn c1_controls_bidi_and_bad_utf8() {
+        assert_eq!(sanitize("a\u{9b}31m".as_bytes()), "a\\u{9b}31m");
+        assert_eq!(sanitize_str("x\u{202e}y"), "x\\u{202e}y");
+        assert_eq!(sanitize(b"\xffok"), "\u{fffd}ok");
+    }
+
+    #[test]
+    fn first_line_skips_blanks_and_truncates() {
+        assert_eq!(first_line("\n\n  error: boom\nmore", 80), "error: boom");
+        assert_eq!(first_line("abcdef", 4), "abc…");
+    }
+}
