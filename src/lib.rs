@@ -12,5 +12,6 @@ pub mod fanout;
 pub mod inventory;
 pub mod probe;
 pub mod progress;
+pub mod quote;
 pub mod report;
 pub mod ssh;

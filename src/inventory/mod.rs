@@ -461,6 +461,7 @@ impl Node {
                 use_agent: true,
                 ssh_config: self.ssh_config.clone(),
                 become_root: false,
+                agent_socket: None,
             })
         });
         ConnectSpec {
@@ -477,6 +478,7 @@ impl Node {
             use_agent: true,
             ssh_config: self.ssh_config.clone(),
             become_root: self.become_root,
+            agent_socket: None,
         }
     }
 }

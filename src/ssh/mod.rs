@@ -10,10 +10,21 @@
 //! connection, so a run opens one connection per node and runs many commands over it (several
 //! channels at once, fewer than the server's `MaxSessions`).
 
-use std::path::PathBuf;
-use std::time::Duration;
+pub mod auth;
+pub mod config;
+pub mod known_hosts;
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use russh::client::{self, Handle};
+use russh::keys::{Algorithm, PublicKey};
+use russh::{ChannelMsg, Preferred, Sig};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::quote::shell_quote;
 
 /// What to do with a server host key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -59,6 +70,8 @@ pub struct ConnectSpec {
     pub ssh_config: Option<PathBuf>,
     /// Run commands through `sudo -n` (for a non-root login user).
     pub become_root: bool,
+    /// ssh-agent socket; `None` means `$SSH_AUTH_SOCK` when `use_agent` is set.
+    pub agent_socket: Option<PathBuf>,
 }
 
 /// How a remote command ended.
@@ -127,26 +140,356 @@ pub enum SshError {
     Protocol(String),
 }
 
+/// At most this many channels are open on one connection at once (OpenSSH's `MaxSessions`
+/// defaults to 10).
+pub const MAX_CHANNELS: usize = 8;
+
+/// What the host-key check concluded, kept by the handler so a refused connection can be
+/// turned into a precise error after russh gives up.
+#[derive(Debug, Clone)]
+enum KeyDecision {
+    Unknown { fingerprint: String },
+    Changed { file: PathBuf, line: usize },
+    LearnFailed(String),
+}
+
+/// The russh client handler: host-key verification only.
+struct Client {
+    host: String,
+    lookup: String,
+    known: Vec<known_hosts::KnownKey>,
+    files: Vec<PathBuf>,
+    policy: HostKeyPolicy,
+    decision: Arc<Mutex<Option<KeyDecision>>>,
+}
+
+impl client::Handler for Client {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let key: &PublicKey = match offered {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key,
+            russh::keys::PublicKeyOrCertificate::Certificate(_) => {
+                *self.decision.lock().expect("decision") = Some(KeyDecision::Unknown {
+                    fingerprint: "host certificate (not supported)".into(),
+                });
+                return Ok(false);
+            }
+        };
+        let verdict = known_hosts::check(&self.known, key);
+        let decision = match (verdict, self.policy) {
+            (_, HostKeyPolicy::Insecure) => {
+                tracing::warn!(
+                    host = %self.host,
+                    "INSECURE: accepting host key {} without verification (--host-key-policy insecure)",
+                    known_hosts::fingerprint(key)
+                );
+                return Ok(true);
+            }
+            (known_hosts::Verdict::Known { .. }, _) => return Ok(true),
+            (known_hosts::Verdict::Changed { file, line }, _) => {
+                KeyDecision::Changed { file, line }
+            }
+            (known_hosts::Verdict::Unknown, HostKeyPolicy::AcceptNew) => {
+                let Some(file) = self.files.first() else {
+                    *self.decision.lock().expect("decision") = Some(KeyDecision::LearnFailed(
+                        "no known_hosts file to record the key in".into(),
+                    ));
+                    return Ok(false);
+                };
+                match known_hosts::append(file, &self.lookup, key) {
+                    Ok(()) => {
+                        tracing::warn!(
+                            host = %self.host,
+                            "added host key {} to {}",
+                            known_hosts::fingerprint(key),
+                            file.display()
+                        );
+                        return Ok(true);
+                    }
+                    Err(e) => KeyDecision::LearnFailed(format!("{}: {e}", file.display())),
+                }
+            }
+            (known_hosts::Verdict::Unknown, HostKeyPolicy::Strict) => KeyDecision::Unknown {
+                fingerprint: known_hosts::fingerprint(key),
+            },
+        };
+        *self.decision.lock().expect("decision") = Some(decision);
+        Ok(false)
+    }
+}
+
+struct Inner {
+    handle: Handle<Client>,
+    channels: Semaphore,
+    become_root: bool,
+    /// The jump host's connection, kept open as long as this one.
+    _jump: Option<Session>,
+}
+
 /// An open, authenticated connection to one node. Clones share the connection.
 #[derive(Clone)]
 pub struct Session {
-    _private: (),
+    inner: Arc<Inner>,
+}
+
+/// The effective connection parameters after ssh_config.
+struct Resolved {
+    host: String,
+    port: u16,
+    user: String,
+    identity_files: Vec<PathBuf>,
+    jump: Option<ConnectSpec>,
+}
+
+fn resolve(spec: &ConnectSpec) -> Result<Resolved, SshError> {
+    let cfg = match &spec.ssh_config {
+        Some(file) => config::lookup(file, &spec.name).map_err(SshError::Protocol)?,
+        None => config::HostConfig::default(),
+    };
+    // The inventory's address wins, unless it is just the node's name (the default), in which
+    // case ssh_config's HostName may say where the name really is.
+    let host = match &cfg.host_name {
+        Some(h) if spec.host == spec.name => h.clone(),
+        _ => spec.host.clone(),
+    };
+    let jump = match (&spec.jump, &cfg.proxy_jump) {
+        (Some(j), _) => Some((**j).clone()),
+        (None, Some(pj)) => {
+            let (user, jhost, port) = crate::inventory::parse_jump(pj);
+            Some(ConnectSpec {
+                name: jhost.clone(),
+                host: jhost,
+                port,
+                user,
+                jump: None,
+                become_root: false,
+                ..spec.clone()
+            })
+        }
+        (None, None) => None,
+    };
+    Ok(Resolved {
+        host,
+        port: spec.port.or(cfg.port).unwrap_or(22),
+        user: spec
+            .user
+            .clone()
+            .or(cfg.user)
+            .unwrap_or_else(|| "root".to_string()),
+        identity_files: auth::identity_candidates(&spec.identity_files, &cfg.identity_files),
+        jump,
+    })
+}
+
+fn client_config(spec: &ConnectSpec, host_keys: Vec<Algorithm>) -> client::Config {
+    let preferred = Preferred {
+        key: host_keys.into(),
+        ..Preferred::DEFAULT
+    };
+    client::Config {
+        preferred,
+        keepalive_interval: spec.keepalive,
+        keepalive_max: 3,
+        nodelay: true,
+        inactivity_timeout: None,
+        ..Default::default()
+    }
 }
 
 /// Open one connection to the node described by `spec` (through its jump host if any).
 pub async fn connect(spec: &ConnectSpec) -> Result<Session, SshError> {
-    let _ = spec;
-    unimplemented!("filled in by the transport work")
+    let deadline = spec.connect_timeout;
+    match tokio::time::timeout(deadline, connect_inner(spec)).await {
+        Ok(r) => r,
+        Err(_) => Err(SshError::Timeout(deadline)),
+    }
 }
 
+fn connect_inner(
+    spec: &ConnectSpec,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Session, SshError>> + Send + '_>> {
+    Box::pin(async move {
+        let r = resolve(spec)?;
+        let lookup = known_hosts::lookup_name(&r.host, r.port);
+        let known = known_hosts::keys_for(&spec.known_hosts, &lookup);
+        let algos = known_hosts::preferred_algorithms(&known, &Preferred::DEFAULT.key);
+        let config = Arc::new(client_config(spec, algos));
+        let decision = Arc::new(Mutex::new(None));
+        let handler = Client {
+            host: spec.name.clone(),
+            lookup: lookup.clone(),
+            known,
+            files: spec.known_hosts.clone(),
+            policy: spec.host_key_policy,
+            decision: decision.clone(),
+        };
+        let started = Instant::now();
+        let (jump_session, handshake) = match &r.jump {
+            Some(jspec) => {
+                let jump = connect_inner(jspec).await.map_err(|e| match e {
+                    SshError::Unreachable(m) => {
+                        SshError::Unreachable(format!("jump host {}: {m}", jspec.host))
+                    }
+                    other => other,
+                })?;
+                let channel = jump
+                    .inner
+                    .handle
+                    .channel_open_direct_tcpip(r.host.clone(), u32::from(r.port), "127.0.0.1", 0)
+                    .await
+                    .map_err(|e| {
+                        SshError::Unreachable(format!(
+                            "jump host {} cannot reach {}:{}: {e}",
+                            jspec.host, r.host, r.port
+                        ))
+                    })?;
+                let hs = client::connect_stream(config, channel.into_stream(), handler).await;
+                (Some(jump), hs)
+            }
+            None => {
+                let tcp = tokio::net::TcpStream::connect((r.host.as_str(), r.port))
+                    .await
+                    .map_err(|e| SshError::Unreachable(format!("{}:{}: {e}", r.host, r.port)))?;
+                let _ = tcp.set_nodelay(true);
+                (None, client::connect_stream(config, tcp, handler).await)
+            }
+        };
+        let mut handle = match handshake {
+            Ok(h) => h,
+            Err(e) => {
+                let decided = decision.lock().expect("decision").take();
+                return Err(match decided {
+                    Some(KeyDecision::Changed { file, line }) => SshError::HostKeyChanged {
+                        host: lookup,
+                        file,
+                        line,
+                    },
+                    Some(KeyDecision::Unknown { fingerprint }) => SshError::HostKeyUnknown {
+                        host: lookup,
+                        fingerprint,
+                    },
+                    Some(KeyDecision::LearnFailed(m)) => {
+                        SshError::Protocol(format!("cannot record host key: {m}"))
+                    }
+                    None => SshError::Protocol(format!("handshake with {lookup} failed: {e}")),
+                });
+            }
+        };
+        let agent = if spec.use_agent {
+            spec.agent_socket
+                .clone()
+                .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from))
+                .filter(|p| !p.as_os_str().is_empty())
+        } else {
+            None
+        };
+        auth::authenticate(&mut handle, &r.user, agent.as_deref(), &r.identity_files).await?;
+        tracing::debug!(node = %spec.name, "connected in {:?}", started.elapsed());
+        Ok(Session {
+            inner: Arc::new(Inner {
+                handle,
+                channels: Semaphore::new(MAX_CHANNELS),
+                become_root: spec.become_root,
+                _jump: jump_session,
+            }),
+        })
+    })
+}
+
+/// The text sudo prints when it wants a password and `-n` forbids asking.
+const SUDO_NEEDS_PASSWORD: &str = "a password is required";
+
 impl Session {
-    /// Run `command` through the login shell and collect its output; the command is killed
-    /// (channel closed) and [`SshError::Timeout`] returned if it runs longer than `timeout`.
+    /// Run `command` through the login shell and collect its output; the command is signalled,
+    /// its channel closed and [`SshError::Timeout`] returned if it runs longer than `timeout`.
     pub async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SshError> {
-        let _ = (command, timeout);
-        unimplemented!("filled in by the transport work")
+        let command = if self.inner.become_root {
+            format!("sudo -n -- sh -c {}", shell_quote(command))
+        } else {
+            command.to_string()
+        };
+        let _permit = self
+            .inner
+            .channels
+            .acquire()
+            .await
+            .map_err(|_| SshError::Protocol("connection closed".into()))?;
+        let start = Instant::now();
+        let mut channel = self
+            .inner
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| SshError::Protocol(format!("cannot open a channel: {e}")))?;
+        channel
+            .exec(true, command.as_bytes())
+            .await
+            .map_err(|e| SshError::Protocol(format!("exec failed: {e}")))?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let mut exit: Option<ExitStatus> = None;
+        let sleep = tokio::time::sleep(timeout);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                msg = channel.wait() => match msg {
+                    Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
+                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
+                    Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(ExitStatus::Code(exit_status)),
+                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
+                        exit = Some(ExitStatus::Signal(signal_name_of(&signal_name)));
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                },
+                _ = &mut sleep => {
+                    let _ = channel.signal(Sig::TERM).await;
+                    let _ = channel.close().await;
+                    return Err(SshError::Timeout(timeout));
+                }
+            }
+        }
+        let exit = exit.ok_or_else(|| {
+            SshError::Protocol("the channel closed without an exit status".into())
+        })?;
+        if self.inner.become_root
+            && exit == ExitStatus::Code(1)
+            && stdout.is_empty()
+            && String::from_utf8_lossy(&stderr).contains(SUDO_NEEDS_PASSWORD)
+        {
+            return Err(SshError::SudoPassword);
+        }
+        Ok(ExecOutput {
+            stdout,
+            stderr,
+            exit,
+            duration: start.elapsed(),
+        })
+    }
+
+    /// Whether the connection has gone (the node rebooted, the network dropped).
+    pub fn is_closed(&self) -> bool {
+        self.inner.handle.is_closed()
     }
 
     /// Close the connection politely.
-    pub async fn close(&self) {}
+    pub async fn close(&self) {
+        let _ = self
+            .inner
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+}
+
+fn signal_name_of(sig: &Sig) -> String {
+    let s = format!("{sig:?}");
+    s.strip_prefix("Custom(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .unwrap_or(&s)
+        .to_string()
 }

@@ -1,0 +1,152 @@
+//! Cluster-level checks, derived from the per-node audit rows: clock spread, mixed versions,
+//! nodes down, quorum. Pure functions of [`NodeAudit`]s.
+
+use std::collections::BTreeMap;
+
+use super::{NodeAudit, Thresholds};
+use crate::exec::NodeStatus;
+use crate::probe::{Finding, Grade};
+use crate::report::nodeset::fold;
+
+fn finding(check: &str, grade: Grade, detail: String, remediation: Option<&str>) -> Finding {
+    Finding {
+        check: check.into(),
+        grade,
+        detail,
+        remediation: remediation.map(str::to_string),
+    }
+}
+
+/// `cluster.clock_spread`: max - min of the controller-measured offsets of the audited nodes.
+/// Every node writes every node's RRD metrics with its own clock (DOMAIN.md §1), so the spread
+/// between nodes matters even when the controller's own clock is off.
+pub fn clock_spread(rows: &[NodeAudit], t: &Thresholds) -> Option<Finding> {
+    let offsets: Vec<(&str, f64)> = rows
+        .iter()
+        .filter_map(|r| r.clock.map(|c| (r.node.as_str(), c.offset_s)))
+        .collect();
+    if offsets.len() < 2 {
+        return None;
+    }
+    let (min_node, min) = offsets
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("non-empty");
+    let (max_node, max) = offsets
+        .iter()
+        .copied()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("non-empty");
+    let spread = max - min;
+    let grade = if spread > t.clock_fail_s {
+        Grade::Fail
+    } else if spread > t.clock_warn_s {
+        Grade::Warn
+    } else {
+        Grade::Pass
+    };
+    let detail = format!("spread {spread:.3} s between {max_node} ({max:+.3} s) and {min_node} ({min:+.3} s)");
+    Some(finding(
+        "cluster.clock_spread",
+        grade,
+        detail,
+        (grade > Grade::Pass).then_some("pvefleet run playbooks/sync-clock.toml"),
+    ))
+}
+
+/// `cluster.nodes_down`: targeted nodes that could not be audited.
+pub fn nodes_down(rows: &[NodeAudit]) -> Finding {
+    let down: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.status != NodeStatus::Ok)
+        .map(|r| r.node.as_str())
+        .collect();
+    if down.is_empty() {
+        finding(
+            "cluster.nodes_down",
+            Grade::Pass,
+            format!("all {} nodes reachable", rows.len()),
+            None,
+        )
+    } else {
+        finding(
+            "cluster.nodes_down",
+            Grade::Fail,
+            format!("{} of {} not audited: {}", down.len(), rows.len(), fold(&down)),
+            Some("check the node's power and network, then `pvefleet -l NODE exec -- true`"),
+        )
+    }
+}
+
+/// `cluster.versions`: the pve-manager versions seen (from each node's `cluster` facts).
+pub fn versions(rows: &[NodeAudit], version_of: impl Fn(&NodeAudit) -> Option<String>) -> Option<Finding> {
+    let mut by_version: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.status == NodeStatus::Ok) {
+        if let Some(v) = version_of(r) {
+            by_version.entry(v).or_default().push(&r.node);
+        }
+    }
+    if by_version.is_empty() {
+        return None;
+    }
+    if by_version.len() == 1 {
+        let v = by_version.keys().next().expect("one");
+        return Some(finding(
+            "cluster.versions",
+            Grade::Pass,
+            format!("all nodes run pve-manager {v}"),
+            None,
+        ));
+    }
+    let parts: Vec<String> = by_version
+        .iter()
+        .map(|(v, nodes)| format!("{v} on {}", fold(nodes)))
+        .collect();
+    Some(finding(
+        "cluster.versions",
+        Grade::Warn,
+        format!("mixed pve-manager versions: {}", parts.join("; ")),
+        Some("upgrade the older nodes one at a time (apt full-upgrade), rebooting between nodes"),
+    ))
+}
+
+/// `cluster.quorum`: whether the nodes report a quorate cluster.
+pub fn quorum(rows: &[NodeAudit], quorate_of: impl Fn(&NodeAudit) -> Option<bool>) -> Option<Finding> {
+    let mut yes = Vec::new();
+    let mut no = Vec::new();
+    for r in rows.iter().filter(|r| r.status == NodeStatus::Ok) {
+        match quorate_of(r) {
+            Some(true) => yes.push(r.node.as_str()),
+            Some(false) => no.push(r.node.as_str()),
+            None => {}
+        }
+    }
+    if yes.is_empty() && no.is_empty() {
+        return None;
+    }
+    Some(if no.is_empty() {
+        finding(
+            "cluster.quorum",
+            Grade::Pass,
+            format!("quorate as seen from {}", fold(&yes)),
+            None,
+        )
+    } else {
+        finding(
+            "cluster.quorum",
+            Grade::Fail,
+            format!("not quorate as seen from {}", fold(&no)),
+            Some("bring the missing nodes back (pvecm status); do not reboot anything until quorate"),
+        )
+    })
+}
+
+/// All cluster-level findings, in a fixed order.
+pub fn cluster_findings(rows: &[NodeAudit], t: &Thresholds) -> Vec<Finding> {
+    let mut out = vec![nodes_down(rows)];
+    out.extend(quorum(rows, super::evaluate::quorate_of));
+    out.extend(versions(rows, super::evaluate::manager_version_of));
+    out.extend(clock_spread(rows, t));
+    out
+}

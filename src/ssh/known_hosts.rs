@@ -1,0 +1,363 @@
+//! known_hosts files: lookup (plain, `[host]:port`, wildcard, negated and hashed `|1|` entries,
+//! `@revoked` markers) and appending for trust-on-first-use.
+//!
+//! Written here rather than taken from russh because pvefleet must report the exact file and line
+//! of a conflicting entry (so the operator knows what to fix), must know which key algorithms are
+//! recorded for a host before the key exchange (so the server is asked for a key we can check, as
+//! OpenSSH does), and must honour `@revoked`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use data_encoding::BASE64;
+use hmac::{Hmac, KeyInit, Mac};
+use russh::keys::{Algorithm, PublicKey};
+use sha1::Sha1;
+
+/// One key recorded for a host.
+#[derive(Debug, Clone)]
+pub struct KnownKey {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// The key.
+    pub key: PublicKey,
+    /// Marked `@revoked`.
+    pub revoked: bool,
+}
+
+/// What the known_hosts files say about a key a server offered.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    /// A matching, non-revoked entry exists.
+    Known {
+        /// Where.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+    },
+    /// Entries exist for the host, none match: the key changed (or is revoked).
+    Changed {
+        /// The first conflicting entry's file.
+        file: PathBuf,
+        /// Its line.
+        line: usize,
+    },
+    /// No entry for this host.
+    Unknown,
+}
+
+/// The name a host is recorded under: `host` on port 22, `[host]:port` otherwise.
+pub fn lookup_name(host: &str, port: u16) -> String {
+    if port == 22 {
+        host.to_string()
+    } else {
+        format!("[{host}]:{port}")
+    }
+}
+
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi].eq_ignore_ascii_case(&t[ti])) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+fn hashed_match(entry: &str, name: &str) -> bool {
+    // |1|base64(salt)|base64(hmac-sha1(salt, name))
+    let mut parts = entry.split('|').skip(2);
+    let (Some(salt), Some(hash)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    let (Ok(salt), Ok(hash)) = (
+        BASE64.decode(salt.as_bytes()),
+        BASE64.decode(hash.as_bytes()),
+    ) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt) else {
+        return false;
+    };
+    mac.update(name.as_bytes());
+    mac.verify_slice(&hash).is_ok()
+}
+
+/// Whether a host-pattern list (`a,b,!c,*.lan,[h]:2222,|1|..|..`) matches `name`.
+pub fn hosts_match(patterns: &str, name: &str) -> bool {
+    let mut matched = false;
+    for pat in patterns.split(',') {
+        if let Some(neg) = pat.strip_prefix('!') {
+            if wildcard_match(neg, name) {
+                return false;
+            }
+        } else if pat.starts_with("|1|") {
+            matched |= hashed_match(pat, name);
+        } else {
+            matched |= wildcard_match(pat, name);
+        }
+    }
+    matched
+}
+
+/// All keys recorded for `name` in `files` (missing files are skipped).
+pub fn keys_for(files: &[PathBuf], name: &str) -> Vec<KnownKey> {
+    let mut out = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split_whitespace();
+            let mut first = fields.next().unwrap_or("");
+            let mut revoked = false;
+            if first.starts_with('@') {
+                match first {
+                    "@revoked" => revoked = true,
+                    _ => continue, // @cert-authority: host certificates are not used
+                }
+                first = fields.next().unwrap_or("");
+            }
+            let (Some(algo), Some(b64)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            if !hosts_match(first, name) {
+                continue;
+            }
+            if let Ok(key) = PublicKey::from_openssh(&format!("{algo} {b64}")) {
+                out.push(KnownKey {
+                    file: file.clone(),
+                    line: i + 1,
+                    key,
+                    revoked,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Judge `offered` against the keys recorded for the host.
+pub fn check(known: &[KnownKey], offered: &PublicKey) -> Verdict {
+    let same = |k: &KnownKey| k.key.key_data() == offered.key_data();
+    if let Some(k) = known.iter().find(|k| k.revoked && same(k)) {
+        return Verdict::Changed {
+            file: k.file.clone(),
+            line: k.line,
+        };
+    }
+    if let Some(k) = known.iter().find(|k| !k.revoked && same(k)) {
+        return Verdict::Known {
+            file: k.file.clone(),
+            line: k.line,
+        };
+    }
+    match known.iter().find(|k| !k.revoked) {
+        // Prefer pointing at an entry of the offered algorithm: that is the one to fix.
+        Some(first) => {
+            let k = known
+                .iter()
+                .find(|k| !k.revoked && k.key.algorithm() == offered.algorithm())
+                .unwrap_or(first);
+            Verdict::Changed {
+                file: k.file.clone(),
+                line: k.line,
+            }
+        }
+        None => Verdict::Unknown,
+    }
+}
+
+/// The host-key algorithms to ask the server for: those recorded for the host first (so the
+/// server presents a key we can check), then the usual order.
+pub fn preferred_algorithms(known: &[KnownKey], defaults: &[Algorithm]) -> Vec<Algorithm> {
+    let mut out: Vec<Algorithm> = Vec::new();
+    for k in known.iter().filter(|k| !k.revoked) {
+        let algo = k.key.algorithm();
+        if algo.clone().is_rsa() {
+            for d in defaults.iter().filter(|d| (*d).clone().is_rsa()) {
+                if !out.contains(d) {
+                    out.push(d.clone());
+                }
+            }
+        } else if !out.contains(&algo) {
+            out.push(algo);
+        }
+    }
+    if out.is_empty() {
+        return defaults.to_vec();
+    }
+    out
+}
+
+/// Append `key` for `name` to `file` (created 0600, parent directory 0700 if missing).
+pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let openssh = key
+        .to_openssh()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    // Drop the comment: known_hosts lines are `name algo base64`.
+    let mut parts = openssh.split_whitespace();
+    let (algo, b64) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let needs_newline = std::fs::read(file)
+        .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
+        .unwrap_or(false);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(file)?;
+    if needs_newline {
+        f.write_all(b"\n")?;
+    }
+    writeln!(f, "{name} {algo} {b64}")?;
+    f.sync_all()
+}
+
+/// SHA256 fingerprint as OpenSSH prints it (`SHA256:...`).
+pub fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(russh::keys::HashAlg::Sha256).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ED1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB5MvwJRjJsaSx7KMJc5zuMVei+X5L145hUaVS9TEiWB";
+    const ED2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDJOJru1OyCtr/x1NT9UpagguvBp9fj1uq4k7VDgBvG6";
+
+    fn key(s: &str) -> PublicKey {
+        PublicKey::from_openssh(s).unwrap()
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("known_hosts");
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn patterns_wildcards_negation_and_ports() {
+        assert!(hosts_match("pve1,10.0.0.1", "10.0.0.1"));
+        assert!(hosts_match("*.lan", "pve1.lan"));
+        assert!(!hosts_match("*.lan,!pve2.lan", "pve2.lan"));
+        assert!(hosts_match(
+            "[10.0.0.1]:2222",
+            &lookup_name("10.0.0.1", 2222)
+        ));
+        assert!(!hosts_match("10.0.0.1", &lookup_name("10.0.0.1", 2222)));
+        assert!(hosts_match("pve?", "PVE3"));
+    }
+
+    #[test]
+    fn hashed_entries_match_their_host_only() {
+        // Salt and HMAC-SHA1("10.0.0.1") computed here, the way `ssh-keygen -H` writes them.
+        let salt = [7u8; 20];
+        let mut mac = <Hmac<Sha1> as KeyInit>::new_from_slice(&salt).unwrap();
+        mac.update(b"10.0.0.1");
+        let entry = format!(
+            "|1|{}|{}",
+            BASE64.encode(&salt),
+            BASE64.encode(&mac.finalize().into_bytes())
+        );
+        assert!(hosts_match(&entry, "10.0.0.1"));
+        assert!(!hosts_match(&entry, "10.0.0.2"));
+    }
+
+    #[test]
+    fn known_changed_unknown_with_file_and_line() {
+        let (_d, p) = write(&format!("# comment\n\nother {ED2}\npve1 {ED1}\n"));
+        let files = vec![p.clone()];
+        let known = keys_for(&files, "pve1");
+        assert!(matches!(
+            check(&known, &key(ED1)),
+            Verdict::Known { line: 4, .. }
+        ));
+        match check(&known, &key(ED2)) {
+            Verdict::Changed { file, line } => assert_eq!((file, line), (p.clone(), 4)),
+            v => panic!("{v:?}"),
+        }
+        assert!(matches!(
+            check(&keys_for(&files, "pve9"), &key(ED1)),
+            Verdict::Unknown
+        ));
+    }
+
+    #[test]
+    fn revoked_keys_are_refused() {
+        let (_d, p) = write(&format!("@revoked * {ED1}\npve1 {ED1}\n"));
+        let known = keys_for(&[p], "pve1");
+        assert!(matches!(
+            check(&known, &key(ED1)),
+            Verdict::Changed { line: 1, .. }
+        ));
+    }
+
+    #[test]
+    fn append_then_known() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/known_hosts");
+        append(&p, "[10.1.1.1]:2222", &key(ED1)).unwrap();
+        let known = keys_for(std::slice::from_ref(&p), &lookup_name("10.1.1.1", 2222));
+        assert!(matches!(
+            check(&known, &key(ED1)),
+            Verdict::Known { line: 1, .. }
+        ));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn recorded_algorithms_are_asked_for_first() {
+        let (_d, p) = write(&format!("pve1 {ED1}\n"));
+        let known = keys_for(&[p], "pve1");
+        let defaults = vec![
+            Algorithm::Ecdsa {
+                curve: russh::keys::EcdsaCurve::NistP256,
+            },
+            Algorithm::Ed25519,
+        ];
+        assert_eq!(
+            preferred_algorithms(&known, &defaults),
+            vec![Algorithm::Ed25519]
+        );
+        assert_eq!(preferred_algorithms(&[], &defaults), defaults);
+    }
+}

@@ -1,0 +1,265 @@
+//! Real OpenSSH `sshd` servers on loopback addresses, for transport and `exec` tests.
+//!
+//! Each server gets its own host key, listens on `127.77.<net>.<i>:22` (`net` is chosen per test
+//! so that test binaries and tests can run in parallel), and accepts a throwaway client key for
+//! root and for the test users. Servers are killed when the [`Fleet`] is dropped.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Whether this process may run tests that need root. In CI (`CI=true`) a missing root is a
+/// failure; elsewhere the test prints why it is skipped.
+pub fn require_root(test: &str) -> bool {
+    if unsafe_geteuid() == 0 {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: needs root (real sshd on 127.x addresses, iptables); CI must run as root");
+    }
+    eprintln!(
+        "SKIPPED {test}: needs root (real sshd on 127.x addresses); run as root to include it"
+    );
+    false
+}
+
+fn unsafe_geteuid() -> u32 {
+    // No libc dependency: ask `id`.
+    let out = Command::new("id").arg("-u").output().expect("run id -u");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(1)
+}
+
+/// Run a command, panic with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Make sure a local test user exists with `authorized` as its only key. `sudo`: `Some(true)`
+/// NOPASSWD sudo, `Some(false)` sudo that wants a password, `None` no sudo rule.
+pub fn ensure_user(name: &str, authorized: &Path, sudo: Option<bool>) {
+    if Command::new("id")
+        .arg(name)
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        sh(&format!(
+            "useradd --create-home --shell /bin/sh {name} && passwd -d {name} >/dev/null 2>&1 || true"
+        ));
+    }
+    let home = sh(&format!("getent passwd {name} | cut -d: -f6"))
+        .trim()
+        .to_string();
+    sh(&format!(
+        "install -d -m 700 -o {name} {home}/.ssh && install -m 600 -o {name} {} {home}/.ssh/authorized_keys",
+        authorized.display()
+    ));
+    if let Some(nopasswd) = sudo {
+        let rule = if nopasswd {
+            format!("{name} ALL=(ALL) NOPASSWD: ALL\n")
+        } else {
+            format!("{name} ALL=(ALL) ALL\n")
+        };
+        let path = format!("/etc/sudoers.d/{name}");
+        std::fs::write(&path, rule).unwrap();
+        sh(&format!("chmod 440 {path}"));
+    }
+}
+
+/// One sshd.
+pub struct Server {
+    /// Node name (`node1` ...).
+    pub name: String,
+    /// Listen address.
+    pub addr: String,
+    /// Listen port.
+    pub port: u16,
+    /// Its host private key file.
+    pub host_key: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+}
+
+/// Several sshd servers with a shared client key and known_hosts file.
+pub struct Fleet {
+    /// Scratch directory (keys, configs, inventory).
+    pub dir: tempfile::TempDir,
+    /// The servers.
+    pub servers: Vec<Server>,
+    /// Unencrypted ed25519 client key accepted by every server for root.
+    pub client_key: PathBuf,
+    /// known_hosts listing every server.
+    pub known_hosts: PathBuf,
+}
+
+fn keygen(path: &Path, kind: &str, pass: &str) {
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_file(path.with_extension("pub"));
+    sh(&format!(
+        "ssh-keygen -q -t {kind} -N '{pass}' -C pvefleet-test -f {}",
+        path.display()
+    ));
+}
+
+fn wait_listening(addr: &str, port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect((addr, port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("sshd on {addr}:{port} did not start");
+}
+
+impl Server {
+    fn start(&mut self) {
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sshd");
+        self.child = Some(child);
+        wait_listening(&self.addr, self.port);
+    }
+
+    /// Stop this server (connections to it are then refused).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Give the server a new host key and restart it.
+    pub fn change_host_key(&mut self) {
+        self.stop();
+        keygen(&self.host_key, "ed25519", "");
+        self.start();
+    }
+}
+
+impl Fleet {
+    /// Start `n` servers on `127.77.<net>.1..n` port 22. `net` must be unique per test.
+    pub fn start(net: u8, n: usize) -> Fleet {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let client_key = dir.path().join("id_ed25519");
+        keygen(&client_key, "ed25519", "");
+        let authorized = dir.path().join("authorized_keys");
+        std::fs::copy(client_key.with_extension("pub"), &authorized).unwrap();
+        let known_hosts = dir.path().join("known_hosts");
+        let mut kh = std::fs::File::create(&known_hosts).unwrap();
+        let mut servers = Vec::new();
+        for i in 1..=n {
+            let addr = format!("127.77.{net}.{i}");
+            let host_key = dir.path().join(format!("host{i}"));
+            keygen(&host_key, "ed25519", "");
+            let config = dir.path().join(format!("sshd{i}.conf"));
+            std::fs::write(
+                &config,
+                format!(
+                    "ListenAddress {addr}:22\nHostKey {}\nPidFile none\nUsePAM no\n\
+                     PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                     KbdInteractiveAuthentication no\nAuthorizedKeysFile {} .ssh/authorized_keys\n\
+                     StrictModes no\nMaxSessions 10\nMaxStartups 100\nAllowTcpForwarding yes\n\
+                     LogLevel ERROR\nPrintMotd no\nUseDNS no\n",
+                    host_key.display(),
+                    authorized.display()
+                ),
+            )
+            .unwrap();
+            let public = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+            let mut fields = public.split_whitespace();
+            writeln!(
+                kh,
+                "{addr} {} {}",
+                fields.next().unwrap(),
+                fields.next().unwrap()
+            )
+            .unwrap();
+            let mut server = Server {
+                name: format!("node{i}"),
+                addr,
+                port: 22,
+                host_key,
+                config,
+                child: None,
+            };
+            server.start();
+            servers.push(server);
+        }
+        Fleet {
+            dir,
+            servers,
+            client_key,
+            known_hosts,
+        }
+    }
+
+    /// Write an inventory for the servers with `defaults` added to `[defaults]`; returns its path.
+    pub fn inventory(&self, defaults: &str) -> PathBuf {
+        let mut text = format!(
+            "[defaults]\nidentity_files = [\"{}\"]\nknown_hosts = [\"{}\"]\nssh_config = false\n\
+             connect_timeout = \"3s\"\n{defaults}\n",
+            self.client_key.display(),
+            self.known_hosts.display()
+        );
+        for s in &self.servers {
+            text.push_str(&format!("[nodes.{}]\naddress = \"{}\"\n", s.name, s.addr));
+        }
+        let path = self.dir.path().join("inventory.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            s.stop();
+        }
+    }
+}
+
+/// An iptables rule dropping packets to `addr`, removed on drop (even when the test panics).
+pub struct BlackHole {
+    addr: String,
+}
+
+impl BlackHole {
+    /// Start dropping every packet to `addr`.
+    pub fn new(addr: &str) -> BlackHole {
+        sh(&format!("iptables -I INPUT -d {addr} -j DROP"));
+        BlackHole {
+            addr: addr.to_string(),
+        }
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        let _ = Command::new("iptables")
+            .args(["-D", "INPUT", "-d", &self.addr, "-j", "DROP"])
+            .status();
+    }
+}
