@@ -104,9 +104,9 @@ pub fn render_table(results: &[NodeResult], color: bool) -> String {
     }
     for r in results {
         let error = match (&r.error, r.status) {
-            (Some(e), _) => first_line(e, 72),
+            (Some(e), _) => first_line(e, 200),
             (None, NodeStatus::Ok) => String::new(),
-            (None, _) => first_line(&String::from_utf8_lossy(&r.stderr), 72),
+            (None, _) => first_line(&String::from_utf8_lossy(&r.stderr), 120),
         };
         let mut status = Cell::new(r.status.as_str());
         if color {

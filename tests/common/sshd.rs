@@ -218,9 +218,14 @@ impl Fleet {
 
     /// Write an inventory for the servers with `defaults` added to `[defaults]`; returns its path.
     pub fn inventory(&self, defaults: &str) -> PathBuf {
+        let timeout = if defaults.contains("connect_timeout") {
+            ""
+        } else {
+            "connect_timeout = \"3s\"\n"
+        };
         let mut text = format!(
             "[defaults]\nidentity_files = [\"{}\"]\nknown_hosts = [\"{}\"]\nssh_config = false\n\
-             connect_timeout = \"3s\"\n{defaults}\n",
+             {timeout}{defaults}\n",
             self.client_key.display(),
             self.known_hosts.display()
         );

@@ -1,0 +1,231 @@
+//! `pvefleet exec` end to end: the real binary against real sshd servers.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::sshd::{require_root, BlackHole, Fleet};
+
+fn pvefleet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("HOME", "/nonexistent-home")
+        .output()
+        .expect("run pvefleet")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)))
+}
+
+#[test]
+fn identical_output_is_grouped_and_every_node_has_a_row() {
+    if !require_root("identical_output_is_grouped_and_every_node_has_a_row") {
+        return;
+    }
+    let fleet = Fleet::start(20, 4);
+    let inv = fleet.inventory("");
+    let inv = inv.to_str().unwrap();
+    let cmd =
+        "case \"$SSH_CONNECTION\" in *127.77.20.4\\ 22) echo different; exit 3;; esac; echo same";
+    let out = pvefleet(&["-i", inv, "exec", "--", cmd]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a failed node gives exit 2: {stdout}"
+    );
+    assert!(stdout.contains("node[1-3] (3)\n"), "{stdout}");
+    assert!(stdout.contains("node4 (1)\n"), "{stdout}");
+    assert!(stdout.contains("[exit 3]"), "{stdout}");
+    for n in 1..=4 {
+        assert!(
+            stdout.lines().any(|l| l.contains(&format!("node{n} "))),
+            "row for node{n}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("4 nodes: 3 ok, 1 failed"), "{stdout}");
+
+    let out = pvefleet(&[
+        "-i",
+        inv,
+        "--limit",
+        "node[1-2]",
+        "exec",
+        "--",
+        "echo",
+        "a",
+        "b",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(text(&out.stdout).contains("node[1-2] (2)\n---"));
+    assert!(
+        text(&out.stdout).contains("a b\n"),
+        "arguments are joined with spaces"
+    );
+}
+
+#[test]
+fn json_carries_each_nodes_full_result() {
+    if !require_root("json_carries_each_nodes_full_result") {
+        return;
+    }
+    let mut fleet = Fleet::start(21, 3);
+    let inv = fleet.inventory("");
+    fleet.servers[2].stop();
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "exec",
+        "--",
+        "echo hi; echo oops >&2",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an unreachable node gives exit 3"
+    );
+    let v = json(&out);
+    assert_eq!(v["version"], 1);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["status"], "ok");
+    assert_eq!(nodes[0]["stdout"], "hi\n");
+    assert_eq!(nodes[0]["stderr"], "oops\n");
+    assert_eq!(nodes[0]["exit"]["code"], 0);
+    assert_eq!(nodes[2]["status"], "unreachable");
+    assert!(nodes[2]["error"].as_str().unwrap().contains("refused"));
+    assert_eq!(v["summary"], "3 nodes: 2 ok, 1 unreachable");
+}
+
+#[test]
+fn a_black_holed_node_is_unreachable_within_the_connect_timeout_while_others_finish() {
+    if !require_root(
+        "a_black_holed_node_is_unreachable_within_the_connect_timeout_while_others_finish",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start(22, 3);
+    let inv = fleet.inventory("connect_timeout = \"2s\"");
+    let _hole = BlackHole::new(&fleet.servers[1].addr);
+    let start = Instant::now();
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--json",
+        "exec",
+        "--",
+        "echo up",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(3));
+    let v = json(&out);
+    assert_eq!(v["nodes"][1]["status"], "unreachable");
+    assert_eq!(v["nodes"][0]["status"], "ok");
+    assert_eq!(v["nodes"][2]["stdout"], "up\n");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn escape_sequences_from_a_node_never_reach_the_terminal_raw() {
+    if !require_root("escape_sequences_from_a_node_never_reach_the_terminal_raw") {
+        return;
+    }
+    let fleet = Fleet::start(23, 1);
+    let inv = fleet.inventory("");
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "exec",
+        "--",
+        "printf 'a\\033[2J\\033]0;pwned\\007b\\n'; printf 'e\\033[31m\\n' >&2; exit 1",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(
+        !stdout.contains('\u{1b}') && !stdout.contains('\u{7}'),
+        "{stdout:?}"
+    );
+    assert!(stdout.contains("a\\x1b[2J\\x1b]0;pwned\\x07b"), "{stdout}");
+    assert!(stdout.contains("stderr: e\\x1b[31m"), "{stdout}");
+}
+
+#[test]
+fn a_command_over_its_timeout_is_reported_as_timeout() {
+    if !require_root("a_command_over_its_timeout_is_reported_as_timeout") {
+        return;
+    }
+    let fleet = Fleet::start(24, 2);
+    let inv = fleet.inventory("");
+    let start = Instant::now();
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--timeout",
+        "1s",
+        "--json",
+        "exec",
+        "--",
+        "sleep 20",
+    ]);
+    assert!(start.elapsed() < Duration::from_secs(8));
+    assert_eq!(out.status.code(), Some(2));
+    let v = json(&out);
+    assert_eq!(v["nodes"][0]["status"], "timeout");
+    assert_eq!(v["nodes"][1]["status"], "timeout");
+}
+
+#[test]
+fn a_changed_host_key_stops_only_that_node() {
+    if !require_root("a_changed_host_key_stops_only_that_node") {
+        return;
+    }
+    let mut fleet = Fleet::start(25, 3);
+    let inv = fleet.inventory("");
+    fleet.servers[0].change_host_key();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "exec", "--", "echo fine"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stdout.contains("node[2-3] (2)"), "{stdout}");
+    let row = stdout.lines().find(|l| l.contains("node1 ")).unwrap();
+    assert!(
+        row.contains("host-key") && row.contains("known_hosts:1"),
+        "{row}"
+    );
+}
+
+#[test]
+fn ctrl_c_prints_what_finished_and_exits_130() {
+    if !require_root("ctrl_c_prints_what_finished_and_exits_130") {
+        return;
+    }
+    let fleet = Fleet::start(26, 3);
+    let inv = fleet.inventory("");
+    let cmd = "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) sleep 30;; esac";
+    let child = Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+        .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", cmd])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    common::sshd::sh(&format!("kill -INT {}", child.id()));
+    let start = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "must stop promptly"
+    );
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    let v = json(&out);
+    assert_eq!(v["nodes"][0]["stdout"], "quick\n");
+    assert_eq!(v["nodes"][1]["status"], "cancelled");
+    assert_eq!(v["nodes"][2]["status"], "cancelled");
+    assert!(text(&out.stderr).contains("interrupted"));
+}
