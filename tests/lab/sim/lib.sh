@@ -1,0 +1,17 @@
+# Shared by the lab's stand-in commands (sourced; POSIX sh + bash features used by bash scripts).
+# Node state lives in /var/lib/pvelab (the lab's per-node sim directory, bind-mounted), cluster
+# state in /var/lib/pvelab-cluster (shared by all nodes of the lab).
+SIM=/var/lib/pvelab
+CL=/var/lib/pvelab-cluster
+prof() { sed -n "s/^$1=//p" "$SIM/profile"; }
+NODE=$(prof name)
+KERNEL=$(prof kernel)
+nic_name() { case "$(prof nic)" in virtio) echo ens18 ;; igb) echo enp1s0 ;; *) echo eno1 ;; esac; }
+boot_id() { cat "$SIM/boot_id"; }
+# journal_add PRIORITY UNIT IDENTIFIER MESSAGE  (priority 0 emerg .. 7 debug)
+journal_add() {
+  printf '%s|%s|%s|%s|%s|%s|%s\n' "$(date +%s.%6N)" "$(boot_id)" "$1" "$2" "$3" "${JPID:-$$}" "$4" >> "$SIM/journal"
+}
+# Kernel version as a comparable number: 6.8.12-5-pve -> 608
+kver_num() { echo "$KERNEL" | awk -F'[.-]' '{print $1 * 100 + $2}'; }
+svc_state() { cat "$SIM/services/$1" 2>/dev/null || echo inactive; }
