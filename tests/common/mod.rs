@@ -1,4 +1,5 @@
 //! Shared harness for integration tests: plain sshd servers (`sshd`) and the simulated Proxmox lab (`lab`).
 #![allow(dead_code)]
 
+pub mod lab;
 pub mod sshd;

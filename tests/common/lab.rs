@@ -1,0 +1,141 @@
+//! The simulated Proxmox lab (`tests/lab/lab`) from Rust: one lab per test, always torn down.
+//!
+//! Each test picks its own `net` (the second octet of the nodes' 127.x addresses), so tests and
+//! test binaries run in parallel without sharing nodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::sshd::require_root;
+
+/// A running lab; `lab down` runs on drop, whatever happened in the test.
+pub struct Lab {
+    /// Scratch directory holding the lab (inventory, keys, node state).
+    pub dir: tempfile::TempDir,
+    /// Number of nodes.
+    pub n: usize,
+}
+
+fn lab_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab")
+}
+
+impl Lab {
+    /// Start `n` nodes on `127.<net>.0.x` with extra `lab up` arguments (`--profile ...`);
+    /// `None` (after printing why) when not root outside CI.
+    pub fn up(test: &str, net: u8, n: usize, extra: &[&str]) -> Option<Lab> {
+        if !require_root(test) {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("pvefleet-lab")
+            .tempdir()
+            .unwrap();
+        let lab = Lab { dir, n };
+        let mut args = vec![
+            "up".to_string(),
+            n.to_string(),
+            "--net".into(),
+            net.to_string(),
+            "--boot-delay".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = lab.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "lab up failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        Some(lab)
+    }
+
+    /// Run `tests/lab/lab ARGS --dir DIR`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(lab_script())
+            .args(args)
+            .arg("--dir")
+            .arg(self.dir.path())
+            .output()
+            .expect("run tests/lab/lab")
+    }
+
+    fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "lab {args:?} failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+
+    /// The inventory the lab wrote.
+    pub fn inventory(&self) -> PathBuf {
+        self.dir.path().join("inventory.toml")
+    }
+
+    /// Run `cmd` on `node` as root with the OpenSSH client: (exit code, stdout, stderr).
+    pub fn ssh(&self, node: &str, cmd: &str) -> (i32, String, String) {
+        let out = self.run(&["exec", node, cmd]);
+        (
+            out.status.code().unwrap_or(-1),
+            text(&out.stdout),
+            text(&out.stderr),
+        )
+    }
+
+    /// Run `cmd` on `node`, which must succeed; its stdout.
+    pub fn sh(&self, node: &str, cmd: &str) -> String {
+        let (code, out, err) = self.ssh(node, cmd);
+        assert_eq!(code, 0, "{node}: `{cmd}` failed: {out}{err}");
+        out
+    }
+
+    /// `lab fault NODE ARGS...`
+    pub fn fault(&self, node: &str, args: &[&str]) {
+        let mut a = vec!["fault", node];
+        a.extend_from_slice(args);
+        self.run_ok(&a);
+    }
+
+    /// `lab clear NODE [KIND]`
+    pub fn clear(&self, node: &str, kind: Option<&str>) {
+        let mut a = vec!["clear", node];
+        a.extend(kind);
+        self.run_ok(&a);
+    }
+
+    /// Reboot `node` and wait until it is up again.
+    pub fn reboot_and_wait(&self, node: &str) {
+        self.run_ok(&["reboot", node]);
+        self.run_ok(&["wait", node, "down", "--timeout", "20"]);
+        self.run_ok(&["wait", node, "up", "--timeout", "60"]);
+    }
+
+    /// Wait until `node` is `up` or `down`.
+    pub fn wait(&self, node: &str, state: &str, timeout_s: u32) -> bool {
+        self.run(&["wait", node, state, "--timeout", &timeout_s.to_string()])
+            .status
+            .success()
+    }
+
+    /// The node's current boot id.
+    pub fn boot_id(&self, node: &str) -> String {
+        self.sh(node, "cat /proc/sys/kernel/random/boot_id")
+            .trim()
+            .to_string()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
