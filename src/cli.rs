@@ -111,6 +111,43 @@ pub enum Command {
         )]
         command: Vec<String>,
     },
+    /// Run probes on every targeted node and show their facts and findings.
+    #[command(
+        after_help = "Examples:\n  pvefleet probe --list\n  pvefleet probe clock rrd\n  \
+pvefleet -l pve2 --json probe gpu"
+    )]
+    Probe {
+        /// List the probes and what each checks.
+        #[arg(long)]
+        list: bool,
+        /// Probes to run (default: all).
+        #[arg(value_name = "NAME")]
+        names: Vec<String>,
+        /// Grading thresholds (TOML), overriding the defaults.
+        #[arg(long, value_name = "FILE")]
+        thresholds: Option<PathBuf>,
+    },
+    /// Audit the cluster: every probe on every node, one round trip per node, graded
+    /// PASS/WARN/FAIL/SKIP with the fix for each finding.
+    #[command(
+        after_help = "Exit codes: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable.\n\
+Examples:\n  pvefleet audit\n  pvefleet audit --format html -o audit.html\n  \
+pvefleet audit --format json | jq '.summary'"
+    )]
+    Audit {
+        /// Output format (`--json` is the same as `--format json`).
+        #[arg(long, value_enum, default_value = "terminal")]
+        format: crate::report::audit::Format,
+        /// Write the report to FILE instead of stdout.
+        #[arg(short = 'o', long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Only these probes (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+        probes: Vec<String>,
+        /// Grading thresholds (TOML), overriding the defaults.
+        #[arg(long, value_name = "FILE")]
+        thresholds: Option<PathBuf>,
+    },
     /// Show or create inventories.
     #[command(subcommand)]
     Inventory(InventoryCommand),

@@ -13,7 +13,9 @@ use crate::inventory::Node;
 use crate::ssh::{self, ExitStatus, SshError};
 
 /// How one node's run ended, from the operator's point of view.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum NodeStatus {
     /// Ran, exit code 0.

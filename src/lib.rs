@@ -5,6 +5,7 @@
 //! an exit code; all behaviour lives here so tests drive the same code.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod exec;
 pub mod exit;

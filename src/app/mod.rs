@@ -17,6 +17,8 @@ use crate::progress::Progress;
 use crate::report;
 use crate::ssh;
 
+mod audit;
+
 /// Where a Proxmox node keeps its cluster membership (read when no inventory is given).
 pub const LOCAL_MEMBERS: &str = "/etc/pve/.members";
 
@@ -118,6 +120,17 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             )
             .await
         }
+        Command::Audit {
+            format,
+            output,
+            probes,
+            thresholds,
+        } => audit::cmd_audit(g, *format, output.as_ref(), probes, thresholds.as_deref()).await,
+        Command::Probe {
+            list,
+            names,
+            thresholds,
+        } => audit::cmd_probe(g, *list, names, thresholds.as_deref()).await,
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "pvefleet", &mut std::io::stdout());

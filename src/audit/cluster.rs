@@ -46,7 +46,9 @@ pub fn clock_spread(rows: &[NodeAudit], t: &Thresholds) -> Option<Finding> {
     } else {
         Grade::Pass
     };
-    let detail = format!("spread {spread:.3} s between {max_node} ({max:+.3} s) and {min_node} ({min:+.3} s)");
+    let detail = format!(
+        "spread {spread:.3} s between {max_node} ({max:+.3} s) and {min_node} ({min:+.3} s)"
+    );
     Some(finding(
         "cluster.clock_spread",
         grade,
@@ -73,14 +75,22 @@ pub fn nodes_down(rows: &[NodeAudit]) -> Finding {
         finding(
             "cluster.nodes_down",
             Grade::Fail,
-            format!("{} of {} not audited: {}", down.len(), rows.len(), fold(&down)),
+            format!(
+                "{} of {} not audited: {}",
+                down.len(),
+                rows.len(),
+                fold(&down)
+            ),
             Some("check the node's power and network, then `pvefleet -l NODE exec -- true`"),
         )
     }
 }
 
 /// `cluster.versions`: the pve-manager versions seen (from each node's `cluster` facts).
-pub fn versions(rows: &[NodeAudit], version_of: impl Fn(&NodeAudit) -> Option<String>) -> Option<Finding> {
+pub fn versions(
+    rows: &[NodeAudit],
+    version_of: impl Fn(&NodeAudit) -> Option<String>,
+) -> Option<Finding> {
     let mut by_version: BTreeMap<String, Vec<&str>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.status == NodeStatus::Ok) {
         if let Some(v) = version_of(r) {
@@ -112,7 +122,10 @@ pub fn versions(rows: &[NodeAudit], version_of: impl Fn(&NodeAudit) -> Option<St
 }
 
 /// `cluster.quorum`: whether the nodes report a quorate cluster.
-pub fn quorum(rows: &[NodeAudit], quorate_of: impl Fn(&NodeAudit) -> Option<bool>) -> Option<Finding> {
+pub fn quorum(
+    rows: &[NodeAudit],
+    quorate_of: impl Fn(&NodeAudit) -> Option<bool>,
+) -> Option<Finding> {
     let mut yes = Vec::new();
     let mut no = Vec::new();
     for r in rows.iter().filter(|r| r.status == NodeStatus::Ok) {
@@ -137,7 +150,9 @@ pub fn quorum(rows: &[NodeAudit], quorate_of: impl Fn(&NodeAudit) -> Option<bool
             "cluster.quorum",
             Grade::Fail,
             format!("not quorate as seen from {}", fold(&no)),
-            Some("bring the missing nodes back (pvecm status); do not reboot anything until quorate"),
+            Some(
+                "bring the missing nodes back (pvecm status); do not reboot anything until quorate",
+            ),
         )
     })
 }

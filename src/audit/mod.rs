@@ -22,6 +22,7 @@ use crate::inventory::Node;
 use crate::probe::{Finding, Grade};
 use crate::ssh::{self, ExitStatus, Session};
 
+pub use evaluate::cell_of;
 pub use evaluate::{probe_names, Thresholds};
 
 /// Version of the audit JSON schema (`--format json`); bumped on incompatible changes.
@@ -152,7 +153,8 @@ pub struct AuditOptions {
 }
 
 fn epoch_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// Take [`CLOCK_SAMPLES`] samples of the node's clock over the open session; keep the best.
@@ -431,9 +433,15 @@ mod tests {
     #[test]
     fn identical_findings_group_and_worst_come_first() {
         let rows = vec![
-            row("pve1", vec![finding("rrd.zero_byte", Grade::Fail, "2 files")]),
+            row(
+                "pve1",
+                vec![finding("rrd.zero_byte", Grade::Fail, "2 files")],
+            ),
             row("pve2", vec![finding("offload.hang", Grade::Warn, "eno1")]),
-            row("pve3", vec![finding("rrd.zero_byte", Grade::Fail, "2 files")]),
+            row(
+                "pve3",
+                vec![finding("rrd.zero_byte", Grade::Fail, "2 files")],
+            ),
         ];
         let groups = group_findings(&rows, &[finding("cluster.quorum", Grade::Pass, "ok")]);
         assert_eq!(groups.len(), 2);

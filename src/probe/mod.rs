@@ -42,3 +42,184 @@ pub struct ParseError {
     /// What was wrong, with the offending line where there is one.
     pub message: String,
 }
+
+pub mod clock;
+pub mod cluster;
+pub mod gpu;
+pub mod offload;
+pub mod rrd;
+mod sections;
+pub mod services;
+
+pub use sections::{combined_script, split_sections, Section};
+
+/// Grading thresholds, with defaults; loadable from TOML (`--thresholds FILE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Thresholds {
+    /// Clock offset (or cluster spread) above which a node is WARN, seconds.
+    pub clock_warn_s: f64,
+    /// Above which it is FAIL (HA's `detected time drift!` starts at 2 s), seconds.
+    pub clock_fail_s: f64,
+    /// Above which API tickets from other nodes are rejected (-300 s .. +7200 s), seconds.
+    pub clock_ticket_s: f64,
+    /// Used space of the RRD file system above which it is WARN, percent.
+    pub disk_warn_pct: u8,
+    /// Above which it is FAIL, percent.
+    pub disk_fail_pct: u8,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            clock_warn_s: 0.5,
+            clock_fail_s: 2.0,
+            clock_ticket_s: 300.0,
+            disk_warn_pct: 90,
+            disk_fail_pct: 98,
+        }
+    }
+}
+
+/// The remediation for RRD problems.
+pub const FIX_RRD: &str = "pvefleet run playbooks/fix-rrd.toml";
+/// The remediation for clock problems.
+pub const SYNC_CLOCK: &str = "pvefleet run playbooks/sync-clock.toml";
+/// The remediation for NIC offload problems.
+pub const DISABLE_OFFLOAD: &str = "pvefleet run playbooks/disable-offload.toml";
+/// The remediation for passthrough set-up problems.
+pub const IGPU_PASSTHROUGH: &str = "pvefleet run playbooks/igpu-passthrough.toml";
+
+impl Finding {
+    /// A finding without remediation.
+    pub fn new(check: &str, grade: Grade, detail: impl Into<String>) -> Finding {
+        Finding {
+            check: check.to_string(),
+            grade,
+            detail: detail.into(),
+            remediation: None,
+        }
+    }
+
+    /// Attach a remediation.
+    pub fn fix(mut self, remediation: &str) -> Finding {
+        self.remediation = Some(remediation.to_string());
+        self
+    }
+}
+
+/// What a probe produced for one node: its facts (as JSON, for reports and playbook templates)
+/// and its graded findings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProbeReport {
+    /// Typed facts, serialised.
+    pub facts: serde_json::Value,
+    /// Findings.
+    pub findings: Vec<Finding>,
+}
+
+/// One probe: name, what it checks, the snippet, and the evaluation of its section.
+pub struct ProbeDef {
+    /// Name (`clock`, `rrd` ...).
+    pub name: &'static str,
+    /// One line on what it checks.
+    pub description: &'static str,
+    /// The POSIX sh snippet run on the node.
+    pub snippet: &'static str,
+    /// Parse and grade the snippet's output.
+    pub evaluate: fn(&str, &Thresholds) -> Result<ProbeReport, ParseError>,
+}
+
+fn report<F: Serialize>(facts: &F, findings: Vec<Finding>) -> ProbeReport {
+    ProbeReport {
+        facts: serde_json::to_value(facts).expect("facts serialise"),
+        findings,
+    }
+}
+
+/// Every probe, in matrix order.
+pub fn all() -> &'static [ProbeDef] {
+    static ALL: [ProbeDef; 6] = [
+        ProbeDef {
+            name: clock::NAME,
+            description: "clock offset from the controller (RTT-corrected), NTP daemon and sync state",
+            snippet: clock::SNIPPET,
+            evaluate: |s, t| clock::parse(s).map(|f| report(&f, clock::grade(&f, t))),
+        },
+        ProbeDef {
+            name: rrd::NAME,
+            description: "RRD errors in the journal, 0-byte and future-dated RRD files, free space",
+            snippet: rrd::SNIPPET,
+            evaluate: |s, t| rrd::parse(s).map(|f| report(&f, rrd::grade(&f, t))),
+        },
+        ProbeDef {
+            name: offload::NAME,
+            description: "physical NICs' offload features, e1000e hangs, persisted ethtool settings",
+            snippet: offload::SNIPPET,
+            evaluate: |s, t| offload::parse(s).map(|f| report(&f, offload::grade(&f, t))),
+        },
+        ProbeDef {
+            name: gpu::NAME,
+            description: "GPUs, drivers, IOMMU, boot loader and kernel command line, vfio and GVT-g set-up",
+            snippet: gpu::SNIPPET,
+            evaluate: |s, t| gpu::parse(s).map(|f| report(&f, gpu::grade(&f, t))),
+        },
+        ProbeDef {
+            name: cluster::NAME,
+            description: "quorum, votes, members, pve-manager version, HA state, running guests",
+            snippet: cluster::SNIPPET,
+            evaluate: |s, t| cluster::parse(s).map(|f| report(&f, cluster::grade(&f, t))),
+        },
+        ProbeDef {
+            name: services::NAME,
+            description: "corosync, pve-cluster, pveproxy, pvedaemon, pvestatd, pve-ha-lrm, rrdcached, chrony",
+            snippet: services::SNIPPET,
+            evaluate: |s, t| services::parse(s).map(|f| report(&f, services::grade(&f, t))),
+        },
+    ];
+    &ALL
+}
+
+/// Look a probe up by name.
+pub fn by_name(name: &str) -> Option<&'static ProbeDef> {
+    all().iter().find(|p| p.name == name)
+}
+
+/// Lines of a snippet section after `@@sub NAME` up to the next line starting with `@@`.
+pub fn sub<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    let marker = format!("@@sub {name}\n");
+    let start = if text.starts_with(&marker) {
+        marker.len()
+    } else {
+        text.find(&format!("\n{marker}"))? + marker.len() + 1
+    };
+    let rest = &text[start..];
+    let mut end = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.starts_with("@@") {
+            break;
+        }
+        end += line.len();
+    }
+    Some(&rest[..end])
+}
+
+/// The value of a one-line `@@key value` marker.
+pub fn marker<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    let prefix = format!("@@{key}");
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(&prefix)?;
+        if rest.is_empty() {
+            Some("")
+        } else {
+            rest.strip_prefix(' ')
+        }
+    })
+}
+
+/// Tools the snippet reported missing (`@@missing NAME`).
+pub fn missing(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("@@missing "))
+        .collect()
+}

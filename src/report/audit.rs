@@ -146,12 +146,20 @@ pub fn render_terminal(r: &AuditReport, color: bool) -> String {
             if color {
                 g = g.fg(grade_color(f.grade));
             }
-            t.add_row(vec![Cell::new(&f.check), g, Cell::new(sanitize_str(&f.detail))]);
+            t.add_row(vec![
+                Cell::new(&f.check),
+                g,
+                Cell::new(sanitize_str(&f.detail)),
+            ]);
         }
         let _ = writeln!(out, "{t}");
     }
 
-    let unreachable: Vec<&NodeAudit> = r.nodes.iter().filter(|n| n.status != NodeStatus::Ok).collect();
+    let unreachable: Vec<&NodeAudit> = r
+        .nodes
+        .iter()
+        .filter(|n| n.status != NodeStatus::Ok)
+        .collect();
     if !r.findings.is_empty() || !unreachable.is_empty() {
         let _ = writeln!(out, "Findings:");
     }
@@ -215,7 +223,12 @@ pub fn render_markdown(r: &AuditReport) -> String {
     }
     out.push('\n');
     for row in &r.nodes {
-        let _ = write!(out, "| {} | {} |", md_escape(&row.node), node_status_text(row));
+        let _ = write!(
+            out,
+            "| {} | {} |",
+            md_escape(&row.node),
+            node_status_text(row)
+        );
         for c in &r.checks {
             let (_, text) = cell_text(row, c, 60);
             let _ = write!(out, " {} |", md_escape(&text));
@@ -223,7 +236,10 @@ pub fn render_markdown(r: &AuditReport) -> String {
         out.push('\n');
     }
     if !r.cluster.is_empty() {
-        let _ = writeln!(out, "\n## Cluster\n\n| check | grade | detail |\n|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n## Cluster\n\n| check | grade | detail |\n|---|---|---|"
+        );
         for f in &r.cluster {
             let _ = writeln!(
                 out,
@@ -327,7 +343,10 @@ pub fn render_html(r: &AuditReport) -> String {
          <span class=\"FAIL\">{} FAIL</span><span class=\"SKIP\">{} SKIP</span></div>",
         s.pass, s.warn, s.fail, s.skip
     );
-    let _ = write!(out, "<table id=\"matrix\">\n<thead><tr><th>node</th><th>status</th>");
+    let _ = write!(
+        out,
+        "<table id=\"matrix\">\n<thead><tr><th>node</th><th>status</th>"
+    );
     for c in &r.checks {
         let _ = write!(out, "<th>{}</th>", html_escape(c));
     }

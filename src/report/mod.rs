@@ -2,6 +2,7 @@
 //!
 //! Every function here is a pure function of result data; nothing here touches the network.
 
+pub mod audit;
 pub mod exec;
 pub mod inventory;
 pub mod nodeset;

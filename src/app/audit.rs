@@ -1,0 +1,175 @@
+//! `pvefleet audit` and `pvefleet probe`: run probes, render reports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use comfy_table::{presets, Cell, ContentArrangement, Table};
+
+use super::{ctrl_c_token, load_inventory, targets, use_color, AppError};
+use crate::audit::{self, AuditOptions};
+use crate::cli::GlobalOpts;
+use crate::exit;
+use crate::probe::{self, Thresholds};
+use crate::progress::Progress;
+use crate::report::audit::{render, Format};
+use crate::report::sanitize::sanitize_str;
+
+fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
+    let Some(path) = path else {
+        return Ok(Thresholds::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        AppError::BadInput(crate::inventory::SourceError::from_toml(path, &text, &e).to_string())
+    })
+}
+
+fn probe_list(names: &[String]) -> Result<Vec<String>, AppError> {
+    if names.is_empty() {
+        return Ok(audit::probe_names());
+    }
+    for n in names {
+        if probe::by_name(n).is_none() {
+            return Err(AppError::Usage(format!(
+                "unknown probe `{n}`; probes: {}",
+                audit::probe_names().join(", ")
+            )));
+        }
+    }
+    Ok(names.to_vec())
+}
+
+async fn run_audit(
+    g: &GlobalOpts,
+    probes: Vec<String>,
+    thresholds: Thresholds,
+) -> Result<audit::AuditReport, AppError> {
+    let inv = load_inventory(g)?;
+    let nodes = targets(&inv, g)?;
+    let cancel = ctrl_c_token();
+    let progress = Progress::new("audit", nodes.len());
+    let opts = AuditOptions {
+        probes,
+        thresholds,
+        forks: usize::from(g.forks),
+        timeout: g.timeout,
+        inventory: inv.source.clone(),
+    };
+    let report = audit::run(nodes, &opts, &cancel, progress.sink()).await;
+    progress.finish();
+    if cancel.is_cancelled() {
+        eprintln!("pvefleet: interrupted; the report covers the nodes that finished");
+    }
+    Ok(report)
+}
+
+/// `pvefleet audit`.
+pub async fn cmd_audit(
+    g: &GlobalOpts,
+    format: Format,
+    output: Option<&PathBuf>,
+    probes: &[String],
+    thresholds: Option<&Path>,
+) -> Result<u8, AppError> {
+    let format = if g.json { Format::Json } else { format };
+    let probes = probe_list(probes)?;
+    let thresholds = load_thresholds(thresholds)?;
+    let report = run_audit(g, probes, thresholds).await?;
+    let color = output.is_none() && use_color();
+    let text = render(&report, format, color);
+    match output {
+        Some(path) => {
+            std::fs::write(path, &text)
+                .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
+            eprintln!("wrote {} ({})", path.display(), audit_summary(&report));
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .and_then(|_| {
+                    if text.ends_with('\n') {
+                        Ok(())
+                    } else {
+                        out.write_all(b"\n")
+                    }
+                })
+                .map_err(|e| AppError::Internal(format!("cannot write output: {e}")))?;
+        }
+    }
+    Ok(report.exit_code())
+}
+
+fn audit_summary(r: &audit::AuditReport) -> String {
+    format!(
+        "{} PASS, {} WARN, {} FAIL, {} SKIP, {} nodes not audited",
+        r.summary.pass, r.summary.warn, r.summary.fail, r.summary.skip, r.summary.unreachable
+    )
+}
+
+/// `pvefleet probe`.
+pub async fn cmd_probe(
+    g: &GlobalOpts,
+    list: bool,
+    names: &[String],
+    thresholds: Option<&Path>,
+) -> Result<u8, AppError> {
+    if list {
+        let mut t = Table::new();
+        t.load_preset(presets::NOTHING)
+            .set_content_arrangement(ContentArrangement::Dynamic);
+        for p in probe::all() {
+            t.add_row(vec![Cell::new(p.name), Cell::new(p.description)]);
+        }
+        println!("{t}");
+        return Ok(exit::OK);
+    }
+    let probes = probe_list(names)?;
+    let thresholds = load_thresholds(thresholds)?;
+    let report = run_audit(g, probes, thresholds).await?;
+    if g.json {
+        let nodes: Vec<serde_json::Value> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node": n.node, "status": n.status, "error": n.error,
+                    "clock": n.clock, "facts": n.facts, "findings": n.findings,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({ "version": 1, "probes": report.checks, "nodes": nodes });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("serialisable")
+        );
+    } else {
+        let mut t = Table::new();
+        t.load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(ContentArrangement::Dynamic)
+            .set_header(vec!["node", "check", "grade", "detail"]);
+        if !use_color() {
+            t.force_no_tty();
+        }
+        for n in &report.nodes {
+            if n.status != crate::exec::NodeStatus::Ok {
+                t.add_row(vec![
+                    n.node.clone(),
+                    "-".into(),
+                    n.status.as_str().to_uppercase(),
+                    sanitize_str(n.error.as_deref().unwrap_or("")),
+                ]);
+            }
+            for f in &n.findings {
+                t.add_row(vec![
+                    n.node.clone(),
+                    f.check.clone(),
+                    format!("{:?}", f.grade).to_uppercase(),
+                    sanitize_str(&f.detail),
+                ]);
+            }
+        }
+        println!("{t}");
+    }
+    Ok(report.exit_code())
+}

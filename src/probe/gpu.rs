@@ -1,0 +1,469 @@
+//! `gpu`: display devices, drivers, IOMMU, boot loader and kernel command line, and the vfio /
+//! GVT-g set-up (DOMAIN.md §4, with its traps: systemd-boot ignores /etc/default/grub,
+//! `vfio_virqfd` is gone since kernel 6.2, vfio-pci and GVT-g exclude each other).
+
+use serde::{Deserialize, Serialize};
+
+use super::{marker, missing, sub, Finding, Grade, ParseError, Thresholds, IGPU_PASSTHROUGH};
+
+/// Probe name.
+pub const NAME: &str = "gpu";
+
+/// The snippet.
+pub const SNIPPET: &str = r#"if command -v lspci >/dev/null 2>&1; then
+  echo "@@sub lspci"
+  lspci -nnk 2>&1
+else
+  echo "@@missing lspci"
+fi
+echo "@@iommu_groups $(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
+echo "@@cmdline $(cat /proc/cmdline)"
+if [ -d /sys/firmware/efi ]; then echo "@@efi yes"; else echo "@@efi no"; fi
+echo "@@kernel $(uname -r)"
+echo "@@sub pbt"
+proxmox-boot-tool status 2>&1
+echo "@@pbt_rc $?"
+echo "@@sub etc_kernel_cmdline"
+cat /etc/kernel/cmdline 2>/dev/null
+echo "@@sub grub_default"
+grep -E '^[[:space:]]*GRUB_CMDLINE_LINUX(_DEFAULT)?=' /etc/default/grub 2>/dev/null
+echo "@@sub modules"
+grep -vE '^[[:space:]]*(#|$)' /etc/modules 2>/dev/null
+echo "@@sub modprobe"
+grep -shE '^[[:space:]]*(options|blacklist)[[:space:]]' /etc/modprobe.d/*.conf
+echo "@@sub mdev"
+ls /sys/bus/pci/devices/*/mdev_supported_types 2>/dev/null | grep -v ':$' | grep -v '^$'"#;
+
+/// One display-class PCI device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gpu {
+    /// PCI address (`00:02.0`).
+    pub slot: String,
+    /// Class id (`0300`).
+    pub class: String,
+    /// `vendor:device` (`8086:3e92`).
+    pub id: String,
+    /// Description.
+    pub name: String,
+    /// `Kernel driver in use`, absent when unbound.
+    pub driver: Option<String>,
+    /// `Kernel modules`.
+    pub modules: Vec<String>,
+}
+
+/// Display classes: VGA, 3D, Display.
+const DISPLAY_CLASSES: [&str; 3] = ["0300", "0302", "0380"];
+
+/// Parse `lspci -nnk`, keeping display-class devices.
+pub fn parse_lspci_nnk(text: &str) -> Result<Vec<Gpu>, ParseError> {
+    let mut out: Vec<Gpu> = Vec::new();
+    let mut in_gpu = false;
+    for line in text.lines() {
+        if line.starts_with('\t') || line.starts_with("  ") {
+            if !in_gpu {
+                continue;
+            }
+            let g = out.last_mut().expect("in a device");
+            let l = line.trim();
+            if let Some(d) = l.strip_prefix("Kernel driver in use:") {
+                g.driver = Some(d.trim().to_string());
+            } else if let Some(m) = l.strip_prefix("Kernel modules:") {
+                g.modules = m
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+            }
+            continue;
+        }
+        in_gpu = false;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // 00:02.0 VGA compatible controller [0300]: Intel Corporation ... [8086:3e92] (rev 02)
+        let Some((slot, rest)) = line.split_once(' ') else {
+            return Err(ParseError {
+                probe: NAME,
+                message: format!("lspci: unexpected line {line:?}"),
+            });
+        };
+        let Some(open) = rest.find(" [") else {
+            continue;
+        };
+        let Some(close) = rest[open..].find("]:") else {
+            continue;
+        };
+        let class = &rest[open + 2..open + close];
+        if !DISPLAY_CLASSES.contains(&class) {
+            continue;
+        }
+        let desc = rest[open + close + 2..].trim();
+        let desc = match desc.rfind(" (rev ") {
+            Some(i) => &desc[..i],
+            None => desc,
+        };
+        let (name, id) = match (desc.rfind('['), desc.rfind(']')) {
+            (Some(a), Some(b)) if b > a && desc[a + 1..b].contains(':') => {
+                (desc[..a].trim(), &desc[a + 1..b])
+            }
+            _ => (desc, ""),
+        };
+        out.push(Gpu {
+            slot: slot.to_string(),
+            class: class.to_string(),
+            id: id.to_lowercase(),
+            name: name.to_string(),
+            driver: None,
+            modules: Vec::new(),
+        });
+        in_gpu = true;
+    }
+    Ok(out)
+}
+
+/// The node's boot loader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootLoader {
+    /// GRUB: `/etc/default/grub` + `update-grub`.
+    Grub,
+    /// systemd-boot (ZFS root on UEFI): `/etc/kernel/cmdline` + `proxmox-boot-tool refresh`.
+    SystemdBoot,
+    /// proxmox-boot-tool manages GRUB on the ESPs (legacy BIOS ZFS installs).
+    GrubPbt,
+}
+
+/// What the probe found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GpuFacts {
+    /// Display devices.
+    pub gpus: Vec<Gpu>,
+    /// lspci missing.
+    pub lspci_missing: bool,
+    /// IOMMU groups present.
+    pub iommu_groups: usize,
+    /// Running kernel command line.
+    pub cmdline: String,
+    /// Booted by UEFI.
+    pub uefi: bool,
+    /// Running kernel.
+    pub kernel: String,
+    /// Boot loader.
+    pub bootloader: BootLoader,
+    /// The command line the boot loader is configured with (what the next boot gets after the
+    /// boot loader is refreshed): GRUB's `GRUB_CMDLINE_LINUX(_DEFAULT)` or `/etc/kernel/cmdline`.
+    pub configured_cmdline: String,
+    /// Parameters in `/etc/default/grub` (also on systemd-boot nodes, where they do nothing).
+    pub grub_params: String,
+    /// Modules listed in /etc/modules.
+    pub modules: Vec<String>,
+    /// `options vfio-pci ids=` (lower case).
+    pub vfio_ids: Vec<String>,
+    /// Blacklisted modules.
+    pub blacklisted: Vec<String>,
+    /// GVT-g mediated device types available.
+    pub mdev_types: Vec<String>,
+}
+
+fn params(s: &str) -> Vec<&str> {
+    s.split_whitespace().collect()
+}
+
+/// Parse the snippet's output.
+pub fn parse(text: &str) -> Result<GpuFacts, ParseError> {
+    let gpus = match sub(text, "lspci") {
+        Some(t) => parse_lspci_nnk(t)?,
+        None => Vec::new(),
+    };
+    let pbt = sub(text, "pbt").unwrap_or("");
+    let pbt_rc: i32 = marker(text, "pbt_rc")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(-1);
+    let cmdline = marker(text, "cmdline").unwrap_or("").trim().to_string();
+    let etc_kernel = sub(text, "etc_kernel_cmdline")
+        .unwrap_or("")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let bootloader = if cmdline.starts_with("initrd=\\EFI\\")
+        || (pbt_rc == 0 && pbt.contains("(versions:") && pbt.contains("uefi"))
+    {
+        BootLoader::SystemdBoot
+    } else if pbt_rc == 0 && pbt.contains("grub") {
+        BootLoader::GrubPbt
+    } else {
+        BootLoader::Grub
+    };
+    let mut grub_params = String::new();
+    for l in sub(text, "grub_default").unwrap_or("").lines() {
+        if let Some((_, v)) = l.split_once('=') {
+            let v = v.trim().trim_matches('"').trim_matches('\'');
+            if !v.is_empty() {
+                if !grub_params.is_empty() {
+                    grub_params.push(' ');
+                }
+                grub_params.push_str(v);
+            }
+        }
+    }
+    let configured_cmdline = match bootloader {
+        BootLoader::SystemdBoot => etc_kernel,
+        _ => grub_params.clone(),
+    };
+    let mut vfio_ids = Vec::new();
+    let mut blacklisted = Vec::new();
+    for l in sub(text, "modprobe").unwrap_or("").lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        match w.as_slice() {
+            ["options", m, rest @ ..] if *m == "vfio-pci" || *m == "vfio_pci" => {
+                for opt in rest {
+                    if let Some(ids) = opt.strip_prefix("ids=") {
+                        vfio_ids.extend(ids.split(',').map(|s| s.to_lowercase()));
+                    }
+                }
+            }
+            ["blacklist", m, ..] => blacklisted.push(m.to_string()),
+            _ => {}
+        }
+    }
+    Ok(GpuFacts {
+        gpus,
+        lspci_missing: missing(text).contains(&"lspci"),
+        iommu_groups: marker(text, "iommu_groups")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0),
+        uefi: marker(text, "efi") == Some("yes"),
+        kernel: marker(text, "kernel").unwrap_or("").trim().to_string(),
+        cmdline,
+        bootloader,
+        configured_cmdline,
+        grub_params,
+        modules: sub(text, "modules")
+            .unwrap_or("")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect(),
+        vfio_ids,
+        blacklisted,
+        mdev_types: sub(text, "mdev")
+            .unwrap_or("")
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect(),
+    })
+}
+
+/// Grade: `gpu.devices`, `gpu.iommu`, `gpu.driver`, `gpu.cmdline`, `gpu.vfio_virqfd`,
+/// `gpu.gvt_conflict`.
+pub fn grade(f: &GpuFacts, _t: &Thresholds) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if f.modules.iter().any(|m| m == "vfio_virqfd") {
+        out.push(
+            Finding::new(
+                "gpu.vfio_virqfd",
+                Grade::Warn,
+                "/etc/modules lists vfio_virqfd, built into vfio since kernel 6.2: it logs \"Failed to find module\" at every boot",
+            )
+            .fix("remove vfio_virqfd from /etc/modules (pvefleet run playbooks/igpu-passthrough.toml does)"),
+        );
+    }
+    // Parameters configured where the boot loader does not read them (systemd-boot trap).
+    if f.bootloader == BootLoader::SystemdBoot {
+        let ignored: Vec<&str> = params(&f.grub_params)
+            .into_iter()
+            .filter(|p| *p != "quiet" && !params(&f.configured_cmdline).contains(p))
+            .collect();
+        if !ignored.is_empty() {
+            out.push(
+                Finding::new(
+                    "gpu.cmdline",
+                    Grade::Warn,
+                    format!(
+                        "systemd-boot ignores /etc/default/grub: {} only there; put it in /etc/kernel/cmdline and run proxmox-boot-tool refresh",
+                        ignored.join(" ")
+                    ),
+                )
+                .fix(IGPU_PASSTHROUGH),
+            );
+        }
+    }
+    let running = params(&f.cmdline);
+    let pending: Vec<&str> = params(&f.configured_cmdline)
+        .into_iter()
+        .filter(|p| !running.contains(p) && !p.starts_with("root=") && !p.starts_with("boot="))
+        .collect();
+    if !pending.is_empty() {
+        let how = match f.bootloader {
+            BootLoader::SystemdBoot => "proxmox-boot-tool refresh",
+            _ => "update-grub",
+        };
+        out.push(Finding::new(
+            "gpu.cmdline",
+            Grade::Warn,
+            format!(
+                "configured but not running: {} ({how}, then reboot)",
+                pending.join(" ")
+            ),
+        ));
+    }
+    if f.lspci_missing {
+        out.push(Finding::new(
+            "gpu.devices",
+            Grade::Skip,
+            "lspci is not installed",
+        ));
+        return out;
+    }
+    if f.gpus.is_empty() {
+        out.push(Finding::new(
+            "gpu.devices",
+            Grade::Skip,
+            "no display-class PCI device",
+        ));
+        return out;
+    }
+    for g in &f.gpus {
+        let drv = g.driver.as_deref().unwrap_or("no driver");
+        let wants_vfio = f.vfio_ids.contains(&g.id);
+        let gvt = f.cmdline.contains("i915.enable_gvt=1") || f.modules.iter().any(|m| m == "kvmgt");
+        if wants_vfio && gvt && g.id.starts_with("8086:") {
+            out.push(
+                Finding::new(
+                    "gpu.gvt_conflict",
+                    Grade::Fail,
+                    format!("{} {}: vfio-pci ids and GVT-g (i915.enable_gvt/kvmgt) both configured; vfio-pci takes the iGPU and no mediated types appear", g.slot, g.id),
+                )
+                .fix("choose one mode: gpu_mode = \"passthrough\" or \"gvt-g\" in playbooks/igpu-passthrough.toml"),
+            );
+        }
+        out.push(if wants_vfio && g.driver.as_deref() != Some("vfio-pci") {
+            Finding::new(
+                "gpu.driver",
+                Grade::Fail,
+                format!("{} {} is configured for vfio-pci but bound to {drv} (update-initramfs -u -k all and reboot; IOMMU on?)", g.slot, g.id),
+            )
+            .fix(IGPU_PASSTHROUGH)
+        } else {
+            Finding::new("gpu.driver", Grade::Pass, format!("{} {} bound to {drv}", g.slot, g.id))
+        });
+    }
+    out.push(if f.iommu_groups > 0 {
+        Finding::new("gpu.iommu", Grade::Pass, format!("IOMMU on ({} groups)", f.iommu_groups))
+    } else {
+        Finding::new(
+            "gpu.iommu",
+            Grade::Warn,
+            format!(
+                "IOMMU off (no IOMMU groups; kernel {}): no PCI passthrough possible; enable VT-d and intel_iommu=on",
+                f.kernel
+            ),
+        )
+        .fix(IGPU_PASSTHROUGH)
+    });
+    if !f.mdev_types.is_empty() {
+        out.push(Finding::new(
+            "gpu.gvt",
+            Grade::Pass,
+            format!("GVT-g types: {}", f.mdev_types.join(", ")),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // DOMAIN.md §4 quotes the M720q's line exactly; the -k lines follow lspci's format.
+    const LSPCI: &str = "00:00.0 Host bridge [0600]: Intel Corporation 8th Gen Core Processor Host Bridge/DRAM Registers [8086:3ec2] (rev 07)
+\tSubsystem: Lenovo 8th Gen Core Processor Host Bridge/DRAM Registers [17aa:3136]
+\tKernel driver in use: skl_uncore
+00:02.0 VGA compatible controller [0300]: Intel Corporation CoffeeLake-S GT2 [UHD Graphics 630] [8086:3e92]
+\tSubsystem: Lenovo CoffeeLake-S GT2 [UHD Graphics 630] [17aa:3136]
+\tKernel driver in use: i915
+\tKernel modules: i915
+00:1f.6 Ethernet controller [0200]: Intel Corporation Ethernet Connection (7) I219-LM [8086:15bb] (rev 10)
+";
+
+    #[test]
+    fn display_devices_from_lspci() {
+        let g = parse_lspci_nnk(LSPCI).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].slot, "00:02.0");
+        assert_eq!(g[0].id, "8086:3e92");
+        assert_eq!(
+            g[0].name,
+            "Intel Corporation CoffeeLake-S GT2 [UHD Graphics 630]"
+        );
+        assert_eq!(g[0].driver.as_deref(), Some("i915"));
+        assert_eq!(g[0].modules, vec!["i915"]);
+        let unbound = LSPCI.replace("\tKernel driver in use: i915\n", "");
+        assert_eq!(parse_lspci_nnk(&unbound).unwrap()[0].driver, None);
+        let nv = "01:00.0 VGA compatible controller [0300]: NVIDIA Corporation GP106 [GeForce GTX 1060 6GB] [10de:1c03] (rev a1)\n\tKernel modules: nvidiafb, nouveau\n";
+        let g = parse_lspci_nnk(nv).unwrap();
+        assert_eq!((g[0].id.as_str(), g[0].modules.len()), ("10de:1c03", 2));
+        assert!(parse_lspci_nnk("").unwrap().is_empty());
+    }
+
+    fn out(cmdline: &str, groups: u32, extra: &str) -> String {
+        format!(
+            "@@sub lspci\n{LSPCI}@@iommu_groups {groups}\n@@cmdline {cmdline}\n@@efi yes\n@@kernel 6.8.12-5-pve\n@@sub pbt\nE: /etc/kernel/proxmox-boot-uuids does not exist.\n@@pbt_rc 2\n@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_clean_grub_node_passes_and_iommu_off_warns() {
+        let f = parse(&out(
+            "BOOT_IMAGE=/boot/vmlinuz-6.8.12-5-pve root=/dev/mapper/pve-root ro quiet",
+            14,
+            "",
+        ))
+        .unwrap();
+        assert_eq!(f.bootloader, BootLoader::Grub);
+        assert!(f.uefi);
+        let g = grade(&f, &Thresholds::default());
+        assert!(g.iter().all(|x| x.grade == Grade::Pass), "{g:?}");
+        let f = parse(&out("BOOT_IMAGE=/boot/vmlinuz root=/dev/x ro quiet", 0, "")).unwrap();
+        let g = grade(&f, &Thresholds::default());
+        assert_eq!(
+            g.iter().find(|x| x.check == "gpu.iommu").unwrap().grade,
+            Grade::Warn
+        );
+    }
+
+    #[test]
+    fn vfio_set_up_problems_are_found() {
+        let extra = "@@sub modules\nvfio\nvfio_iommu_type1\nvfio_pci\nvfio_virqfd\nkvmgt\n@@sub modprobe\noptions vfio-pci ids=8086:3E92\nblacklist i915\n@@sub mdev\n";
+        let f = parse(&out("BOOT_IMAGE=/x ro quiet i915.enable_gvt=1", 14, extra)).unwrap();
+        assert_eq!(f.vfio_ids, vec!["8086:3e92"]);
+        assert_eq!(f.blacklisted, vec!["i915"]);
+        let g = grade(&f, &Thresholds::default());
+        let by = |c: &str| g.iter().find(|x| x.check == c).map(|x| x.grade);
+        assert_eq!(by("gpu.vfio_virqfd"), Some(Grade::Warn));
+        assert_eq!(by("gpu.gvt_conflict"), Some(Grade::Fail));
+        assert_eq!(
+            by("gpu.driver"),
+            Some(Grade::Fail),
+            "configured for vfio but i915 bound"
+        );
+    }
+
+    #[test]
+    fn systemd_boot_ignores_grub_params() {
+        let text = "@@cmdline initrd=\\EFI\\proxmox\\6.8.12-5-pve\\initrd.img-6.8.12-5-pve root=ZFS=rpool/ROOT/pve-1 boot=zfs\n@@sub pbt\nSystem currently booted with uefi\n5D5C-1A2B is configured with: uefi (versions: 6.8.12-5-pve)\n@@pbt_rc 0\n@@sub etc_kernel_cmdline\nroot=ZFS=rpool/ROOT/pve-1 boot=zfs\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"\n@@missing lspci\n";
+        let f = parse(text).unwrap();
+        assert_eq!(f.bootloader, BootLoader::SystemdBoot);
+        let g = grade(&f, &Thresholds::default());
+        assert!(
+            g.iter().any(|x| x.check == "gpu.cmdline"
+                && x.detail
+                    .contains("systemd-boot ignores /etc/default/grub: intel_iommu=on")),
+            "{g:?}"
+        );
+        assert!(g.iter().any(|x| x.grade == Grade::Skip));
+    }
+}
