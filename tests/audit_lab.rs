@@ -1,0 +1,244 @@
+//! `pvefleet audit` against the lab: injected faults give exactly their findings, a clean lab
+//! passes, an unreachable node has its row, and every output format is well-formed.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Output};
+
+use common::lab::Lab;
+
+fn pvefleet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+        .args(args)
+        .env_remove("SSH_AUTH_SOCK")
+        .env("HOME", "/nonexistent-home")
+        .output()
+        .expect("run pvefleet")
+}
+
+fn audit_json(lab: &Lab) -> (Option<i32>, serde_json::Value) {
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--format", "json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.code(), v)
+}
+
+/// (node, check, grade) of every non-PASS finding, cluster findings as node "cluster".
+fn problems(v: &serde_json::Value) -> BTreeSet<(String, String, String)> {
+    let mut out = BTreeSet::new();
+    for n in v["nodes"].as_array().unwrap() {
+        for f in n["findings"].as_array().unwrap() {
+            if f["grade"] != "PASS" {
+                out.insert((
+                    n["node"].as_str().unwrap().to_string(),
+                    f["check"].as_str().unwrap().to_string(),
+                    f["grade"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+    }
+    for f in v["cluster"].as_array().unwrap() {
+        if f["grade"] != "PASS" {
+            out.insert((
+                "cluster".into(),
+                f["check"].as_str().unwrap().into(),
+                f["grade"].as_str().unwrap().into(),
+            ));
+        }
+    }
+    out
+}
+
+fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
+    items
+        .iter()
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+        .collect()
+}
+
+fn schema_check(v: &serde_json::Value) {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{}/docs/audit-report.schema.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "audit JSON does not match its schema: {errors:#?}"
+    );
+}
+
+#[test]
+fn injected_faults_give_exactly_their_findings() {
+    let Some(lab) = Lab::up(
+        "injected_faults_give_exactly_their_findings",
+        70,
+        3,
+        &["--profile", "pve3:kernel=6.5.13-6-pve"],
+    ) else {
+        return;
+    };
+    lab.fault("pve1", &["clock", "+90"]);
+    lab.fault("pve2", &["rrd-zero", "2"]);
+    lab.fault("pve3", &["offload-hang"]);
+    std::thread::sleep(std::time::Duration::from_secs(11)); // pmxcfs logs every 10 s
+    let (code, v) = audit_json(&lab);
+    assert_eq!(code, Some(2), "failures give exit 2");
+    schema_check(&v);
+    assert_eq!(
+        problems(&v),
+        set(&[
+            ("pve1", "clock.offset", "FAIL"),
+            ("pve1", "clock.ntp", "WARN"),
+            ("cluster", "cluster.clock_spread", "FAIL"),
+            ("pve2", "rrd.zero_byte", "FAIL"),
+            ("pve2", "rrd.journal_errors", "FAIL"),
+            ("pve3", "offload.hang", "FAIL"),
+            ("pve3", "gpu.iommu", "WARN"),
+        ])
+    );
+    let pve1 = &v["nodes"][0];
+    let offset = pve1["clock"]["offset_s"].as_f64().unwrap();
+    assert!((89.0..91.0).contains(&offset), "{offset}");
+    assert!(pve1["clock"]["error_s"].as_f64().unwrap() < 0.05);
+    assert_eq!(v["nodes"][1]["cells"]["rrd"]["grade"], "FAIL");
+    assert!(v["nodes"][1]["cells"]["rrd"]["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("2 0-byte RRD file(s)"));
+    // Every finding carries its remediation: the shipped playbook that fixes it.
+    for f in v["findings"].as_array().unwrap() {
+        assert!(f["finding"]["remediation"].is_string(), "{f}");
+    }
+    assert!(v["findings"]
+        .to_string()
+        .contains("pvefleet run playbooks/fix-rrd.toml"));
+
+    // The same audit as Markdown and HTML.
+    let inv = lab.inventory();
+    let md = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--format", "markdown"]);
+    let md = String::from_utf8(md.stdout).unwrap();
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).take(5).collect();
+    let cols = |l: &str| l.replace("\\|", "").matches('|').count();
+    assert_eq!(table.len(), 5, "{md}");
+    assert!(table.iter().all(|l| cols(l) == cols(table[0])), "{md}");
+    assert!(table[1].starts_with("|---|"));
+    assert!(md.contains("- **FAIL** `rrd.zero_byte` on `pve2`"), "{md}");
+
+    let html_path = lab.dir.path().join("audit.html");
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "audit",
+        "--format",
+        "html",
+        "-o",
+        html_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let html = std::fs::read_to_string(&html_path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("@import"),
+        "self-contained"
+    );
+    assert_eq!(html.matches("<tr").count(), html.matches("</tr>").count());
+    assert!(
+        html.contains("<td class=\"FAIL\">FAIL<small>+90.0"),
+        "coloured matrix cells"
+    );
+}
+
+#[test]
+fn a_clean_lab_passes_everything() {
+    let Some(lab) = Lab::up("a_clean_lab_passes_everything", 71, 3, &[]) else {
+        return;
+    };
+    let (code, v) = audit_json(&lab);
+    assert_eq!(problems(&v), BTreeSet::new());
+    assert_eq!(code, Some(0));
+    assert_eq!(v["summary"]["fail"], 0);
+    assert_eq!(v["summary"]["warn"], 0);
+    assert!(v["summary"]["pass"].as_u64().unwrap() >= 3 * 15);
+    schema_check(&v);
+    // Terminal output: one row per node, and the summary line.
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    for n in ["pve1", "pve2", "pve3"] {
+        assert!(
+            text.lines().any(|l| l.contains(&format!(" {n} "))),
+            "{text}"
+        );
+    }
+    assert!(text.contains("3 nodes (0 not audited): "), "{text}");
+}
+
+#[test]
+fn an_unreachable_node_is_a_row_of_its_own() {
+    let Some(lab) = Lab::up("an_unreachable_node_is_a_row_of_its_own", 72, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve2", &["unreachable"]);
+    let (code, v) = audit_json(&lab);
+    assert_eq!(code, Some(3), "unreachable nodes give exit 3");
+    schema_check(&v);
+    let rows = v["nodes"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1]["node"], "pve2");
+    assert_eq!(rows[1]["status"], "unreachable");
+    assert!(rows[1]["error"].as_str().is_some());
+    assert_eq!(rows[0]["status"], "ok");
+    assert!(problems(&v).contains(&("cluster".into(), "cluster.nodes_down".into(), "FAIL".into())));
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--format", "html"]);
+    let html = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        html.contains("<td class=\"DOWN\" colspan=\"7\">unreachable"),
+        "unreachable row in the page"
+    );
+}
+
+#[test]
+fn probe_command_lists_and_runs_single_probes() {
+    let Some(lab) = Lab::up(
+        "probe_command_lists_and_runs_single_probes",
+        73,
+        2,
+        &["--profile", "pve2:gpu=none"],
+    ) else {
+        return;
+    };
+    let list = pvefleet(&["probe", "--list"]);
+    let text = String::from_utf8(list.stdout).unwrap();
+    for p in ["clock", "rrd", "offload", "gpu", "cluster", "services"] {
+        assert!(text.contains(p), "{text}");
+    }
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "--json", "probe", "gpu"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["nodes"][0]["facts"]["gpu"]["gpus"][0]["id"], "8086:3e92");
+    assert_eq!(v["nodes"][0]["facts"]["gpu"]["bootloader"], "grub");
+    assert_eq!(
+        v["nodes"][1]["findings"][0]["grade"], "SKIP",
+        "no GPU: SKIP with the reason"
+    );
+    let bad = pvefleet(&["-i", inv.to_str().unwrap(), "probe", "gpuu"]);
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown probe `gpuu`"));
+}
