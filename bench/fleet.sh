@@ -19,6 +19,7 @@ up)
   [ "$(id -u)" = 0 ] || { echo "fleet.sh: needs root" >&2; exit 1; }
   mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
   id "$user" >/dev/null 2>&1 || useradd --system --create-home --home-dir "/var/lib/$user" --shell /bin/sh "$user"
+  usermod -p '*' "$user"   # not locked ('!'): sshd without PAM refuses locked accounts
   home=$(getent passwd "$user" | cut -d: -f6)
   rm -f "$home"/.profile "$home"/.bashrc
   install -d -m 700 -o "$user" "$home/.ssh"
@@ -39,6 +40,7 @@ MaxStartups 1000
 MaxSessions 10
 LogLevel ERROR
 UseDNS no
+StrictModes no
 PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp

@@ -148,6 +148,55 @@ pvefleet audit --format json | jq '.summary'"
         #[arg(long, value_name = "FILE")]
         thresholds: Option<PathBuf>,
     },
+    /// Show what a playbook would change on each node (diffs, commands, reboots); changes nothing.
+    #[command(
+        after_help = "Example:\n  pvefleet plan playbooks/igpu-passthrough.toml -e gpu_mode=passthrough"
+    )]
+    Plan {
+        /// The playbook (TOML).
+        playbook: PathBuf,
+        /// Set a variable (`key=value`, value parsed as TOML, else a string); repeatable.
+        #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+        extra: Vec<String>,
+    },
+    /// Apply a playbook: plan, confirm, then run with backups and a journal.
+    #[command(after_help = "Examples:\n  pvefleet run playbooks/fix-rrd.toml\n  \
+pvefleet run playbooks/igpu-passthrough.toml --yes\n  pvefleet run --resume 20261124T130501-1a2b\n\
+Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable nodes, 130 interrupted.")]
+    Run {
+        /// The playbook (TOML); not needed with --resume.
+        #[arg(required_unless_present = "resume")]
+        playbook: Option<PathBuf>,
+        /// Plan only (same as `pvefleet plan`).
+        #[arg(long)]
+        check: bool,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(short = 'y', long)]
+        yes: bool,
+        /// Set a variable (`key=value`); repeatable.
+        #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+        extra: Vec<String>,
+        /// Running guests on a node about to reboot: refuse (default), shut them down, or ignore.
+        #[arg(long, value_enum, default_value = "refuse")]
+        guests: crate::playbook::engine::GuestPolicy,
+        /// Continue an interrupted or halted run: nodes already done are not redone.
+        #[arg(long, value_name = "RUN_ID")]
+        resume: Option<String>,
+    },
+    /// Restore the files a run changed (from the backups on each node).
+    Rollback {
+        /// The run id (`pvefleet runs`).
+        run_id: String,
+        /// Do not ask for confirmation.
+        #[arg(short = 'y', long)]
+        yes: bool,
+    },
+    /// List recorded runs, or show one.
+    Runs {
+        /// `show RUN_ID`.
+        #[command(subcommand)]
+        action: Option<RunsCommand>,
+    },
     /// Show or create inventories.
     #[command(subcommand)]
     Inventory(InventoryCommand),
@@ -187,5 +236,15 @@ pub enum InventoryCommand {
         /// known_hosts file to use (and to record in the written inventory).
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+    },
+}
+
+/// `pvefleet runs ...`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Show one run: its nodes, steps and backups.
+    Show {
+        /// Run id.
+        run_id: String,
     },
 }

@@ -11,6 +11,8 @@ pub mod exec;
 pub mod exit;
 pub mod fanout;
 pub mod inventory;
+pub mod journal;
+pub mod playbook;
 pub mod probe;
 pub mod progress;
 pub mod quote;

@@ -18,6 +18,7 @@ use crate::report;
 use crate::ssh;
 
 mod audit;
+mod playbook;
 
 /// Where a Proxmox node keeps its cluster membership (read when no inventory is given).
 pub const LOCAL_MEMBERS: &str = "/etc/pve/.members";
@@ -48,6 +49,12 @@ impl AppError {
 
 /// Entry point of the binary: parse `std::env::args`, run, return the exit code.
 pub fn main() -> u8 {
+    // Die quietly on a closed pipe (`pvefleet runs | head`), like other command-line tools,
+    // instead of panicking in println!.
+    // SAFETY: setting a signal disposition to its default at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -131,6 +138,31 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             names,
             thresholds,
         } => audit::cmd_probe(g, *list, names, thresholds.as_deref()).await,
+        Command::Plan { playbook, extra } => playbook::cmd_plan(g, playbook, extra).await,
+        Command::Run {
+            playbook,
+            check,
+            yes,
+            extra,
+            guests,
+            resume,
+        } => {
+            playbook::cmd_run(
+                g,
+                playbook.as_deref(),
+                *check,
+                *yes,
+                extra,
+                *guests,
+                resume.as_deref(),
+            )
+            .await
+        }
+        Command::Rollback { run_id, yes } => playbook::cmd_rollback(g, run_id, *yes).await,
+        Command::Runs { action } => match action {
+            Some(crate::cli::RunsCommand::Show { run_id }) => playbook::cmd_runs(g, Some(run_id)),
+            None => playbook::cmd_runs(g, None),
+        },
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "pvefleet", &mut std::io::stdout());

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmark: `pvefleet audit` (every probe, one remote script per node plus the clock samples)
+# against `pvefleet exec -- true` on the same N lab nodes, in the same run, alternating; median
+# wall time of ROUNDS rounds (default 5) and the ratio. N defaults to 50 (NODES=...).
+# Writes bench/results/audit.md. Needs root (the lab) and `cargo build --release`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+bin=${PVEFLEET:-$root/target/release/pvefleet}
+rounds=${ROUNDS:-5}
+n=${NODES:-50}
+dir=$(mktemp -d /tmp/pvefleet-bench-audit.XXXXXX)
+unset SSH_AUTH_SOCK
+[ -x "$bin" ] || { echo "bench: build first: cargo build --release" >&2; exit 1; }
+trap '"$root/tests/lab/lab" down --dir "$dir" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
+now_ms() { date +%s%3N; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print int((a[NR/2]+a[NR/2+1])/2)}'; }
+"$root/tests/lab/lab" up "$n" --dir "$dir" --net 99 >/dev/null
+inv="$dir/inventory.toml"
+"$bin" -i "$inv" -f "$n" exec -- true >/dev/null   # warm-up
+: > "$dir/t.audit"; : > "$dir/t.exec"
+for _ in $(seq 1 "$rounds"); do
+  t0=$(now_ms); "$bin" -i "$inv" -f "$n" audit --format json > "$dir/audit.json" || true; t1=$(now_ms)
+  echo $((t1 - t0)) >> "$dir/t.audit"
+  grep -q "\"unreachable\": 0" "$dir/audit.json" || { echo "bench: audit did not reach every node" >&2; exit 1; }
+  t0=$(now_ms); "$bin" -i "$inv" -f "$n" exec -- true > /dev/null; t1=$(now_ms)
+  echo $((t1 - t0)) >> "$dir/t.exec"
+done
+a=$(median < "$dir/t.audit"); e=$(median < "$dir/t.exec")
+mkdir -p "$here/results"
+{
+  echo "pvefleet audit vs exec of a trivial command on $n lab nodes ($(date -u +%Y-%m-%d), $(nproc) cores, median of $rounds rounds)"
+  echo
+  echo "| nodes | audit (ms) | exec -- true (ms) | audit / exec |"
+  echo "|---:|---:|---:|---:|"
+  printf '| %d | %d | %d | %.2fx |\n' "$n" "$a" "$e" "$(echo "$a / $e" | bc -l)"
+} | tee "$here/results/audit.md"

@@ -1,0 +1,277 @@
+//! The playbook file: TOML parsed into typed steps, validated up front with file:line:column.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::inventory::{HumanDuration, SourceError};
+
+/// How nodes are worked through.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// All nodes at once (bounded by --forks).
+    #[default]
+    Parallel,
+    /// Batches, one after the other; a failing batch halts the run.
+    Rolling,
+}
+
+/// A batch size: a number of nodes or a percentage.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum BatchSize {
+    /// Nodes per batch.
+    Count(usize),
+    /// `"25%"` of the targeted nodes (at least one).
+    Percent(String),
+}
+
+impl BatchSize {
+    /// Nodes per batch for `total` targeted nodes.
+    pub fn resolve(&self, total: usize) -> Result<usize, String> {
+        match self {
+            BatchSize::Count(0) => Err("batch must be at least 1".into()),
+            BatchSize::Count(n) => Ok(*n),
+            BatchSize::Percent(p) => {
+                let v: f64 = p
+                    .strip_suffix('%')
+                    .and_then(|v| v.trim().parse().ok())
+                    .filter(|v: &f64| *v > 0.0 && *v <= 100.0)
+                    .ok_or_else(|| {
+                        format!("batch {p:?}: expected a number or a percentage like \"25%\"")
+                    })?;
+                Ok(((total as f64 * v / 100.0).floor() as usize).max(1))
+            }
+        }
+    }
+}
+
+/// `[strategy]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strategy {
+    /// `parallel` or `rolling`.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Nodes per rolling batch.
+    #[serde(default = "one")]
+    pub batch: BatchSize,
+    /// Failed nodes tolerated before the run halts (default 0: the first failure halts).
+    #[serde(default)]
+    pub max_failures: usize,
+    /// Explicit node order (others follow in inventory order).
+    #[serde(default)]
+    pub order: Vec<String>,
+}
+
+fn one() -> BatchSize {
+    BatchSize::Count(1)
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            mode: Mode::Parallel,
+            batch: one(),
+            max_failures: 0,
+            order: Vec::new(),
+        }
+    }
+}
+
+/// The kinds of step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// A shell command with guards.
+    Run,
+    /// One line present or absent (optionally replacing the line a regex matches).
+    Line,
+    /// Several lines present or absent.
+    Lines,
+    /// A marked block managed as a whole.
+    Block,
+    /// A whole file's content, mode, owner; or absent.
+    File,
+    /// Kernel command line parameters, boot-loader aware.
+    KernelCmdline,
+    /// Kernel modules in /etc/modules (+ update-initramfs when changed).
+    Modules,
+    /// A systemd service's state.
+    Service,
+    /// Reboot and wait for the node and the cluster to be healthy.
+    Reboot,
+    /// A command that must succeed within a timeout.
+    WaitFor,
+    /// Run probes; their facts become `facts.<probe>`.
+    Probe,
+    /// Stop the node unless a condition holds.
+    Assert,
+}
+
+/// `present` / `absent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    /// Ensure present.
+    #[default]
+    Present,
+    /// Ensure absent.
+    Absent,
+}
+
+/// One `[[step]]`. Fields not used by the step's kind are rejected by validation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Kind.
+    pub kind: Spanned<StepKind>,
+    /// Run only when this expression is true.
+    pub when: Option<Spanned<String>>,
+    /// Run only if one of these earlier steps changed something on the node (once).
+    #[serde(default)]
+    pub on_change: Vec<Spanned<String>>,
+
+    // run / wait_for
+    /// Command (run, wait_for).
+    pub command: Option<Spanned<String>>,
+    /// run: skip when this path exists.
+    pub creates: Option<Spanned<String>>,
+    /// run: skip when this command succeeds.
+    pub unless: Option<Spanned<String>>,
+    /// run: run only when this command succeeds.
+    pub only_if: Option<Spanned<String>>,
+    /// run: expression over `rc`, `stdout`, `stderr`; default: always changed.
+    pub changed_when: Option<Spanned<String>>,
+    /// run: expression; default `rc != 0`.
+    pub failed_when: Option<Spanned<String>>,
+
+    // files
+    /// Target file.
+    pub path: Option<Spanned<String>>,
+    /// line: the line.
+    pub line: Option<Spanned<String>>,
+    /// lines: the lines.
+    pub lines: Option<Vec<Spanned<String>>>,
+    /// line: replace the (last) line matching this regex.
+    pub regexp: Option<Spanned<String>>,
+    /// line: insert after the first line matching this regex (templated) instead of at the end.
+    pub after: Option<Spanned<String>>,
+    /// line/lines/block/file: present or absent.
+    #[serde(default)]
+    pub state: Option<Spanned<String>>,
+    /// block: content between the markers.
+    pub block: Option<Spanned<String>>,
+    /// file: content.
+    pub content: Option<Spanned<String>>,
+    /// file: octal mode (`"0644"`).
+    pub mode: Option<Spanned<String>>,
+    /// file: owner (`root:root`).
+    pub owner: Option<Spanned<String>>,
+
+    // kernel_cmdline / modules
+    /// Parameters or modules to ensure present.
+    #[serde(default)]
+    pub add: Vec<Spanned<String>>,
+    /// Parameters or modules to ensure absent.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+
+    // service
+    /// Unit name.
+    pub service: Option<Spanned<String>>,
+
+    // reboot / wait_for
+    /// Deadline.
+    pub timeout: Option<Spanned<HumanDuration>>,
+
+    // probe / assert
+    /// probe: probe names.
+    #[serde(default)]
+    pub probes: Vec<Spanned<String>>,
+    /// assert: expression that must be true.
+    pub that: Option<Spanned<String>>,
+    /// assert: message when it is not.
+    pub message: Option<Spanned<String>>,
+}
+
+/// A playbook file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaybookFile {
+    /// Name.
+    pub name: String,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// Variables with defaults (inventory vars and `-e` override them).
+    #[serde(default)]
+    pub vars: BTreeMap<String, toml::Value>,
+    /// Probes whose facts are gathered before the steps (`facts.<probe>`).
+    #[serde(default)]
+    pub gather: Vec<Spanned<String>>,
+    /// How nodes are worked through.
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// The steps, in order.
+    #[serde(rename = "step", default)]
+    pub steps: Vec<Step>,
+}
+
+/// A loaded, validated playbook.
+#[derive(Debug, Clone)]
+pub struct Playbook {
+    /// Where it came from.
+    pub path: std::path::PathBuf,
+    /// Its text (for error locations at run time).
+    pub text: String,
+    /// The parsed file.
+    pub file: PlaybookFile,
+}
+
+impl Playbook {
+    /// Read, parse and validate.
+    pub fn load(path: &Path) -> Result<Playbook, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError::io(path, e))?;
+        Playbook::parse(&text, path)
+    }
+
+    /// Parse and validate `text`.
+    pub fn parse(text: &str, path: &Path) -> Result<Playbook, SourceError> {
+        let file: PlaybookFile =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
+        let pb = Playbook {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            file,
+        };
+        super::validate::validate(&pb)?;
+        Ok(pb)
+    }
+
+    /// An error at a span of this playbook.
+    pub fn error_at(&self, span: std::ops::Range<usize>, message: String) -> SourceError {
+        SourceError::at(&self.path, &self.text, span, message)
+    }
+}
+
+impl Step {
+    /// The step's timeout, or `default`.
+    pub fn timeout_or(&self, default: Duration) -> Duration {
+        self.timeout.as_ref().map_or(default, |t| t.get_ref().0)
+    }
+
+    /// `state`, parsed (validated already).
+    pub fn presence(&self) -> Presence {
+        match self.state.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("absent") => Presence::Absent,
+            _ => Presence::Present,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! Templates (`{{ }}`) and conditions (`when`, `changed_when`, `assert`) with minijinja.
+//!
+//! Undefined variables are errors, never empty strings. In commands (`run`, `wait_for`, guards)
+//! every interpolated value is shell-quoted unless marked `|safe`; in file content it is inserted
+//! as is. The `q` filter quotes explicitly anywhere.
+
+use std::collections::HashSet;
+
+use minijinja::value::Value;
+use minijinja::{Environment, UndefinedBehavior};
+
+use crate::quote::shell_quote;
+
+/// The two template environments.
+pub struct Templates {
+    text: Environment<'static>,
+    cmd: Environment<'static>,
+}
+
+fn q(v: Value) -> Value {
+    let s = match v.as_str() {
+        Some(s) => s.to_string(),
+        None => v.to_string(),
+    };
+    Value::from_safe_string(shell_quote(&s))
+}
+
+fn base() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.add_filter("q", q);
+    env.add_filter("shell_quote", q);
+    env
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+impl Templates {
+    /// Both environments.
+    pub fn new() -> Templates {
+        let text = base();
+        let mut cmd = base();
+        cmd.set_formatter(|out, _state, value| {
+            if value.is_safe() {
+                out.write_str(value.as_str().unwrap_or(""))?;
+            } else {
+                let s = match value.as_str() {
+                    Some(s) => s.to_string(),
+                    None => value.to_string(),
+                };
+                out.write_str(&shell_quote(&s))?;
+            }
+            Ok(())
+        });
+        Templates { text, cmd }
+    }
+
+    /// Render file content or a plain value.
+    pub fn text(&self, src: &str, ctx: &Value) -> Result<String, String> {
+        if !src.contains("{{") && !src.contains("{%") {
+            return Ok(src.to_string());
+        }
+        self.text.render_str(src, ctx).map_err(describe)
+    }
+
+    /// Render a shell command: interpolated values are quoted.
+    pub fn command(&self, src: &str, ctx: &Value) -> Result<String, String> {
+        if !src.contains("{{") && !src.contains("{%") {
+            return Ok(src.to_string());
+        }
+        self.cmd.render_str(src, ctx).map_err(describe)
+    }
+
+    /// Evaluate a condition.
+    pub fn truth(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+        let e = self.text.compile_expression(expr).map_err(describe)?;
+        e.eval(ctx).map(|v| v.is_true()).map_err(describe)
+    }
+
+    /// Top-level variables a template or expression uses (syntax errors reported).
+    pub fn variables(&self, src: &str, expression: bool) -> Result<HashSet<String>, String> {
+        if expression {
+            let e = self.text.compile_expression(src).map_err(describe)?;
+            Ok(e.undeclared_variables(false))
+        } else {
+            let t = self.text.template_from_str(src).map_err(describe)?;
+            Ok(t.undeclared_variables(false))
+        }
+    }
+}
+
+fn describe(e: minijinja::Error) -> String {
+    let mut s = e.to_string();
+    // minijinja appends "(in <string>:1)"; the caller gives the real location.
+    if let Some(i) = s.find(" (in <") {
+        s.truncate(i);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Value {
+        Value::from(minijinja::value::Serde(serde_json::json!({
+            "node": {"name": "pve1"},
+            "evil": "x'; reboot; echo '",
+            "ids": ["8086:3e92"],
+            "n": 3,
+        })))
+    }
+
+    #[test]
+    fn commands_quote_every_value_unless_safe() {
+        let t = Templates::new();
+        assert_eq!(
+            t.command("echo {{ evil }}", &ctx()).unwrap(),
+            "echo 'x'\\''; reboot; echo '\\'''"
+        );
+        assert_eq!(
+            t.command("echo {{ node.name }} {{ n }}", &ctx()).unwrap(),
+            "echo pve1 3"
+        );
+        assert_eq!(
+            t.command("echo {{ 'a b'|safe }}", &ctx()).unwrap(),
+            "echo a b"
+        );
+        assert_eq!(
+            t.text("ids={{ ids|join(',') }}", &ctx()).unwrap(),
+            "ids=8086:3e92"
+        );
+        assert_eq!(
+            t.text("x {{ evil|q }}", &ctx()).unwrap(),
+            "x 'x'\\''; reboot; echo '\\'''"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let t = Templates::new();
+        let e = t.text("{{ nope }}", &ctx()).unwrap_err();
+        assert!(e.contains("undefined"), "{e}");
+        assert!(t.truth("nope == 1", &ctx()).is_err());
+        assert!(t.truth("n > 2", &ctx()).unwrap());
+        let vars = t
+            .variables("{{ node.name }} {{ gpu_mode }}", false)
+            .unwrap();
+        assert!(vars.contains("gpu_mode") && vars.contains("node"));
+        assert!(t.variables("{{ unclosed", false).is_err());
+    }
+}
