@@ -488,6 +488,10 @@ async fn run_step(
                 Some(x) => Some(regex::Regex::new(x.get_ref()).map_err(|e| e.to_string())?),
                 None => None,
             };
+            let after = match st.render(&step.after, false)? {
+                Some(a) => Some(regex::Regex::new(&a).map_err(|e| format!("after: {e}"))?),
+                None => None,
+            };
             let state = step.presence();
             file_step(
                 r,
@@ -496,7 +500,7 @@ async fn run_step(
                 &path,
                 |old| {
                     lines.iter().fold(old.to_string(), |acc, l| {
-                        edit::ensure_line(&acc, l, re.as_ref(), state)
+                        edit::ensure_line_after(&acc, l, re.as_ref(), after.as_ref(), state)
                     })
                 },
                 None,
@@ -701,6 +705,7 @@ async fn run_step(
         }
         StepKind::Reboot => {
             if st.s.check {
+                st.reboot_pending = true;
                 let mut res = result(
                     step,
                     StepStatus::Changed,

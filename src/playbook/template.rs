@@ -64,7 +64,12 @@ impl Templates {
         if !src.contains("{{") && !src.contains("{%") {
             return Ok(src.to_string());
         }
-        self.text.render_str(src, ctx).map_err(describe)
+        // minijinja drops one trailing newline; file content must keep it.
+        let mut out = self.text.render_str(src, ctx).map_err(describe)?;
+        if src.ends_with('\n') && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        Ok(out)
     }
 
     /// Render a shell command: interpolated values are quoted.

@@ -3,15 +3,18 @@
 # state in /var/lib/pvelab-cluster (shared by all nodes of the lab).
 SIM=/var/lib/pvelab
 CL=/var/lib/pvelab-cluster
-prof() { sed -n "s/^$1=//p" "$SIM/profile"; }
-NODE=$(prof name)
-KERNEL=$(prof kernel)
+# The profile, read once with shell builtins (no process per lookup: the audit runs many stand-ins).
+declare -A PROFILE 2>/dev/null
+while IFS='=' read -r _k _v; do PROFILE[$_k]=$_v; done < "$SIM/profile"
+prof() { printf '%s\n' "${PROFILE[$1]}"; }
+NODE=${PROFILE[name]}
+KERNEL=${PROFILE[kernel]}
 nic_name() { case "$(prof nic)" in virtio) echo ens18 ;; igb) echo enp1s0 ;; *) echo eno1 ;; esac; }
-boot_id() { cat "$SIM/boot_id"; }
+boot_id() { local b; read -r b < "$SIM/boot_id"; printf '%s\n' "$b"; }
 # journal_add PRIORITY UNIT IDENTIFIER MESSAGE  (priority 0 emerg .. 7 debug)
 journal_add() {
   printf '%s|%s|%s|%s|%s|%s|%s\n' "$(date +%s.%6N)" "$(boot_id)" "$1" "$2" "$3" "${JPID:-$$}" "$4" >> "$SIM/journal"
 }
 # Kernel version as a comparable number: 6.8.12-5-pve -> 608
 kver_num() { echo "$KERNEL" | awk -F'[.-]' '{print $1 * 100 + $2}'; }
-svc_state() { cat "$SIM/services/$1" 2>/dev/null || echo inactive; }
+svc_state() { local s; if read -r s < "$SIM/services/$1" 2>/dev/null; then printf '%s\n' "$s"; else echo inactive; fi; }

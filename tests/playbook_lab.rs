@@ -1,0 +1,507 @@
+//! Playbooks end to end on the lab: plan changes nothing, run fixes what the audit found, a second
+//! run is a no-op; rolling reboots, the quorum gate, halting, resume, rollback, Ctrl-C.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::lab::Lab;
+
+fn playbook(name: &str) -> String {
+    format!("{}/playbooks/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Env {
+    state: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn run(&self, lab: &Lab, args: &[&str]) -> Output {
+        let inv = lab.inventory();
+        Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+            .arg("-i")
+            .arg(&inv)
+            .args(args)
+            .env("PVEFLEET_STATE_DIR", self.state.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .env("HOME", "/nonexistent-home")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run pvefleet")
+    }
+
+    fn json(&self, lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.run(lab, &a);
+        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code(), v)
+    }
+}
+
+/// A fingerprint of the files playbooks touch, to prove a plan changed nothing.
+fn fingerprint(lab: &Lab, node: &str) -> String {
+    lab.sh(
+        node,
+        "cat /etc/default/grub /etc/modules /etc/network/interfaces /etc/kernel/cmdline 2>/dev/null | md5sum; \
+         ls -la /etc/modprobe.d; find /var/lib/rrdcached -type f | sort | xargs ls -la; cat /proc/sys/kernel/random/boot_id",
+    )
+}
+
+fn changed(v: &serde_json::Value, node: usize) -> usize {
+    v["nodes"][node]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == "changed")
+        .count()
+}
+
+fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
+    let (_, v) = env.json(lab, &["audit"]);
+    v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {} {}",
+                g["finding"]["grade"].as_str().unwrap(),
+                g["finding"]["check"].as_str().unwrap(),
+                g["nodeset"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fix_rrd_plans_without_changing_fixes_the_errors_and_then_is_a_no_op() {
+    let Some(lab) = Lab::up("fix_rrd", 80, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["clock", "+90"]);
+    lab.fault("pve2", &["rrd-zero", "2"]);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    assert!(audit_problems(&env, &lab)
+        .iter()
+        .any(|p| p.contains("rrd.zero_byte pve2")));
+
+    let before: Vec<String> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| fingerprint(&lab, n))
+        .collect();
+    let (code, plan) = env.json(&lab, &["plan", &playbook("fix-rrd.toml")]);
+    assert_eq!(code, Some(0));
+    let after: Vec<String> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| fingerprint(&lab, n))
+        .collect();
+    assert_eq!(before, after, "a plan changes nothing on any node");
+    let step = |v: &serde_json::Value, n: usize, name: &str| -> String {
+        v["nodes"][n]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == name)
+            .unwrap()["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        step(&plan, 0, "step the clock"),
+        "changed",
+        "pve1's clock would be stepped"
+    );
+    assert_eq!(step(&plan, 2, "step the clock"), "skipped");
+
+    let (code, run) = env.json(&lab, &["run", "--yes", &playbook("fix-rrd.toml")]);
+    assert_eq!(code, Some(0), "{run}");
+    assert_eq!(step(&run, 1, "quarantine broken RRD files"), "changed");
+    assert_eq!(step(&run, 1, "no new RRD errors"), "ok");
+    let q = lab.sh(
+        "pve2",
+        "find /var/lib/pvefleet/rrd-quarantine -type f | wc -l",
+    );
+    assert_eq!(
+        q, "2\n",
+        "the broken files are kept in quarantine, not deleted"
+    );
+    let problems = audit_problems(&env, &lab);
+    assert!(
+        problems.is_empty(),
+        "the audit is clean afterwards: {problems:?}"
+    );
+
+    let (code, again) = env.json(&lab, &["run", "--yes", &playbook("fix-rrd.toml")]);
+    assert_eq!(code, Some(0));
+    for n in 0..3 {
+        assert_eq!(
+            changed(&again, n),
+            0,
+            "second run changes nothing: {}",
+            again["nodes"][n]
+        );
+    }
+}
+
+#[test]
+fn igpu_passthrough_rolls_node_by_node_then_changes_nothing_and_rolls_back() {
+    let Some(lab) = Lab::up("igpu", 81, 3, &["--profile", "pve2:systemd-boot"]) else {
+        return;
+    };
+    let env = Env::new();
+    let (code, plan) = env.json(&lab, &["plan", &playbook("igpu-passthrough.toml")]);
+    assert_eq!(code, Some(0), "{plan}");
+    let diffs = plan["nodes"][1]["steps"].to_string();
+    assert!(
+        diffs.contains("/etc/kernel/cmdline (after)"),
+        "systemd-boot node edits /etc/kernel/cmdline: {diffs}"
+    );
+    assert!(
+        !diffs.contains("/etc/default/grub (after)"),
+        "and not /etc/default/grub"
+    );
+    assert!(plan["nodes"][0]["steps"]
+        .to_string()
+        .contains("+GRUB_CMDLINE_LINUX_DEFAULT=\\\"quiet intel_iommu=on iommu=pt\\\""));
+
+    let boots: Vec<String> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| lab.boot_id(n))
+        .collect();
+    let (code, run) = env.json(&lab, &["run", "--yes", &playbook("igpu-passthrough.toml")]);
+    assert_eq!(code, Some(0), "{run}");
+    for (i, n) in ["pve1", "pve2", "pve3"].iter().enumerate() {
+        assert_eq!(run["nodes"][i]["rebooted"], true);
+        assert_ne!(lab.boot_id(n), boots[i], "{n} rebooted");
+        assert!(
+            lab.sh(n, "lspci -nnk -s 00:02.0")
+                .contains("Kernel driver in use: vfio-pci"),
+            "{n}"
+        );
+        assert_eq!(
+            lab.sh(n, "cat /etc/modprobe.d/vfio.conf"),
+            "options vfio-pci ids=8086:3e92\n"
+        );
+        assert!(!lab.sh(n, "cat /etc/modules").contains("vfio_virqfd"));
+    }
+    assert!(lab
+        .sh("pve2", "cat /proc/cmdline")
+        .contains("intel_iommu=on iommu=pt"));
+    let run_id = run["run"].as_str().unwrap().to_string();
+
+    let boots: Vec<String> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| lab.boot_id(n))
+        .collect();
+    let (code, again) = env.json(&lab, &["run", "--yes", &playbook("igpu-passthrough.toml")]);
+    assert_eq!(code, Some(0));
+    for (i, n) in ["pve1", "pve2", "pve3"].iter().enumerate() {
+        assert_eq!(changed(&again, i), 0, "{}", again["nodes"][i]);
+        assert_eq!(lab.boot_id(n), boots[i], "no reboot the second time");
+    }
+
+    let out = env.run(&lab, &["rollback", &run_id, "--yes"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("pve1: restored /etc/default/grub")
+            && text.contains("pve2: restored /etc/kernel/cmdline"),
+        "{text}"
+    );
+    assert!(text.contains("a reboot is needed"), "{text}");
+    assert!(lab
+        .sh("pve1", "grep CMDLINE_LINUX_DEFAULT /etc/default/grub")
+        .contains("\"quiet\""));
+    assert_eq!(
+        lab.ssh("pve3", "test -e /etc/modprobe.d/vfio.conf").0,
+        1,
+        "files the run created are removed"
+    );
+}
+
+const SLOW_REBOOT: &str = r#"
+name = "touch and reboot"
+[vars]
+marker = "touched"
+[strategy]
+mode = "rolling"
+batch = 1
+[[step]]
+name = "mark"
+kind = "line"
+path = "/etc/pvefleet-test"
+line = "{{ marker }}"
+[[step]]
+name = "reboot"
+kind = "reboot"
+timeout = "8s"
+on_change = ["mark"]
+"#;
+
+fn write_playbook(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("pb.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_node_that_never_returns_halts_the_run_and_resume_finishes_it() {
+    let Some(lab) = Lab::up("no_return", 82, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), SLOW_REBOOT);
+    lab.fault("pve1", &["no-return"]);
+    let boots: Vec<String> = ["pve2", "pve3"].iter().map(|n| lab.boot_id(n)).collect();
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["status"], "halted");
+    assert!(
+        v["nodes"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not come back"),
+        "{v}"
+    );
+    assert_eq!(v["nodes"][1]["not_started"], true);
+    assert_eq!(v["nodes"][2]["not_started"], true);
+    for (i, n) in ["pve2", "pve3"].iter().enumerate() {
+        assert_eq!(lab.boot_id(n), boots[i], "{n} untouched");
+        assert_eq!(
+            lab.ssh(n, "test -e /etc/pvefleet-test").0,
+            1,
+            "{n} untouched"
+        );
+    }
+    let run_id = v["run"].as_str().unwrap().to_string();
+    let runs = env.run(&lab, &["runs"]);
+    assert!(String::from_utf8_lossy(&runs.stdout).contains(&run_id));
+
+    lab.clear("pve1", Some("no-return"));
+    assert!(lab.wait("pve1", "up", 30));
+    let (code, v) = env.json(&lab, &["run", "--resume", &run_id, "--yes"]);
+    assert_eq!(code, Some(0), "{v}");
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(lab.sh(n, "cat /etc/pvefleet-test"), "touched\n");
+    }
+    assert_eq!(v["nodes"][1]["rebooted"], true);
+}
+
+#[test]
+fn the_quorum_gate_refuses_to_reboot_a_node_of_a_two_node_cluster() {
+    let Some(lab) = Lab::up("quorum_gate", 83, 2, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), SLOW_REBOOT);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("quorum gate") && err.contains("2-node cluster"),
+        "{err}"
+    );
+    for n in ["pve1", "pve2"] {
+        assert_eq!(
+            lab.ssh(n, "test -e /etc/pvefleet-test").0,
+            1,
+            "nothing changed on {n}"
+        );
+    }
+}
+
+#[test]
+fn running_guests_stop_a_reboot_unless_the_operator_says_otherwise() {
+    let Some(lab) = Lab::up("guests", 84, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), SLOW_REBOOT);
+    lab.fault("pve1", &["guests", "hostpci"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2));
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("guests are running: qm 100 (web), qm 101 (db), qm 102 (media)"),
+        "{err}"
+    );
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--guests",
+            "shutdown",
+            "-e",
+            "marker=again",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(lab.sh("pve1", "qm list | grep -c running || true"), "0\n");
+}
+
+#[test]
+fn offload_and_clock_playbooks_fix_what_the_audit_found() {
+    let Some(lab) = Lab::up("offload_clock", 85, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["offload-hang"]);
+    lab.sh("pve1", "sed -i 's/^iface eno1 inet manual/iface eno1 inet manual\\n\\toffload-tso off/' /etc/network/interfaces");
+    lab.fault("pve2", &["clock", "-45"]);
+    let before = audit_problems(&env, &lab);
+    assert!(
+        before.iter().any(|p| p.contains("offload.hang pve1")),
+        "{before:?}"
+    );
+    assert!(
+        before.iter().any(|p| p.contains("clock.offset pve2")),
+        "{before:?}"
+    );
+
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            &playbook("disable-offload.toml"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["nodes"][0]["rebooted"], true, "verified after a reboot");
+    let ifaces = lab.sh("pve1", "cat /etc/network/interfaces");
+    assert!(
+        ifaces.contains(
+            "iface eno1 inet manual\n\tpost-up /usr/sbin/ethtool -K eno1 tso off gso off\n"
+        ),
+        "{ifaces}"
+    );
+    assert!(
+        !ifaces.contains("offload-tso"),
+        "ineffective ifupdown1 keys removed"
+    );
+    let (code, v) = env.json(&lab, &["run", "--yes", &playbook("sync-clock.toml")]);
+    assert_eq!(code, Some(0), "{v}");
+    let after = audit_problems(&env, &lab);
+    assert!(after.is_empty(), "{after:?}");
+    let (_, again) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            &playbook("disable-offload.toml"),
+        ],
+    );
+    assert_eq!(changed(&again, 0), 0, "{again}");
+}
+
+#[test]
+fn a_bad_playbook_is_refused_with_its_location_before_anything_runs() {
+    let Some(lab) = Lab::up("bad_playbook", 86, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"line\"\npath = \"/etc/x\"\nline = \"{{ undefined_thing }}\"\n");
+    let out = env.run(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let err =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:6:8: undefined variable `undefined_thing`",
+            pb.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(lab.ssh("pve1", "test -e /etc/x").0, 1);
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"reboots\"\n",
+    );
+    let out = env.run(&lab, &["plan", pb.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(":4:8: unknown variant `reboots`"));
+}
+
+#[test]
+fn ctrl_c_mid_run_leaves_a_readable_resumable_journal() {
+    let Some(lab) = Lab::up("ctrl_c", 87, 2, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"slow\"\n[[step]]\nname = \"first\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"one\"\n[[step]]\nname = \"slow\"\nkind = \"run\"\ncommand = \"sleep 30\"\n",
+    );
+    let inv = lab.inventory();
+    let child = Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+        .args([
+            "-i",
+            inv.to_str().unwrap(),
+            "--json",
+            "run",
+            "--yes",
+            pb.to_str().unwrap(),
+        ])
+        .env("PVEFLEET_STATE_DIR", env.state.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    common::sshd::sh(&format!("kill -INT {}", child.id()));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "interrupted");
+    let id = v["run"].as_str().unwrap();
+    let show = env.run(&lab, &["runs", "show", id]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.contains("changed first") && text.contains("interrupted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("backup pve1: /etc/pvefleet-test") || text.contains("node_started"),
+        "{text}"
+    );
+    assert_eq!(
+        lab.sh("pve1", "cat /etc/pvefleet-test"),
+        "one\n",
+        "what was done stays done"
+    );
+}
