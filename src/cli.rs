@@ -120,6 +120,9 @@ pvefleet -l pve2 --json probe gpu"
         /// List the probes and what each checks.
         #[arg(long)]
         list: bool,
+        /// Print the shell script the probes run on each node (what `audit` sends), and exit.
+        #[arg(long)]
+        script: bool,
         /// Probes to run (default: all).
         #[arg(value_name = "NAME")]
         names: Vec<String>,

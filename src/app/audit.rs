@@ -111,9 +111,14 @@ fn audit_summary(r: &audit::AuditReport) -> String {
 pub async fn cmd_probe(
     g: &GlobalOpts,
     list: bool,
+    script: bool,
     names: &[String],
     thresholds: Option<&Path>,
 ) -> Result<u8, AppError> {
+    if script {
+        print!("{}", probe::combined_script(&probe_list(names)?));
+        return Ok(exit::OK);
+    }
     if list {
         let mut t = Table::new();
         t.load_preset(presets::NOTHING)

@@ -135,9 +135,10 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         } => audit::cmd_audit(g, *format, output.as_ref(), probes, thresholds.as_deref()).await,
         Command::Probe {
             list,
+            script,
             names,
             thresholds,
-        } => audit::cmd_probe(g, *list, names, thresholds.as_deref()).await,
+        } => audit::cmd_probe(g, *list, *script, names, thresholds.as_deref()).await,
         Command::Plan { playbook, extra } => playbook::cmd_plan(g, playbook, extra).await,
         Command::Run {
             playbook,
