@@ -4,18 +4,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 
+use common::bin::pvefleet;
 use common::lab::Lab;
-
-fn pvefleet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pvefleet"))
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .env("HOME", "/nonexistent-home")
-        .output()
-        .expect("run pvefleet")
-}
 
 fn audit_json(lab: &Lab) -> (Option<i32>, serde_json::Value) {
     let inv = lab.inventory();

@@ -2,23 +2,11 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bin::{command, pvefleet, text};
 use common::sshd::{require_root, BlackHole, Fleet};
-
-fn pvefleet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pvefleet"))
-        .args(args)
-        .env_remove("SSH_AUTH_SOCK")
-        .env("HOME", "/nonexistent-home")
-        .output()
-        .expect("run pvefleet")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)))
@@ -208,7 +196,7 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     let fleet = Fleet::start(26, 3);
     let inv = fleet.inventory("");
     let cmd = "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) sleep 30;; esac";
-    let child = Command::new(env!("CARGO_BIN_EXE_pvefleet"))
+    let child = command()
         .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", cmd])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -218,10 +218,7 @@ pub fn grade(f: &ClockFacts, _t: &Thresholds) -> Vec<Finding> {
 mod tests {
     use super::*;
 
-    fn fixture(p: &str) -> String {
-        std::fs::read_to_string(format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    }
+    use crate::probe::fixture;
 
     #[test]
     fn tracking_from_real_captures() {

@@ -357,10 +357,7 @@ pub fn grade(f: &ClusterFacts, _t: &Thresholds) -> Vec<Finding> {
 mod tests {
     use super::*;
 
-    fn fixture(p: &str) -> String {
-        std::fs::read_to_string(format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    }
+    use crate::probe::fixture;
 
     #[test]
     fn pvecm_status_real_capture_with_qdevice() {

@@ -223,3 +223,10 @@ pub fn missing(text: &str) -> Vec<&str> {
         .filter_map(|l| l.strip_prefix("@@missing "))
         .collect()
 }
+
+/// Read a captured output from `tests/fixtures/` (for the probes' unit tests).
+#[cfg(test)]
+pub(crate) fn fixture(path: &str) -> String {
+    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}

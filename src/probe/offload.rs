@@ -332,10 +332,7 @@ pub fn grade(f: &OffloadFacts, _t: &Thresholds) -> Vec<Finding> {
 mod tests {
     use super::*;
 
-    fn fixture(p: &str) -> String {
-        std::fs::read_to_string(format!("{}/tests/fixtures/{p}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-    }
+    use crate::probe::fixture;
 
     #[test]
     fn ethtool_k_from_real_captures() {

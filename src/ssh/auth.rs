@@ -93,6 +93,22 @@ async fn load_key(path: &Path) -> Result<Arc<PrivateKey>, String> {
     Ok(key)
 }
 
+/// The hash to sign with: for RSA keys the best rsa-sha2 variant the server accepts, else none.
+async fn signature_hash<H: russh::client::Handler>(
+    handle: &Handle<H>,
+    algorithm: &russh::keys::Algorithm,
+) -> Option<russh::keys::HashAlg> {
+    if !algorithm.clone().is_rsa() {
+        return None;
+    }
+    handle
+        .best_supported_rsa_hash()
+        .await
+        .ok()
+        .flatten()
+        .flatten()
+}
+
 /// Authenticate `user` on `handle`: agent identities first (if `agent_socket`), then key files.
 pub async fn authenticate<H: russh::client::Handler>(
     handle: &mut Handle<H>,
@@ -112,16 +128,7 @@ pub async fn authenticate<H: russh::client::Handler>(
                     let AgentIdentity::PublicKey { key, comment } = id else {
                         continue;
                     };
-                    let hash = if key.algorithm().is_rsa() {
-                        handle
-                            .best_supported_rsa_hash()
-                            .await
-                            .ok()
-                            .flatten()
-                            .flatten()
-                    } else {
-                        None
-                    };
+                    let hash = signature_hash(handle, &key.algorithm()).await;
                     match handle
                         .authenticate_publickey_with(user, key, hash, &mut agent)
                         .await
@@ -148,16 +155,7 @@ pub async fn authenticate<H: russh::client::Handler>(
                 continue;
             }
         };
-        let hash = if key.algorithm().is_rsa() {
-            handle
-                .best_supported_rsa_hash()
-                .await
-                .ok()
-                .flatten()
-                .flatten()
-        } else {
-            None
-        };
+        let hash = signature_hash(handle, &key.algorithm()).await;
         let result = handle
             .authenticate_publickey(user, PrivateKeyWithHashAlg::new(key, hash))
             .await
