@@ -71,6 +71,16 @@ pub fn render_plan(runs: &[NodeRun]) -> String {
     out
 }
 
+/// `plan: N change(s) on M node(s)`.
+pub fn plan_summary(runs: &[NodeRun]) -> String {
+    let changes: usize = runs.iter().map(|r| r.count(StepStatus::Changed)).sum();
+    let nodes = runs
+        .iter()
+        .filter(|r| r.count(StepStatus::Changed) > 0)
+        .count();
+    format!("plan: {changes} change(s) on {nodes} node(s)")
+}
+
 /// The per-node result table.
 pub fn render_results(runs: &[NodeRun], color: bool) -> String {
     let mut t = Table::new();
@@ -193,13 +203,7 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
         );
     } else {
         print!("{}", render_plan(&runs));
-        let changes: usize = runs.iter().map(|r| r.count(StepStatus::Changed)).sum();
-        println!(
-            "plan: {changes} change(s) on {} node(s); nothing was changed",
-            runs.iter()
-                .filter(|r| r.count(StepStatus::Changed) > 0)
-                .count()
-        );
+        println!("{}; nothing was changed", plan_summary(&runs));
     }
     Ok(if runs.iter().any(|r| r.failed()) {
         exit_code(&runs, false).max(exit::FAILED)
@@ -253,15 +257,9 @@ pub async fn cmd_run(
     let nodes = targets(&inv, &g2)?;
     // The plan first.
     let plan = plan_runs(g, &pb, &extra, &nodes).await;
-    let changes: usize = plan.iter().map(|r| r.count(StepStatus::Changed)).sum();
     if !g.json {
         eprint!("{}", render_plan(&plan));
-        eprintln!(
-            "plan: {changes} change(s) on {} node(s)",
-            plan.iter()
-                .filter(|r| r.count(StepStatus::Changed) > 0)
-                .count()
-        );
+        eprintln!("{}", plan_summary(&plan));
     }
     if let Some(bad) = plan.iter().find(|r| r.failed() && !done.contains(&r.node)) {
         if bad.status.is_connection_failure() || bad.status == NodeStatus::Error {
