@@ -53,3 +53,100 @@ impl Progress {
         }
     }
 }
+
+/// Callback: node `.0` is now at step `.1`.
+pub type StepSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// Live per-node progress for playbook runs: a bar of nodes done, and one line per running node
+/// showing its current step. Only when stderr is a terminal.
+pub struct StepProgress {
+    multi: Option<indicatif::MultiProgress>,
+    main: Option<ProgressBar>,
+    lines: Arc<std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>>,
+}
+
+impl StepProgress {
+    /// A display for a run titled `what` over `total` nodes, or nothing without a terminal.
+    pub fn new(what: &str, total: usize) -> StepProgress {
+        if !std::io::stderr().is_terminal() {
+            return StepProgress {
+                multi: None,
+                main: None,
+                lines: Default::default(),
+            };
+        }
+        let multi = indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let main = multi.add(ProgressBar::new(total as u64));
+        main.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} nodes {msg} ({elapsed})")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        main.set_prefix(what.to_string());
+        StepProgress {
+            multi: Some(multi),
+            main: Some(main),
+            lines: Default::default(),
+        }
+    }
+
+    /// Fan-out events feeding the nodes-done bar.
+    pub fn events(&self) -> Option<EventSink> {
+        let bar = self.main.clone()?;
+        let failed = Arc::new(AtomicUsize::new(0));
+        Some(Arc::new(move |e: FanoutEvent| {
+            if let FanoutEvent::Finished { ok, .. } = e {
+                if !ok {
+                    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                    bar.set_message(format!("{n} failed"));
+                }
+                bar.inc(1);
+            }
+        }))
+    }
+
+    /// The sink steps report to (`None` without a terminal).
+    pub fn sink(&self) -> Option<StepSink> {
+        let multi = self.multi.clone()?;
+        let lines = Arc::clone(&self.lines);
+        Some(Arc::new(move |node: &str, step: &str| {
+            let mut map = lines.lock().expect("progress lines");
+            let bar = map.entry(node.to_string()).or_insert_with(|| {
+                let b = multi.add(ProgressBar::new_spinner());
+                b.set_style(
+                    ProgressStyle::with_template("  {spinner} {prefix:<12} {msg} ({elapsed})")
+                        .expect("valid template"),
+                );
+                b.set_prefix(node.to_string());
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            });
+            if step.is_empty() {
+                bar.finish_and_clear();
+            } else {
+                bar.set_message(crate::report::sanitize::sanitize_str(step));
+            }
+        }))
+    }
+
+    /// Print a block of text above the live lines (or plainly without a terminal).
+    pub fn println(&self, text: &str) {
+        match &self.multi {
+            Some(m) => m.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Remove every line.
+    pub fn finish(&self) {
+        for b in self.lines.lock().expect("progress lines").values() {
+            b.finish_and_clear();
+        }
+        if let Some(b) = &self.main {
+            b.finish_and_clear();
+        }
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+        }
+    }
+}

@@ -505,3 +505,61 @@ fn ctrl_c_mid_run_leaves_a_readable_resumable_journal() {
         "what was done stays done"
     );
 }
+
+#[test]
+fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
+    let Some(lab) = Lab::up("live_progress", 88, 2, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"slow\"\n[[step]]\nname = \"first wait\"\nkind = \"run\"\ncommand = \"sleep 4\"\n",
+    );
+    // Piped: no progress drawing on stderr.
+    let out = env.run(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("first wait (") && !err.contains("nodes ("),
+        "{err}"
+    );
+    // On a terminal (tmux): one live line per node with its current step.
+    let session = format!("pvefleet-test-{}", std::process::id());
+    let cmd = format!(
+        "PVEFLEET_STATE_DIR={} {} -i {} run --yes {}; sleep 30",
+        env.state.path().display(),
+        env!("CARGO_BIN_EXE_pvefleet"),
+        lab.inventory().display(),
+        pb.display()
+    );
+    common::sshd::sh(&format!(
+        "tmux new-session -d -s {session} -x 160 -y 40 {}",
+        shell(&cmd)
+    ));
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let mut screen = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        screen = common::sshd::sh(&format!("tmux capture-pane -p -t {session}"));
+        if screen.contains("pve1") && screen.contains("first wait (") && screen.contains("pve2") {
+            break;
+        }
+    }
+    assert!(
+        screen.contains("first wait ("),
+        "no live step line on the terminal:\n{screen}"
+    );
+    assert!(screen.contains("0/2 nodes"), "no nodes-done bar:\n{screen}");
+}
+
+fn shell(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}

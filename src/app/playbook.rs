@@ -14,7 +14,6 @@ use crate::exit;
 use crate::journal::{self, Journal, RunMeta};
 use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepStatus};
 use crate::playbook::{rolling, Playbook};
-use crate::progress::Progress;
 use crate::report::exec::short_duration;
 use crate::report::sanitize::sanitize_str;
 use crate::ssh::{self, ExitStatus};
@@ -154,6 +153,7 @@ fn settings(
         timeout: g.timeout,
         guests,
         cluster_size: n,
+        on_step: None,
     })
 }
 
@@ -313,8 +313,11 @@ pub async fn cmd_run(
     let run_id = journal.meta().map(|m| m.id).unwrap_or_default();
     eprintln!("run {run_id} (journal: {})", journal.dir.display());
     let cancel = ctrl_c_token();
-    let progress = Progress::new(&pb.file.name, nodes.len());
-    let s = settings(
+    let steps = Arc::new(crate::progress::StepProgress::new(
+        &pb.file.name,
+        nodes.len(),
+    ));
+    let mut s = settings(
         pb.clone(),
         false,
         extra,
@@ -324,11 +327,15 @@ pub async fn cmd_run(
         guests,
         nodes.len(),
     );
+    if let Some(inner) = Arc::get_mut(&mut s) {
+        inner.on_step = steps.sink();
+    }
     let json = g.json;
     let color = use_color();
+    let shown = Arc::clone(&steps);
     let after = move |batch: &[NodeRun]| {
         if !json && !batch.is_empty() {
-            eprintln!("{}", render_results(batch, color));
+            shown.println(&render_results(batch, color));
         }
     };
     let runs = rolling::execute(
@@ -336,12 +343,12 @@ pub async fn cmd_run(
         s,
         usize::from(g.forks),
         &cancel,
-        progress.sink(),
+        steps.events(),
         &done,
         &after,
     )
     .await;
-    progress.finish();
+    steps.finish();
     let code = exit_code(&runs, cancel.is_cancelled());
     let status = match code {
         exit::OK => "ok",

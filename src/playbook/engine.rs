@@ -122,6 +122,8 @@ pub struct RunSettings {
     pub guests: GuestPolicy,
     /// Every targeted node (for the health check after a reboot).
     pub cluster_size: usize,
+    /// Live display: (node, current step); an empty step when the node is done.
+    pub on_step: Option<crate::progress::StepSink>,
 }
 
 /// Where backups go on the node.
@@ -814,6 +816,9 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         }
     }
     for step in &s.playbook.file.steps {
+        if let Some(f) = &s.on_step {
+            f(&node.name, step.name.get_ref());
+        }
         let res = match run_step(&mut remote, &mut st, step).await {
             Ok(r) => r,
             Err(e) => {
@@ -843,6 +848,9 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         }
     }
     remote.session.close().await;
+    if let Some(f) = &s.on_step {
+        f(&node.name, "");
+    }
     run.rebooted = st.rebooted;
     run.duration_ms = start.elapsed().as_millis() as u64;
     if let Some(j) = &journal {

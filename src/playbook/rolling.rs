@@ -322,9 +322,8 @@ pub async fn execute(
         .cloned()
         .collect();
     if s.check || strategy.mode == Mode::Parallel {
-        let r = run_many(todo, s.clone(), forks, cancel, events).await;
-        after_batch(&r);
-        results.extend(r);
+        // One batch: the final table shows it; no per-batch table.
+        results.extend(run_many(todo, s.clone(), forks, cancel, events).await);
         return results;
     }
     let size = strategy.batch.resolve(todo.len()).unwrap_or(1);

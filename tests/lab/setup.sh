@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what pvefleet's tests and the lab need on a Debian machine (idempotent; needs root).
 set -euo pipefail
-pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc)
+pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
