@@ -409,6 +409,24 @@ mod tests {
     }
 
     #[test]
+    fn real_pveversion_and_ha_status() {
+        assert_eq!(
+            parse_pveversion(&fixture("pveversion/8.4.11.txt")),
+            Some(("8.4.11".into(), "6.8.12-13-pve".into()))
+        );
+        let ha = parse_ha_status(&fixture("ha-manager-status/single-node-queued.txt"));
+        assert!(ha.quorum_ok && ha.master.is_none() && ha.lrm.is_empty());
+        assert_eq!(
+            ha.services,
+            vec![(
+                "vm:100".to_string(),
+                "pve-1".to_string(),
+                "queued".to_string()
+            )]
+        );
+    }
+
+    #[test]
     fn guests_and_grades() {
         let text = "@@hostname pve2\n@@sub pveversion\npve-manager/8.3.2/3e76eec21c4a14a7 (running kernel: 6.8.12-5-pve)\n@@sub pvecm\nQuorate:          Yes\nExpected votes:   3\nTotal votes:      3\nQuorum:           2  \nFlags:            Quorate \n@@pvecm_rc 0\n@@sub ha\nquorum OK\nlrm pve2 (maintenance mode, x)\n@@sub qm\n      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID\n       100 web                  running    2048              32.00 2017\n       102 media                running    4096              32.00 2034\n       103 old                  stopped    1024              32.00 0\n@@sub pct\n@@sub hostpci\n/etc/pve/qemu-server/102.conf\n";
         let f = parse(text).unwrap();

@@ -409,6 +409,24 @@ mod tests {
         assert!(parse_lspci_nnk("").unwrap().is_empty());
     }
 
+    #[test]
+    fn real_captures_of_other_hardware() {
+        use crate::probe::fixture;
+        let g = parse_lspci_nnk(&fixture("lspci-nnk/alderlake-n-vfio-pci.txt")).unwrap();
+        assert_eq!(g.len(), 1);
+        assert_eq!(
+            (g[0].id.as_str(), g[0].driver.as_deref()),
+            ("8086:46d0", Some("vfio-pci"))
+        );
+        assert_eq!(g[0].name, "Intel Corporation Alder Lake-N [UHD Graphics]");
+        assert_eq!(g[0].modules, vec!["i915"]);
+        let g = parse_lspci_nnk(&fixture("lspci-nnk/gtx1650-nvidia-with-audio.txt")).unwrap();
+        assert_eq!(g.len(), 1, "the audio function is not a display device");
+        assert_eq!(g[0].id, "10de:1f91");
+        assert_eq!(g[0].driver.as_deref(), Some("nvidia"));
+        assert_eq!(g[0].modules, vec!["nouveau", "nvidia_drm", "nvidia"]);
+    }
+
     fn out(cmdline: &str, groups: u32, extra: &str) -> String {
         format!(
             "@@sub lspci\n{LSPCI}@@iommu_groups {groups}\n@@cmdline {cmdline}\n@@efi yes\n@@kernel 6.8.12-5-pve\n@@sub pbt\nE: /etc/kernel/proxmox-boot-uuids does not exist.\n@@pbt_rc 2\n@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n{extra}"
