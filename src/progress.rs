@@ -10,6 +10,27 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::fanout::{EventSink, FanoutEvent};
 
+/// The "nodes done" bar style shared by every display.
+fn nodes_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} nodes {msg} ({elapsed})")
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
+/// An event sink that advances `bar` for each finished node and counts failures in its message.
+fn count_finished(bar: ProgressBar) -> EventSink {
+    let failed = Arc::new(AtomicUsize::new(0));
+    Arc::new(move |e: FanoutEvent| {
+        if let FanoutEvent::Finished { ok, .. } = e {
+            if !ok {
+                let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
+                bar.set_message(format!("{n} failed"));
+            }
+            bar.inc(1);
+        }
+    })
+}
+
 /// A progress bar over `total` nodes, or nothing when stderr is not a terminal.
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -22,28 +43,14 @@ impl Progress {
             return Progress { bar: None };
         }
         let bar = ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} nodes {msg} ({elapsed})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        bar.set_style(nodes_style());
         bar.set_prefix(what.to_string());
         Progress { bar: Some(bar) }
     }
 
     /// The event sink feeding this bar (`None` when there is no bar).
     pub fn sink(&self) -> Option<EventSink> {
-        let bar = self.bar.clone()?;
-        let failed = Arc::new(AtomicUsize::new(0));
-        Some(Arc::new(move |e: FanoutEvent| {
-            if let FanoutEvent::Finished { ok, .. } = e {
-                if !ok {
-                    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar.set_message(format!("{n} failed"));
-                }
-                bar.inc(1);
-            }
-        }))
+        self.bar.clone().map(count_finished)
     }
 
     /// Remove the bar before results are printed.
@@ -77,11 +84,7 @@ impl StepProgress {
         }
         let multi = indicatif::MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let main = multi.add(ProgressBar::new(total as u64));
-        main.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} nodes {msg} ({elapsed})")
-                .expect("valid template")
-                .progress_chars("=> "),
-        );
+        main.set_style(nodes_style());
         main.set_prefix(what.to_string());
         StepProgress {
             multi: Some(multi),
@@ -92,17 +95,7 @@ impl StepProgress {
 
     /// Fan-out events feeding the nodes-done bar.
     pub fn events(&self) -> Option<EventSink> {
-        let bar = self.main.clone()?;
-        let failed = Arc::new(AtomicUsize::new(0));
-        Some(Arc::new(move |e: FanoutEvent| {
-            if let FanoutEvent::Finished { ok, .. } = e {
-                if !ok {
-                    let n = failed.fetch_add(1, Ordering::Relaxed) + 1;
-                    bar.set_message(format!("{n} failed"));
-                }
-                bar.inc(1);
-            }
-        }))
+        self.main.clone().map(count_finished)
     }
 
     /// The sink steps report to (`None` without a terminal).
