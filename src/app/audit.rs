@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 
-use super::{ctrl_c_token, load_inventory, targets, use_color, AppError};
+use super::{ctrl_c_token, load_inventory, print_json, targets, use_color, AppError};
 use crate::audit::{self, AuditOptions};
 use crate::cli::GlobalOpts;
 use crate::exit;
@@ -144,10 +144,7 @@ pub async fn cmd_probe(
             })
             .collect();
         let doc = serde_json::json!({ "version": 1, "probes": report.checks, "nodes": nodes });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&doc).expect("serialisable")
-        );
+        print_json(&doc);
     } else {
         let mut t = Table::new();
         t.load_preset(presets::UTF8_FULL_CONDENSED)

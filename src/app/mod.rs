@@ -223,6 +223,14 @@ pub fn ctrl_c_token() -> CancellationToken {
     token
 }
 
+/// Print a JSON document (the `--json` output of a command) on stdout.
+pub fn print_json<T: serde::Serialize>(doc: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(doc).expect("results serialise")
+    );
+}
+
 /// Colour in tables: stdout is a terminal and `NO_COLOR` is unset.
 pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
-use super::{ctrl_c_token, load_inventory, targets, use_color, AppError};
+use super::{ctrl_c_token, load_inventory, print_json, targets, use_color, AppError};
 use crate::cli::GlobalOpts;
 use crate::exec::NodeStatus;
 use crate::exit;
@@ -133,7 +133,6 @@ fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn settings(
     pb: Playbook,
     check: bool,
@@ -142,7 +141,6 @@ fn settings(
     run_id: String,
     journal: Option<Journal>,
     guests: GuestPolicy,
-    n: usize,
 ) -> Arc<RunSettings> {
     Arc::new(RunSettings {
         playbook: pb,
@@ -152,7 +150,6 @@ fn settings(
         journal,
         timeout: g.timeout,
         guests,
-        cluster_size: n,
         on_step: None,
     })
 }
@@ -172,7 +169,6 @@ async fn plan_runs(
         "plan".into(),
         None,
         GuestPolicy::Refuse,
-        nodes.len(),
     );
     rolling::execute(
         nodes.to_vec(),
@@ -194,12 +190,8 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
     let nodes = targets(&inv, g)?;
     let runs = plan_runs(g, &pb, &extra, &nodes).await;
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"version": 1, "playbook": path, "check": true, "nodes": runs})
-            )
-            .expect("serialisable")
+        print_json(
+            &serde_json::json!({"version": 1, "playbook": path, "check": true, "nodes": runs}),
         );
     } else {
         print!("{}", render_plan(&runs));
@@ -325,7 +317,6 @@ pub async fn cmd_run(
         run_id.clone(),
         Some(journal.clone()),
         guests,
-        nodes.len(),
     );
     if let Some(inner) = Arc::get_mut(&mut s) {
         inner.on_step = steps.sink();
@@ -367,12 +358,8 @@ pub async fn cmd_run(
         &serde_json::to_value(&runs).unwrap_or_default(),
     );
     if g.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"version": 1, "run": run_id, "status": status, "nodes": runs})
-            )
-            .expect("serialisable")
+        print_json(
+            &serde_json::json!({"version": 1, "run": run_id, "status": status, "nodes": runs}),
         );
     } else {
         println!("{}", render_results(&runs, color));
@@ -484,10 +471,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         None => {
             let runs = journal::list();
             if g.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&runs).expect("serialisable")
-                );
+                print_json(&runs);
                 return Ok(exit::OK);
             }
             let mut t = Table::new();
@@ -512,12 +496,8 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             let meta = j.meta().map_err(|e| AppError::Internal(e.to_string()))?;
             let events = j.events();
             if g.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"run": meta, "events": events, "backups": j.backups()})
-                    )
-                    .expect("serialisable")
+                print_json(
+                    &serde_json::json!({"run": meta, "events": events, "backups": j.backups()}),
                 );
                 return Ok(exit::OK);
             }

@@ -120,8 +120,6 @@ pub struct RunSettings {
     pub timeout: Option<Duration>,
     /// Guests on a node to reboot.
     pub guests: GuestPolicy,
-    /// Every targeted node (for the health check after a reboot).
-    pub cluster_size: usize,
     /// Live display: (node, current step); an empty step when the node is done.
     pub on_step: Option<crate::progress::StepSink>,
 }
@@ -717,7 +715,7 @@ async fn run_step(
                 return Ok(res);
             }
             let timeout = step.timeout_or(Duration::from_secs(600));
-            rolling::reboot_and_wait(r, timeout, st.s.guests, st.s.cluster_size).await?;
+            rolling::reboot_and_wait(r, timeout, st.s.guests).await?;
             st.rebooted = true;
             Ok(result(
                 step,

@@ -130,7 +130,6 @@ pub(crate) async fn reboot_and_wait(
     r: &mut Remote,
     timeout: Duration,
     guests: GuestPolicy,
-    _cluster: usize,
 ) -> Result<(), String> {
     let running = running_guests(r).await?;
     if !running.is_empty() {
