@@ -5,20 +5,13 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::bin::pvefleet;
+use common::bin::{json_of, pvefleet};
 use common::lab::Lab;
 
 fn audit_json(lab: &Lab) -> (Option<i32>, serde_json::Value) {
     let inv = lab.inventory();
     let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--format", "json"]);
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (out.status.code(), v)
+    (out.status.code(), json_of(&out))
 }
 
 /// (node, check, grade) of every non-PASS finding, cluster findings as node "cluster".

@@ -2,15 +2,11 @@
 
 mod common;
 
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::bin::{command, pvefleet, text};
+use common::bin::{command, json_of, pvefleet, text};
 use common::sshd::{require_root, BlackHole, Fleet};
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o.stdout)))
-}
 
 #[test]
 fn identical_output_is_grouped_and_every_node_has_a_row() {
@@ -80,7 +76,7 @@ fn json_carries_each_nodes_full_result() {
         Some(3),
         "an unreachable node gives exit 3"
     );
-    let v = json(&out);
+    let v = json_of(&out);
     assert_eq!(v["version"], 1);
     let nodes = v["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
@@ -114,7 +110,7 @@ fn a_black_holed_node_is_unreachable_within_the_connect_timeout_while_others_fin
     ]);
     let took = start.elapsed();
     assert_eq!(out.status.code(), Some(3));
-    let v = json(&out);
+    let v = json_of(&out);
     assert_eq!(v["nodes"][1]["status"], "unreachable");
     assert_eq!(v["nodes"][0]["status"], "ok");
     assert_eq!(v["nodes"][2]["stdout"], "up\n");
@@ -164,7 +160,7 @@ fn a_command_over_its_timeout_is_reported_as_timeout() {
     ]);
     assert!(start.elapsed() < Duration::from_secs(8));
     assert_eq!(out.status.code(), Some(2));
-    let v = json(&out);
+    let v = json_of(&out);
     assert_eq!(v["nodes"][0]["status"], "timeout");
     assert_eq!(v["nodes"][1]["status"], "timeout");
 }
@@ -211,7 +207,7 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
         "must stop promptly"
     );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    let v = json(&out);
+    let v = json_of(&out);
     assert_eq!(v["nodes"][0]["stdout"], "quick\n");
     assert_eq!(v["nodes"][1]["status"], "cancelled");
     assert_eq!(v["nodes"][2]["status"], "cancelled");

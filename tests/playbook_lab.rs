@@ -41,14 +41,7 @@ impl Env {
         let mut a = vec!["--json"];
         a.extend_from_slice(args);
         let out = self.run(lab, &a);
-        let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{e}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code(), v)
+        (out.status.code(), common::bin::json_of(&out))
     }
 }
 
