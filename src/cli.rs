@@ -179,21 +179,38 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// Set a variable (`key=value`); repeatable.
         #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
         extra: Vec<String>,
-        /// Running guests on a node about to reboot: refuse (default), shut them down, or ignore.
-        #[arg(long, value_enum, default_value = "refuse")]
-        guests: crate::playbook::engine::GuestPolicy,
-        /// Continue an interrupted or halted run: nodes already done are not redone.
+        /// Running guests (not HA-managed) on a node about to reboot: refuse (the default),
+        /// shut them down and start them again once the node is back, or ignore.
+        #[arg(long, value_enum)]
+        guests: Option<crate::playbook::engine::GuestPolicy>,
+        /// Continue an interrupted, halted or killed run with the parameters it was started with
+        /// (playbook, -e, --guests, --limit, inventory); nodes already done are not redone, a
+        /// reboot in progress is continued, not repeated.
         #[arg(long, value_name = "RUN_ID")]
         resume: Option<String>,
+        /// With --resume: go on even though the playbook file changed since the run started.
+        #[arg(long, requires = "resume")]
+        force: bool,
     },
-    /// Restore the files a run changed (from the backups on each node).
+    /// Undo what a run changed: restore each file byte for byte (content, mode, owner) from the
+    /// backup on its node, remove files the run created, run the playbook's `undo` commands, then
+    /// re-run what makes the restored files take effect (update-grub, proxmox-boot-tool refresh,
+    /// update-initramfs). Honours --limit. A file changed since the run is refused unless --force.
+    #[command(after_help = "Example:\n  pvefleet rollback 20261124T130501-1a2b --yes")]
     Rollback {
         /// The run id (`pvefleet runs`).
         run_id: String,
         /// Do not ask for confirmation.
         #[arg(short = 'y', long)]
         yes: bool,
+        /// Restore files that changed since the run too (their current content is lost).
+        #[arg(long)]
+        force: bool,
     },
+    /// Switch HA node maintenance on or off by hand; e.g. after a run left it on for a node that
+    /// did not come back (the run says so, and `pvefleet run --resume` also clears it).
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// List recorded runs, or show one.
     Runs {
         /// `show RUN_ID`.
@@ -239,6 +256,24 @@ pub enum InventoryCommand {
         /// known_hosts file to use (and to record in the written inventory).
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+    },
+}
+
+/// `pvefleet maintenance ...`
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// `ha-manager crm-command node-maintenance disable NODE` for each node.
+    #[command(after_help = "Example:\n  pvefleet maintenance off pve2")]
+    Off {
+        /// Node names (from the inventory).
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// `ha-manager crm-command node-maintenance enable NODE` for each node.
+    On {
+        /// Node names (from the inventory).
+        #[arg(required = true)]
+        nodes: Vec<String>,
     },
 }
 

@@ -1,41 +1,97 @@
-//! Run records on disk: what a playbook run planned, every event as it happened, every backup
-//! taken on a node. Append-only JSON lines, synced at each write, so killing the controller loses
-//! nothing already done and leaves the journal readable; `--resume` and `rollback` read it back.
+//! Run records on disk: what a playbook run was asked to do (everything needed to resume it),
+//! every event as it happened, every backup taken on a node. It owns the on-disk format and its
+//! durability; it knows nothing of SSH or of how steps run.
+//!
+//! Durability: `events.jsonl` and `backups.jsonl` are append-only JSON lines written by one
+//! writer thread, which syncs each batch to disk before it acknowledges it, so an awaited
+//! [`Journal::record`] has reached the disk (a SIGKILL loses nothing already recorded). Async
+//! callers await an acknowledgement instead of taking a blocking lock, so nodes never queue on
+//! each other inside the runtime. `run.json` is replaced atomically (temporary file, fsync,
+//! rename, fsync of the directory). One process at a time drives a run: it holds an exclusive
+//! `flock` on `lock` in the run's directory.
 //!
 //! Location: `$PVEFLEET_STATE_DIR/runs/<id>/`, else `$XDG_STATE_HOME/pvefleet/runs/<id>/`, else
-//! `~/.local/state/pvefleet/runs/<id>/`.
+//! `~/.local/state/pvefleet/runs/<id>/`; the state directory is made mode 0700.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-/// One file a run changed on a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BackupRecord {
-    /// Node.
-    pub node: String,
-    /// The file changed.
-    pub path: String,
-    /// Where its previous content is on the node.
-    pub backup: String,
-    /// Whether the file existed before (if not, rollback removes it).
-    pub existed: bool,
-    /// Command that makes the change effective (update-grub ...), re-run after a restore.
-    pub refresh: Option<String>,
+use crate::playbook::engine::{GuestPolicy, StepResult};
+
+/// Errors of the run journal.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// No such run.
+    #[error("no run {id} in {dir}")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+        /// Where runs are kept.
+        dir: String,
+    },
+    /// A run id that is not one (a path, `..`).
+    #[error(
+        "{0:?} is not a run id (expected something like 20261124T130501-1a2b, see `pvefleet runs`)"
+    )]
+    BadId(String),
+    /// Another process drives the run.
+    #[error("run {id} is being driven by another pvefleet process{pid}; wait for it to end or stop it first")]
+    Locked {
+        /// Run id.
+        id: String,
+        /// ` (pid N)` when known.
+        pid: String,
+    },
+    /// A file of the journal could not be read or written.
+    #[error("run journal {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
-/// A run's summary for `pvefleet runs`.
+fn io_err(path: &Path, source: std::io::Error) -> JournalError {
+    JournalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Where a node stopped, for `runs show` and `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StopPoint {
+    /// Node.
+    pub node: String,
+    /// Step name, when inside a step.
+    pub step: Option<String>,
+    /// Reboot state (or other detail) inside the step.
+    pub state: Option<String>,
+}
+
+/// A run's parameters and status (`run.json`): everything `--resume` needs.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunMeta {
     /// Run id.
     pub id: String,
-    /// Playbook path.
+    /// Playbook path (absolute).
     pub playbook: String,
-    /// Inventory source.
+    /// SHA-1 of the playbook's content when the run started (a copy is `playbook.toml`).
+    #[serde(default)]
+    pub playbook_sha1: String,
+    /// Inventory source, as shown to the operator.
     pub inventory: String,
+    /// Inventory file (absolute), when the inventory came from a file.
+    #[serde(default)]
+    pub inventory_path: Option<PathBuf>,
     /// Targeted nodes.
     pub nodes: Vec<String>,
     /// Start, RFC 3339.
@@ -44,164 +100,693 @@ pub struct RunMeta {
     pub status: String,
     /// `--limit` used.
     pub limit: Option<String>,
+    /// `-e KEY=VALUE` items, as given.
+    #[serde(default)]
+    pub extra_vars: Vec<String>,
+    /// `--guests`.
+    #[serde(default = "default_guests")]
+    pub guests: GuestPolicy,
+    /// `--forks`.
+    #[serde(default)]
+    pub forks: Option<u16>,
+    /// `--timeout`, milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Where the run stopped (set when it stops short).
+    #[serde(default)]
+    pub stopped_at: Vec<StopPoint>,
+    /// Things left switched on on purpose (HA maintenance of a node that is down ...).
+    #[serde(default)]
+    pub left_on: Vec<String>,
+    /// When the run last ended, RFC 3339.
+    #[serde(default)]
+    pub ended: Option<String>,
 }
 
-/// An open run journal (cheap to clone; writes are serialised).
+fn default_guests() -> GuestPolicy {
+    GuestPolicy::Refuse
+}
+
+/// One file a run changed on a node. Written twice: `phase = "intent"` before the remote write
+/// (so a crash in between cannot lose the original), then `phase = "written"` with the SHA-1 of
+/// the content the run left (or `removed`), which rollback compares to detect drift.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRecord {
+    /// Node.
+    pub node: String,
+    /// The file changed.
+    pub path: String,
+    /// Where its previous content is on the node.
+    pub backup: String,
+    /// Whether the file existed before the run (if not, rollback removes it).
+    pub existed: bool,
+    /// Command that makes the change effective (update-grub ...), re-run after a restore.
+    pub refresh: Option<String>,
+    /// `intent` or `written`.
+    #[serde(default = "written")]
+    pub phase: String,
+    /// SHA-1 (hex) of what the run wrote; `None` when it removed the file.
+    #[serde(default)]
+    pub written_sha1: Option<String>,
+}
+
+fn written() -> String {
+    "written".into()
+}
+
+/// A command that undoes what a `run` step changed (`undo` in the playbook), recorded before
+/// the step runs (`phase = "intent"`) and after it changed something (`phase = "applied"`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UndoRecord {
+    /// Node.
+    pub node: String,
+    /// Step name.
+    pub step: String,
+    /// The undo command, rendered.
+    pub command: String,
+    /// `intent` or `applied` (or `unchanged`: the step changed nothing, no undo needed).
+    pub phase: String,
+}
+
+/// A guest the run moved or stopped, to be put back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GuestRef {
+    /// `qm` or `pct`.
+    pub kind: String,
+    /// VMID.
+    pub vmid: u32,
+    /// Name (display only).
+    pub name: String,
+}
+
+/// What happened, as recorded in `events.jsonl` (one JSON object a line:
+/// `{"time": ..., "node": ..., "event": ..., "data": {...}}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", content = "data", rename_all = "snake_case")]
+pub enum Event {
+    /// A process started (or resumed) driving the run.
+    RunStarted {
+        /// Its pid.
+        pid: u32,
+        /// Whether it resumed an earlier run.
+        resumed: bool,
+    },
+    /// Work on a node began.
+    NodeStarted {},
+    /// A step is about to run (`index` counts from 0).
+    StepStarted {
+        /// Step index.
+        index: usize,
+        /// Step name.
+        step: String,
+    },
+    /// A step ended.
+    StepDone {
+        /// Step index.
+        index: usize,
+        /// Its result.
+        result: StepResult,
+    },
+    /// The reboot of a node reached a state.
+    Reboot {
+        /// Index of the reboot step.
+        index: usize,
+        /// State reached.
+        state: String,
+        /// Boot id before the reboot.
+        #[serde(default)]
+        old_boot_id: Option<String>,
+        /// Detail.
+        #[serde(default)]
+        detail: Option<String>,
+    },
+    /// HA node maintenance switched on (`on`) or off, or left on on purpose.
+    Maintenance {
+        /// `on`, `off`, `left-on`.
+        state: String,
+        /// Why (for `left-on`).
+        #[serde(default)]
+        why: Option<String>,
+    },
+    /// A guest was stopped by the run (`phase = "intent"` before, `"done"` after).
+    GuestStopped {
+        /// The guest.
+        guest: GuestRef,
+        /// `intent` or `done`.
+        phase: String,
+    },
+    /// A guest the run stopped was started again.
+    GuestStarted {
+        /// The guest.
+        guest: GuestRef,
+    },
+    /// The node's run ended well.
+    NodeDone {
+        /// It was rebooted.
+        rebooted: bool,
+    },
+    /// The node's run failed.
+    NodeFailed {
+        /// Why.
+        error: String,
+    },
+    /// The node's run was interrupted.
+    NodeInterrupted {
+        /// Where.
+        step: Option<String>,
+        /// Reboot state, if inside a reboot.
+        state: Option<String>,
+    },
+    /// The driving process stopped the run.
+    RunStopped {
+        /// Final status.
+        status: String,
+    },
+    /// A rollback ran.
+    RolledBack {
+        /// Files restored or removed.
+        files: usize,
+        /// Undo commands run.
+        undone: usize,
+    },
+}
+
+/// One line of `events.jsonl`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// RFC 3339 with milliseconds.
+    pub time: String,
+    /// Node (`-` for the run itself).
+    pub node: String,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// Now, RFC 3339 UTC with milliseconds.
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+enum Ack {
+    Async(tokio::sync::oneshot::Sender<std::io::Result<()>>),
+    Blocking(mpsc::Sender<std::io::Result<()>>),
+}
+
+struct Req {
+    file: &'static str,
+    line: String,
+    ack: Ack,
+}
+
+/// The writer thread: appends batches and syncs each file once per batch before acknowledging.
+fn writer(dir: PathBuf, rx: mpsc::Receiver<Req>) {
+    let mut files: HashMap<&'static str, File> = HashMap::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut results: HashMap<&'static str, std::io::Result<()>> = HashMap::new();
+        for r in &batch {
+            let res = results.entry(r.file).or_insert(Ok(()));
+            if res.is_err() {
+                continue;
+            }
+            let f = match files.get_mut(r.file) {
+                Some(f) => f,
+                None => match std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join(r.file))
+                {
+                    Ok(f) => files.entry(r.file).or_insert(f),
+                    Err(e) => {
+                        *res = Err(e);
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = f.write_all(r.line.as_bytes()) {
+                *res = Err(e);
+            }
+        }
+        for (name, res) in results.iter_mut() {
+            if res.is_ok() {
+                if let Some(f) = files.get(name) {
+                    if let Err(e) = f.sync_data() {
+                        *res = Err(e);
+                    }
+                }
+            }
+        }
+        for r in batch {
+            let res = match &results[r.file] {
+                Ok(()) => Ok(()),
+                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+            };
+            match r.ack {
+                Ack::Async(tx) => {
+                    let _ = tx.send(res);
+                }
+                Ack::Blocking(tx) => {
+                    let _ = tx.send(res);
+                }
+            }
+        }
+    }
+}
+
+struct Inner {
+    tx: Mutex<mpsc::Sender<Req>>,
+    /// The run's lock, held while this process drives it.
+    _lock: Option<File>,
+}
+
+/// An open run journal (cheap to clone).
 #[derive(Clone)]
 pub struct Journal {
     /// The run's directory.
     pub dir: PathBuf,
-    lock: Arc<Mutex<()>>,
+    /// Run id.
+    pub id: String,
+    inner: Arc<Inner>,
+}
+
+/// The state directory (holds `runs/`).
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PVEFLEET_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("pvefleet");
+    }
+    crate::inventory::home_dir()
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".local/state/pvefleet")
 }
 
 /// The directory holding all runs.
 pub fn runs_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("PVEFLEET_STATE_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("runs");
-    }
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("pvefleet/runs");
-    }
-    crate::inventory::home_dir()
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".local/state/pvefleet/runs")
+    state_dir().join("runs")
 }
 
 /// A new run id: UTC time plus the process id (sortable, unique on this machine).
 pub fn new_run_id() -> String {
-    let t = crate::audit::rfc3339_now().replace(['-', ':'], "");
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+        .to_string()
+        .replace(['-', ':'], "");
     format!("{}-{:x}", t.trim_end_matches('Z'), std::process::id())
 }
 
-fn append(path: &PathBuf, value: &serde_json::Value) -> std::io::Result<()> {
+/// Whether `id` can name a run (no path separators, no `..`).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// SHA-1 of `bytes`, hex.
+pub fn sha1_hex(bytes: &[u8]) -> String {
+    use sha1::Digest;
+    data_encoding::HEXLOWER.encode(&sha1::Sha1::digest(bytes))
+}
+
+fn private_dirs(dir: &Path) -> Result<(), JournalError> {
+    let root = state_dir();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| io_err(dir, e))?;
+    // The state directory and runs/ hold backups' locations and run parameters: owner only,
+    // also when they existed before with a wider mode.
+    for d in [root.clone(), root.join("runs"), dir.to_path_buf()] {
+        if d.is_dir() {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_err(&d, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn lock(dir: &Path, id: &str) -> Result<File, JournalError> {
+    let path = dir.join("lock");
     let mut f = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
-        .open(path)?;
-    let mut line = serde_json::to_string(value)?;
-    line.push('\n');
-    f.write_all(line.as_bytes())?;
-    f.sync_data()
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_err(&path, e))?;
+    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .map(|p| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        return Err(JournalError::Locked {
+            id: id.to_string(),
+            pid,
+        });
+    }
+    f.set_len(0).map_err(|e| io_err(&path, e))?;
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
+}
+
+/// Whether a process holds the run's lock now (a `running` run whose lock is free was killed).
+pub fn is_driven(dir: &Path) -> bool {
+    let Ok(f) = std::fs::File::open(dir.join("lock")) else {
+        return false;
+    };
+    // SAFETY: as in `lock`; a shared non-blocking try, released at once.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        false
+    } else {
+        true
+    }
+}
+
+fn dir_of(id: &str) -> Result<PathBuf, JournalError> {
+    if !valid_id(id) {
+        return Err(JournalError::BadId(id.to_string()));
+    }
+    let dir = runs_dir().join(id);
+    if !dir.join("run.json").exists() {
+        return Err(JournalError::NotFound {
+            id: id.to_string(),
+            dir: runs_dir().display().to_string(),
+        });
+    }
+    Ok(dir)
 }
 
 impl Journal {
-    /// Create the record of a new run.
-    pub fn create(meta: &RunMeta) -> std::io::Result<Journal> {
-        let dir = runs_dir().join(&meta.id);
-        std::fs::create_dir_all(&dir)?;
-        let j = Journal {
+    fn start(dir: PathBuf, id: &str, lock: Option<File>) -> Journal {
+        let (tx, rx) = mpsc::channel();
+        let d = dir.clone();
+        std::thread::Builder::new()
+            .name("pvefleet-journal".into())
+            .spawn(move || writer(d, rx))
+            .expect("spawn the journal writer");
+        Journal {
             dir,
-            lock: Arc::new(Mutex::new(())),
-        };
+            id: id.to_string(),
+            inner: Arc::new(Inner {
+                tx: Mutex::new(tx),
+                _lock: lock,
+            }),
+        }
+    }
+
+    /// Create the record of a new run (locked by this process), with a copy of the playbook.
+    pub fn create(meta: &RunMeta, playbook_text: &str) -> Result<Journal, JournalError> {
+        let dir = runs_dir().join(&meta.id);
+        private_dirs(&dir)?;
+        let l = lock(&dir, &meta.id)?;
+        let j = Journal::start(dir, &meta.id, Some(l));
+        let copy = j.dir.join("playbook.toml");
+        write_atomic(&copy, playbook_text.as_bytes())?;
         j.write_meta(meta)?;
         Ok(j)
     }
 
-    /// Open an existing run.
-    pub fn open(id: &str) -> std::io::Result<Journal> {
-        let dir = runs_dir().join(id);
-        if !dir.join("run.json").exists() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                format!("no run {id} in {}", runs_dir().display()),
-            ));
-        }
-        Ok(Journal {
-            dir,
-            lock: Arc::new(Mutex::new(())),
-        })
+    /// Open an existing run to drive it (resume, rollback): takes its lock.
+    pub fn open_locked(id: &str) -> Result<Journal, JournalError> {
+        let dir = dir_of(id)?;
+        let l = lock(&dir, id)?;
+        Ok(Journal::start(dir, id, Some(l)))
+    }
+
+    /// Open an existing run to read it.
+    pub fn open(id: &str) -> Result<Journal, JournalError> {
+        let dir = dir_of(id)?;
+        Ok(Journal::start(dir, id, None))
     }
 
     /// The run's metadata.
-    pub fn meta(&self) -> std::io::Result<RunMeta> {
-        let text = std::fs::read_to_string(self.dir.join("run.json"))?;
-        serde_json::from_str(&text).map_err(std::io::Error::other)
+    pub fn meta(&self) -> Result<RunMeta, JournalError> {
+        let p = self.dir.join("run.json");
+        let text = std::fs::read_to_string(&p).map_err(|e| io_err(&p, e))?;
+        serde_json::from_str(&text).map_err(|e| io_err(&p, std::io::Error::other(e)))
     }
 
-    /// Rewrite the metadata (status changes), atomically.
-    pub fn write_meta(&self, meta: &RunMeta) -> std::io::Result<()> {
-        let tmp = self.dir.join("run.json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(meta)?)?;
-        std::fs::rename(tmp, self.dir.join("run.json"))
+    /// The playbook as it was when the run started.
+    pub fn playbook_copy(&self) -> PathBuf {
+        self.dir.join("playbook.toml")
     }
 
-    /// Set the run's status.
-    pub fn set_status(&self, status: &str) {
-        let _g = self.lock.lock().expect("journal lock");
-        if let Ok(mut m) = self.meta() {
-            m.status = status.to_string();
-            let _ = self.write_meta(&m);
+    /// Rewrite the metadata atomically and durably.
+    pub fn write_meta(&self, meta: &RunMeta) -> Result<(), JournalError> {
+        let text = serde_json::to_string_pretty(meta).expect("metadata serialises");
+        write_atomic(&self.dir.join("run.json"), text.as_bytes())
+    }
+
+    /// Set the run's status and where it stopped (synchronous: used at start, at the end and
+    /// from the signal path).
+    pub fn set_status(&self, status: &str, stopped_at: Vec<StopPoint>, left_on: Vec<String>) {
+        match self.meta() {
+            Ok(mut m) => {
+                m.status = status.to_string();
+                m.stopped_at = stopped_at;
+                m.left_on = left_on;
+                if status != "running" {
+                    m.ended = Some(now());
+                }
+                if let Err(e) = self.write_meta(&m) {
+                    tracing::error!("{e}");
+                    eprintln!("pvefleet: {e}");
+                }
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("pvefleet: {e}");
+            }
         }
     }
 
-    /// Record an event.
-    pub fn event(&self, node: &str, kind: &str, data: serde_json::Value) {
-        let _g = self.lock.lock().expect("journal lock");
-        let v = serde_json::json!({"time": crate::audit::rfc3339_now(), "node": node, "event": kind, "data": data});
-        if let Err(e) = append(&self.dir.join("events.jsonl"), &v) {
-            tracing::error!("journal {}: {e}", self.dir.display());
+    fn send(&self, file: &'static str, line: String, ack: Ack) -> bool {
+        let tx = self.inner.tx.lock().expect("journal sender").clone();
+        tx.send(Req { file, line, ack }).is_ok()
+    }
+
+    async fn append(&self, file: &'static str, value: String) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(file, value, Ack::Async(tx)) {
+            eprintln!("pvefleet: run journal writer is gone");
+            return;
+        }
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("journal {}: {e}", self.dir.display());
+                eprintln!(
+                    "pvefleet: cannot write the run journal {}: {e}",
+                    self.dir.display()
+                );
+            }
+            Err(_) => eprintln!("pvefleet: run journal writer is gone"),
         }
     }
 
-    /// Record a backup.
-    pub fn backup(
-        &self,
-        node: &str,
-        path: &str,
-        backup: &str,
-        existed: bool,
-        refresh: Option<&str>,
-    ) {
-        let _g = self.lock.lock().expect("journal lock");
-        let rec = BackupRecord {
-            node: node.into(),
-            path: path.into(),
-            backup: backup.into(),
-            existed,
-            refresh: refresh.map(str::to_string),
+    fn append_blocking(&self, file: &'static str, value: String) {
+        let (tx, rx) = mpsc::channel();
+        if self.send(file, value, Ack::Blocking(tx)) {
+            if let Ok(Err(e)) = rx.recv() {
+                eprintln!(
+                    "pvefleet: cannot write the run journal {}: {e}",
+                    self.dir.display()
+                );
+            }
+        }
+    }
+
+    fn line<T: Serialize>(v: &T) -> String {
+        let mut s = serde_json::to_string(v).expect("journal records serialise");
+        s.push('\n');
+        s
+    }
+
+    /// Record an event; returns once it is on disk.
+    pub async fn record(&self, node: &str, event: Event) {
+        tracing::debug!(node, ?event, "journal");
+        let r = Record {
+            time: now(),
+            node: node.to_string(),
+            event,
         };
-        if let Err(e) = append(
-            &self.dir.join("backups.jsonl"),
-            &serde_json::to_value(&rec).unwrap_or_default(),
-        ) {
-            tracing::error!("journal {}: {e}", self.dir.display());
-        }
+        self.append("events.jsonl", Self::line(&r)).await;
     }
 
-    /// Save a document (`plan.json`, `result.json`).
+    /// Record an event from synchronous code (not from inside the async runtime's tasks).
+    pub fn record_blocking(&self, node: &str, event: Event) {
+        let r = Record {
+            time: now(),
+            node: node.to_string(),
+            event,
+        };
+        self.append_blocking("events.jsonl", Self::line(&r));
+    }
+
+    /// Record a backup (intent or written); returns once it is on disk.
+    pub async fn backup(&self, rec: BackupRecord) {
+        self.append("backups.jsonl", Self::line(&rec)).await;
+    }
+
+    /// Record an undo command (intent or applied); returns once it is on disk.
+    pub async fn undo(&self, rec: UndoRecord) {
+        self.append("undo.jsonl", Self::line(&rec)).await;
+    }
+
+    /// Save a document (`plan.json`, `result.json`) atomically.
     pub fn save(&self, name: &str, value: &serde_json::Value) {
-        let _ = std::fs::write(
-            self.dir.join(name),
-            serde_json::to_string_pretty(value).unwrap_or_default(),
-        );
+        let text = serde_json::to_string_pretty(value).unwrap_or_default();
+        if let Err(e) = write_atomic(&self.dir.join(name), text.as_bytes()) {
+            eprintln!("pvefleet: {e}");
+        }
     }
 
     /// All events (unreadable lines are skipped: a line cut by a kill is the last one).
-    pub fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    pub fn events(&self) -> Vec<Record> {
+        read_lines(&self.dir.join("events.jsonl"))
     }
 
-    /// Nodes whose run finished successfully.
-    pub fn done_nodes(&self) -> HashSet<String> {
-        self.events()
-            .iter()
-            .filter(|e| e["event"] == "node_done")
-            .filter_map(|e| e["node"].as_str().map(str::to_string))
-            .collect()
-    }
-
-    /// Every backup taken, in order.
+    /// Every backup record, in order.
     pub fn backups(&self) -> Vec<BackupRecord> {
-        std::fs::read_to_string(self.dir.join("backups.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        read_lines(&self.dir.join("backups.jsonl"))
     }
+
+    /// Every undo record, in order.
+    pub fn undos(&self) -> Vec<UndoRecord> {
+        read_lines(&self.dir.join("undo.jsonl"))
+    }
+
+    /// What the journal says of each node, for resume and `runs show`.
+    pub fn histories(&self) -> BTreeMap<String, NodeHistory> {
+        histories(&self.events())
+    }
+}
+
+fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Write `bytes` to `path` atomically: a temporary file in the same directory, synced, renamed
+/// over `path`, then the directory synced so the rename itself survives a crash.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let res = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    res.map_err(|e| io_err(path, e))
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The reboot of one step as far as the journal knows it.
+#[derive(Debug, Clone, Default)]
+pub struct RebootProgress {
+    /// Last state reached.
+    pub state: String,
+    /// Boot id before the reboot.
+    pub old_boot_id: Option<String>,
+}
+
+/// One node's history in a run, rebuilt from the events.
+#[derive(Debug, Clone, Default)]
+pub struct NodeHistory {
+    /// The node finished well.
+    pub done: bool,
+    /// Last result of each step index.
+    pub steps: BTreeMap<usize, StepResult>,
+    /// A step that started and never ended (killed or interrupted there).
+    pub in_step: Option<(usize, String)>,
+    /// Reboot progress by step index (reboots not finished).
+    pub reboots: BTreeMap<usize, RebootProgress>,
+    /// HA maintenance is on (switched on by the run and not yet off).
+    pub maintenance_on: bool,
+    /// Guests the run stopped and has not started again.
+    pub stopped_guests: Vec<GuestRef>,
+    /// Last interruption point.
+    pub interrupted: Option<StopPoint>,
+}
+
+/// Rebuild every node's history from the events, in order.
+pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
+    let mut out: BTreeMap<String, NodeHistory> = BTreeMap::new();
+    for r in events {
+        if r.node == "-" {
+            continue;
+        }
+        let h = out.entry(r.node.clone()).or_default();
+        match &r.event {
+            Event::NodeStarted {} => {
+                h.done = false;
+                h.interrupted = None;
+            }
+            Event::StepStarted { index, step } => h.in_step = Some((*index, step.clone())),
+            Event::StepDone { index, result } => {
+                h.in_step = None;
+                h.steps.insert(*index, result.clone());
+                if result.status != crate::playbook::engine::StepStatus::Failed {
+                    h.reboots.remove(index);
+                }
+            }
+            Event::Reboot {
+                index,
+                state,
+                old_boot_id,
+                ..
+            } => {
+                let p = h.reboots.entry(*index).or_default();
+                p.state = state.clone();
+                if old_boot_id.is_some() {
+                    p.old_boot_id = old_boot_id.clone();
+                }
+            }
+            Event::Maintenance { state, .. } => h.maintenance_on = state != "off",
+            Event::GuestStopped { guest, .. } if !h.stopped_guests.contains(guest) => {
+                h.stopped_guests.push(guest.clone());
+            }
+            Event::GuestStarted { guest } => h.stopped_guests.retain(|g| g != guest),
+            Event::NodeDone { .. } => h.done = true,
+            Event::NodeInterrupted { step, state } => {
+                h.interrupted = Some(StopPoint {
+                    node: r.node.clone(),
+                    step: step.clone(),
+                    state: state.clone(),
+                })
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Every recorded run, newest first.
@@ -215,4 +800,108 @@ pub fn list() -> Vec<RunMeta> {
         .collect();
     out.sort_by(|a, b| b.id.cmp(&a.id));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_never_paths() {
+        assert!(valid_id("20261124T130501-1a2b"));
+        for bad in ["", "..", "../x", "/etc", "a/b", "a b", "x\n"] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn histories_follow_the_events() {
+        use crate::playbook::engine::StepStatus;
+        let step = |s: StepStatus| StepResult {
+            step: "x".into(),
+            status: s,
+            detail: String::new(),
+            diff: None,
+            commands: vec![],
+        };
+        let ev = |node: &str, event: Event| Record {
+            time: now(),
+            node: node.into(),
+            event,
+        };
+        let g = GuestRef {
+            kind: "qm".into(),
+            vmid: 101,
+            name: "db".into(),
+        };
+        let events = vec![
+            ev("pve1", Event::NodeStarted {}),
+            ev(
+                "pve1",
+                Event::StepDone {
+                    index: 0,
+                    result: step(StepStatus::Changed),
+                },
+            ),
+            ev(
+                "pve1",
+                Event::StepStarted {
+                    index: 1,
+                    step: "reboot".into(),
+                },
+            ),
+            ev(
+                "pve1",
+                Event::Maintenance {
+                    state: "on".into(),
+                    why: None,
+                },
+            ),
+            ev(
+                "pve1",
+                Event::GuestStopped {
+                    guest: g.clone(),
+                    phase: "intent".into(),
+                },
+            ),
+            ev(
+                "pve1",
+                Event::Reboot {
+                    index: 1,
+                    state: "reboot-issued".into(),
+                    old_boot_id: Some("b1".into()),
+                    detail: None,
+                },
+            ),
+            ev("pve2", Event::NodeStarted {}),
+            ev("pve2", Event::NodeDone { rebooted: false }),
+        ];
+        let h = histories(&events);
+        let p1 = &h["pve1"];
+        assert!(!p1.done);
+        assert_eq!(p1.steps[&0].status, StepStatus::Changed);
+        assert_eq!(p1.in_step, Some((1, "reboot".into())));
+        assert_eq!(p1.reboots[&1].state, "reboot-issued");
+        assert_eq!(p1.reboots[&1].old_boot_id.as_deref(), Some("b1"));
+        assert!(p1.maintenance_on);
+        assert_eq!(p1.stopped_guests, vec![g]);
+        assert!(h["pve2"].done);
+    }
+
+    #[test]
+    fn events_round_trip_through_json_lines() {
+        let r = Record {
+            time: now(),
+            node: "pve1".into(),
+            event: Event::Maintenance {
+                state: "left-on".into(),
+                why: Some("node down".into()),
+            },
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert!(line.contains("\"event\":\"maintenance\""), "{line}");
+        assert!(line.contains("\"data\":{"), "{line}");
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert!(matches!(back.event, Event::Maintenance { .. }));
+    }
 }

@@ -3,46 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use common::lab::Lab;
+use common::runs::Env;
 
 fn playbook(name: &str) -> String {
     format!("{}/playbooks/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-struct Env {
-    state: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            state: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn run(&self, lab: &Lab, args: &[&str]) -> Output {
-        let inv = lab.inventory();
-        Command::new(env!("CARGO_BIN_EXE_pvefleet"))
-            .arg("-i")
-            .arg(&inv)
-            .args(args)
-            .env("PVEFLEET_STATE_DIR", self.state.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .env("HOME", "/nonexistent-home")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run pvefleet")
-    }
-
-    fn json(&self, lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
-        let mut a = vec!["--json"];
-        a.extend_from_slice(args);
-        let out = self.run(lab, &a);
-        (out.status.code(), common::bin::json_of(&out))
-    }
 }
 
 /// A fingerprint of the files playbooks touch, to prove a plan changed nothing.
@@ -252,10 +219,8 @@ timeout = "8s"
 on_change = ["mark"]
 "#;
 
-fn write_playbook(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("pb.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+fn write_playbook(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
+    common::runs::write_playbook(dir, "pb.toml", text)
 }
 
 #[test]
@@ -354,7 +319,13 @@ fn running_guests_stop_a_reboot_unless_the_operator_says_otherwise() {
         ],
     );
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!(lab.sh("pve1", "qm list | grep -c running || true"), "0\n");
+    // Shut down for the reboot, started again once the node was back.
+    assert_eq!(lab.sh("pve1", "qm list | grep -c running || true"), "3\n");
+    let steps = v["nodes"][0]["steps"].to_string();
+    assert!(
+        steps.contains("started again: qm 100 (web), qm 101 (db), qm 102 (media)"),
+        "{steps}"
+    );
 }
 
 #[test]
@@ -488,10 +459,8 @@ fn ctrl_c_mid_run_leaves_a_readable_resumable_journal() {
         text.contains("changed first") && text.contains("interrupted"),
         "{text}"
     );
-    assert!(
-        text.contains("backup pve1: /etc/pvefleet-test") || text.contains("node_started"),
-        "{text}"
-    );
+    assert!(text.contains("backup pve1: /etc/pvefleet-test"), "{text}");
+    assert!(text.contains("interrupted in step `slow`"), "{text}");
     assert_eq!(
         lab.sh("pve1", "cat /etc/pvefleet-test"),
         "one\n",

@@ -19,6 +19,9 @@ use crate::ssh;
 
 mod audit;
 mod playbook;
+mod rollback;
+mod runs;
+pub mod signals;
 
 /// Where a Proxmox node keeps its cluster membership (read when no inventory is given).
 pub const LOCAL_MEMBERS: &str = "/etc/pve/.members";
@@ -147,22 +150,33 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             extra,
             guests,
             resume,
+            force,
         } => {
-            playbook::cmd_run(
-                g,
-                playbook.as_deref(),
-                *check,
-                *yes,
+            let args = playbook::RunArgs {
+                playbook: playbook.as_deref(),
+                check: *check,
+                yes: *yes,
                 extra,
-                *guests,
-                resume.as_deref(),
-            )
-            .await
+                guests: *guests,
+                resume: resume.as_deref(),
+                force: *force,
+            };
+            playbook::cmd_run(g, &args).await
         }
-        Command::Rollback { run_id, yes } => playbook::cmd_rollback(g, run_id, *yes).await,
+        Command::Rollback { run_id, yes, force } => {
+            rollback::cmd_rollback(g, run_id, *yes, *force).await
+        }
+        Command::Maintenance(m) => match m {
+            crate::cli::MaintenanceCommand::Off { nodes } => {
+                runs::cmd_maintenance(g, nodes, false).await
+            }
+            crate::cli::MaintenanceCommand::On { nodes } => {
+                runs::cmd_maintenance(g, nodes, true).await
+            }
+        },
         Command::Runs { action } => match action {
-            Some(crate::cli::RunsCommand::Show { run_id }) => playbook::cmd_runs(g, Some(run_id)),
-            None => playbook::cmd_runs(g, None),
+            Some(crate::cli::RunsCommand::Show { run_id }) => runs::cmd_runs(g, Some(run_id)),
+            None => runs::cmd_runs(g, None),
         },
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
@@ -207,20 +221,10 @@ pub fn targets(inv: &Inventory, g: &GlobalOpts) -> Result<Vec<Node>, AppError> {
         .map_err(|e| AppError::Usage(e.to_string()))
 }
 
-/// A token cancelled by the first Ctrl-C; a second Ctrl-C exits at once.
+/// A token cancelled by the first Ctrl-C, SIGTERM or SIGHUP; a second one runs the registered
+/// last-words hooks (the run journal) and exits at once (see [`signals`]).
 pub fn ctrl_c_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\npvefleet: interrupted; stopping (press Ctrl-C again to quit at once)");
-            t.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(exit::INTERRUPTED));
-            }
-        }
-    });
-    token
+    signals::token()
 }
 
 /// Print a JSON document (the `--json` output of a command) on stdout.

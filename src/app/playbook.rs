@@ -1,24 +1,26 @@
-//! `pvefleet plan`, `run`, `rollback`, `runs`.
+//! `pvefleet plan` and `run` (new runs and `--resume`): parameters recorded and reused, the
+//! plan, the confirmation, the journal, and the report at the end.
 
-use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, IsTerminal, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
-use super::{ctrl_c_token, load_inventory, print_json, targets, use_color, AppError};
+use super::{ctrl_c_token, load_inventory, print_json, signals, targets, use_color, AppError};
 use crate::cli::GlobalOpts;
 use crate::exec::NodeStatus;
 use crate::exit;
-use crate::journal::{self, Journal, RunMeta};
-use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepStatus};
+use crate::inventory::{Inventory, Node};
+use crate::journal::{self, Event, Journal, JournalError, NodeHistory, RunMeta, StopPoint};
+use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
 use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
 use crate::report::sanitize::sanitize_str;
-use crate::ssh::{self, ExitStatus};
 
-fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, AppError> {
+/// `-e KEY=VALUE` items into variables (a value parsed as TOML, else a string).
+pub fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, AppError> {
     let mut out = BTreeMap::new();
     for it in items {
         let (k, v) = it
@@ -35,6 +37,13 @@ fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, AppErr
 
 fn load_playbook(path: &Path) -> Result<Playbook, AppError> {
     Playbook::load(path).map_err(|e| AppError::BadInput(e.to_string()))
+}
+
+pub(super) fn journal_error(e: JournalError) -> AppError {
+    match e {
+        JournalError::Io { .. } => AppError::Internal(e.to_string()),
+        _ => AppError::Usage(e.to_string()),
+    }
 }
 
 /// Per-node plan, as text: what would change.
@@ -54,7 +63,7 @@ pub fn render_plan(runs: &[NodeRun]) -> String {
             };
             out.push_str(&format!(
                 "  {mark} {}: {}\n",
-                s.step,
+                sanitize_str(&s.step),
                 sanitize_str(&s.detail)
             ));
             for c in &s.commands {
@@ -92,8 +101,12 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
         t.force_no_tty();
     }
     for r in runs {
-        let status = if r.not_started {
+        let status = if r.halted {
+            "halted".to_string()
+        } else if r.not_started {
             "not started".to_string()
+        } else if r.interrupted() {
+            "interrupted".to_string()
         } else {
             r.status.as_str().to_string()
         };
@@ -116,65 +129,58 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
 }
 
 fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
-    if interrupted
-        || runs
-            .iter()
-            .any(|r| r.status == NodeStatus::Cancelled && !r.not_started)
-    {
+    if interrupted || runs.iter().any(NodeRun::interrupted) {
         exit::INTERRUPTED
     } else if runs.iter().any(|r| r.status.is_connection_failure()) {
         exit::UNREACHABLE
-    } else if runs.iter().any(|r| {
-        r.failed() || (r.not_started && r.error.as_deref().is_some_and(|e| e.starts_with("halted")))
-    }) {
+    } else if runs.iter().any(|r| r.failed() || r.halted) {
         exit::FAILED
     } else {
         exit::OK
     }
 }
 
-fn settings(
+/// What a run is asked to do, new or resumed.
+struct Params {
     pb: Playbook,
-    check: bool,
+    extra_items: Vec<String>,
     extra: BTreeMap<String, toml::Value>,
-    g: &GlobalOpts,
-    run_id: String,
-    journal: Option<Journal>,
     guests: GuestPolicy,
-) -> Arc<RunSettings> {
-    Arc::new(RunSettings {
-        playbook: pb,
-        check,
-        extra_vars: extra,
-        run_id,
-        journal,
-        timeout: g.timeout,
-        guests,
-        on_step: None,
-    })
+    nodes: Vec<Node>,
+    inv: Inventory,
+    inventory_path: Option<PathBuf>,
+    forks: u16,
+    timeout: Option<std::time::Duration>,
+    limit: Option<String>,
 }
 
-async fn plan_runs(
-    g: &GlobalOpts,
-    pb: &Playbook,
-    extra: &BTreeMap<String, toml::Value>,
-    nodes: &[crate::inventory::Node],
-) -> Vec<NodeRun> {
-    let cancel = ctrl_c_token();
-    let s = settings(
-        pb.clone(),
-        true,
-        extra.clone(),
-        g,
-        "plan".into(),
-        None,
-        GuestPolicy::Refuse,
-    );
+fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {
+    RunSettings {
+        playbook: p.pb.clone(),
+        check,
+        extra_vars: p.extra.clone(),
+        run_id,
+        journal,
+        timeout: p.timeout,
+        guests: p.guests,
+        on_step: None,
+        cancel: ctrl_c_token(),
+        resume: BTreeMap::new(),
+    }
+}
+
+async fn plan_runs(p: &Params, skip: &HashSet<String>) -> Vec<NodeRun> {
+    let s = Arc::new(settings(p, true, "plan".into(), None));
+    let nodes: Vec<Node> = p
+        .nodes
+        .iter()
+        .filter(|n| !skip.contains(&n.name))
+        .cloned()
+        .collect();
     rolling::execute(
-        nodes.to_vec(),
+        nodes,
         s,
-        usize::from(g.forks),
-        &cancel,
+        usize::from(p.forks),
         None,
         &HashSet::new(),
         &|_| {},
@@ -185,10 +191,21 @@ async fn plan_runs(
 /// `pvefleet plan`.
 pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u8, AppError> {
     let pb = load_playbook(path)?;
-    let extra = parse_extra(extra)?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
-    let runs = plan_runs(g, &pb, &extra, &nodes).await;
+    let p = Params {
+        pb,
+        extra_items: extra.to_vec(),
+        extra: parse_extra(extra)?,
+        guests: GuestPolicy::Refuse,
+        nodes,
+        inv,
+        inventory_path: None,
+        forks: g.forks,
+        timeout: g.timeout,
+        limit: g.limit.clone(),
+    };
+    let runs = plan_runs(&p, &HashSet::new()).await;
     if g.json {
         print_json(
             &serde_json::json!({"version": 1, "playbook": path, "check": true, "nodes": runs}),
@@ -204,123 +221,321 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
     })
 }
 
-fn confirm(question: &str) -> bool {
-    eprint!("{question} [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    matches!(line.trim(), "y" | "Y" | "yes")
+/// The inventory file in use (absolute), when it is a file.
+fn inventory_file(g: &GlobalOpts) -> Option<PathBuf> {
+    let p = match &g.inventory {
+        Some(p) => p.clone(),
+        None if Path::new(crate::inventory::DEFAULT_INVENTORY).exists() => {
+            PathBuf::from(crate::inventory::DEFAULT_INVENTORY)
+        }
+        None => return None,
+    };
+    Some(std::fs::canonicalize(&p).unwrap_or(p))
+}
+
+/// `pvefleet run` arguments.
+pub struct RunArgs<'a> {
+    /// Playbook (not with --resume).
+    pub playbook: Option<&'a Path>,
+    /// Plan only.
+    pub check: bool,
+    /// No confirmation.
+    pub yes: bool,
+    /// `-e` items.
+    pub extra: &'a [String],
+    /// `--guests`.
+    pub guests: Option<GuestPolicy>,
+    /// `--resume ID`.
+    pub resume: Option<&'a str>,
+    /// `--force` (with --resume).
+    pub force: bool,
+}
+
+fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
+    let pb = load_playbook(a.playbook.expect("clap requires it"))?;
+    let inv = load_inventory(g)?;
+    let nodes = targets(&inv, g)?;
+    Ok(Params {
+        pb,
+        extra_items: a.extra.to_vec(),
+        extra: parse_extra(a.extra)?,
+        guests: a.guests.unwrap_or(GuestPolicy::Refuse),
+        nodes,
+        inv,
+        inventory_path: inventory_file(g),
+        forks: g.forks,
+        timeout: g.timeout,
+        limit: g.limit.clone(),
+    })
+}
+
+/// The parameters of the run being resumed, checked against what the command line says.
+fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, AppError> {
+    let meta = j.meta().map_err(journal_error)?;
+    let mut conflicts = Vec::new();
+    if !a.extra.is_empty() && a.extra != meta.extra_vars.as_slice() {
+        conflicts.push(format!("-e (the run has: {:?})", meta.extra_vars));
+    }
+    if a.guests.is_some_and(|x| x != meta.guests) {
+        conflicts.push(format!("--guests (the run has: {:?})", meta.guests));
+    }
+    if g.limit.is_some() && g.limit != meta.limit {
+        conflicts.push(format!("--limit (the run has: {:?})", meta.limit));
+    }
+    if !conflicts.is_empty() {
+        return Err(AppError::Usage(format!(
+            "run {}: a resumed run keeps the parameters it was started with; drop {} or start a new run",
+            meta.id,
+            conflicts.join(", ")
+        )));
+    }
+    // The playbook: the file it was started with, unless it changed (then only with --force);
+    // the journal's copy when the file is gone.
+    let path = PathBuf::from(&meta.playbook);
+    let pb = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let now = journal::sha1_hex(text.as_bytes());
+            if now != meta.playbook_sha1 && !meta.playbook_sha1.is_empty() && !a.force {
+                return Err(AppError::BadInput(format!(
+                    "{}: changed since run {} started (sha1 {} then, {} now); restore it, or pass --force to resume with the file as it is now",
+                    path.display(),
+                    meta.id,
+                    &meta.playbook_sha1[..12.min(meta.playbook_sha1.len())],
+                    &now[..12]
+                )));
+            }
+            Playbook::parse(&text, &path).map_err(|e| AppError::BadInput(e.to_string()))?
+        }
+        Err(_) => {
+            eprintln!(
+                "pvefleet: {} is gone; resuming with the copy recorded when the run started",
+                path.display()
+            );
+            let copy = j.playbook_copy();
+            let text = std::fs::read_to_string(&copy)
+                .map_err(|e| AppError::Internal(format!("{}: {e}", copy.display())))?;
+            Playbook::parse(&text, &path).map_err(|e| AppError::BadInput(e.to_string()))?
+        }
+    };
+    let mut g2 = g.clone();
+    if g2.inventory.is_none() {
+        g2.inventory = meta.inventory_path.clone();
+    }
+    g2.limit = meta.limit.clone();
+    let inv = load_inventory(&g2)?;
+    let selected = targets(&inv, &g2)?;
+    let mut nodes = Vec::new();
+    for name in &meta.nodes {
+        match selected.iter().find(|n| &n.name == name) {
+            Some(n) => nodes.push(n.clone()),
+            None => {
+                return Err(AppError::BadInput(format!(
+                    "run {}: node {name} is no longer in the inventory {}",
+                    meta.id, inv.source
+                )))
+            }
+        }
+    }
+    Ok(Params {
+        pb,
+        extra: parse_extra(&meta.extra_vars)?,
+        extra_items: meta.extra_vars.clone(),
+        guests: meta.guests,
+        nodes,
+        inv,
+        inventory_path: inventory_file(&g2),
+        forks: meta.forks.unwrap_or(g.forks),
+        timeout: meta
+            .timeout_ms
+            .map(std::time::Duration::from_millis)
+            .or(g.timeout),
+        limit: meta.limit.clone(),
+    })
 }
 
 /// `pvefleet run`.
-#[allow(clippy::too_many_arguments)]
-pub async fn cmd_run(
-    g: &GlobalOpts,
-    path: Option<&Path>,
-    check: bool,
-    yes: bool,
-    extra: &[String],
-    guests: GuestPolicy,
-    resume: Option<&str>,
-) -> Result<u8, AppError> {
-    let (journal, pb, done, limit) = match resume {
-        Some(id) => {
-            let j = Journal::open(id).map_err(|e| AppError::Usage(e.to_string()))?;
-            let meta = j.meta().map_err(|e| AppError::Internal(e.to_string()))?;
-            let pb = load_playbook(Path::new(&meta.playbook))?;
-            let done = j.done_nodes();
-            eprintln!("resuming run {id}: {} node(s) already done", done.len());
-            (Some(j), pb, done, meta.limit.clone())
-        }
-        None => (
-            None,
-            load_playbook(path.expect("clap requires it"))?,
-            HashSet::new(),
-            g.limit.clone(),
-        ),
-    };
-    if check {
-        return cmd_plan(g, &pb.path.clone(), extra).await;
+pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
+    if a.check {
+        let path = a
+            .playbook
+            .ok_or_else(|| AppError::Usage("--check needs a playbook".into()))?;
+        return cmd_plan(g, path, a.extra).await;
     }
-    let extra = parse_extra(extra)?;
-    let mut g2 = g.clone();
-    g2.limit = limit.clone();
-    let inv = load_inventory(&g2)?;
-    let nodes = targets(&inv, &g2)?;
+    let resumed = match a.resume {
+        Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
+        None => None,
+    };
+    let p = match &resumed {
+        Some(j) => resumed_params(g, a, j)?,
+        None => new_params(g, a)?,
+    };
+    let histories: BTreeMap<String, NodeHistory> =
+        resumed.as_ref().map(Journal::histories).unwrap_or_default();
+    let done: HashSet<String> = histories
+        .iter()
+        .filter(|(_, h)| h.done)
+        .map(|(n, _)| n.clone())
+        .collect();
+    if let Some(j) = &resumed {
+        eprintln!(
+            "resuming run {}: {} of {} node(s) already done",
+            j.id,
+            done.len(),
+            p.nodes.len()
+        );
+    }
     // The plan first.
-    let plan = plan_runs(g, &pb, &extra, &nodes).await;
+    let plan = plan_runs(&p, &done).await;
     if !g.json {
         eprint!("{}", render_plan(&plan));
         eprintln!("{}", plan_summary(&plan));
     }
-    if let Some(bad) = plan.iter().find(|r| r.failed() && !done.contains(&r.node)) {
+    if let Some(bad) = plan.iter().find(|r| r.failed()) {
         if bad.status.is_connection_failure() || bad.status == NodeStatus::Error {
             eprintln!(
                 "pvefleet: planning failed on {}: {}",
                 bad.node,
-                bad.error.as_deref().unwrap_or("")
+                sanitize_str(bad.error.as_deref().unwrap_or(""))
             );
-            return Ok(exit_code(&plan, false));
+            // A node that is down after a reboot the run left unfinished is why a resume is
+            // needed; let the run itself report it (maintenance stays on, journaled).
+            if resumed.is_none() {
+                return Ok(exit_code(&plan, false));
+            }
         }
     }
-    if !yes {
+    if ctrl_c_token().is_cancelled() {
+        eprintln!("nothing done");
+        return Ok(exit::INTERRUPTED);
+    }
+    if !a.yes {
         if !std::io::stdin().is_terminal() {
             return Err(AppError::Usage(
                 "not on a terminal: pass --yes to apply the plan".into(),
             ));
         }
-        if !confirm(&format!(
+        match signals::confirm(&format!(
             "Apply {} to {} node(s)?",
-            pb.file.name,
-            nodes.len()
-        )) {
-            eprintln!("nothing done");
-            return Ok(exit::OK);
+            p.pb.file.name,
+            p.nodes.len() - done.len()
+        ))
+        .await
+        {
+            Some(true) => {}
+            Some(false) => {
+                eprintln!("nothing done");
+                return Ok(exit::OK);
+            }
+            None => {
+                eprintln!("nothing done");
+                return Ok(exit::INTERRUPTED);
+            }
         }
     }
-    let journal = match journal {
+    let journal = match resumed {
         Some(j) => j,
-        None => {
-            let id = journal::new_run_id();
-            Journal::create(&RunMeta {
-                id: id.clone(),
-                playbook: std::fs::canonicalize(&pb.path)
-                    .unwrap_or(pb.path.clone())
-                    .display()
-                    .to_string(),
-                inventory: inv.source.clone(),
-                nodes: nodes.iter().map(|n| n.name.clone()).collect(),
-                started: crate::audit::rfc3339_now(),
-                status: "running".into(),
-                limit: g.limit.clone(),
-            })
-            .map_err(|e| AppError::Internal(format!("cannot create the run journal: {e}")))?
-        }
+        None => create_journal(&p)?,
     };
-    journal.set_status("running");
+    execute_run(g, p, journal, histories, done, plan).await
+}
+
+fn create_journal(p: &Params) -> Result<Journal, AppError> {
+    let id = journal::new_run_id();
+    let path = std::fs::canonicalize(&p.pb.path).unwrap_or(p.pb.path.clone());
+    let meta = RunMeta {
+        id,
+        playbook: path.display().to_string(),
+        playbook_sha1: journal::sha1_hex(p.pb.text.as_bytes()),
+        inventory: p.inv.source.clone(),
+        inventory_path: p.inventory_path.clone(),
+        nodes: p.nodes.iter().map(|n| n.name.clone()).collect(),
+        started: journal::now(),
+        status: "running".into(),
+        limit: p.limit.clone(),
+        extra_vars: p.extra_items.clone(),
+        guests: p.guests,
+        forks: Some(p.forks),
+        timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
+        stopped_at: Vec::new(),
+        left_on: Vec::new(),
+        ended: None,
+    };
+    Journal::create(&meta, &p.pb.text).map_err(journal_error)
+}
+
+async fn execute_run(
+    g: &GlobalOpts,
+    p: Params,
+    journal: Journal,
+    histories: BTreeMap<String, NodeHistory>,
+    done: HashSet<String>,
+    plan: Vec<NodeRun>,
+) -> Result<u8, AppError> {
+    let run_id = journal.id.clone();
+    journal
+        .record(
+            "-",
+            Event::RunStarted {
+                pid: std::process::id(),
+                resumed: !histories.is_empty(),
+            },
+        )
+        .await;
+    journal.set_status("running", Vec::new(), Vec::new());
     journal.save(
         "plan.json",
         &serde_json::to_value(&plan).unwrap_or_default(),
     );
-    let run_id = journal.meta().map(|m| m.id).unwrap_or_default();
     eprintln!("run {run_id} (journal: {})", journal.dir.display());
-    let cancel = ctrl_c_token();
-    let steps = Arc::new(crate::progress::StepProgress::new(
-        &pb.file.name,
-        nodes.len(),
-    ));
-    let mut s = settings(
-        pb.clone(),
-        false,
-        extra,
-        g,
-        run_id.clone(),
-        Some(journal.clone()),
-        guests,
-    );
-    if let Some(inner) = Arc::get_mut(&mut s) {
-        inner.on_step = steps.sink();
+    // Where each node is, for the journal when a second signal forces the exit.
+    let current: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    {
+        let j = journal.clone();
+        let current = Arc::clone(&current);
+        signals::on_forced_exit(move || {
+            let at: Vec<StopPoint> = current
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .map(|(node, step)| StopPoint {
+                            node: node.clone(),
+                            step: Some(step.clone()),
+                            state: Some("forced exit".into()),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            j.set_status("interrupted", at, Vec::new());
+            j.record_blocking(
+                "-",
+                Event::RunStopped {
+                    status: "interrupted".into(),
+                },
+            );
+        });
     }
+    let steps = Arc::new(crate::progress::StepProgress::new(
+        &p.pb.file.name,
+        p.nodes.len(),
+    ));
+    let display = steps.sink();
+    let track = Arc::clone(&current);
+    let sink: StepSink = Arc::new(move |node: &str, step: &str| {
+        if let Ok(mut m) = track.lock() {
+            if step.is_empty() {
+                m.remove(node);
+            } else {
+                m.insert(node.to_string(), step.to_string());
+            }
+        }
+        if let Some(d) = &display {
+            d(node, step);
+        }
+    });
+    let mut s = settings(&p, false, run_id.clone(), Some(journal.clone()));
+    s.on_step = Some(sink);
+    s.resume = histories;
+    let cancel = s.cancel.clone();
     let json = g.json;
     let color = use_color();
     let shown = Arc::clone(&steps);
@@ -330,10 +545,9 @@ pub async fn cmd_run(
         }
     };
     let runs = rolling::execute(
-        nodes,
-        s,
-        usize::from(g.forks),
-        &cancel,
+        p.nodes.clone(),
+        Arc::new(s),
+        usize::from(p.forks),
         steps.events(),
         &done,
         &after,
@@ -344,23 +558,34 @@ pub async fn cmd_run(
     let status = match code {
         exit::OK => "ok",
         exit::INTERRUPTED => "interrupted",
-        _ if runs.iter().any(|r| {
-            r.not_started && r.error.as_deref().is_some_and(|e| e.starts_with("halted"))
-        }) =>
-        {
-            "halted"
-        }
+        _ if runs.iter().any(|r| r.halted) => "halted",
         _ => "failed",
     };
-    journal.set_status(status);
+    let stopped_at: Vec<StopPoint> = runs.iter().filter_map(|r| r.stopped_at.clone()).collect();
+    let left_on: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.left_on.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    journal.set_status(status, stopped_at, left_on.clone());
+    journal
+        .record(
+            "-",
+            Event::RunStopped {
+                status: status.into(),
+            },
+        )
+        .await;
+    signals::clear_hooks();
     journal.save(
         "result.json",
         &serde_json::to_value(&runs).unwrap_or_default(),
     );
     if g.json {
-        print_json(
-            &serde_json::json!({"version": 1, "run": run_id, "status": status, "nodes": runs}),
-        );
+        print_json(&serde_json::json!({
+            "version": 1, "run": run_id, "status": status, "nodes": runs, "left_on": left_on,
+        }));
     } else {
         println!("{}", render_results(&runs, color));
         println!(
@@ -372,174 +597,8 @@ pub async fn cmd_run(
             }
         );
     }
+    for l in &left_on {
+        eprintln!("pvefleet: WARNING: {}", sanitize_str(l));
+    }
     Ok(code)
-}
-
-/// `pvefleet rollback`.
-pub async fn cmd_rollback(g: &GlobalOpts, id: &str, yes: bool) -> Result<u8, AppError> {
-    let j = Journal::open(id).map_err(|e| AppError::Usage(e.to_string()))?;
-    let backups = j.backups();
-    if backups.is_empty() {
-        println!("run {id} changed no file; nothing to roll back");
-        return Ok(exit::OK);
-    }
-    if !yes
-        && !confirm(&format!(
-            "Restore {} file(s) changed by run {id}?",
-            backups.len()
-        ))
-    {
-        return Ok(exit::OK);
-    }
-    let inv = load_inventory(g)?;
-    let mut code = exit::OK;
-    let mut by_node: BTreeMap<String, Vec<&journal::BackupRecord>> = BTreeMap::new();
-    for b in &backups {
-        by_node.entry(b.node.clone()).or_default().push(b);
-    }
-    for (node, recs) in by_node {
-        let Some(n) = inv.node(&node) else {
-            eprintln!("{node}: not in the inventory; skipped");
-            code = exit::FAILED;
-            continue;
-        };
-        let session = match ssh::connect(&n.connect_spec()).await {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("{node}: {e}");
-                code = exit::UNREACHABLE;
-                continue;
-            }
-        };
-        let mut refresh: Vec<String> = Vec::new();
-        for b in recs.iter().rev() {
-            let (p, bk) = (
-                crate::quote::shell_quote(&b.path),
-                crate::quote::shell_quote(&b.backup),
-            );
-            let cmd = if b.existed {
-                format!("cp -a {bk} {p}")
-            } else {
-                format!("rm -f {p}")
-            };
-            match session.exec(&cmd, n.command_timeout).await {
-                Ok(o) if o.exit == ExitStatus::Code(0) => println!("{node}: restored {}", b.path),
-                Ok(o) => {
-                    eprintln!(
-                        "{node}: {}: {}",
-                        b.path,
-                        String::from_utf8_lossy(&o.stderr).trim()
-                    );
-                    code = exit::FAILED;
-                }
-                Err(e) => {
-                    eprintln!("{node}: {e}");
-                    code = exit::FAILED;
-                }
-            }
-            if let Some(r) = &b.refresh {
-                if !refresh.contains(r) {
-                    refresh.push(r.clone());
-                }
-            }
-        }
-        for r in &refresh {
-            let ok = matches!(session.exec(r, n.command_timeout).await, Ok(o) if o.exit == ExitStatus::Code(0));
-            println!("{node}: {r}: {}", if ok { "done" } else { "FAILED" });
-            if !ok {
-                code = exit::FAILED;
-            }
-        }
-        if !refresh.is_empty() {
-            println!(
-                "{node}: a reboot is needed for the restored boot configuration to take effect"
-            );
-        }
-        session.close().await;
-    }
-    j.event(
-        "-",
-        "rolled_back",
-        serde_json::json!({"files": backups.len()}),
-    );
-    Ok(code)
-}
-
-/// `pvefleet runs [show ID]`.
-pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
-    match show {
-        None => {
-            let runs = journal::list();
-            if g.json {
-                print_json(&runs);
-                return Ok(exit::OK);
-            }
-            let mut t = Table::new();
-            t.load_preset(presets::UTF8_FULL_CONDENSED)
-                .set_header(vec!["run", "status", "playbook", "nodes", "started"]);
-            if !use_color() {
-                t.force_no_tty();
-            }
-            for r in runs {
-                t.add_row(vec![
-                    r.id,
-                    r.status,
-                    r.playbook,
-                    r.nodes.join(","),
-                    r.started,
-                ]);
-            }
-            println!("{t}");
-        }
-        Some(id) => {
-            let j = Journal::open(id).map_err(|e| AppError::Usage(e.to_string()))?;
-            let meta = j.meta().map_err(|e| AppError::Internal(e.to_string()))?;
-            let events = j.events();
-            if g.json {
-                print_json(
-                    &serde_json::json!({"run": meta, "events": events, "backups": j.backups()}),
-                );
-                return Ok(exit::OK);
-            }
-            println!(
-                "run {} ({}): {} on {}\nstarted {}; journal {}",
-                meta.id,
-                meta.status,
-                meta.playbook,
-                meta.nodes.join(","),
-                meta.started,
-                j.dir.display()
-            );
-            for e in events {
-                let data = &e["data"];
-                let what = match e["event"].as_str() {
-                    Some("step") => format!(
-                        "{} {}: {}",
-                        data["status"].as_str().unwrap_or(""),
-                        data["step"].as_str().unwrap_or(""),
-                        data["detail"].as_str().unwrap_or("")
-                    ),
-                    Some(k) => format!(
-                        "{k} {}",
-                        if data.is_null() || data.as_object().is_some_and(|o| o.is_empty()) {
-                            String::new()
-                        } else {
-                            data.to_string()
-                        }
-                    ),
-                    None => continue,
-                };
-                println!(
-                    "{} {:8} {}",
-                    e["time"].as_str().unwrap_or(""),
-                    e["node"].as_str().unwrap_or(""),
-                    sanitize_str(&what)
-                );
-            }
-            for b in j.backups() {
-                println!("backup {}: {} -> {}", b.node, b.path, b.backup);
-            }
-        }
-    }
-    Ok(exit::OK)
 }

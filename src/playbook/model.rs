@@ -24,8 +24,8 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum BatchSize {
-    /// Nodes per batch.
-    Count(usize),
+    /// Nodes per batch (negative numbers are read, then refused by validation).
+    Count(i64),
     /// `"25%"` of the targeted nodes (at least one).
     Percent(String),
 }
@@ -34,15 +34,15 @@ impl BatchSize {
     /// Nodes per batch for `total` targeted nodes.
     pub fn resolve(&self, total: usize) -> Result<usize, String> {
         match self {
-            BatchSize::Count(0) => Err("batch must be at least 1".into()),
-            BatchSize::Count(n) => Ok(*n),
+            BatchSize::Count(n) if *n < 1 => Err(format!("batch = {n}: expected at least 1 node")),
+            BatchSize::Count(n) => Ok(usize::try_from(*n).unwrap_or(usize::MAX)),
             BatchSize::Percent(p) => {
                 let v: f64 = p
                     .strip_suffix('%')
                     .and_then(|v| v.trim().parse().ok())
                     .filter(|v: &f64| *v > 0.0 && *v <= 100.0)
                     .ok_or_else(|| {
-                        format!("batch {p:?}: expected a number or a percentage like \"25%\"")
+                        format!("batch = {p:?}: expected a number of nodes (at least 1) or a percentage above 0% and at most 100%, like \"25%\"")
                     })?;
                 Ok(((total as f64 * v / 100.0).floor() as usize).max(1))
             }
@@ -57,9 +57,9 @@ pub struct Strategy {
     /// `parallel` or `rolling`.
     #[serde(default)]
     pub mode: Mode,
-    /// Nodes per rolling batch.
-    #[serde(default = "one")]
-    pub batch: BatchSize,
+    /// Nodes per rolling batch (default 1); validated: at least 1, a percentage in (0, 100].
+    #[serde(default)]
+    pub batch: Option<Spanned<BatchSize>>,
     /// Failed nodes tolerated before the run halts (default 0: the first failure halts).
     #[serde(default)]
     pub max_failures: usize,
@@ -68,18 +68,23 @@ pub struct Strategy {
     pub order: Vec<String>,
 }
 
-fn one() -> BatchSize {
-    BatchSize::Count(1)
-}
-
 impl Default for Strategy {
     fn default() -> Self {
         Strategy {
             mode: Mode::Parallel,
-            batch: one(),
+            batch: None,
             max_failures: 0,
             order: Vec::new(),
         }
+    }
+}
+
+impl Strategy {
+    /// The batch size (1 when not given).
+    pub fn batch_size(&self) -> BatchSize {
+        self.batch
+            .as_ref()
+            .map_or(BatchSize::Count(1), |b| b.get_ref().clone())
     }
 }
 
@@ -151,6 +156,10 @@ pub struct Step {
     pub changed_when: Option<Spanned<String>>,
     /// run: expression; default `rc != 0`.
     pub failed_when: Option<Spanned<String>>,
+    /// run: a command that undoes what the step changed; `pvefleet rollback` runs it (in
+    /// reverse step order) on nodes where the step reported a change. Templated like `command`
+    /// (`run_id` is defined).
+    pub undo: Option<Spanned<String>>,
 
     // files
     /// Target file.

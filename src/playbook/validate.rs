@@ -21,6 +21,7 @@ fn allowed(kind: StepKind) -> &'static [&'static str] {
             "only_if",
             "changed_when",
             "failed_when",
+            "undo",
         ],
         Line => &["path", "line", "regexp", "after", "state"],
         Lines => &["path", "lines", "state"],
@@ -74,6 +75,7 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
     opt!(only_if);
     opt!(changed_when);
     opt!(failed_when);
+    opt!(undo);
     opt!(path);
     opt!(line);
     if let Some(l) = &s.lines {
@@ -100,7 +102,8 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
 pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
     let mut v: Vec<(&Spanned<String>, bool)> = Vec::new();
     for t in [
-        &s.command, &s.creates, &s.unless, &s.only_if, &s.path, &s.line, &s.block, &s.content,
+        &s.command, &s.creates, &s.unless, &s.only_if, &s.undo, &s.path, &s.line, &s.block,
+        &s.content,
     ]
     .into_iter()
     .flatten()
@@ -123,6 +126,12 @@ pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
 pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
     let t = Templates::new();
     let mut names: Vec<&str> = Vec::new();
+    if let Some(b) = &pb.file.strategy.batch {
+        // Any node count works for the check: a valid size resolves for every count.
+        if let Err(e) = b.get_ref().resolve(100) {
+            return Err(pb.error_at(b.span(), e));
+        }
+    }
     for g in &pb.file.gather {
         if crate::probe::by_name(g.get_ref()).is_none() {
             return Err(pb.error_at(
@@ -286,6 +295,11 @@ mod tests {
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\ncolour = 1\n", "pb.toml:6:1: unknown field `colour`"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"service\"\nservice = \"x\"\nstate = \"on\"\n", "pb.toml:6:9: state `on`: expected one of started"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\n[[step]]\nname = \"a\"\nkind = \"reboot\"\n", "pb.toml:7:8: duplicate step name `a`"),
+            ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = 0\n", "pb.toml:4:9: batch = 0: expected at least 1 node"),
+            ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = -2\n", "pb.toml:4:9: batch = -2: expected at least 1 node"),
+            ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"150%\"\n", "pb.toml:4:9: batch = \"150%\": expected a number of nodes"),
+            ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"0%\"\n", "pb.toml:4:9: batch = \"0%\""),
+            ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"many\"\n", "pb.toml:4:9: batch = \"many\""),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

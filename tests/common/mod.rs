@@ -3,4 +3,5 @@
 
 pub mod bin;
 pub mod lab;
+pub mod runs;
 pub mod sshd;

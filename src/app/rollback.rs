@@ -1,0 +1,383 @@
+//! `pvefleet rollback RUN`: undo what a run changed, node by node (honouring `--limit`):
+//! the playbook's `undo` commands in reverse order, then every file restored byte for byte
+//! (content, mode and owner, from the backup on the node) or removed when the run created it,
+//! then what makes the restored files take effect (update-initramfs before the boot loader's
+//! refresh, since proxmox-boot-tool copies the initramfs to the ESPs). A file that changed since
+//! the run (drift: its SHA-1 is not what the run wrote) is refused unless `--force`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::playbook::journal_error;
+use super::{load_inventory, signals, AppError};
+use crate::cli::GlobalOpts;
+use crate::exit;
+use crate::inventory::limit;
+use crate::journal::{BackupRecord, Event, Journal, UndoRecord};
+use crate::quote::shell_quote;
+use crate::report::sanitize::{first_line, sanitize_str};
+use crate::ssh::{self, ExitStatus, Session};
+
+/// One file as the journal knows it.
+#[derive(Debug, Clone)]
+struct FileRec {
+    path: String,
+    backup: String,
+    existed: bool,
+    refresh: Vec<String>,
+    /// `Some(Some(sha))` written, `Some(None)` removed, `None` never confirmed written.
+    written: Option<Option<String>>,
+}
+
+/// Files per node, in the order the run first touched them.
+fn files_by_node(backups: &[BackupRecord]) -> BTreeMap<String, Vec<FileRec>> {
+    let mut out: BTreeMap<String, Vec<FileRec>> = BTreeMap::new();
+    for b in backups {
+        let list = out.entry(b.node.clone()).or_default();
+        let i = match list.iter().position(|f| f.path == b.path) {
+            Some(i) => i,
+            None => {
+                // The first record of a path defines the original.
+                list.push(FileRec {
+                    path: b.path.clone(),
+                    backup: b.backup.clone(),
+                    existed: b.existed,
+                    refresh: Vec::new(),
+                    written: None,
+                });
+                list.len() - 1
+            }
+        };
+        let f = &mut list[i];
+        if let Some(r) = &b.refresh {
+            if !f.refresh.contains(r) {
+                f.refresh.push(r.clone());
+            }
+        }
+        if b.phase == "written" {
+            f.written = Some(b.written_sha1.clone());
+        }
+    }
+    out
+}
+
+/// Undo commands per node, latest phase per step, in the order the steps ran.
+fn undos_by_node(undos: &[UndoRecord]) -> BTreeMap<String, Vec<UndoRecord>> {
+    let mut out: BTreeMap<String, Vec<UndoRecord>> = BTreeMap::new();
+    for u in undos {
+        let list = out.entry(u.node.clone()).or_default();
+        match list.iter_mut().find(|x| x.step == u.step) {
+            Some(x) => *x = u.clone(),
+            None => list.push(u.clone()),
+        }
+    }
+    for list in out.values_mut() {
+        list.retain(|u| u.phase != "unchanged");
+    }
+    out
+}
+
+async fn sh(session: &Session, cmd: &str) -> Result<(bool, String, String), String> {
+    let timeout = std::time::Duration::from_secs(300);
+    match session.exec(cmd, timeout).await {
+        Ok(o) => Ok((
+            o.exit == ExitStatus::Code(0),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            first_line(&String::from_utf8_lossy(&o.stderr), 200),
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The boot loader's refresh for a GRUB file, asked of the node.
+async fn grub_refresh(session: &Session) -> String {
+    // proxmox-boot-tool manages the ESPs (systemd-boot, or GRUB on ZFS/Secure Boot installs):
+    // its refresh reaches them; on plain GRUB installs it exits 2 and update-grub is the way
+    // (DOMAIN.md §4, §11).
+    match sh(session, "proxmox-boot-tool status >/dev/null 2>&1").await {
+        Ok((true, _, _)) => "proxmox-boot-tool refresh".into(),
+        _ => "update-grub".into(),
+    }
+}
+
+struct NodeRollback<'a> {
+    node: &'a str,
+    session: &'a Session,
+    force: bool,
+    failed: bool,
+    restored: usize,
+    undone: usize,
+}
+
+impl NodeRollback<'_> {
+    fn say(&self, what: &str) {
+        println!("{}: {}", self.node, sanitize_str(what));
+    }
+
+    fn fail(&mut self, what: &str) {
+        self.failed = true;
+        eprintln!("{}: {}", self.node, sanitize_str(what));
+    }
+
+    async fn undo(&mut self, u: &UndoRecord) {
+        match sh(self.session, &u.command).await {
+            Ok((true, _, _)) => {
+                self.undone += 1;
+                self.say(&format!("undid step `{}`", u.step));
+            }
+            Ok((false, _, err)) => self.fail(&format!("undo of step `{}` failed: {err}", u.step)),
+            Err(e) => self.fail(&format!("undo of step `{}`: {e}", u.step)),
+        }
+    }
+
+    async fn file(&mut self, f: &FileRec) {
+        let (p, b) = (shell_quote(&f.path), shell_quote(&f.backup));
+        let probe = format!(
+            "if [ -e {p} ]; then sha1sum < {p} | cut -d' ' -f1; else echo absent; fi; \
+             if [ -e {b} ]; then sha1sum < {b} | cut -d' ' -f1; else echo absent; fi"
+        );
+        let (current, backup) = match sh(self.session, &probe).await {
+            Ok((true, out, _)) => {
+                let mut l = out.lines();
+                (
+                    l.next().unwrap_or("").to_string(),
+                    l.next().unwrap_or("").to_string(),
+                )
+            }
+            Ok((false, _, err)) => return self.fail(&format!("{}: {err}", f.path)),
+            Err(e) => return self.fail(&format!("{}: {e}", f.path)),
+        };
+        let expected = match &f.written {
+            Some(Some(sha)) => Some(sha.as_str()),
+            Some(None) => Some("absent"),
+            // Killed between intent and write: the file is either the original or the run's.
+            None => None,
+        };
+        let original = if f.existed { backup.as_str() } else { "absent" };
+        if current == original {
+            self.say(&format!("{} already as before the run", f.path));
+            return;
+        }
+        if let Some(exp) = expected {
+            if current != exp && !self.force {
+                return self.fail(&format!(
+                    "{} changed since the run (drift: now {}, the run left {}); not restored (pass --force to restore it anyway)",
+                    f.path,
+                    short(&current),
+                    short(exp)
+                ));
+            }
+        }
+        if f.existed && backup == "absent" {
+            return self.fail(&format!(
+                "{}: the backup {} is missing on the node; not restored",
+                f.path, f.backup
+            ));
+        }
+        let cmd = if f.existed {
+            let tmp = shell_quote(&format!("{}.pvefleet-restore", f.path));
+            format!("cp -a {b} {tmp} && mv -f {tmp} {p} && cmp -s {b} {p}")
+        } else {
+            format!("rm -f {p}")
+        };
+        match sh(self.session, &cmd).await {
+            Ok((true, _, _)) => {
+                self.restored += 1;
+                self.say(&if f.existed {
+                    format!("restored {}", f.path)
+                } else {
+                    format!("removed {} (created by the run)", f.path)
+                });
+            }
+            Ok((false, _, err)) => self.fail(&format!("{}: {err}", f.path)),
+            Err(e) => self.fail(&format!("{}: {e}", f.path)),
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..12.min(sha.len())]
+}
+
+/// `pvefleet rollback`.
+pub async fn cmd_rollback(
+    g: &GlobalOpts,
+    id: &str,
+    yes: bool,
+    force: bool,
+) -> Result<u8, AppError> {
+    let j = Journal::open_locked(id).map_err(journal_error)?;
+    let meta = j.meta().map_err(journal_error)?;
+    let mut files = files_by_node(&j.backups());
+    let mut undos = undos_by_node(&j.undos());
+    let mut g2 = g.clone();
+    if g2.inventory.is_none() {
+        g2.inventory = meta.inventory_path.clone();
+    }
+    let inv = load_inventory(&g2)?;
+    if let Some(l) = g.limit.as_deref() {
+        let keep: Vec<String> = limit::select(&inv, Some(l))
+            .map_err(|e| AppError::Usage(e.to_string()))?
+            .into_iter()
+            .map(|n| n.name.clone())
+            .collect();
+        files.retain(|n, _| keep.contains(n));
+        undos.retain(|n, _| keep.contains(n));
+    }
+    let nodes: Vec<String> = files
+        .keys()
+        .chain(undos.keys())
+        .cloned()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if nodes.is_empty() {
+        println!("run {id} changed nothing that can be rolled back on the selected nodes");
+        return Ok(exit::OK);
+    }
+    let nfiles: usize = files.values().map(Vec::len).sum();
+    let nundo: usize = undos.values().map(Vec::len).sum();
+    if !yes {
+        match signals::confirm(&format!(
+            "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s)?",
+            nodes.len()
+        ))
+        .await
+        {
+            Some(true) => {}
+            _ => {
+                eprintln!("nothing done");
+                return Ok(exit::OK);
+            }
+        }
+    }
+    let mut code = exit::OK;
+    for node in nodes {
+        let Some(n) = inv.node(&node) else {
+            eprintln!("{node}: not in the inventory {}; skipped", inv.source);
+            code = code.max(exit::FAILED);
+            continue;
+        };
+        let session = match ssh::connect(&n.connect_spec()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{node}: {e}");
+                code = code.max(exit::UNREACHABLE);
+                continue;
+            }
+        };
+        let mut nr = NodeRollback {
+            node: &node,
+            session: &session,
+            force,
+            failed: false,
+            restored: 0,
+            undone: 0,
+        };
+        for u in undos.get(&node).into_iter().flatten().rev() {
+            nr.undo(u).await;
+        }
+        let list = files.get(&node).cloned().unwrap_or_default();
+        let mut refresh: Vec<String> = Vec::new();
+        for f in list.iter().rev() {
+            nr.file(f).await;
+            for r in &f.refresh {
+                if !refresh.contains(r) {
+                    refresh.push(r.clone());
+                }
+            }
+            if f.path == "/etc/default/grub" || f.path.starts_with("/etc/default/grub.d/") {
+                let r = grub_refresh(&session).await;
+                if !refresh.contains(&r) {
+                    refresh.push(r);
+                }
+            }
+        }
+        if nr.restored > 0 {
+            // The initramfs first: proxmox-boot-tool refresh copies it to the ESPs.
+            refresh.sort_by_key(|r| !r.starts_with("update-initramfs"));
+            for r in &refresh {
+                let ok = matches!(sh(&session, r).await, Ok((true, _, _)));
+                nr.say(&format!("{r}: {}", if ok { "done" } else { "FAILED" }));
+                if !ok {
+                    nr.failed = true;
+                }
+            }
+            if !refresh.is_empty() {
+                nr.say("a reboot is needed for the restored boot configuration to take effect");
+            }
+        }
+        if nr.failed {
+            code = code.max(exit::FAILED);
+        }
+        j.record(
+            &node,
+            Event::RolledBack {
+                files: nr.restored,
+                undone: nr.undone,
+            },
+        )
+        .await;
+        session.close().await;
+    }
+    let _ = Path::new(&meta.playbook);
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(path: &str, existed: bool, phase: &str, sha: Option<&str>) -> BackupRecord {
+        BackupRecord {
+            node: "pve1".into(),
+            path: path.into(),
+            backup: format!("/b{path}"),
+            existed,
+            refresh: None,
+            phase: phase.into(),
+            written_sha1: sha.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_first_record_of_a_path_defines_the_original() {
+        // Created by the run, then removed by a later step: rollback must remove, not restore.
+        let f = files_by_node(&[
+            rec("/etc/x", false, "intent", None),
+            rec("/etc/x", false, "written", Some("aa")),
+            rec("/etc/x", false, "written", None),
+        ]);
+        let x = &f["pve1"][0];
+        assert!(!x.existed);
+        assert_eq!(x.written, Some(None));
+    }
+
+    #[test]
+    fn an_intent_without_a_write_is_not_drift() {
+        let f = files_by_node(&[rec("/etc/y", true, "intent", None)]);
+        assert_eq!(f["pve1"][0].written, None);
+    }
+
+    #[test]
+    fn undo_commands_keep_their_last_phase_and_drop_unchanged_steps() {
+        let u = |step: &str, phase: &str| UndoRecord {
+            node: "pve1".into(),
+            step: step.into(),
+            command: format!("undo {step}"),
+            phase: phase.into(),
+        };
+        let by = undos_by_node(&[
+            u("a", "intent"),
+            u("a", "applied"),
+            u("b", "intent"),
+            u("b", "unchanged"),
+            u("c", "intent"),
+        ]);
+        let steps: Vec<(&str, &str)> = by["pve1"]
+            .iter()
+            .map(|x| (x.step.as_str(), x.phase.as_str()))
+            .collect();
+        assert_eq!(steps, vec![("a", "applied"), ("c", "intent")]);
+    }
+}

@@ -1,0 +1,192 @@
+//! `pvefleet runs [show ID]` (what the journal says, including where a killed run stopped) and
+//! `pvefleet maintenance on|off NODE...` (HA node maintenance by hand).
+
+use comfy_table::{presets, Table};
+
+use super::playbook::journal_error;
+use super::{load_inventory, print_json, use_color, AppError};
+use crate::cli::GlobalOpts;
+use crate::exit;
+use crate::journal::{self, Event, Journal};
+use crate::report::sanitize::sanitize_str;
+use crate::ssh::{self, ExitStatus};
+
+/// The status to show: a `running` run that no process drives was killed.
+fn shown_status(j: &Journal, status: &str) -> String {
+    if status == "running" && !journal::is_driven(&j.dir) {
+        "killed (no pvefleet process drives it)".to_string()
+    } else {
+        status.to_string()
+    }
+}
+
+fn describe(e: &Event) -> String {
+    match e {
+        Event::StepDone { result, .. } => format!(
+            "{} {}: {}",
+            serde_json::to_value(result.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            result.step,
+            result.detail
+        ),
+        Event::StepStarted { step, .. } => format!("step_started {step}"),
+        Event::Reboot { state, .. } => format!("reboot {state}"),
+        Event::Maintenance { state, why } => match why {
+            Some(w) => format!("maintenance {state} ({w})"),
+            None => format!("maintenance {state}"),
+        },
+        other => {
+            let v = serde_json::to_value(other).unwrap_or_default();
+            let kind = v["event"].as_str().unwrap_or("").to_string();
+            let data = &v["data"];
+            if data.is_null() || data.as_object().is_some_and(|o| o.is_empty()) {
+                kind
+            } else {
+                format!("{kind} {data}")
+            }
+        }
+    }
+}
+
+/// `pvefleet runs [show ID]`.
+pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
+    let Some(id) = show else {
+        let runs = journal::list();
+        if g.json {
+            print_json(&runs);
+            return Ok(exit::OK);
+        }
+        let mut t = Table::new();
+        t.load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_header(vec!["run", "status", "playbook", "nodes", "started"]);
+        if !use_color() {
+            t.force_no_tty();
+        }
+        for r in runs {
+            let status = match Journal::open(&r.id) {
+                Ok(j) => shown_status(&j, &r.status),
+                Err(_) => r.status.clone(),
+            };
+            t.add_row(vec![r.id, status, r.playbook, r.nodes.join(","), r.started]);
+        }
+        println!("{t}");
+        return Ok(exit::OK);
+    };
+    let j = Journal::open(id).map_err(journal_error)?;
+    let meta = j.meta().map_err(journal_error)?;
+    let events = j.events();
+    let histories = journal::histories(&events);
+    let status = shown_status(&j, &meta.status);
+    if g.json {
+        print_json(&serde_json::json!({
+            "run": meta, "shown_status": status, "events": events, "backups": j.backups(),
+            "undo": j.undos(),
+        }));
+        return Ok(exit::OK);
+    }
+    println!(
+        "run {} ({status}): {} on {}\nstarted {}; journal {}",
+        meta.id,
+        meta.playbook,
+        meta.nodes.join(","),
+        meta.started,
+        j.dir.display()
+    );
+    if !meta.extra_vars.is_empty() || meta.limit.is_some() {
+        println!(
+            "parameters: -e {:?}; --limit {:?}; --guests {:?}",
+            meta.extra_vars, meta.limit, meta.guests
+        );
+    }
+    for node in &meta.nodes {
+        let where_ = match histories.get(node) {
+            None => "not started".to_string(),
+            Some(h) if h.done => "done".to_string(),
+            Some(h) => {
+                let mut w = match (&h.in_step, &h.interrupted) {
+                    (_, Some(p)) => format!(
+                        "interrupted in step `{}`{}",
+                        p.step.as_deref().unwrap_or("?"),
+                        p.state
+                            .as_deref()
+                            .map(|s| format!(" ({s})"))
+                            .unwrap_or_default()
+                    ),
+                    (Some((_, step)), None) => format!("stopped in step `{step}`"),
+                    (None, None) => format!("stopped after {} step(s)", h.steps.len()),
+                };
+                if let Some((_, p)) = h.reboots.iter().next_back() {
+                    w.push_str(&format!("; reboot state {}", p.state));
+                }
+                if h.maintenance_on {
+                    w.push_str("; HA maintenance ON");
+                }
+                w
+            }
+        };
+        println!("  {node:8} {}", sanitize_str(&where_));
+    }
+    for r in &events {
+        println!(
+            "{} {:8} {}",
+            r.time,
+            r.node,
+            sanitize_str(&describe(&r.event))
+        );
+    }
+    for b in j.backups().iter().filter(|b| b.phase != "intent") {
+        println!("backup {}: {} -> {}", b.node, b.path, b.backup);
+    }
+    for l in &meta.left_on {
+        println!("left on: {}", sanitize_str(l));
+    }
+    Ok(exit::OK)
+}
+
+/// `pvefleet maintenance on|off NODE...`.
+pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Result<u8, AppError> {
+    let inv = load_inventory(g)?;
+    let mut code = exit::OK;
+    for name in nodes {
+        let Some(n) = inv.node(name) else {
+            return Err(AppError::Usage(format!(
+                "{name}: not in the inventory {}",
+                inv.source
+            )));
+        };
+        let session = match ssh::connect(&n.connect_spec()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                code = code.max(exit::UNREACHABLE);
+                continue;
+            }
+        };
+        let verb = if on { "enable" } else { "disable" };
+        let cmd = format!(
+            "ha-manager crm-command node-maintenance {verb} {}",
+            crate::quote::shell_quote(name)
+        );
+        let timeout = g.timeout.unwrap_or(n.command_timeout);
+        match session.exec(&cmd, timeout).await {
+            Ok(o) if o.exit == ExitStatus::Code(0) => {
+                println!("{name}: HA maintenance {}", if on { "on" } else { "off" })
+            }
+            Ok(o) => {
+                eprintln!(
+                    "{name}: {cmd} failed: {}",
+                    sanitize_str(String::from_utf8_lossy(&o.stderr).trim())
+                );
+                code = code.max(exit::FAILED);
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                code = code.max(exit::FAILED);
+            }
+        }
+        session.close().await;
+    }
+    Ok(code)
+}

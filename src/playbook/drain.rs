@@ -1,0 +1,231 @@
+//! Emptying a node before its reboot and filling it again after: HA node maintenance (the HA
+//! stack moves HA-managed guests away, DOMAIN.md §5 and §8) and the guest policy for the other
+//! running guests (refuse, shut down and start again, or ignore).
+//!
+//! Order matters: maintenance first, so HA guests are migrated rather than stopped; then the
+//! policy for what is still running. Guest ids read from the node are validated before they go
+//! into a command.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::error::RebootError;
+use super::remote::Remote;
+use crate::journal::GuestRef;
+use crate::probe::cluster::parse_ha_status;
+use crate::quote::shell_quote;
+use crate::ssh::ExitStatus;
+
+/// How long HA guests may take to leave a node in maintenance.
+pub const HA_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A VMID as Proxmox allows it (100 ..= 999999999); anything else read from a node is refused.
+pub fn parse_vmid(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok().filter(|v| (100..=999_999_999).contains(v))
+}
+
+/// The rows of a `qm list` / `pct list` table (header skipped) as (VMID, words); a row whose
+/// first word is not a valid VMID is an error.
+fn rows<'a>(table: &'a str, tool: &str) -> Result<Vec<(u32, Vec<&'a str>)>, RebootError> {
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.first().and_then(|v| parse_vmid(v)) {
+                Some(id) => Ok((id, w)),
+                None => Err(RebootError::Command(format!(
+                    "unexpected `{tool} list` row: {}",
+                    crate::report::sanitize::first_line(l, 80)
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Running guests in `qm list` / `pct list` output. Rows whose VMID is not a valid id are
+/// errors (a node printing something unexpected must not put it into a command).
+pub fn parse_running(qm: &str, pct: &str) -> Result<Vec<GuestRef>, RebootError> {
+    let mut out = Vec::new();
+    // qm list: VMID NAME STATUS MEM(MB) BOOTDISK(GB) PID (DOMAIN.md §5).
+    for (vmid, w) in rows(qm, "qm")? {
+        if w.get(2) == Some(&"running") {
+            out.push(GuestRef {
+                kind: "qm".into(),
+                vmid,
+                name: w.get(1).unwrap_or(&"").to_string(),
+            });
+        }
+    }
+    // pct list: VMID Status Lock Name (Lock may be empty).
+    for (vmid, w) in rows(pct, "pct")? {
+        if w.get(1) == Some(&"running") {
+            out.push(GuestRef {
+                kind: "pct".into(),
+                vmid,
+                name: w.last().unwrap_or(&"").to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The guests running on the node now.
+pub async fn running_guests(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+    let (_, qm) = r.text("qm list 2>/dev/null").await?;
+    let (_, pct) = r.text("pct list 2>/dev/null").await?;
+    parse_running(&qm, &pct)
+}
+
+/// `qm 100 (web)`, for messages.
+pub fn describe(g: &[GuestRef]) -> String {
+    g.iter()
+        .map(|g| {
+            format!(
+                "{} {} ({})",
+                g.kind,
+                g.vmid,
+                crate::report::sanitize::first_line(&g.name, 40)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the node has an HA LRM (is part of an HA setup) according to `ha-manager status`.
+pub async fn has_ha(r: &Remote) -> Result<bool, RebootError> {
+    let (rc, status) = r
+        .text("command -v ha-manager >/dev/null && ha-manager status 2>/dev/null")
+        .await?;
+    Ok(rc == ExitStatus::Code(0)
+        && parse_ha_status(&status)
+            .lrm
+            .iter()
+            .any(|(n, _)| n == &r.node.name))
+}
+
+/// HA services placed on this node now.
+pub async fn ha_services_here(r: &Remote) -> Result<Vec<String>, RebootError> {
+    let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
+    Ok(parse_ha_status(&s)
+        .services
+        .into_iter()
+        .filter(|(_, node, _)| node == &r.node.name)
+        .map(|(sid, _, _)| sid)
+        .collect())
+}
+
+/// Switch HA node maintenance on or off (`ha-manager crm-command node-maintenance`).
+pub async fn set_maintenance(r: &Remote, on: bool) -> Result<(), RebootError> {
+    let verb = if on { "enable" } else { "disable" };
+    let cmd = format!(
+        "ha-manager crm-command node-maintenance {verb} {}",
+        shell_quote(&r.node.name)
+    );
+    let o = r.sh(&cmd).await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Command(format!(
+            "{cmd} failed: {}",
+            super::remote::first_line(&o.stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Wait until no HA service remains on the node (the LRM shows maintenance before the guests
+/// have moved, DOMAIN.md §5).
+pub async fn wait_ha_drained(r: &Remote, cancel: &CancellationToken) -> Result<(), RebootError> {
+    let deadline = Instant::now() + HA_DRAIN_TIMEOUT;
+    loop {
+        let left = ha_services_here(r).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RebootError::DrainTimeout {
+                within: humantime::format_duration(HA_DRAIN_TIMEOUT).to_string(),
+                left: left.join(", "),
+            });
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(RebootError::Interrupted("HA guests were leaving the node".into())),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Shut a guest down (`qm shutdown ID` / `pct shutdown ID`).
+pub async fn shutdown(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+    guest_cmd(r, g, "shutdown").await
+}
+
+/// Start a guest again.
+pub async fn start(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+    guest_cmd(r, g, "start").await
+}
+
+async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootError> {
+    let tool = match g.kind.as_str() {
+        "qm" => "qm",
+        "pct" => "pct",
+        other => return Err(RebootError::Command(format!("unknown guest kind {other}"))),
+    };
+    // The id was validated when read; it is a number, so no quoting is needed.
+    let cmd = format!("{tool} {verb} {}", g.vmid);
+    let o = r.sh(&cmd).await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Command(format!(
+            "{cmd} failed: {}",
+            super::remote::first_line(&o.stderr)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmids_are_validated() {
+        assert_eq!(parse_vmid("100"), Some(100));
+        assert_eq!(parse_vmid("999999999"), Some(999_999_999));
+        for bad in ["", "99", "1000000000", "100;reboot", "-100", "1e3", " 100"] {
+            assert_eq!(parse_vmid(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn running_guests_come_from_qm_and_pct_lists() {
+        let qm = "      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID       \n       100 web                  running    2048              32.00 2017      \n       101 db                   stopped    4096              32.00 0         \n";
+        let pct = "VMID       Status     Lock         Name                \n200        running                 ct-dns              \n";
+        let g = parse_running(qm, pct).unwrap();
+        assert_eq!(
+            g,
+            vec![
+                GuestRef {
+                    kind: "qm".into(),
+                    vmid: 100,
+                    name: "web".into()
+                },
+                GuestRef {
+                    kind: "pct".into(),
+                    vmid: 200,
+                    name: "ct-dns".into()
+                }
+            ]
+        );
+        assert_eq!(describe(&g), "qm 100 (web), pct 200 (ct-dns)");
+    }
+
+    #[test]
+    fn a_hostile_row_is_refused_not_run() {
+        let qm = "VMID NAME STATUS\n100;reboot x running\n";
+        assert!(parse_running(qm, "").is_err());
+    }
+}

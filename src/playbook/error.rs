@@ -1,0 +1,75 @@
+//! Typed errors of playbook execution: what stopped a step, and why a reboot did not complete.
+//! The application layer matches on these (a lost connection is `unreachable`, an interruption
+//! is not a failure) instead of reading prefixes of strings.
+
+use crate::ssh::SshError;
+
+/// Why a step could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The SSH connection failed or a command timed out.
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    /// A template did not render (the message carries file:line:column).
+    #[error("{0}")]
+    Template(String),
+    /// A remote command the step relies on failed.
+    #[error("{0}")]
+    Remote(String),
+    /// The reboot did not complete.
+    #[error(transparent)]
+    Reboot(#[from] RebootError),
+    /// Ctrl-C, SIGTERM or SIGHUP came first.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Why the reboot of a node did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RebootError {
+    /// Guests are running and the policy is `refuse`.
+    #[error("guests are running: {0}; migrate them, or pass --guests shutdown|ignore")]
+    GuestsRunning(String),
+    /// Taking the node down would cost the cluster its quorum.
+    #[error("{0}")]
+    Quorum(String),
+    /// No new boot id within the deadline.
+    #[error("did not come back with a new boot id within {0}")]
+    NeverReturned(String),
+    /// Back with a new boot id, but a service or the cluster is not healthy.
+    #[error("came back (new boot id), but not healthy within {within}: {why}")]
+    Unhealthy {
+        /// The deadline.
+        within: String,
+        /// What is not healthy (each unit named).
+        why: String,
+    },
+    /// HA guests did not leave the node.
+    #[error("HA services did not leave the node within {within}: {left}")]
+    DrainTimeout {
+        /// The deadline.
+        within: String,
+        /// Services still on the node.
+        left: String,
+    },
+    /// A command of the reboot sequence failed.
+    #[error("{0}")]
+    Command(String),
+    /// The connection failed where the node was expected to answer.
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    /// Interrupted; the state says where.
+    #[error("interrupted while {0}")]
+    Interrupted(String),
+}
+
+impl From<StepError> for RebootError {
+    fn from(e: StepError) -> Self {
+        match e {
+            StepError::Ssh(s) => RebootError::Ssh(s),
+            StepError::Reboot(r) => r,
+            StepError::Interrupted => RebootError::Interrupted("waiting".into()),
+            other => RebootError::Command(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! `run` (a command with guards, changed_when/failed_when, and an optional `undo` recorded for
+//! rollback) and `wait_for` (a command that must succeed within a timeout).
+
+use std::time::{Duration, Instant};
+
+use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::error::StepError;
+use super::super::model::Step;
+use super::super::remote::{first_line, Remote};
+use crate::journal::UndoRecord;
+use crate::ssh::{ExecOutput, ExitStatus};
+
+fn rc_of(o: &ExecOutput) -> i64 {
+    match o.exit {
+        ExitStatus::Code(c) => i64::from(c),
+        ExitStatus::Signal(_) => -1,
+    }
+}
+
+/// A command that can be interrupted: Ctrl-C drops the channel (the remote command gets
+/// SIGHUP from sshd) and the step counts as interrupted.
+async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<ExecOutput, StepError> {
+    tokio::select! {
+        _ = st.s.cancel.cancelled() => Err(StepError::Interrupted),
+        o = r.sh(cmd) => Ok(o?),
+    }
+}
+
+pub(super) async fn run(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let cmd = st.render(&step.command, true)?.expect("validated");
+    if let Some(path) = st.render(&step.creates, true)? {
+        let o = r.sh(&format!("test -e {path}")).await?;
+        if o.exit == ExitStatus::Code(0) {
+            return Ok(result(step, StepStatus::Skipped, format!("{path} exists")));
+        }
+    }
+    if let Some(g) = st.render(&step.unless, true)? {
+        let o = r.sh(&g).await?;
+        if o.exit == ExitStatus::Code(0) {
+            return Ok(result(
+                step,
+                StepStatus::Skipped,
+                format!("unless `{g}` succeeded"),
+            ));
+        }
+    }
+    if let Some(g) = st.render(&step.only_if, true)? {
+        let o = r.sh(&g).await?;
+        if o.exit != ExitStatus::Code(0) {
+            return Ok(result(
+                step,
+                StepStatus::Skipped,
+                format!("only_if `{g}` failed"),
+            ));
+        }
+    }
+    if st.s.check {
+        // A step declared never to change anything (a check) is not a change in the plan.
+        let checks_only = step
+            .changed_when
+            .as_ref()
+            .is_some_and(|c| c.get_ref().trim() == "false");
+        let (status, detail) = if checks_only {
+            (StepStatus::Ok, "would run (a check: changes nothing)")
+        } else {
+            (StepStatus::Changed, "would run")
+        };
+        let mut res = result(step, status, detail);
+        res.commands.push(cmd);
+        return Ok(res);
+    }
+    let undo = st.render(&step.undo, true)?;
+    let undo_record = |phase: &str| {
+        undo.as_ref().map(|u| UndoRecord {
+            node: r.node.name.clone(),
+            step: step.name.get_ref().clone(),
+            command: u.clone(),
+            phase: phase.into(),
+        })
+    };
+    // Intent first: a controller killed while the step runs still leaves the undo on record.
+    if let (Some(j), Some(rec)) = (&st.s.journal, undo_record("intent")) {
+        j.undo(rec).await;
+    }
+    let o = interruptible(r, st, &cmd).await?;
+    let vars = serde_json::json!({
+        "rc": rc_of(&o),
+        "stdout": String::from_utf8_lossy(&o.stdout),
+        "stderr": String::from_utf8_lossy(&o.stderr),
+    });
+    let failed = match &step.failed_when {
+        Some(e) => st.truth(e, Some(vars.clone()))?,
+        None => o.exit != ExitStatus::Code(0),
+    };
+    let changed = match &step.changed_when {
+        Some(e) => st.truth(e, Some(vars))?,
+        None => true,
+    };
+    let status = if failed {
+        StepStatus::Failed
+    } else if changed {
+        StepStatus::Changed
+    } else {
+        StepStatus::Ok
+    };
+    if let (Some(j), Some(rec)) = (
+        &st.s.journal,
+        undo_record(if status == StepStatus::Ok {
+            "unchanged"
+        } else {
+            "applied"
+        }),
+    ) {
+        j.undo(rec).await;
+    }
+    let detail = match status {
+        StepStatus::Failed => format!("exit {}: {}", rc_of(&o), first_line(&o.stderr)),
+        _ => first_line(&o.stdout),
+    };
+    let mut res = result(step, status, detail);
+    res.commands.push(cmd);
+    Ok(res)
+}
+
+pub(super) async fn wait_for(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let cmd = st.render(&step.command, true)?.expect("validated");
+    let deadline = Instant::now() + step.timeout_or(Duration::from_secs(120));
+    if st.s.check {
+        let mut res = result(step, StepStatus::Skipped, "would wait");
+        res.commands.push(cmd);
+        return Ok(res);
+    }
+    loop {
+        let o = interruptible(r, st, &cmd).await?;
+        if o.exit == ExitStatus::Code(0) {
+            return Ok(result(step, StepStatus::Ok, first_line(&o.stdout)));
+        }
+        if Instant::now() > deadline {
+            return Ok(result(
+                step,
+                StepStatus::Failed,
+                format!("`{cmd}` did not succeed in time: {}", first_line(&o.stderr)),
+            ));
+        }
+        tokio::select! {
+            _ = st.s.cancel.cancelled() => return Err(StepError::Interrupted),
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! `probe` (facts become `facts.<probe>`) and `assert`; and gathering facts before the steps.
+
+use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::error::StepError;
+use super::super::model::Step;
+use super::super::remote::Remote;
+
+/// Gather probe facts over the session (one exec for all of them).
+pub(crate) async fn gather(
+    r: &Remote,
+    names: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, StepError> {
+    let script = crate::probe::combined_script(names);
+    let out = r.sh(&script).await?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sections = crate::probe::split_sections(&text);
+    let mut facts = serde_json::Map::new();
+    let t = crate::probe::Thresholds::default();
+    for n in names {
+        let def = crate::probe::by_name(n)
+            .ok_or_else(|| StepError::Remote(format!("unknown probe {n}")))?;
+        let sec = sections
+            .get(n)
+            .ok_or_else(|| StepError::Remote(format!("probe {n}: no output")))?;
+        let rep = (def.evaluate)(&sec.text, &t).map_err(|e| StepError::Remote(e.to_string()))?;
+        facts.insert(n.clone(), rep.facts);
+    }
+    Ok(facts)
+}
+
+pub(super) async fn probe(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let names: Vec<String> = step.probes.iter().map(|p| p.get_ref().clone()).collect();
+    let facts = gather(r, &names).await?;
+    st.facts.extend(facts);
+    Ok(result(
+        step,
+        StepStatus::Ok,
+        format!("facts: {}", names.join(", ")),
+    ))
+}
+
+pub(super) fn assert(st: &NodeState<'_>, step: &Step) -> Result<StepResult, StepError> {
+    let that = step.that.as_ref().expect("validated");
+    if st.truth(that, None)? {
+        Ok(result(
+            step,
+            StepStatus::Ok,
+            format!("{} holds", that.get_ref()),
+        ))
+    } else {
+        let msg = match st.render(&step.message, false)? {
+            Some(m) => m,
+            None => format!("assertion failed: {}", that.get_ref()),
+        };
+        Ok(result(step, StepStatus::Failed, msg))
+    }
+}

@@ -1,0 +1,345 @@
+//! File steps: `line`, `lines`, `block`, `file`, `kernel_cmdline` (boot-loader aware) and
+//! `modules`. Every write is journaled intent first (path, backup location, whether the file
+//! existed), then backed up on the node (the first backup of a path in a run is never replaced),
+//! written atomically (temporary file + rename, mode and owner kept), and journaled again with
+//! the SHA-1 of what was written, which rollback uses to detect drift.
+
+use data_encoding::BASE64;
+
+use super::super::edit;
+use super::super::engine::{backup_dir, result, NodeState, StepResult, StepStatus};
+use super::super::error::StepError;
+use super::super::model::{Presence, Step, StepKind};
+use super::super::remote::{first_line, Remote};
+use crate::journal::{sha1_hex, BackupRecord};
+use crate::quote::shell_quote;
+use crate::ssh::ExitStatus;
+
+/// The command that makes a change to `path` take effect, when the path alone says it:
+/// files read into the initramfs need `update-initramfs` (DOMAIN.md §4).
+pub fn refresh_for(path: &str) -> Option<&'static str> {
+    if path == "/etc/modules"
+        || path.starts_with("/etc/modprobe.d/")
+        || path.starts_with("/etc/initramfs-tools/")
+    {
+        Some("update-initramfs -u -k all")
+    } else {
+        None
+    }
+}
+
+/// What a write is.
+enum Change<'a> {
+    Write(&'a str),
+    Remove,
+}
+
+/// Journal the intent, back up the original (once per run), apply the change, journal it.
+async fn apply(
+    r: &Remote,
+    st: &mut NodeState<'_>,
+    path: &str,
+    existed_now: bool,
+    change: Change<'_>,
+    refresh: Option<&str>,
+) -> Result<(), StepError> {
+    let dir = backup_dir(&st.s.run_id);
+    let backup = format!("{dir}{path}");
+    let refresh = refresh.or_else(|| refresh_for(path)).map(str::to_string);
+    // The first record of a path in this run defines the original.
+    let existed = match st.backed_up.get(path) {
+        Some(e) => *e,
+        None => {
+            if let Some(j) = &st.s.journal {
+                j.backup(BackupRecord {
+                    node: r.node.name.clone(),
+                    path: path.to_string(),
+                    backup: backup.clone(),
+                    existed: existed_now,
+                    refresh: refresh.clone(),
+                    phase: "intent".into(),
+                    written_sha1: None,
+                })
+                .await;
+            }
+            st.backed_up.insert(path.to_string(), existed_now);
+            existed_now
+        }
+    };
+    let (p, b) = (shell_quote(path), shell_quote(&backup));
+    // Copy the original only if the run found it (a file the run created has no original) and
+    // no copy exists yet (never replace the first backup).
+    let save = if existed {
+        format!("if [ -e {p} ] && [ ! -e {b} ]; then mkdir -p \"$(dirname {b})\" && cp -a {p} {b}; fi; ")
+    } else {
+        String::new()
+    };
+    let cmd = match change {
+        Change::Write(content) => {
+            let tmp = shell_quote(&format!("{path}.pvefleet-tmp"));
+            format!(
+                "set -e; {save}mkdir -p \"$(dirname {p})\"; printf %s {data} | base64 -d > {tmp}; \
+                 if [ -e {p} ]; then chmod --reference={p} {tmp}; chown --reference={p} {tmp}; fi; mv {tmp} {p}",
+                data = shell_quote(&BASE64.encode(content.as_bytes())),
+            )
+        }
+        Change::Remove => format!("set -e; {save}rm -f {p}"),
+    };
+    let out = r.sh(&cmd).await?;
+    if out.exit != ExitStatus::Code(0) {
+        return Err(StepError::Remote(format!(
+            "cannot write {path}: {}",
+            first_line(&out.stderr)
+        )));
+    }
+    if let Some(j) = &st.s.journal {
+        j.backup(BackupRecord {
+            node: r.node.name.clone(),
+            path: path.to_string(),
+            backup,
+            existed,
+            refresh,
+            phase: "written".into(),
+            written_sha1: match change {
+                Change::Write(c) => Some(sha1_hex(c.as_bytes())),
+                Change::Remove => None,
+            },
+        })
+        .await;
+    }
+    Ok(())
+}
+
+async fn file_step(
+    r: &Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+    path: &str,
+    new_of: impl Fn(&str) -> String,
+    refresh: Option<&str>,
+) -> Result<StepResult, StepError> {
+    let current = r.read(path).await?;
+    let old = current.clone().unwrap_or_default();
+    let new = new_of(&old);
+    if new == old && current.is_some() {
+        return Ok(result(
+            step,
+            StepStatus::Ok,
+            format!("{path} already as wanted"),
+        ));
+    }
+    let mut res = result(
+        step,
+        StepStatus::Changed,
+        format!(
+            "{path} {}",
+            if st.s.check {
+                "would change"
+            } else {
+                "changed"
+            }
+        ),
+    );
+    res.diff = Some(edit::diff(path, &old, &new));
+    if let Some(cmd) = refresh {
+        res.commands.push(cmd.to_string());
+    }
+    if !st.s.check {
+        apply(r, st, path, current.is_some(), Change::Write(&new), refresh).await?;
+        if let Some(cmd) = refresh {
+            let out = r.sh(cmd).await?;
+            if out.exit != ExitStatus::Code(0) {
+                return Ok(StepResult {
+                    status: StepStatus::Failed,
+                    detail: format!("{cmd} failed: {}", first_line(&out.stderr)),
+                    ..res
+                });
+            }
+        }
+    }
+    Ok(res)
+}
+
+fn regex(x: Option<String>, what: &str) -> Result<Option<regex::Regex>, StepError> {
+    x.map(|a| regex::Regex::new(&a).map_err(|e| StepError::Template(format!("{what}: {e}"))))
+        .transpose()
+}
+
+pub(super) async fn line(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let path = st.render(&step.path, false)?.expect("validated");
+    let lines = match *step.kind.get_ref() {
+        StepKind::Line => vec![st.render(&step.line, false)?.expect("validated")],
+        _ => st.render_list(step.lines.as_deref().unwrap_or(&[]))?,
+    };
+    let re = regex(step.regexp.as_ref().map(|x| x.get_ref().clone()), "regexp")?;
+    let after = regex(st.render(&step.after, false)?, "after")?;
+    let state = step.presence();
+    file_step(
+        r,
+        st,
+        step,
+        &path,
+        |old| {
+            lines.iter().fold(old.to_string(), |acc, l| {
+                edit::ensure_line_after(&acc, l, re.as_ref(), after.as_ref(), state)
+            })
+        },
+        None,
+    )
+    .await
+}
+
+pub(super) async fn block(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let path = st.render(&step.path, false)?.expect("validated");
+    let body = st.render(&step.block, false)?.expect("validated");
+    let name = step.name.get_ref().clone();
+    let state = step.presence();
+    file_step(
+        r,
+        st,
+        step,
+        &path,
+        |old| edit::ensure_block(old, &name, &body, state),
+        None,
+    )
+    .await
+}
+
+pub(super) async fn file(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let path = st.render(&step.path, false)?.expect("validated");
+    if step.presence() == Presence::Absent {
+        let exists = r.read(&path).await?.is_some();
+        if !exists {
+            return Ok(result(step, StepStatus::Ok, format!("{path} absent")));
+        }
+        let mut res = result(step, StepStatus::Changed, format!("{path} removed"));
+        if let Some(cmd) = refresh_for(&path) {
+            res.commands.push(cmd.to_string());
+        }
+        if !st.s.check {
+            apply(r, st, &path, true, Change::Remove, None).await?;
+        }
+        return Ok(res);
+    }
+    let content = st.render(&step.content, false)?.unwrap_or_default();
+    let mut res = file_step(r, st, step, &path, |_| content.clone(), None).await?;
+    if res.status != StepStatus::Failed {
+        let mut fix = Vec::new();
+        if let Some(m) = &step.mode {
+            fix.push(format!(
+                "chmod {} {}",
+                shell_quote(m.get_ref()),
+                shell_quote(&path)
+            ));
+        }
+        if let Some(o) = &step.owner {
+            fix.push(format!(
+                "chown {} {}",
+                shell_quote(o.get_ref()),
+                shell_quote(&path)
+            ));
+        }
+        if !fix.is_empty() && !st.s.check {
+            r.sh(&fix.join(" && ")).await?;
+        }
+    }
+    if res.status == StepStatus::Ok && (step.mode.is_some() || step.owner.is_some()) {
+        res.detail.push_str(" (mode/owner enforced)");
+    }
+    Ok(res)
+}
+
+/// Which boot loader reads the kernel command line on this node.
+async fn bootloader(r: &Remote) -> Result<&'static str, StepError> {
+    let out = r
+        .sh("if grep -q '^initrd=\\\\EFI' /proc/cmdline || { proxmox-boot-tool status 2>/dev/null | grep -q 'configured with: uefi'; }; then echo systemd-boot; else echo grub; fi")
+        .await?;
+    Ok(
+        if String::from_utf8_lossy(&out.stdout).trim() == "systemd-boot" {
+            "systemd-boot"
+        } else {
+            "grub"
+        },
+    )
+}
+
+pub(super) async fn kernel_cmdline(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let add = st.render_list(&step.add)?;
+    let remove = st.render_list(&step.remove)?;
+    match bootloader(r).await? {
+        "systemd-boot" => {
+            file_step(
+                r,
+                st,
+                step,
+                "/etc/kernel/cmdline",
+                |old| edit::kernel_cmdline_file(old, &add, &remove),
+                Some("proxmox-boot-tool refresh"),
+            )
+            .await
+        }
+        _ => {
+            file_step(
+                r,
+                st,
+                step,
+                "/etc/default/grub",
+                |old| edit::grub_cmdline(old, &add, &remove),
+                Some("update-grub"),
+            )
+            .await
+        }
+    }
+}
+
+pub(super) async fn modules(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let add = st.render_list(&step.add)?;
+    let remove = st.render_list(&step.remove)?;
+    file_step(
+        r,
+        st,
+        step,
+        "/etc/modules",
+        |old| edit::modules(old, &add, &remove),
+        Some("update-initramfs -u -k all"),
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initramfs_inputs_need_update_initramfs() {
+        assert_eq!(
+            refresh_for("/etc/modprobe.d/vfio.conf"),
+            Some("update-initramfs -u -k all")
+        );
+        assert_eq!(
+            refresh_for("/etc/modules"),
+            Some("update-initramfs -u -k all")
+        );
+        assert_eq!(refresh_for("/etc/network/interfaces"), None);
+    }
+}

@@ -1,0 +1,141 @@
+//! The step kinds, one file each family: [`command`] (run, wait_for), [`files`] (line, lines,
+//! block, file, kernel_cmdline, modules), [`service`], [`facts`] (probe, assert) and the reboot
+//! step, which hands over to [`super::reboot`]. This file holds what every kind shares: the
+//! `when` / `on_change` guards and the dispatch.
+
+mod command;
+mod facts;
+mod files;
+mod service;
+
+use std::time::Duration;
+
+use super::engine::{result, NodeState, StepResult, StepStatus};
+use super::error::StepError;
+use super::model::{Step, StepKind};
+use super::reboot::{self, RebootCtx, RebootState};
+use super::remote::Remote;
+
+pub(crate) use facts::gather;
+pub use files::refresh_for;
+
+/// Run (or plan) one step on the node.
+pub(super) async fn run_step(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    if let Some(w) = &step.when {
+        if !st.truth(w, None)? {
+            return Ok(result(
+                step,
+                StepStatus::Skipped,
+                format!("when: {} is false", w.get_ref()),
+            ));
+        }
+    }
+    if !step.on_change.is_empty()
+        && !step
+            .on_change
+            .iter()
+            .any(|c| st.changed.contains(c.get_ref()))
+    {
+        return Ok(result(
+            step,
+            StepStatus::Skipped,
+            "nothing it depends on changed",
+        ));
+    }
+    let kind = *step.kind.get_ref();
+    if st.reboot_pending && matches!(kind, StepKind::Probe | StepKind::Assert | StepKind::WaitFor) {
+        return Ok(result(
+            step,
+            StepStatus::Skipped,
+            "checked after the reboot (not in a plan)",
+        ));
+    }
+    match kind {
+        StepKind::Run => command::run(r, st, step).await,
+        StepKind::WaitFor => command::wait_for(r, st, step).await,
+        StepKind::Line | StepKind::Lines => files::line(r, st, step).await,
+        StepKind::Block => files::block(r, st, step).await,
+        StepKind::File => files::file(r, st, step).await,
+        StepKind::KernelCmdline => files::kernel_cmdline(r, st, step).await,
+        StepKind::Modules => files::modules(r, st, step).await,
+        StepKind::Service => service::service(r, st, step).await,
+        StepKind::Probe => facts::probe(r, st, step).await,
+        StepKind::Assert => facts::assert(st, step),
+        StepKind::Reboot => reboot_step(r, st, step).await,
+    }
+}
+
+async fn reboot_step(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    if st.s.check {
+        st.reboot_pending = true;
+        let mut res = result(
+            step,
+            StepStatus::Changed,
+            "would reboot and wait for the node and the cluster",
+        );
+        res.commands.push("reboot".into());
+        return Ok(res);
+    }
+    let state = std::sync::Mutex::new(None::<RebootState>);
+    let on_state = |s: RebootState| {
+        *state.lock().expect("reboot state") = Some(s);
+    };
+    let sink = st.s.on_step.clone();
+    let node = r.node.name.clone();
+    let name = step.name.get_ref().clone();
+    let on_state = move |s: RebootState| {
+        on_state(s);
+        if let Some(f) = &sink {
+            f(&node, &format!("{name}: {}", s.as_str()));
+        }
+    };
+    let cx = RebootCtx {
+        index: st.index,
+        timeout: step.timeout_or(Duration::from_secs(600)),
+        guests: st.s.guests,
+        journal: st.s.journal.as_ref(),
+        cancel: &st.s.cancel,
+        resume: st.history,
+        on_state: &on_state,
+    };
+    let outcome = reboot::reboot_and_wait(r, &cx).await;
+    st.reboot_state = state
+        .lock()
+        .expect("reboot state")
+        .map(|s| s.as_str().to_string());
+    match outcome {
+        Ok(rep) => {
+            st.rebooted = true;
+            let mut detail =
+                "rebooted; new boot id; every service active; cluster quorate".to_string();
+            if let Some(from) = rep.resumed_from {
+                detail.push_str(&format!(" (continued from {})", from.as_str()));
+            }
+            if !rep.restarted.is_empty() {
+                detail.push_str(&format!(
+                    "; started again: {}",
+                    super::drain::describe(&rep.restarted)
+                ));
+            }
+            Ok(result(step, StepStatus::Changed, detail))
+        }
+        Err((e, left)) => {
+            for l in &left {
+                eprintln!(
+                    "pvefleet: WARNING: {}",
+                    crate::report::sanitize::sanitize_str(l)
+                );
+            }
+            st.left_on.extend(left);
+            Err(StepError::Reboot(e))
+        }
+    }
+}

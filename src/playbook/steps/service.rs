@@ -1,0 +1,55 @@
+//! `service`: a systemd unit started, stopped, restarted, enabled or disabled. Each state is
+//! checked first, so a unit already as wanted is `ok` (restarted always acts).
+
+use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::error::StepError;
+use super::super::model::Step;
+use super::super::remote::{first_line, Remote};
+use crate::quote::shell_quote;
+use crate::ssh::ExitStatus;
+
+pub(super) async fn service(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+) -> Result<StepResult, StepError> {
+    let unit = st.render(&step.service, false)?.expect("validated");
+    let want = step
+        .state
+        .as_ref()
+        .map(|s| s.get_ref().as_str())
+        .unwrap_or("started");
+    let q = shell_quote(&unit);
+    // One unit per query: with several units systemctl answers "any of" (DOMAIN.md §7).
+    let (query, good) = match want {
+        "enabled" | "disabled" => (format!("systemctl is-enabled {q}"), want),
+        _ => (format!("systemctl is-active {q}"), "active"),
+    };
+    let (_, state) = r.text(&query).await?;
+    let matches = state.trim() == good;
+    let cmd = match (want, matches) {
+        ("started", true) | ("stopped", false) | ("enabled", true) | ("disabled", true) => None,
+        ("started", false) => Some(format!("systemctl start {q}")),
+        ("stopped", true) => Some(format!("systemctl stop {q}")),
+        ("restarted", _) => Some(format!("systemctl restart {q}")),
+        ("enabled", false) => Some(format!("systemctl enable {q}")),
+        _ => Some(format!("systemctl disable {q}")),
+    };
+    let Some(cmd) = cmd else {
+        return Ok(result(
+            step,
+            StepStatus::Ok,
+            format!("{unit} already {want}"),
+        ));
+    };
+    let mut res = result(step, StepStatus::Changed, format!("{unit} {want}"));
+    res.commands.push(cmd.clone());
+    if !st.s.check {
+        let o = r.sh(&cmd).await?;
+        if o.exit != ExitStatus::Code(0) {
+            res.status = StepStatus::Failed;
+            res.detail = format!("{cmd}: {}", first_line(&o.stderr));
+        }
+    }
+    Ok(res)
+}

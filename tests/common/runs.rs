@@ -1,0 +1,129 @@
+//! Playbook runs of the built binary against a lab: one private state directory (the run
+//! journals) per test, the lab's inventory, and helpers to read a run's journal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use super::bin::{command, json_of};
+use super::lab::Lab;
+
+/// A test's own state directory (`PVEFLEET_STATE_DIR`).
+pub struct Env {
+    /// The directory.
+    pub state: tempfile::TempDir,
+}
+
+impl Default for Env {
+    fn default() -> Self {
+        Env::new()
+    }
+}
+
+impl Env {
+    /// A fresh state directory.
+    pub fn new() -> Env {
+        Env {
+            state: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// `pvefleet -i LAB ARGS` with this state directory, the environment scrubbed.
+    pub fn cmd(&self, lab: &Lab, args: &[&str]) -> Command {
+        let mut c = command();
+        c.arg("-i")
+            .arg(lab.inventory())
+            .args(args)
+            .env("PVEFLEET_STATE_DIR", self.state.path())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Run and wait.
+    pub fn run(&self, lab: &Lab, args: &[&str]) -> Output {
+        self.cmd(lab, args).output().expect("run pvefleet")
+    }
+
+    /// Run with `--json`: exit code and the document.
+    pub fn json(&self, lab: &Lab, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.run(lab, &a);
+        (out.status.code(), json_of(&out))
+    }
+
+    /// Start without waiting (stdout and stderr piped).
+    pub fn spawn(&self, lab: &Lab, args: &[&str]) -> Child {
+        self.cmd(lab, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn pvefleet")
+    }
+
+    /// The only run's directory.
+    pub fn run_dir(&self) -> PathBuf {
+        let runs: Vec<PathBuf> = std::fs::read_dir(self.state.path().join("runs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert_eq!(runs.len(), 1, "expected exactly one run: {runs:?}");
+        runs[0].clone()
+    }
+
+    /// The only run's id.
+    pub fn run_id(&self) -> String {
+        self.run_dir()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The run's `run.json`.
+    pub fn meta(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.run_dir().join("run.json")).unwrap())
+            .unwrap()
+    }
+
+    /// The run's events, one JSON value each.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.run_dir().join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Wait (up to `secs`) until an event matches.
+    pub fn wait_event(&self, secs: u64, f: impl Fn(&serde_json::Value) -> bool) -> bool {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < end {
+            if self.state.path().join("runs").exists() && self.events().iter().any(&f) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+/// A playbook of the repository.
+pub fn shipped(name: &str) -> String {
+    format!("{}/playbooks/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Write a playbook into `dir`.
+pub fn write_playbook(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Send a signal to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}

@@ -1,0 +1,220 @@
+//! Rollback on the lab: byte for byte (content, mode, owner) after the shipped playbooks, files
+//! the run created removed, drift refused unless --force, --limit honoured, fix-rrd's quarantine
+//! undone; the GVT-g mode of igpu-passthrough end to end; Ctrl-C at the confirmation prompt.
+
+mod common;
+
+use common::bin::text;
+use common::lab::Lab;
+use common::runs::{shipped, Env};
+
+/// md5, mode and owner of each file (or `absent`), one line each.
+fn snapshot(lab: &Lab, node: &str, files: &[&str]) -> String {
+    let list = files.join(" ");
+    lab.sh(
+        node,
+        &format!(
+            "for f in {list}; do if [ -e \"$f\" ]; then echo \"$f $(md5sum < \"$f\" | cut -d' ' -f1) $(stat -c '%a %U:%G' \"$f\")\"; else echo \"$f absent\"; fi; done"
+        ),
+    )
+}
+
+const IGPU_FILES: &[&str] = &[
+    "/etc/default/grub",
+    "/etc/kernel/cmdline",
+    "/etc/modules",
+    "/etc/modprobe.d/vfio.conf",
+    "/etc/modprobe.d/blacklist-i915.conf",
+];
+
+#[test]
+fn rollback_after_igpu_passthrough_is_byte_identical_and_refuses_drift() {
+    let Some(lab) = Lab::up("rollback_igpu", 112, 3, &["--profile", "pve2:systemd-boot"]) else {
+        return;
+    };
+    let env = Env::new();
+    // A mode the run must keep: the original is restored with it.
+    lab.sh("pve1", "chmod 0600 /etc/modules");
+    let before: Vec<String> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| snapshot(&lab, n, IGPU_FILES))
+        .collect();
+    let (code, run) = env.json(&lab, &["run", "--yes", &shipped("igpu-passthrough.toml")]);
+    assert_eq!(code, Some(0), "{run}");
+    let id = run["run"].as_str().unwrap().to_string();
+    assert_ne!(snapshot(&lab, "pve1", IGPU_FILES), before[0]);
+    // Drift: someone edits a file the run changed on pve3.
+    lab.sh("pve3", "echo 'kvm # added by hand' >> /etc/modules");
+    let out = env.run(&lab, &["rollback", &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pve3: /etc/modules changed since the run (drift"),
+        "{}",
+        text(&out.stderr)
+    );
+    for (i, n) in ["pve1", "pve2"].iter().enumerate() {
+        assert_eq!(
+            snapshot(&lab, n, IGPU_FILES),
+            before[i],
+            "{n} byte for byte"
+        );
+    }
+    assert!(
+        lab.sh("pve3", "cat /etc/modules").contains("added by hand"),
+        "drift kept"
+    );
+    assert_eq!(
+        lab.ssh("pve3", "test -e /etc/modprobe.d/vfio.conf").0,
+        1,
+        "created file removed"
+    );
+    // The restored files take effect: the next boot's command line is the original again.
+    assert_eq!(
+        lab.sh("pve1", "cat /var/lib/pvelab/applied/grub"),
+        "quiet\n"
+    );
+    // --limit and --force: only pve3, drift overwritten.
+    let out = env.run(&lab, &["-l", "pve3", "rollback", &id, "--yes", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("pve1:"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(snapshot(&lab, "pve3", IGPU_FILES), before[2]);
+}
+
+#[test]
+fn rollback_after_fix_rrd_puts_the_quarantined_files_back() {
+    let Some(lab) = Lab::up("rollback_rrd", 113, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve2", &["rrd-zero", "2"]);
+    lab.fault("pve3", &["rrd-corrupt"]);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    let listing = "cd /var/lib/rrdcached/db && find . -type f | sort | while read -r f; do echo \"$f $(md5sum < \"$f\" | cut -d' ' -f1) $(stat -c %s \"$f\")\"; done";
+    let before: Vec<String> = ["pve2", "pve3"]
+        .iter()
+        .map(|n| lab.sh(n, listing))
+        .collect();
+    let (code, run) = env.json(&lab, &["run", "--yes", &shipped("fix-rrd.toml")]);
+    assert_eq!(code, Some(0), "{run}");
+    assert_ne!(
+        lab.sh("pve2", listing),
+        before[0],
+        "the run quarantined files"
+    );
+    let id = run["run"].as_str().unwrap().to_string();
+    let out = env.run(&lab, &["rollback", &id, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("pve2: undid step `quarantine broken RRD files`"),
+        "{}",
+        text(&out.stdout)
+    );
+    for (i, n) in ["pve2", "pve3"].iter().enumerate() {
+        assert_eq!(
+            lab.sh(n, listing),
+            before[i],
+            "{n}: the db as before the run"
+        );
+    }
+    assert_eq!(lab.sh("pve2", "systemctl is-active rrdcached"), "active\n");
+}
+
+#[test]
+fn igpu_passthrough_in_gvt_g_mode_ends_with_i915_and_mediated_types() {
+    let Some(lab) = Lab::up("igpu_gvtg", 114, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let (code, run) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            "-e",
+            "gpu_mode=gvt-g",
+            &shipped("igpu-passthrough.toml"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{run}");
+    for n in ["pve1", "pve2", "pve3"] {
+        assert!(
+            lab.sh(n, "lspci -nnk -s 00:02.0")
+                .contains("Kernel driver in use: i915"),
+            "{n}"
+        );
+        assert!(
+            lab.sh(
+                n,
+                "ls /sys/bus/pci/devices/0000:00:02.0/mdev_supported_types/"
+            )
+            .contains("i915-GVTg_V5_4"),
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
+    let Some(lab) = Lab::up("confirm_ctrl_c", 115, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = common::runs::write_playbook(
+        env.state.path(),
+        "pb.toml",
+        "name = \"x\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n",
+    );
+    let session = format!("pvefleet-confirm-{}", std::process::id());
+    let out = env.state.path().join("exit");
+    let cmd = format!(
+        "PVEFLEET_STATE_DIR={} {} -i {} run {}; echo $? > {}; sleep 30",
+        env.state.path().display(),
+        env!("CARGO_BIN_EXE_pvefleet"),
+        lab.inventory().display(),
+        pb.display(),
+        out.display()
+    );
+    common::sshd::sh(&format!(
+        "tmux new-session -d -s {session} -x 120 -y 40 '{}'",
+        cmd.replace('\'', "'\\''")
+    ));
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _kill = Kill(session.clone());
+    let mut screen = String::new();
+    for _ in 0..80 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        screen = common::sshd::sh(&format!("tmux capture-pane -p -t {session}"));
+        if screen.contains("[y/N]") {
+            break;
+        }
+    }
+    assert!(screen.contains("Apply x to 1 node(s)? [y/N]"), "{screen}");
+    common::sshd::sh(&format!("tmux send-keys -t {session} C-c"));
+    for _ in 0..40 {
+        if out.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "130");
+    assert_eq!(
+        lab.ssh("pve1", "test -e /etc/pvefleet-test").0,
+        1,
+        "nothing done"
+    );
+    assert!(
+        !env.state.path().join("runs").exists(),
+        "no run was started"
+    );
+}
