@@ -111,7 +111,12 @@ fn assert_names_the_entry(stderr: &str, entry: &str, value: &str) {
 
 #[test]
 fn discover_writes_a_working_inventory_from_a_node() {
-    let Some(lab) = Lab::up("discover", 90, 3, &[]) else {
+    let Some(lab) = Lab::up(
+        "discover_writes_a_working_inventory_from_a_node",
+        90,
+        3,
+        &[],
+    ) else {
         return;
     };
     let d = lab.dir.path();
@@ -155,7 +160,12 @@ fn discover_writes_a_working_inventory_from_a_node() {
 #[test]
 fn discover_refuses_a_hostile_members_file_naming_the_bad_entry() {
     let net = 150;
-    let Some(lab) = Lab::up("discover_hostile", net, 2, &[]) else {
+    let Some(lab) = Lab::up(
+        "discover_refuses_a_hostile_members_file_naming_the_bad_entry",
+        net,
+        2,
+        &[],
+    ) else {
         return;
     };
     let d = lab.dir.path();
@@ -194,7 +204,12 @@ fn discover_refuses_a_hostile_members_file_naming_the_bad_entry() {
 
 #[test]
 fn on_a_proxmox_node_the_cluster_itself_is_the_default_inventory() {
-    let Some(lab) = Lab::up("local_members", 91, 3, &[]) else {
+    let Some(lab) = Lab::up(
+        "on_a_proxmox_node_the_cluster_itself_is_the_default_inventory",
+        91,
+        3,
+        &[],
+    ) else {
         return;
     };
     install_pvefleet(&lab, "127.91.0.1");
@@ -213,7 +228,12 @@ fn on_a_proxmox_node_the_cluster_itself_is_the_default_inventory() {
 #[test]
 fn on_a_node_with_a_hostile_members_file_the_default_inventory_is_refused() {
     let net = 151;
-    let Some(lab) = Lab::up("local_members_hostile", net, 2, &[]) else {
+    let Some(lab) = Lab::up(
+        "on_a_node_with_a_hostile_members_file_the_default_inventory_is_refused",
+        net,
+        2,
+        &[],
+    ) else {
         return;
     };
     install_pvefleet(&lab, &format!("127.{net}.0.1"));
