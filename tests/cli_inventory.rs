@@ -24,6 +24,23 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Write each `(file name, text, expected)` inventory and run `command` with it: exit 65 and an
+/// error reading `PATH` then `expected` (`:LINE:COL: message`).
+fn assert_each_refused_at(dir: &Path, cases: &[(&str, &str, &str)], command: &[&str]) {
+    for (name, text, expected) in cases {
+        let path = write(dir, name, text);
+        let mut args = vec!["-i", path.as_str()];
+        args.extend_from_slice(command);
+        let out = pvefleet(dir, &args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(65), "{name}: {err}");
+        assert!(
+            err.contains(&format!("{path}{expected}")),
+            "{name}: got {err:?}"
+        );
+    }
+}
+
 /// Five nodes pve1..pve5 (10.0.0.1..5); the odd ones in group `gpu`.
 fn five_nodes(dir: &Path) -> String {
     let mut text = String::from("[groups.gpu]\n");
@@ -67,16 +84,7 @@ fn each_bad_inventory_names_file_line_column_and_what_was_expected() {
             ":2:8:",
         ),
     ];
-    for (name, text, expected) in cases {
-        let path = write(dir.path(), name, text);
-        let out = pvefleet(dir.path(), &["-i", &path, "inventory", "show"]);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(65), "{name}: {err}");
-        assert!(
-            err.contains(&format!("{path}{expected}")),
-            "{name}: got {err:?}"
-        );
-    }
+    assert_each_refused_at(dir.path(), &cases, &["inventory", "show"]);
 }
 
 #[test]
@@ -94,16 +102,7 @@ fn a_zero_timeout_in_an_inventory_is_refused_at_its_line_and_column() {
             ":3:19: a timeout of 0",
         ),
     ];
-    for (name, text, expected) in cases {
-        let path = write(dir.path(), name, text);
-        let out = pvefleet(dir.path(), &["-i", &path, "exec", "--", "true"]);
-        let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(65), "{name}: {err}");
-        assert!(
-            err.contains(&format!("{path}{expected}")),
-            "{name}: got {err:?}"
-        );
-    }
+    assert_each_refused_at(dir.path(), &cases, &["exec", "--", "true"]);
 }
 
 #[test]

@@ -3,7 +3,8 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use common::bin::{json_of, pvefleet, text};
 use common::lab::Lab;
@@ -35,6 +36,24 @@ fn install_pvefleet(lab: &Lab, addr: &str) {
         .status()
         .unwrap();
     assert!(status.success(), "copying pvefleet to {addr} failed");
+}
+
+/// `pvefleet inventory discover` from the node at `addr` with the lab's key and known_hosts,
+/// writing `out`.
+fn discover(lab: &Lab, addr: &str, out: &Path) -> Output {
+    let d = lab.dir.path();
+    pvefleet(&[
+        "inventory",
+        "discover",
+        "--from",
+        &format!("root@{addr}"),
+        "--identity",
+        d.join("id_ed25519").to_str().unwrap(),
+        "--known-hosts",
+        d.join("known_hosts").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ])
 }
 
 /// Replace the node's `/etc/pve/.members` with `doc`. In the lab it is a file bind-mounted from
@@ -121,18 +140,7 @@ fn discover_writes_a_working_inventory_from_a_node() {
     };
     let d = lab.dir.path();
     let out_path = d.join("discovered.toml");
-    let out = pvefleet(&[
-        "inventory",
-        "discover",
-        "--from",
-        "root@127.90.0.2",
-        "--identity",
-        d.join("id_ed25519").to_str().unwrap(),
-        "--known-hosts",
-        d.join("known_hosts").to_str().unwrap(),
-        "-o",
-        out_path.to_str().unwrap(),
-    ]);
+    let out = discover(&lab, "127.90.0.2", &out_path);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = std::fs::read_to_string(&out_path).unwrap();
     assert!(written.contains("cluster pvelab"), "{written}");
@@ -172,18 +180,7 @@ fn discover_refuses_a_hostile_members_file_naming_the_bad_entry() {
     for (doc, entry, value) in hostile_cases(net) {
         write_members(&lab, "pve2", &doc);
         let out_path = d.join("discovered.toml");
-        let out = pvefleet(&[
-            "inventory",
-            "discover",
-            "--from",
-            &format!("root@127.{net}.0.2"),
-            "--identity",
-            d.join("id_ed25519").to_str().unwrap(),
-            "--known-hosts",
-            d.join("known_hosts").to_str().unwrap(),
-            "-o",
-            out_path.to_str().unwrap(),
-        ]);
+        let out = discover(&lab, &format!("127.{net}.0.2"), &out_path);
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(65), "{entry}: {err}");
         assert_names_the_entry(&err, entry, value);
