@@ -35,7 +35,10 @@ fn install_pvefleet(lab: &Lab, addr: &str) {
         .stdin(Stdio::from(bin))
         .status()
         .unwrap();
-    assert!(status.success(), "copying pvefleet to {addr} failed");
+    assert!(
+        status.success(),
+        "copying pvefleet to {addr} failed: {status}"
+    );
 }
 
 /// `pvefleet inventory discover` from the node at `addr` with the lab's key and known_hosts,
@@ -160,9 +163,32 @@ fn discover_writes_a_working_inventory_from_a_node() {
         .collect();
     assert_eq!(names, ["pve1", "pve2", "pve3"]);
     assert_eq!(v["nodes"][2]["address"], "127.90.0.3");
-    // The written inventory works as is.
-    let exec = pvefleet(&["-i", out_path.to_str().unwrap(), "exec", "--", "hostname"]);
-    assert!(exec.status.success(), "{}", text(&exec.stdout));
+    // The written inventory works as is: every node answers, with its own name.
+    let exec = pvefleet(&[
+        "-i",
+        out_path.to_str().unwrap(),
+        "--json",
+        "exec",
+        "--",
+        "hostname",
+    ]);
+    assert!(exec.status.success(), "{}", text(&exec.stderr));
+    let answers: Vec<(String, String)> = json_of(&exec)["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["stdout"].as_str().unwrap().trim_end().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = ["pve1", "pve2", "pve3"]
+        .iter()
+        .map(|n| (n.to_string(), n.to_string()))
+        .collect();
+    assert_eq!(answers, expected);
 }
 
 #[test]
