@@ -43,8 +43,9 @@ pub struct GlobalOpts {
     )]
     pub inventory: Option<PathBuf>,
     /// Only these nodes: names, globs (pve*), ranges (pve[1-3]), groups (@gpu), negation
-    /// (!pve2), comma-separated.
-    #[arg(short = 'l', long, global = true, value_name = "PATTERN")]
+    /// (!pve2), comma-separated. An empty pattern is an error.
+    #[arg(short = 'l', long, global = true, value_name = "PATTERN",
+          value_parser = crate::inventory::limit::parse_pattern)]
     pub limit: Option<String>,
     /// How many nodes to work on at once.
     #[arg(short = 'f', long, global = true, default_value_t = 64, value_name = "N",
@@ -85,9 +86,15 @@ impl From<PolicyArg> for HostKeyPolicy {
     }
 }
 
-/// Parse `5s`, `2m`, `1h30m`.
+/// Parse a timeout: `5s`, `2m`, `1h30m`, above zero (a zero deadline fails everything at once).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("expected a duration like 30s or 5m: {e}"))
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("a timeout of 0 would time out every command at once; \
+             expected a duration above zero like 30s or 5m"
+            .into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!("expected a duration like 30s or 5m: {e}")),
+    }
 }
 
 /// The subcommands.

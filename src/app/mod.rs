@@ -359,7 +359,9 @@ async fn cmd_discover(
             ));
         }
     }
-    let text = m.to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &defaults);
+    let text = m
+        .to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &defaults)
+        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
     match output {
         Some(path) => {
             std::fs::write(path, &text)

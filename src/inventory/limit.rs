@@ -4,7 +4,8 @@
 //! `pve?`), a numeric range (`pve[1-3]`, `pve[1-3,7]`, `pve[01-10]`), a group (`@gpu`), or any of
 //! those negated with a leading `!`. The selection is the union of the positive terms (all nodes
 //! when there are none) minus the negated ones, kept in inventory order. A term that matches no
-//! node is an error: a typo must never silently turn a run into a no-op (or into "all nodes").
+//! node is an error: a typo must never silently turn a run into a no-op (or into "all nodes"); so is
+//! a limit with no term at all (`''`, `,`).
 
 use globset::{Glob, GlobMatcher};
 
@@ -40,6 +41,12 @@ pub enum LimitError {
     /// Everything was excluded.
     #[error("--limit `{0}` leaves no node selected")]
     Empty(String),
+    /// No term at all (`''`, `,`, spaces): a typo, never read as "every node".
+    #[error(
+        "the pattern {0:?} names no node: an empty --limit is refused rather than read as every \
+         node (leave --limit out to select every node)"
+    )]
+    NoTerms(String),
 }
 
 enum Matcher {
@@ -178,7 +185,17 @@ fn abbreviate(names: &[&str]) -> String {
     }
 }
 
-/// Select the nodes of `inv` that `limit` names, in inventory order. `None` selects every node.
+/// Check a `--limit` value before any inventory is read: it must hold at least one term. An
+/// empty selector is a typo, and reading it as "every node" would make it the most dangerous one.
+pub fn parse_pattern(limit: &str) -> Result<String, LimitError> {
+    if split_terms(limit).is_empty() {
+        return Err(LimitError::NoTerms(limit.to_string()));
+    }
+    Ok(limit.to_string())
+}
+
+/// Select the nodes of `inv` that `limit` names, in inventory order. `None` selects every node;
+/// `Some` with no term in it (`""`, `","`) is an error, not every node.
 pub fn select<'a>(
     inv: &'a Inventory,
     limit: Option<&str>,
@@ -186,7 +203,7 @@ pub fn select<'a>(
     let Some(limit) = limit else {
         return Ok(inv.nodes.iter().collect());
     };
-    let terms = split_terms(limit)
+    let terms = split_terms(&parse_pattern(limit)?)
         .into_iter()
         .map(parse_term)
         .collect::<Result<Vec<_>, _>>()?;
@@ -318,6 +335,21 @@ mod tests {
             select(&inv, Some("pve1,!pve1")).unwrap_err(),
             LimitError::Empty(_)
         ));
+    }
+
+    #[test]
+    fn a_limit_without_any_term_is_an_error_not_every_node() {
+        let inv = inv();
+        for limit in ["", " ", ",", " , ,", "\t"] {
+            assert_eq!(
+                select(&inv, Some(limit)).unwrap_err(),
+                LimitError::NoTerms(limit.to_string()),
+                "{limit:?}"
+            );
+            assert!(parse_pattern(limit).is_err(), "{limit:?}");
+        }
+        assert_eq!(parse_pattern("pve1,").unwrap(), "pve1,");
+        assert_eq!(names("pve1,"), ["pve1"], "a trailing comma is harmless");
     }
 
     #[test]

@@ -44,6 +44,24 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
+/// A connect or command timeout: a [`HumanDuration`] above zero. A zero deadline would fail every
+/// connection or command at once, which is never what an operator meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Timeout(Duration);
+
+impl<'de> Deserialize<'de> for Timeout {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let HumanDuration(duration) = HumanDuration::deserialize(d)?;
+        if duration.is_zero() {
+            return Err(serde::de::Error::custom(
+                "a timeout of 0 would fail every connection or command at once; expected a \
+                 duration above zero such as \"10s\" or \"5m\"",
+            ));
+        }
+        Ok(Timeout(duration))
+    }
+}
+
 /// One path or a list of paths.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
@@ -84,8 +102,8 @@ struct NodeEntry {
     identity_files: Option<Vec<String>>,
     known_hosts: Option<OneOrMany>,
     host_key_policy: Option<HostKeyPolicy>,
-    connect_timeout: Option<HumanDuration>,
-    command_timeout: Option<HumanDuration>,
+    connect_timeout: Option<Timeout>,
+    command_timeout: Option<Timeout>,
     keepalive: Option<HumanDuration>,
     jump: Option<String>,
     #[serde(rename = "become")]
@@ -375,6 +393,16 @@ fn resolve(
             vars,
         });
     }
+    if nodes.is_empty() {
+        // Running on no node "succeeds" and hides the mistake (a wrong file, a table misspelt).
+        return Err(SourceError {
+            file: path.to_path_buf(),
+            location: None,
+            message: "no nodes: an inventory needs at least one [nodes.NAME] table \
+                      (see inventory/example.toml)"
+                .into(),
+        });
+    }
     Ok(Inventory {
         source: path.display().to_string(),
         nodes,
@@ -583,6 +611,46 @@ nodes = ["b"]
         let msg = e.to_string();
         assert!(msg.starts_with("/inv/cluster.toml:2:19: "), "{msg}");
         assert!(msg.contains("expected a duration"), "{msg}");
+    }
+
+    #[test]
+    fn a_zero_timeout_is_located() {
+        for (key, col) in [("connect_timeout", 19), ("command_timeout", 19)] {
+            for zero in ["0s", "0", "0ms"] {
+                let e = parse(&format!("[defaults]\n{key} = \"{zero}\"\n[nodes.a]\n")).unwrap_err();
+                let msg = e.to_string();
+                assert!(
+                    msg.starts_with(&format!("/inv/cluster.toml:2:{col}: a timeout of 0")),
+                    "{msg}"
+                );
+            }
+            let e = parse(&format!("[nodes.a]\n\n[nodes.b]\n{key} = \"0s\"\n")).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("/inv/cluster.toml:4:{col}: a timeout of 0")),
+                "{e}"
+            );
+        }
+        let inv = parse("[defaults]\ncommand_timeout = \"1ms\"\n[nodes.a]\n").unwrap();
+        assert_eq!(inv.nodes[0].command_timeout, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn an_inventory_without_nodes_is_an_error() {
+        for text in [
+            "",
+            "[defaults]\nuser = \"root\"\n",
+            "[groups.gpu]\n",
+            "[nodes]\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                "/inv/cluster.toml: no nodes: an inventory needs at least one [nodes.NAME] table \
+                 (see inventory/example.toml)",
+                "{text:?}"
+            );
+        }
     }
 
     #[test]

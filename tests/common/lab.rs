@@ -21,8 +21,9 @@ fn lab_script() -> PathBuf {
 }
 
 impl Lab {
-    /// Start `n` nodes on `127.<net>.0.x` with extra `lab up` arguments (`--profile ...`);
-    /// `None` (after printing why) when not root outside CI.
+    /// Start `n` nodes on `127.<net>.0.x` with extra `lab up` arguments (`--profile ...`).
+    /// Without root it panics (see [`require_root`]), except that `PVEFLEET_SKIP_LAB=1` outside
+    /// CI makes it print a SKIPPED line and return `None`.
     pub fn up(test: &str, net: u8, n: usize, extra: &[&str]) -> Option<Lab> {
         if !require_root(test) {
             return None;
