@@ -46,7 +46,7 @@ pub fn token() -> CancellationToken {
             tokio::spawn(async move {
                 let what = next(&mut int, &mut term, &mut hup).await;
                 eprintln!(
-                    "\npvefleet: {what}: stopping at the next safe point (send it again to quit at once)"
+                    "\npvefleet: interrupted ({what}); stopping at the next safe point (send it again to quit at once)"
                 );
                 t.cancel();
                 let what = next(&mut int, &mut term, &mut hup).await;
