@@ -615,4 +615,67 @@ mod tests {
         assert_eq!(f.configured_cmdline, "iommu=pt");
         assert_eq!(f.boot.cmdline_file, "/etc/default/grub.d/iommu.cfg");
     }
+
+    #[test]
+    fn several_gpus_and_what_is_passed_through() {
+        use crate::probe::fixture;
+        // grep -A separators are not lspci output.
+        let text: String = fixture("lspci-nnk/three-gpus-one-vfio-grep.txt")
+            .lines()
+            .filter(|l| *l != "--")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let gpus = parse_lspci_nnk(&text).unwrap();
+        let summary: Vec<(&str, Option<&str>)> = gpus
+            .iter()
+            .map(|g| (g.slot.as_str(), g.driver.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("03:00.0", Some("ast")),
+                ("17:00.0", Some("vfio-pci")),
+                ("65:00.0", Some("nvidia"))
+            ]
+        );
+        assert_eq!(gpus[1].id, "10de:1ff2");
+        assert_eq!(gpus[1].name, "NVIDIA Corporation TU117GL [T400 4GB]");
+        // Non-display devices on vfio-pci: an HBA (header line of a real SAS2004, GitHub
+        // eLvErDe/hwraid issue #21) and a NIC; the -k lines follow lspci's format.
+        let hba_nic = "0c:00.0 Serial Attached SCSI controller [0107]: LSI Logic / Symbios Logic SAS2004 PCI-Express Fusion-MPT SAS-2 [Spitfire] [1000:0070] (rev 03)\n\tKernel driver in use: vfio-pci\n\tKernel modules: mpt3sas\n\
+             00:1f.6 Ethernet controller [0200]: Intel Corporation Ethernet Connection (7) I219-LM [8086:15bb] (rev 10)\n\tKernel driver in use: e1000e\n";
+        let out = format!(
+            "{}@@sub lspci\n{text}{hba_nic}@@iommu_groups 30\n@@kernel 6.8.12-5-pve\n",
+            boot(true, "BOOT_IMAGE=/x ro quiet", NO_PBT, 2, "")
+        );
+        let f = parse(&out).unwrap();
+        assert_eq!(f.gpus.len(), 3, "the HBA and the NIC are not GPUs");
+        let passed: Vec<(&str, &str, &str)> = f
+            .passthrough
+            .iter()
+            .map(|d| (d.slot.as_str(), d.class.as_str(), d.id.as_str()))
+            .collect();
+        assert_eq!(
+            passed,
+            vec![
+                ("17:00.0", "0300", "10de:1ff2"),
+                ("0c:00.0", "0107", "1000:0070")
+            ]
+        );
+        let g = grade(&f, &Thresholds::default());
+        let pt = g.iter().find(|x| x.check == "gpu.passthrough").unwrap();
+        assert_eq!(pt.grade, Grade::Pass);
+        assert!(
+            pt.detail.contains("0c:00.0 [0107] LSI Logic / Symbios Logic SAS2004 PCI-Express Fusion-MPT SAS-2 [Spitfire] (1000:0070)"),
+            "{}",
+            pt.detail
+        );
+        let one = parse_lspci_devices(&fixture("lspci-nnk/alderlake-n-vfio-pci.txt")).unwrap();
+        assert_eq!(
+            one.iter()
+                .filter(|d| d.driver.as_deref() == Some("vfio-pci"))
+                .count(),
+            1
+        );
+    }
 }
