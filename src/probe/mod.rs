@@ -257,6 +257,13 @@ pub fn missing(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// Read a captured output from `tests/fixtures/` (for the probes' unit tests).
+#[cfg(test)]
+pub(crate) fn fixture(path: &str) -> String {
+    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
 #[cfg(test)]
 mod thresholds_tests {
     use super::Thresholds;
@@ -292,11 +299,4 @@ mod thresholds_tests {
         assert_eq!((ok.clock_warn_s, ok.disk_fail_pct), (0.25, 100));
         assert_eq!(ok.clock_fail_s, Thresholds::default().clock_fail_s);
     }
-}
-
-/// Read a captured output from `tests/fixtures/` (for the probes' unit tests).
-#[cfg(test)]
-pub(crate) fn fixture(path: &str) -> String {
-    let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
 }
