@@ -218,11 +218,72 @@ fn probe_command_lists_and_runs_single_probes() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["nodes"][0]["facts"]["gpu"]["gpus"][0]["id"], "8086:3e92");
     assert_eq!(v["nodes"][0]["facts"]["gpu"]["bootloader"], "grub");
-    assert_eq!(
-        v["nodes"][1]["findings"][0]["grade"], "SKIP",
-        "no GPU: SKIP with the reason"
-    );
+    let devices = v["nodes"][1]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "gpu.devices")
+        .expect("a gpu.devices finding");
+    assert_eq!(devices["grade"], "SKIP", "no GPU: SKIP with the reason");
+    assert_eq!(devices["detail"], "no display-class PCI device");
     let bad = pvefleet(&["-i", inv.to_str().unwrap(), "probe", "gpuu"]);
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown probe `gpuu`"));
+}
+
+#[test]
+fn gpu_probe_reports_the_boot_loader_of_each_profile() {
+    let Some(lab) = Lab::up(
+        "gpu_probe_reports_the_boot_loader_of_each_profile",
+        132,
+        3,
+        &[
+            "--profile",
+            "pve2:systemd-boot",
+            "--profile",
+            "pve3:grub-pbt,bios",
+        ],
+    ) else {
+        return;
+    };
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "--json", "probe", "gpu"]);
+    let v = json_of(&out);
+    let row = |i: usize| &v["nodes"][i]["facts"]["gpu"];
+    let expect = [
+        // (loader, file, refresh, booted by UEFI): pve1 is the default UEFI + GRUB node.
+        ("grub", "/etc/default/grub", "update-grub", true),
+        (
+            "systemd-boot",
+            "/etc/kernel/cmdline",
+            "proxmox-boot-tool refresh",
+            true,
+        ),
+        (
+            "grub-pbt",
+            "/etc/default/grub",
+            "proxmox-boot-tool refresh",
+            false,
+        ),
+    ];
+    for (i, (loader, file, refresh, uefi)) in expect.into_iter().enumerate() {
+        let g = row(i);
+        assert_eq!(g["bootloader"], loader, "pve{}: {g}", i + 1);
+        assert_eq!(g["boot"]["loader"], loader);
+        assert_eq!(g["boot"]["cmdline_file"], file);
+        assert_eq!(g["boot"]["refresh"], serde_json::json!([refresh]));
+        assert_eq!(g["boot"]["uefi"], uefi, "pve{}: {g}", i + 1);
+    }
+    assert_eq!(row(2)["boot"]["esps"][0]["uuid"], "5D5C-1A2B");
+    assert_eq!(row(2)["boot"]["esps"][0]["grub"], true);
+    let finding = v["nodes"][2]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "gpu.bootloader")
+        .unwrap();
+    assert_eq!(
+        finding["detail"],
+        "GRUB managed by proxmox-boot-tool: kernel command line in /etc/default/grub, applied by proxmox-boot-tool refresh"
+    );
 }
