@@ -218,11 +218,179 @@ fn probe_command_lists_and_runs_single_probes() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["nodes"][0]["facts"]["gpu"]["gpus"][0]["id"], "8086:3e92");
     assert_eq!(v["nodes"][0]["facts"]["gpu"]["bootloader"], "grub");
-    assert_eq!(
-        v["nodes"][1]["findings"][0]["grade"], "SKIP",
-        "no GPU: SKIP with the reason"
-    );
+    let devices = v["nodes"][1]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "gpu.devices")
+        .expect("a gpu.devices finding");
+    assert_eq!(devices["grade"], "SKIP", "no GPU: SKIP with the reason");
+    assert_eq!(devices["detail"], "no display-class PCI device");
     let bad = pvefleet(&["-i", inv.to_str().unwrap(), "probe", "gpuu"]);
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown probe `gpuu`"));
+}
+
+#[test]
+fn gpu_probe_reports_the_boot_loader_of_each_profile() {
+    let Some(lab) = Lab::up(
+        "gpu_probe_reports_the_boot_loader_of_each_profile",
+        132,
+        3,
+        &[
+            "--profile",
+            "pve2:systemd-boot",
+            "--profile",
+            "pve3:grub-pbt,bios",
+        ],
+    ) else {
+        return;
+    };
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "--json", "probe", "gpu"]);
+    let v = json_of(&out);
+    let row = |i: usize| &v["nodes"][i]["facts"]["gpu"];
+    let expect = [
+        // (loader, file, refresh, booted by UEFI): pve1 is the default UEFI + GRUB node.
+        ("grub", "/etc/default/grub", "update-grub", true),
+        (
+            "systemd-boot",
+            "/etc/kernel/cmdline",
+            "proxmox-boot-tool refresh",
+            true,
+        ),
+        (
+            "grub-pbt",
+            "/etc/default/grub",
+            "proxmox-boot-tool refresh",
+            false,
+        ),
+    ];
+    for (i, (loader, file, refresh, uefi)) in expect.into_iter().enumerate() {
+        let g = row(i);
+        assert_eq!(g["bootloader"], loader, "pve{}: {g}", i + 1);
+        assert_eq!(g["boot"]["loader"], loader);
+        assert_eq!(g["boot"]["cmdline_file"], file);
+        assert_eq!(g["boot"]["refresh"], serde_json::json!([refresh]));
+        assert_eq!(g["boot"]["uefi"], uefi, "pve{}: {g}", i + 1);
+    }
+    assert_eq!(row(2)["boot"]["esps"][0]["uuid"], "5D5C-1A2B");
+    assert_eq!(row(2)["boot"]["esps"][0]["grub"], true);
+    let finding = v["nodes"][2]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "gpu.bootloader")
+        .unwrap();
+    assert_eq!(
+        finding["detail"],
+        "GRUB managed by proxmox-boot-tool: kernel command line in /etc/default/grub, applied by proxmox-boot-tool refresh"
+    );
+}
+
+/// The findings of one node for one probe, from `pvefleet --json probe NAME`.
+fn probe_findings(lab: &Lab, probe: &str) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "--json", "probe", probe]);
+    let v = json_of(&out);
+    let node = v["nodes"][0].clone();
+    let findings = node["findings"].as_array().unwrap().clone();
+    (node, findings)
+}
+
+fn finding<'a>(findings: &'a [serde_json::Value], check: &str) -> &'a serde_json::Value {
+    findings
+        .iter()
+        .find(|f| f["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} in {findings:?}"))
+}
+
+#[test]
+fn chrony_without_sources_warns_even_when_timedatectl_is_silent() {
+    let Some(lab) = Lab::up(
+        "chrony_without_sources_warns_even_when_timedatectl_is_silent",
+        134,
+        1,
+        &[],
+    ) else {
+        return;
+    };
+    let (_, findings) = probe_findings(&lab, "clock");
+    assert_eq!(finding(&findings, "clock.ntp")["grade"], "PASS");
+    // chronyd with no source, and no timedatectl to ask (an old systemd, or not installed).
+    lab.sh(
+        "pve1",
+        "mkdir -p /etc/chrony && printf 'driftfile /var/lib/chrony/chrony.drift\\n' > /etc/chrony/chrony.conf && rm /usr/bin/timedatectl",
+    );
+    let (node, findings) = probe_findings(&lab, "clock");
+    assert_eq!(
+        node["facts"]["clock"]["ntp_synchronized"],
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        node["facts"]["clock"]["missing"],
+        serde_json::json!(["timedatectl"])
+    );
+    let ntp = finding(&findings, "clock.ntp");
+    assert_eq!(ntp["grade"], "WARN");
+    assert_eq!(
+        ntp["detail"],
+        "chrony is not synchronised (stratum 0, reference 00000000 (), leap Not synchronised)"
+    );
+}
+
+#[test]
+fn a_standalone_node_is_not_failed_for_corosync() {
+    let Some(lab) = Lab::up("a_standalone_node_is_not_failed_for_corosync", 135, 1, &[]) else {
+        return;
+    };
+    // Outside a cluster there is no corosync.conf, and corosync does not run.
+    lab.sh(
+        "pve1",
+        "rm /etc/pve/corosync.conf && systemctl stop corosync",
+    );
+    let (_, findings) = probe_findings(&lab, "services");
+    let corosync = finding(&findings, "services.corosync");
+    assert_eq!(corosync["grade"], "SKIP", "{corosync}");
+    assert!(corosync["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("standalone node"));
+    assert!(findings
+        .iter()
+        .filter(|f| f["check"] != "services.corosync")
+        .all(|f| f["grade"] == "PASS"));
+    let (_, findings) = probe_findings(&lab, "cluster");
+    assert_eq!(finding(&findings, "cluster.quorum")["grade"], "SKIP");
+}
+
+#[test]
+fn offload_configured_but_not_applied_until_ifreload() {
+    let Some(lab) = Lab::up(
+        "offload_configured_but_not_applied_until_ifreload",
+        136,
+        1,
+        &[],
+    ) else {
+        return;
+    };
+    lab.sh(
+        "pve1",
+        "sed -i 's/^iface eno1 inet manual/iface eno1 inet manual\\n\\tpost-up \\/usr\\/sbin\\/ethtool -K $IFACE tso off gso off/' /etc/network/interfaces",
+    );
+    let (_, findings) = probe_findings(&lab, "offload");
+    let persist = finding(&findings, "offload.persist");
+    assert_eq!(persist["grade"], "WARN");
+    assert!(
+        persist["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("off in the config but on now: configured, not applied"),
+        "{persist}"
+    );
+    assert_eq!(persist["remediation"], "ifreload -a");
+    lab.sh("pve1", "ifreload -a");
+    let (_, findings) = probe_findings(&lab, "offload");
+    let persist = finding(&findings, "offload.persist");
+    assert_eq!(persist["grade"], "PASS", "{persist}");
 }

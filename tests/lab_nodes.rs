@@ -557,3 +557,102 @@ fn a_reboot_drops_connections_and_no_return_keeps_the_node_down() {
         "clearing no-return boots it again"
     );
 }
+
+#[test]
+fn grub_managed_by_proxmox_boot_tool_boots_what_refresh_wrote_to_the_esp() {
+    let Some(lab) = Lab::up(
+        "grub_managed_by_proxmox_boot_tool_boots_what_refresh_wrote_to_the_esp",
+        130,
+        1,
+        &["--profile", "pve1:grub-pbt,bios"],
+    ) else {
+        return;
+    };
+    // The status texts of proxmox-kernel-helper's `status` / `_status_detail`.
+    let status = lab.sh("pve1", "proxmox-boot-tool status");
+    assert!(
+        status.contains("System currently booted with legacy bios\n")
+            && status.contains("5D5C-1A2B is configured with: grub (versions: "),
+        "{status}"
+    );
+    let (code, out, err) = lab.ssh("pve1", "proxmox-boot-tool status --quiet");
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    let cmdline = lab.sh("pve1", "cat /proc/cmdline").trim_end().to_string();
+    assert!(
+        cmdline.starts_with("BOOT_IMAGE=/vmlinuz-") && cmdline.contains("boot=zfs quiet"),
+        "{cmdline}"
+    );
+    lab.sh(
+        "pve1",
+        "sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"/' /etc/default/grub",
+    );
+    // Trap: update-grub run where the proxmox-boot header does not redirect (from a package
+    // hook, dpkg sets DPKG_RUNNING_VERSION) regenerates /boot/grub/grub.cfg only, which the
+    // ESP's GRUB never reads.
+    let (code, _, err) = lab.ssh("pve1", "DPKG_RUNNING_VERSION=1 update-grub");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("W: This system is booted via proxmox-boot-tool"),
+        "{err}"
+    );
+    lab.reboot_and_wait("pve1");
+    assert!(
+        !lab.sh("pve1", "cat /proc/cmdline")
+            .contains("intel_iommu=on"),
+        "update-grub alone does not reach the next boot"
+    );
+    // proxmox-boot-tool refresh writes the ESP's grub.cfg: the next boot has it.
+    let refresh = lab.sh("pve1", "proxmox-boot-tool refresh 2>&1");
+    assert!(
+        refresh.contains("Copying and configuring kernels on /dev/disk/by-uuid/5D5C-1A2B"),
+        "{refresh}"
+    );
+    lab.reboot_and_wait("pve1");
+    let cmdline = lab.sh("pve1", "cat /proc/cmdline").trim_end().to_string();
+    assert!(
+        cmdline.ends_with("boot=zfs quiet intel_iommu=on"),
+        "{cmdline}"
+    );
+    // A hand-run update-grub is redirected by /etc/grub.d/000_proxmox_boot_header: it warns
+    // and runs proxmox-boot-tool refresh itself.
+    lab.sh(
+        "pve1",
+        "sed -i 's/ intel_iommu=on/ iommu=pt/' /etc/default/grub",
+    );
+    let (code, _, err) = lab.ssh("pve1", "update-grub");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("W: This system is booted via proxmox-boot-tool:")
+            && err.contains("W: Running: 'proxmox-boot-tool refresh'"),
+        "{err}"
+    );
+    lab.reboot_and_wait("pve1");
+    assert!(lab
+        .sh("pve1", "cat /proc/cmdline")
+        .trim_end()
+        .ends_with("quiet iommu=pt"));
+}
+
+#[test]
+fn grub_d_files_override_the_default_line_like_grub_mkconfig() {
+    let Some(lab) = Lab::up(
+        "grub_d_files_override_the_default_line_like_grub_mkconfig",
+        131,
+        1,
+        &[],
+    ) else {
+        return;
+    };
+    lab.sh(
+        "pve1",
+        "mkdir -p /etc/default/grub.d && echo 'GRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\" # from grub.d' > /etc/default/grub.d/50-local.cfg \
+         && sed -i 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"/' /etc/default/grub \
+         && update-grub 2>/dev/null",
+    );
+    lab.reboot_and_wait("pve1");
+    let cmdline = lab.sh("pve1", "cat /proc/cmdline").trim_end().to_string();
+    assert!(
+        cmdline.ends_with("ro quiet splash") && !cmdline.contains("intel_iommu"),
+        "the grub.d line wins: {cmdline}"
+    );
+}

@@ -131,27 +131,93 @@ fn edit_params(current: &str, add: &[String], remove: &[String]) -> String {
     params.join(" ")
 }
 
-/// Edit `GRUB_CMDLINE_LINUX_DEFAULT` in /etc/default/grub content.
-pub fn grub_cmdline(content: &str, add: &[String], remove: &[String]) -> String {
-    let key = "GRUB_CMDLINE_LINUX_DEFAULT=";
-    let mut found = false;
-    let mut lines: Vec<String> = Vec::new();
-    for l in content.lines() {
-        if let Some(v) = l.trim_start().strip_prefix(key) {
-            found = true;
-            let quote = v.chars().next().filter(|c| *c == '"' || *c == '\'');
-            let inner = v.trim_matches(|c| c == '"' || c == '\'');
-            let q = quote.unwrap_or('"');
-            lines.push(format!("{key}{q}{}{q}", edit_params(inner, add, remove)));
-        } else {
-            lines.push(l.to_string());
+/// A `KEY=VALUE` assignment of a shell-sourced GRUB file, split so the value can be edited
+/// and everything around it kept: `GRUB_CMDLINE_LINUX_DEFAULT="quiet" # note` has the value
+/// `quiet`, the quote `"` and the tail ` # note`.
+struct GrubAssignment<'a> {
+    /// Up to and including `=` (indentation, `export ` and the key).
+    head: &'a str,
+    quote: Option<char>,
+    value: &'a str,
+    /// After the closing quote (or after an unquoted value): a comment, spaces.
+    tail: &'a str,
+}
+
+fn grub_assignment<'a>(line: &'a str, key: &str) -> Option<GrubAssignment<'a>> {
+    let body = line.trim_start();
+    let body = body
+        .strip_prefix("export")
+        .filter(|r| r.starts_with(char::is_whitespace))
+        .map_or(body, str::trim_start);
+    let rest = body.strip_prefix(key)?.strip_prefix('=')?;
+    let head = &line[..line.len() - rest.len()];
+    match rest.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let inner = &rest[1..];
+            // An unterminated quote: leave the line alone rather than guess.
+            let close = inner.find(q)?;
+            Some(GrubAssignment {
+                head,
+                quote: Some(q),
+                value: &inner[..close],
+                tail: &inner[close + 1..],
+            })
+        }
+        _ => {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            Some(GrubAssignment {
+                head,
+                quote: None,
+                value: &rest[..end],
+                tail: &rest[end..],
+            })
         }
     }
-    if !found {
-        lines.push(format!("{key}\"{}\"", edit_params("", add, remove)));
+}
+
+/// Edit `GRUB_CMDLINE_LINUX_DEFAULT` in /etc/default/grub content (or a
+/// `/etc/default/grub.d/*.cfg` file): the last assignment is the one GRUB uses, so that one is
+/// edited; its quote style, indentation, `export` and a trailing comment are kept. Without one,
+/// a line is appended.
+pub fn grub_cmdline(content: &str, add: &[String], remove: &[String]) -> String {
+    let key = "GRUB_CMDLINE_LINUX_DEFAULT";
+    let mut lines: Vec<String> = content.lines().map(str::to_string).collect();
+    let last = lines
+        .iter()
+        .rposition(|l| grub_assignment(l, key).is_some());
+    match last {
+        Some(i) => {
+            let a = grub_assignment(&lines[i], key).expect("matched above");
+            let q = a.quote.unwrap_or('"');
+            let new = format!(
+                "{}{q}{}{q}{}",
+                a.head,
+                edit_params(a.value, add, remove),
+                a.tail
+            );
+            lines[i] = new;
+        }
+        None => lines.push(format!("{key}=\"{}\"", edit_params("", add, remove))),
     }
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     join(&refs)
+}
+
+/// Edit the kernel command line in a file written the way `format` says: the one call the
+/// playbook engine needs after [`crate::bootloader::BootSetup::cmdline_target`] told it which
+/// file to edit.
+pub fn kernel_cmdline(
+    format: crate::bootloader::CmdlineFormat,
+    content: &str,
+    add: &[String],
+    remove: &[String],
+) -> String {
+    match format {
+        crate::bootloader::CmdlineFormat::GrubDefault => grub_cmdline(content, add, remove),
+        crate::bootloader::CmdlineFormat::KernelCmdline => {
+            kernel_cmdline_file(content, add, remove)
+        }
+    }
 }
 
 /// Edit the one line of /etc/kernel/cmdline (systemd-boot).
@@ -209,6 +275,68 @@ mod tests {
         assert!(
             changed.contains("\"quiet intel_iommu=off iommu=pt\""),
             "{changed}"
+        );
+    }
+
+    #[test]
+    fn a_trailing_comment_and_the_quote_style_survive_the_edit() {
+        let with_comment =
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\" # keep the console quiet\n";
+        let add = vec!["intel_iommu=on".to_string()];
+        let once = grub_cmdline(with_comment, &add, &[]);
+        assert_eq!(
+            once,
+            "GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\" # keep the console quiet\n"
+        );
+        assert_eq!(grub_cmdline(&once, &add, &[]), once, "idempotent");
+        assert_eq!(
+            grub_cmdline(&once, &[], &["intel_iommu".into()]),
+            with_comment
+        );
+        let single = "  export GRUB_CMDLINE_LINUX_DEFAULT='quiet splash'#x\n";
+        assert_eq!(
+            grub_cmdline(single, &add, &[]),
+            "  export GRUB_CMDLINE_LINUX_DEFAULT='quiet splash intel_iommu=on'#x\n"
+        );
+        let bare = "GRUB_CMDLINE_LINUX_DEFAULT=quiet # bare word\n";
+        assert_eq!(
+            grub_cmdline(bare, &add, &[]),
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\" # bare word\n"
+        );
+    }
+
+    #[test]
+    fn the_last_assignment_is_the_one_edited() {
+        let twice = "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n#GRUB_CMDLINE_LINUX_DEFAULT=\"old\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash\"\n";
+        let out = grub_cmdline(twice, &["iommu=pt".into()], &[]);
+        assert_eq!(
+            out,
+            "GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n#GRUB_CMDLINE_LINUX_DEFAULT=\"old\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet splash iommu=pt\"\n"
+        );
+        // GRUB_CMDLINE_LINUX is a different key.
+        let linux_only = "GRUB_CMDLINE_LINUX=\"console=ttyS0\"\n";
+        assert_eq!(
+            grub_cmdline(linux_only, &["iommu=pt".into()], &[]),
+            "GRUB_CMDLINE_LINUX=\"console=ttyS0\"\nGRUB_CMDLINE_LINUX_DEFAULT=\"iommu=pt\"\n"
+        );
+    }
+
+    #[test]
+    fn the_format_picks_the_edit() {
+        use crate::bootloader::CmdlineFormat;
+        let add = vec!["intel_iommu=on".to_string()];
+        assert_eq!(
+            kernel_cmdline(CmdlineFormat::GrubDefault, GRUB, &add, &[]),
+            grub_cmdline(GRUB, &add, &[])
+        );
+        assert_eq!(
+            kernel_cmdline(
+                CmdlineFormat::KernelCmdline,
+                "root=ZFS=rpool/ROOT/pve-1 boot=zfs\n",
+                &add,
+                &[]
+            ),
+            "root=ZFS=rpool/ROOT/pve-1 boot=zfs intel_iommu=on\n"
         );
     }
 

@@ -187,29 +187,63 @@ pub fn grade_offset(offset_s: f64, error_s: f64, t: &Thresholds) -> Finding {
     }
 }
 
-/// `clock.ntp`: an NTP daemon is active and synchronised.
+impl Tracking {
+    /// chronyd says it is synchronised to a source: leap status not `Not synchronised`, a
+    /// reference id other than all zeros, a stratum from 1 to 15 (chrony's `tracking` report;
+    /// stratum 0 and id `00000000` are what chronyd prints before any source was selected).
+    pub fn synchronised(&self) -> bool {
+        let id = self.reference.split_whitespace().next().unwrap_or("");
+        self.leap_status != "Not synchronised"
+            && !id.is_empty()
+            && !id.chars().all(|c| c == '0')
+            && (1..16).contains(&self.stratum)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "stratum {}, reference {}, leap {}",
+            self.stratum, self.reference, self.leap_status
+        )
+    }
+}
+
+/// `clock.ntp`: an NTP daemon is active and synchronised. `chronyc tracking` is enough to
+/// grade on its own; `timedatectl` (which may say nothing: old systemd, an error, an empty
+/// value) only adds a warning when it says "no".
 pub fn grade(f: &ClockFacts, _t: &Thresholds) -> Vec<Finding> {
-    let finding = match (f.daemon.as_str(), f.ntp_synchronized) {
-        ("none", _) => Finding::new(
-            "clock.ntp",
+    let ntp = |g: Grade, d: String| Finding::new("clock.ntp", g, d);
+    let finding = match (f.daemon.as_str(), &f.tracking, f.ntp_synchronized) {
+        ("none", _, _) => ntp(
             Grade::Fail,
-            "no NTP daemon active (neither chrony nor systemd-timesyncd)",
+            "no NTP daemon active (neither chrony nor systemd-timesyncd)".into(),
         )
         .fix("systemctl enable --now chrony"),
-        (d, Some(false)) => Finding::new(
-            "clock.ntp",
+        (_, Some(t), _) if !t.synchronised() => ntp(
             Grade::Warn,
-            format!("{d} active but the clock is not synchronised"),
+            format!("chrony is not synchronised ({})", t.describe()),
         )
         .fix(SYNC_CLOCK),
-        (d, _) => {
-            let leap = f
-                .tracking
-                .as_ref()
-                .map(|t| format!(", stratum {}, leap {}", t.stratum, t.leap_status))
-                .unwrap_or_default();
-            Finding::new("clock.ntp", Grade::Pass, format!("{d} synchronised{leap}"))
-        }
+        (d, _, Some(false)) => ntp(
+            Grade::Warn,
+            format!("{d} active but timedatectl says the clock is not synchronised"),
+        )
+        .fix(SYNC_CLOCK),
+        ("chrony", None, _) => ntp(
+            Grade::Warn,
+            format!(
+                "chrony active but its state cannot be read: {}",
+                f.tracking_error
+                    .as_deref()
+                    .unwrap_or("chronyc tracking gave nothing")
+            ),
+        )
+        .fix(SYNC_CLOCK),
+        (d, Some(t), _) => ntp(Grade::Pass, format!("{d} synchronised, {}", t.describe())),
+        (d, None, Some(true)) => ntp(Grade::Pass, format!("{d} synchronised (timedatectl)")),
+        (d, None, None) => ntp(
+            Grade::Warn,
+            format!("{d} active but nothing says whether it is synchronised"),
+        ),
     };
     vec![finding]
 }
@@ -303,5 +337,57 @@ mod tests {
             parse("@@ntp_sync no\n@@chrony active\n@@sub tracking\n506 Cannot talk to daemon\n")
                 .unwrap();
         assert!(f.tracking_error.unwrap().contains("506"));
+    }
+
+    fn chrony_with(tracking: &str, ntp_sync: &str) -> ClockFacts {
+        parse(&format!(
+            "@@epoch 1.0\n@@ntp_sync {ntp_sync}\n@@chrony active\n@@timesyncd inactive\n@@sub tracking\n{tracking}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn not_synchronised_chrony_warns_whatever_timedatectl_says() {
+        let t = Thresholds::default();
+        for file in [
+            "chronyc-tracking/not-synchronised-no-source.txt",
+            "chronyc-tracking/not-synchronised-stratum3-lost-source.txt",
+        ] {
+            // timedatectl with no answer (old systemd, an error, an empty value) and "yes".
+            for sync in ["", "yes", "no"] {
+                let f = chrony_with(&fixture(file), sync);
+                assert!(!f.tracking.as_ref().unwrap().synchronised(), "{file}");
+                let g = &grade(&f, &t)[0];
+                assert_eq!(g.grade, Grade::Warn, "{file} with timedatectl {sync:?}");
+                assert!(
+                    g.detail.starts_with("chrony is not synchronised (stratum "),
+                    "{}",
+                    g.detail
+                );
+                assert_eq!(g.remediation.as_deref(), Some(SYNC_CLOCK));
+            }
+        }
+        let t0 =
+            parse_tracking(&fixture("chronyc-tracking/not-synchronised-no-source.txt")).unwrap();
+        assert_eq!((t0.stratum, t0.reference.as_str()), (0, "00000000 ()"));
+    }
+
+    #[test]
+    fn synchronised_chrony_passes_without_timedatectl_and_warns_when_it_says_no() {
+        let t = Thresholds::default();
+        let f = chrony_with(&fixture("chronyc-tracking/stratum1-pps.txt"), "");
+        assert_eq!(f.ntp_synchronized, None);
+        let g = &grade(&f, &t)[0];
+        assert_eq!(g.grade, Grade::Pass);
+        assert_eq!(
+            g.detail,
+            "chrony synchronised, stratum 1, reference 50505300 (PPS), leap Normal"
+        );
+        let f = chrony_with(&fixture("chronyc-tracking/fedora-docs-slow.txt"), "no");
+        assert_eq!(grade(&f, &t)[0].grade, Grade::Warn);
+        let f = chrony_with("506 Cannot talk to daemon\n", "");
+        let g = &grade(&f, &t)[0];
+        assert_eq!(g.grade, Grade::Warn);
+        assert!(g.detail.contains("506"), "{}", g.detail);
     }
 }

@@ -440,4 +440,46 @@ mod tests {
         let np = parse("@@missing pveversion\n").unwrap();
         assert_eq!(grade(&np, &Thresholds::default())[0].grade, Grade::Skip);
     }
+
+    #[test]
+    fn real_inquorate_captures() {
+        let q = parse_pvecm_status(&fixture("pvecm-status/two-node-inquorate.txt"))
+            .unwrap()
+            .unwrap();
+        assert!(!q.quorate && q.activity_blocked);
+        assert_eq!((q.expected_votes, q.total_votes, q.quorum), (2, 1, 2));
+        assert!(q.flags.is_empty());
+        assert_eq!(
+            q.members,
+            vec![Member {
+                nodeid: 2,
+                votes: 1,
+                name: "10.10.10.102".into(),
+                local: true
+            }]
+        );
+        let q = parse_pvecm_status(&fixture(
+            "pvecm-status/three-node-inquorate-cluster-info.txt",
+        ))
+        .unwrap()
+        .unwrap();
+        assert!(!q.quorate && q.activity_blocked);
+        assert_eq!((q.expected_votes, q.total_votes, q.quorum), (3, 1, 2));
+        assert!(q.members.is_empty());
+        let f = ClusterFacts {
+            not_proxmox: false,
+            hostname: "pve3".into(),
+            manager_version: None,
+            kernel: None,
+            quorum: Some(q),
+            ha: HaStatus::default(),
+            running_guests: Vec::new(),
+        };
+        let g = grade(&f, &Thresholds::default());
+        assert_eq!(g[0].grade, Grade::Fail);
+        assert_eq!(
+            g[0].detail,
+            "NOT quorate: 1/3 votes, 2 needed; /etc/pve is read-only"
+        );
+    }
 }

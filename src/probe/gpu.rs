@@ -9,20 +9,19 @@ use super::{marker, missing, sub, Finding, Grade, ParseError, Thresholds, IGPU_P
 /// Probe name.
 pub const NAME: &str = "gpu";
 
-/// The snippet.
-pub const SNIPPET: &str = r#"if command -v lspci >/dev/null 2>&1; then
+/// The snippet: the shared boot-loader evidence ([`crate::bootloader::SNIPPET`]), then the
+/// devices, IOMMU, kernel and vfio / GVT-g configuration.
+pub const SNIPPET: &str = concat!(
+    crate::bootloader::boot_evidence_sh!(),
+    "\n",
+    r#"if command -v lspci >/dev/null 2>&1; then
   echo "@@sub lspci"
   lspci -nnk 2>&1
 else
   echo "@@missing lspci"
 fi
 echo "@@iommu_groups $(ls /sys/kernel/iommu_groups 2>/dev/null | wc -l)"
-echo "@@cmdline $(cat /proc/cmdline)"
-if [ -d /sys/firmware/efi ]; then echo "@@efi yes"; else echo "@@efi no"; fi
 echo "@@kernel $(uname -r)"
-echo "@@sub pbt"
-proxmox-boot-tool status 2>&1
-echo "@@pbt_rc $?"
 echo "@@sub etc_kernel_cmdline"
 cat /etc/kernel/cmdline 2>/dev/null
 echo "@@sub grub_default"
@@ -32,11 +31,12 @@ grep -vE '^[[:space:]]*(#|$)' /etc/modules 2>/dev/null
 echo "@@sub modprobe"
 grep -shE '^[[:space:]]*(options|blacklist)[[:space:]]' /etc/modprobe.d/*.conf
 echo "@@sub mdev"
-ls /sys/bus/pci/devices/*/mdev_supported_types 2>/dev/null | grep -v ':$' | grep -v '^$'"#;
+ls /sys/bus/pci/devices/*/mdev_supported_types 2>/dev/null | grep -v ':$' | grep -v '^$'"#
+);
 
-/// One display-class PCI device.
+/// One PCI device of `lspci -nnk` (display devices, and devices bound to vfio-pci).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Gpu {
+pub struct PciDevice {
     /// PCI address (`00:02.0`).
     pub slot: String,
     /// Class id (`0300`).
@@ -54,9 +54,20 @@ pub struct Gpu {
 /// Display classes: VGA, 3D, Display.
 const DISPLAY_CLASSES: [&str; 3] = ["0300", "0302", "0380"];
 
+/// A display-class device.
+pub type Gpu = PciDevice;
+
 /// Parse `lspci -nnk`, keeping display-class devices.
 pub fn parse_lspci_nnk(text: &str) -> Result<Vec<Gpu>, ParseError> {
-    let mut out: Vec<Gpu> = Vec::new();
+    Ok(parse_lspci_devices(text)?
+        .into_iter()
+        .filter(|d| DISPLAY_CLASSES.contains(&d.class.as_str()))
+        .collect())
+}
+
+/// Parse `lspci -nnk` into every device (with its class id).
+pub fn parse_lspci_devices(text: &str) -> Result<Vec<PciDevice>, ParseError> {
+    let mut out: Vec<PciDevice> = Vec::new();
     let mut in_gpu = false;
     for line in text.lines() {
         if line.starts_with('\t') || line.starts_with("  ") {
@@ -94,9 +105,6 @@ pub fn parse_lspci_nnk(text: &str) -> Result<Vec<Gpu>, ParseError> {
             continue;
         };
         let class = &rest[open + 2..open + close];
-        if !DISPLAY_CLASSES.contains(&class) {
-            continue;
-        }
         let desc = rest[open + close + 2..].trim();
         let desc = match desc.rfind(" (rev ") {
             Some(i) => &desc[..i],
@@ -108,7 +116,7 @@ pub fn parse_lspci_nnk(text: &str) -> Result<Vec<Gpu>, ParseError> {
             }
             _ => (desc, ""),
         };
-        out.push(Gpu {
+        out.push(PciDevice {
             slot: slot.to_string(),
             class: class.to_string(),
             id: id.to_lowercase(),
@@ -121,23 +129,15 @@ pub fn parse_lspci_nnk(text: &str) -> Result<Vec<Gpu>, ParseError> {
     Ok(out)
 }
 
-/// The node's boot loader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BootLoader {
-    /// GRUB: `/etc/default/grub` + `update-grub`.
-    Grub,
-    /// systemd-boot (ZFS root on UEFI): `/etc/kernel/cmdline` + `proxmox-boot-tool refresh`.
-    SystemdBoot,
-    /// proxmox-boot-tool manages GRUB on the ESPs (legacy BIOS ZFS installs).
-    GrubPbt,
-}
+pub use crate::bootloader::Loader as BootLoader;
 
 /// What the probe found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GpuFacts {
     /// Display devices.
     pub gpus: Vec<Gpu>,
+    /// Every device bound to vfio-pci, whatever its class (GPUs, HBAs, NICs passed through).
+    pub passthrough: Vec<PciDevice>,
     /// lspci missing.
     pub lspci_missing: bool,
     /// IOMMU groups present.
@@ -148,8 +148,11 @@ pub struct GpuFacts {
     pub uefi: bool,
     /// Running kernel.
     pub kernel: String,
-    /// Boot loader.
+    /// Boot loader (`grub`, `grub-pbt`, `systemd-boot`).
     pub bootloader: BootLoader,
+    /// The whole boot set-up: loader, ESPs, the file holding the command line, the refresh
+    /// command, grub.d overrides.
+    pub boot: crate::bootloader::BootSetup,
     /// The command line the boot loader is configured with (what the next boot gets after the
     /// boot loader is refreshed): GRUB's `GRUB_CMDLINE_LINUX(_DEFAULT)` or `/etc/kernel/cmdline`.
     pub configured_cmdline: String,
@@ -165,21 +168,41 @@ pub struct GpuFacts {
     pub mdev_types: Vec<String>,
 }
 
+/// The value of a shell assignment as GRUB's files write it: quotes removed, a trailing
+/// comment after the closing quote dropped.
+fn grub_value(v: &str) -> String {
+    let v = v.trim();
+    match v.chars().next() {
+        Some(q @ ('"' | '\'')) => v[1..].split(q).next().unwrap_or("").trim().to_string(),
+        _ => v.split_whitespace().next().unwrap_or("").to_string(),
+    }
+}
+
 fn params(s: &str) -> Vec<&str> {
     s.split_whitespace().collect()
 }
 
 /// Parse the snippet's output.
 pub fn parse(text: &str) -> Result<GpuFacts, ParseError> {
-    let gpus = match sub(text, "lspci") {
-        Some(t) => parse_lspci_nnk(t)?,
+    let devices = match sub(text, "lspci") {
+        Some(t) => parse_lspci_devices(t)?,
         None => Vec::new(),
     };
-    let pbt = sub(text, "pbt").unwrap_or("");
-    let pbt_rc: i32 = marker(text, "pbt_rc")
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(-1);
-    let cmdline = marker(text, "cmdline").unwrap_or("").trim().to_string();
+    let gpus: Vec<Gpu> = devices
+        .iter()
+        .filter(|d| DISPLAY_CLASSES.contains(&d.class.as_str()))
+        .cloned()
+        .collect();
+    let passthrough: Vec<PciDevice> = devices
+        .into_iter()
+        .filter(|d| d.driver.as_deref() == Some("vfio-pci"))
+        .collect();
+    let boot = crate::bootloader::parse(text).map_err(|e| ParseError {
+        probe: NAME,
+        message: e.to_string(),
+    })?;
+    let bootloader = boot.loader;
+    let cmdline = boot.running_cmdline.clone();
     let etc_kernel = sub(text, "etc_kernel_cmdline")
         .unwrap_or("")
         .lines()
@@ -187,27 +210,41 @@ pub fn parse(text: &str) -> Result<GpuFacts, ParseError> {
         .unwrap_or("")
         .trim()
         .to_string();
-    let bootloader = if cmdline.starts_with("initrd=\\EFI\\")
-        || (pbt_rc == 0 && pbt.contains("(versions:") && pbt.contains("uefi"))
-    {
-        BootLoader::SystemdBoot
-    } else if pbt_rc == 0 && pbt.contains("grub") {
-        BootLoader::GrubPbt
-    } else {
-        BootLoader::Grub
-    };
-    let mut grub_params = String::new();
-    for l in sub(text, "grub_default").unwrap_or("").lines() {
-        if let Some((_, v)) = l.split_once('=') {
-            let v = v.trim().trim_matches('"').trim_matches('\'');
-            if !v.is_empty() {
-                if !grub_params.is_empty() {
-                    grub_params.push(' ');
-                }
-                grub_params.push_str(v);
-            }
+    // What GRUB will get: /etc/default/grub, then the grub.d files sourced after it (a line
+    // that does not mention its own key replaces the earlier value).
+    let mut linux = String::new();
+    let mut default = String::new();
+    let grub_default = sub(text, "grub_default").unwrap_or("");
+    let assignments = grub_default
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.trim().split_once('=')?;
+            Some((k.trim().to_string(), grub_value(v), true))
+        })
+        .chain(
+            boot.grub_d
+                .iter()
+                .map(|o| (o.key.clone(), o.value.clone(), o.replaces)),
+        );
+    for (key, value, replaces) in assignments {
+        let slot = match key.as_str() {
+            "GRUB_CMDLINE_LINUX" => &mut linux,
+            "GRUB_CMDLINE_LINUX_DEFAULT" => &mut default,
+            _ => continue,
+        };
+        if replaces {
+            *slot = value;
+        } else {
+            // `"$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt"`: the earlier value, then the rest.
+            let own = [format!("${key}"), format!("${{{key}}}")];
+            let extra: Vec<&str> = value
+                .split_whitespace()
+                .filter(|w| !own.iter().any(|o| o == w))
+                .collect();
+            *slot = format!("{} {}", slot, extra.join(" ")).trim().to_string();
         }
     }
+    let grub_params = format!("{linux} {default}").trim().to_string();
     let configured_cmdline = match bootloader {
         BootLoader::SystemdBoot => etc_kernel,
         _ => grub_params.clone(),
@@ -230,14 +267,16 @@ pub fn parse(text: &str) -> Result<GpuFacts, ParseError> {
     }
     Ok(GpuFacts {
         gpus,
+        passthrough,
         lspci_missing: missing(text).contains(&"lspci"),
         iommu_groups: marker(text, "iommu_groups")
             .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0),
-        uefi: marker(text, "efi") == Some("yes"),
+        uefi: boot.uefi,
         kernel: marker(text, "kernel").unwrap_or("").trim().to_string(),
         cmdline,
         bootloader,
+        boot,
         configured_cmdline,
         grub_params,
         modules: sub(text, "modules")
@@ -257,10 +296,32 @@ pub fn parse(text: &str) -> Result<GpuFacts, ParseError> {
     })
 }
 
-/// Grade: `gpu.devices`, `gpu.iommu`, `gpu.driver`, `gpu.cmdline`, `gpu.vfio_virqfd`,
-/// `gpu.gvt_conflict`.
+/// Grade: `gpu.bootloader`, `gpu.passthrough`, `gpu.devices`, `gpu.iommu`, `gpu.driver`,
+/// `gpu.cmdline`, `gpu.vfio_virqfd`, `gpu.gvt_conflict`.
 pub fn grade(f: &GpuFacts, _t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
+    out.push(Finding::new(
+        "gpu.bootloader",
+        Grade::Pass,
+        format!(
+            "{}: kernel command line in {}, applied by {}",
+            f.boot.loader.describe(),
+            f.boot.cmdline_file,
+            f.boot.refresh.join(" && ")
+        ),
+    ));
+    if !f.passthrough.is_empty() {
+        let list: Vec<String> = f
+            .passthrough
+            .iter()
+            .map(|d| format!("{} [{}] {} ({})", d.slot, d.class, d.name, d.id))
+            .collect();
+        out.push(Finding::new(
+            "gpu.passthrough",
+            Grade::Pass,
+            format!("bound to vfio-pci: {}", list.join("; ")),
+        ));
+    }
     if f.modules.iter().any(|m| m == "vfio_virqfd") {
         out.push(
             Finding::new(
@@ -297,10 +358,7 @@ pub fn grade(f: &GpuFacts, _t: &Thresholds) -> Vec<Finding> {
         .filter(|p| !running.contains(p) && !p.starts_with("root=") && !p.starts_with("boot="))
         .collect();
     if !pending.is_empty() {
-        let how = match f.bootloader {
-            BootLoader::SystemdBoot => "proxmox-boot-tool refresh",
-            _ => "update-grub",
-        };
+        let how = f.boot.refresh.join(" && ");
         out.push(Finding::new(
             "gpu.cmdline",
             Grade::Warn,
@@ -427,9 +485,20 @@ mod tests {
         assert_eq!(g[0].modules, vec!["nouveau", "nvidia_drm", "nvidia"]);
     }
 
+    /// The boot-loader evidence as [`crate::bootloader::SNIPPET`] prints it.
+    fn boot(efi: bool, cmdline: &str, pbt: &str, rc: u8, grub_d: &str) -> String {
+        format!(
+            "@@boot_efi {}\n@@boot_cmdline {cmdline}\n@@sub boot_pbt\n{pbt}@@boot_pbt_rc {rc}\n@@sub boot_grub_d\n{grub_d}@@boot_end\n",
+            if efi { "yes" } else { "no" }
+        )
+    }
+
+    const NO_PBT: &str = "E: /etc/kernel/proxmox-boot-uuids does not exist.\n";
+
     fn out(cmdline: &str, groups: u32, extra: &str) -> String {
         format!(
-            "@@sub lspci\n{LSPCI}@@iommu_groups {groups}\n@@cmdline {cmdline}\n@@efi yes\n@@kernel 6.8.12-5-pve\n@@sub pbt\nE: /etc/kernel/proxmox-boot-uuids does not exist.\n@@pbt_rc 2\n@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n{extra}"
+            "{}@@sub lspci\n{LSPCI}@@iommu_groups {groups}\n@@kernel 6.8.12-5-pve\n@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n{extra}",
+            boot(true, cmdline, NO_PBT, 2, "")
         )
     }
 
@@ -472,8 +541,17 @@ mod tests {
 
     #[test]
     fn systemd_boot_ignores_grub_params() {
-        let text = "@@cmdline initrd=\\EFI\\proxmox\\6.8.12-5-pve\\initrd.img-6.8.12-5-pve root=ZFS=rpool/ROOT/pve-1 boot=zfs\n@@sub pbt\nSystem currently booted with uefi\n5D5C-1A2B is configured with: uefi (versions: 6.8.12-5-pve)\n@@pbt_rc 0\n@@sub etc_kernel_cmdline\nroot=ZFS=rpool/ROOT/pve-1 boot=zfs\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"\n@@missing lspci\n";
-        let f = parse(text).unwrap();
+        let text = format!(
+            "{}@@sub etc_kernel_cmdline\nroot=ZFS=rpool/ROOT/pve-1 boot=zfs\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\"\n@@missing lspci\n",
+            boot(
+                true,
+                "initrd=\\EFI\\proxmox\\6.8.12-5-pve\\initrd.img-6.8.12-5-pve root=ZFS=rpool/ROOT/pve-1 boot=zfs",
+                "System currently booted with uefi\n5D5C-1A2B is configured with: uefi (versions: 6.8.12-5-pve)\n",
+                0,
+                ""
+            )
+        );
+        let f = parse(&text).unwrap();
         assert_eq!(f.bootloader, BootLoader::SystemdBoot);
         let g = grade(&f, &Thresholds::default());
         assert!(
@@ -483,5 +561,121 @@ mod tests {
             "{g:?}"
         );
         assert!(g.iter().any(|x| x.grade == Grade::Skip));
+    }
+
+    #[test]
+    fn grub_managed_by_proxmox_boot_tool_says_refresh() {
+        let text = format!(
+            "{}@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on\" # for passthrough\n@@missing lspci\n",
+            boot(
+                false,
+                "BOOT_IMAGE=/vmlinuz-6.8.12-8-pve root=ZFS=rpool/ROOT/pve-1 ro root=ZFS=rpool/ROOT/pve-1 boot=zfs quiet",
+                &crate::probe::fixture("proxmox-boot-tool-status/legacy-grub-stale.txt"),
+                0,
+                ""
+            )
+        );
+        let f = parse(&text).unwrap();
+        assert_eq!(f.bootloader, BootLoader::GrubPbt);
+        assert_eq!(
+            f.configured_cmdline, "quiet intel_iommu=on",
+            "trailing comment dropped"
+        );
+        let g = grade(&f, &Thresholds::default());
+        let pending = g.iter().find(|x| x.check == "gpu.cmdline").unwrap();
+        assert!(
+            pending
+                .detail
+                .contains("intel_iommu=on (proxmox-boot-tool refresh, then reboot)"),
+            "{}",
+            pending.detail
+        );
+        let loader = g.iter().find(|x| x.check == "gpu.bootloader").unwrap();
+        assert_eq!(
+            loader.detail,
+            "GRUB managed by proxmox-boot-tool: kernel command line in /etc/default/grub, applied by proxmox-boot-tool refresh"
+        );
+    }
+
+    #[test]
+    fn grub_d_files_count_in_the_configured_line() {
+        let grub_d = "/etc/default/grub.d/iommu.cfg:1:GRUB_CMDLINE_LINUX_DEFAULT=\"$GRUB_CMDLINE_LINUX_DEFAULT iommu=pt\"\n";
+        let text = format!(
+            "{}@@sub etc_kernel_cmdline\n@@sub grub_default\nGRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\nGRUB_CMDLINE_LINUX=\"\"\n@@missing lspci\n",
+            boot(true, "BOOT_IMAGE=/x ro quiet", NO_PBT, 2, grub_d)
+        );
+        let f = parse(&text).unwrap();
+        assert_eq!(f.configured_cmdline, "quiet iommu=pt");
+        assert_eq!(
+            f.boot.cmdline_file, "/etc/default/grub",
+            "an append is not a replacement"
+        );
+        let replacing = grub_d.replace("$GRUB_CMDLINE_LINUX_DEFAULT ", "");
+        let f = parse(&text.replace(grub_d, &replacing)).unwrap();
+        assert_eq!(f.configured_cmdline, "iommu=pt");
+        assert_eq!(f.boot.cmdline_file, "/etc/default/grub.d/iommu.cfg");
+    }
+
+    #[test]
+    fn several_gpus_and_what_is_passed_through() {
+        use crate::probe::fixture;
+        // grep -A separators are not lspci output.
+        let text: String = fixture("lspci-nnk/three-gpus-one-vfio-grep.txt")
+            .lines()
+            .filter(|l| *l != "--")
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let gpus = parse_lspci_nnk(&text).unwrap();
+        let summary: Vec<(&str, Option<&str>)> = gpus
+            .iter()
+            .map(|g| (g.slot.as_str(), g.driver.as_deref()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("03:00.0", Some("ast")),
+                ("17:00.0", Some("vfio-pci")),
+                ("65:00.0", Some("nvidia"))
+            ]
+        );
+        assert_eq!(gpus[1].id, "10de:1ff2");
+        assert_eq!(gpus[1].name, "NVIDIA Corporation TU117GL [T400 4GB]");
+        // Non-display devices on vfio-pci: an HBA (header line of a real SAS2004, GitHub
+        // eLvErDe/hwraid issue #21) and a NIC; the -k lines follow lspci's format.
+        let hba_nic = "0c:00.0 Serial Attached SCSI controller [0107]: LSI Logic / Symbios Logic SAS2004 PCI-Express Fusion-MPT SAS-2 [Spitfire] [1000:0070] (rev 03)\n\tKernel driver in use: vfio-pci\n\tKernel modules: mpt3sas\n\
+             00:1f.6 Ethernet controller [0200]: Intel Corporation Ethernet Connection (7) I219-LM [8086:15bb] (rev 10)\n\tKernel driver in use: e1000e\n";
+        let out = format!(
+            "{}@@sub lspci\n{text}{hba_nic}@@iommu_groups 30\n@@kernel 6.8.12-5-pve\n",
+            boot(true, "BOOT_IMAGE=/x ro quiet", NO_PBT, 2, "")
+        );
+        let f = parse(&out).unwrap();
+        assert_eq!(f.gpus.len(), 3, "the HBA and the NIC are not GPUs");
+        let passed: Vec<(&str, &str, &str)> = f
+            .passthrough
+            .iter()
+            .map(|d| (d.slot.as_str(), d.class.as_str(), d.id.as_str()))
+            .collect();
+        assert_eq!(
+            passed,
+            vec![
+                ("17:00.0", "0300", "10de:1ff2"),
+                ("0c:00.0", "0107", "1000:0070")
+            ]
+        );
+        let g = grade(&f, &Thresholds::default());
+        let pt = g.iter().find(|x| x.check == "gpu.passthrough").unwrap();
+        assert_eq!(pt.grade, Grade::Pass);
+        assert!(
+            pt.detail.contains("0c:00.0 [0107] LSI Logic / Symbios Logic SAS2004 PCI-Express Fusion-MPT SAS-2 [Spitfire] (1000:0070)"),
+            "{}",
+            pt.detail
+        );
+        let one = parse_lspci_devices(&fixture("lspci-nnk/alderlake-n-vfio-pci.txt")).unwrap();
+        assert_eq!(
+            one.iter()
+                .filter(|d| d.driver.as_deref() == Some("vfio-pci"))
+                .count(),
+            1
+        );
     }
 }

@@ -54,19 +54,52 @@ pub mod services;
 pub use sections::{combined_script, split_sections, Section};
 
 /// Grading thresholds, with defaults; loadable from TOML (`--thresholds FILE`).
+///
+/// Every value is checked as it is read, so a bad one is reported with the toml crate's span
+/// (file:line:column): seconds must be finite and not negative (TOML allows `nan` and `inf`,
+/// and a `nan` threshold would make every comparison false, so everything would PASS),
+/// percentages at most 100.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Clock offset (or cluster spread) above which a node is WARN, seconds.
+    #[serde(deserialize_with = "seconds")]
     pub clock_warn_s: f64,
     /// Above which it is FAIL (HA's `detected time drift!` starts at 2 s), seconds.
+    #[serde(deserialize_with = "seconds")]
     pub clock_fail_s: f64,
     /// Above which API tickets from other nodes are rejected (-300 s .. +7200 s), seconds.
+    #[serde(deserialize_with = "seconds")]
     pub clock_ticket_s: f64,
     /// Used space of the RRD file system above which it is WARN, percent.
+    #[serde(deserialize_with = "percent")]
     pub disk_warn_pct: u8,
     /// Above which it is FAIL, percent.
+    #[serde(deserialize_with = "percent")]
     pub disk_fail_pct: u8,
+}
+
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = f64::deserialize(d)?;
+    if !v.is_finite() {
+        return Err(serde::de::Error::custom(format!(
+            "{v} is not a number of seconds (must be finite)"
+        )));
+    }
+    if v < 0.0 {
+        return Err(serde::de::Error::custom(format!(
+            "{v} is negative (a threshold is a distance in seconds)"
+        )));
+    }
+    Ok(v)
+}
+
+fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    let v = u8::deserialize(d)?;
+    if v > 100 {
+        return Err(serde::de::Error::custom(format!("{v} is above 100 %")));
+    }
+    Ok(v)
 }
 
 impl Default for Thresholds {
@@ -229,4 +262,41 @@ pub fn missing(text: &str) -> Vec<&str> {
 pub(crate) fn fixture(path: &str) -> String {
     let p = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+}
+
+#[cfg(test)]
+mod thresholds_tests {
+    use super::Thresholds;
+
+    fn load(text: &str) -> Result<Thresholds, String> {
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            crate::inventory::SourceError::from_toml(std::path::Path::new("t.toml"), text, &e)
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn nan_inf_and_negative_thresholds_are_errors_with_their_position() {
+        for (text, col, what) in [
+            ("clock_warn_s = nan\n", 16, "must be finite"),
+            (
+                "clock_warn_s = 1.0\nclock_fail_s = +inf\n",
+                16,
+                "must be finite",
+            ),
+            ("clock_ticket_s = -5.0\n", 18, "negative"),
+            ("disk_warn_pct = 120\n", 17, "above 100"),
+        ] {
+            let e = load(text).unwrap_err();
+            let line = text.lines().count();
+            assert!(
+                e.starts_with(&format!("t.toml:{line}:{col}")),
+                "{text:?}: {e}"
+            );
+            assert!(e.contains(what), "{text:?}: {e}");
+        }
+        let ok = load("clock_warn_s = 0.25\ndisk_fail_pct = 100\n").unwrap();
+        assert_eq!((ok.clock_warn_s, ok.disk_fail_pct), (0.25, 100));
+        assert_eq!(ok.clock_fail_s, Thresholds::default().clock_fail_s);
+    }
 }

@@ -74,10 +74,13 @@ pub fn parse_ethtool_k(text: &str) -> Result<BTreeMap<String, Feature>, ParseErr
     Ok(out)
 }
 
-/// How an interface's offload settings are persisted in /etc/network/interfaces.
+/// How an interface's offload settings are persisted in /etc/network/interfaces (and the
+/// files of /etc/network/interfaces.d/ it sources, which the snippet appends).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Persisted {
-    /// Features turned off by `post-up ethtool -K IF ...` lines (anywhere: ifupdown2 runs them).
+    /// Features turned off by `pre-up`/`up`/`post-up ethtool -K IF ...` lines: naming the
+    /// interface anywhere, or `$IFACE` inside its own stanza (ifupdown2 sets `IFACE` for the
+    /// commands of a stanza).
     pub post_up_off: Vec<String>,
     /// Features turned off by ifupdown2's own keys in the interface's stanza (`tso-offload off`).
     pub ifupdown2_off: Vec<String>,
@@ -109,7 +112,7 @@ pub fn parse_persisted(interfaces: &str, iface: &str) -> Persisted {
         match first {
             "iface" => stanza = words.next().unwrap_or("").to_string(),
             "auto" | "allow-hotplug" | "source" | "mapping" => stanza.clear(),
-            "post-up" | "up" => {
+            "post-up" | "up" | "pre-up" => {
                 let cmd: Vec<&str> = words.collect();
                 let Some(k) = cmd
                     .iter()
@@ -117,9 +120,10 @@ pub fn parse_persisted(interfaces: &str, iface: &str) -> Persisted {
                 else {
                     continue;
                 };
-                if !cmd.iter().take(k).any(|w| w.ends_with("ethtool"))
-                    || cmd.get(k + 1) != Some(&iface)
-                {
+                let target = cmd.get(k + 1).copied().unwrap_or("");
+                let names_it = target == iface
+                    || (stanza == iface && (target == "$IFACE" || target == "${IFACE}"));
+                if !cmd.iter().take(k).any(|w| w.ends_with("ethtool")) || !names_it {
                     continue;
                 }
                 for pair in cmd[k + 2..].chunks(2) {
@@ -295,6 +299,11 @@ pub fn grade(f: &OffloadFacts, _t: &Thresholds) -> Vec<Finding> {
             .copied()
             .filter(|s| n.features.get(*s).is_some_and(|x| !x.on && !x.fixed) && !persisted_off(s))
             .collect();
+        let configured_not_applied: Vec<&str> = SEG
+            .iter()
+            .copied()
+            .filter(|s| n.features.get(*s).is_some_and(|x| x.on && !x.fixed) && persisted_off(s))
+            .collect();
         out.push(if !n.persisted.ifupdown1_keys.is_empty() {
             Finding::new(
                 "offload.persist",
@@ -306,6 +315,17 @@ pub fn grade(f: &OffloadFacts, _t: &Thresholds) -> Vec<Finding> {
                 ),
             )
             .fix(DISABLE_OFFLOAD)
+        } else if !configured_not_applied.is_empty() {
+            Finding::new(
+                "offload.persist",
+                Grade::Warn,
+                format!(
+                    "{}: {} off in the config but on now: configured, not applied",
+                    n.name,
+                    configured_not_applied.join(", ")
+                ),
+            )
+            .fix("ifreload -a")
         } else if !off_not_persisted.is_empty() {
             Finding::new(
                 "offload.persist",
@@ -412,5 +432,73 @@ mod tests {
             .grade
                 == Grade::Skip
         );
+    }
+
+    fn one_nic(name: &str, tso_gso: &str, interfaces: &str) -> OffloadFacts {
+        parse(&format!(
+            "@@nic {name}\n@@driver: e1000e\n@@sub k\nFeatures for {name}:\ntcp-segmentation-offload: {tso_gso}\ngeneric-segmentation-offload: {tso_gso}\n@@sub interfaces\n{interfaces}@@sub hang\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn configured_off_but_running_on_is_not_applied() {
+        let ifaces = fixture("network-interfaces/pve-ovs-bond-post-up-per-port.txt");
+        for nic in ["eno1", "enp8s0"] {
+            let p = parse_persisted(&ifaces, nic);
+            assert_eq!(
+                p.post_up_off,
+                vec!["tcp-segmentation-offload", "generic-segmentation-offload"],
+                "{nic}"
+            );
+        }
+        let g = grade(&one_nic("eno1", "on", &ifaces), &Thresholds::default());
+        let persist = g.iter().find(|f| f.check == "offload.persist").unwrap();
+        assert_eq!(persist.grade, Grade::Warn);
+        assert_eq!(
+            persist.detail,
+            "eno1: tcp-segmentation-offload, generic-segmentation-offload off in the config but on now: configured, not applied"
+        );
+        assert_eq!(persist.remediation.as_deref(), Some("ifreload -a"));
+        let g = grade(&one_nic("eno1", "off", &ifaces), &Thresholds::default());
+        let persist = g.iter().find(|f| f.check == "offload.persist").unwrap();
+        assert_eq!(persist.grade, Grade::Pass, "{}", persist.detail);
+        // ifupdown2's own keys count the same way.
+        let keys = "iface eno1 inet manual\n\ttso-offload off\n\tgso-offload off\n";
+        let g = grade(&one_nic("eno1", "on", keys), &Thresholds::default());
+        assert_eq!(g[1].remediation.as_deref(), Some("ifreload -a"));
+    }
+
+    #[test]
+    fn iface_variable_counts_only_in_its_own_stanza() {
+        let ifaces = fixture("network-interfaces/openstack-iface-variable.txt");
+        assert_eq!(
+            parse_persisted(&ifaces, "eth2").post_up_off,
+            vec!["generic-receive-offload"]
+        );
+        // br-ex's `post-up ethtool -K $IFACE` is about br-ex, not about eth2 or eth3.
+        assert_eq!(parse_persisted(&ifaces, "eth3"), Persisted::default());
+        assert_eq!(
+            parse_persisted(&ifaces, "br-ex").post_up_off,
+            vec!["generic-receive-offload"]
+        );
+        let pre_up =
+            "iface eno1 inet manual\n    pre-up /sbin/ethtool -K ${IFACE} tso off gso off\n";
+        assert_eq!(
+            parse_persisted(pre_up, "eno1").post_up_off,
+            vec!["tcp-segmentation-offload", "generic-segmentation-offload"]
+        );
+    }
+
+    #[test]
+    fn stanzas_from_interfaces_d_count() {
+        // The snippet prints /etc/network/interfaces, then every file of interfaces.d.
+        let main = "auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n";
+        let extra =
+            "iface eno1 inet manual\n\tpost-up /usr/sbin/ethtool -K $IFACE tso off gso off\n";
+        let f = one_nic("eno1", "off", &format!("{main}{extra}"));
+        assert_eq!(f.nics[0].persisted.post_up_off.len(), 2);
+        assert_eq!(grade(&f, &Thresholds::default())[1].grade, Grade::Pass);
+        assert!(SNIPPET.contains("cat /etc/network/interfaces /etc/network/interfaces.d/*"));
     }
 }

@@ -400,4 +400,35 @@ Dec 28 11:21:56 pm-81 pmxcfs[4527]: [status] notice: RRD update error /var/lib/r
         let none = parse("@@now 1\n@@missing /var/lib/rrdcached/db\n").unwrap();
         assert_eq!(grade(&none, &Thresholds::default())[0].grade, Grade::Skip);
     }
+
+    #[test]
+    fn real_journal_lines_of_several_releases() {
+        let journal = |file: &str| {
+            let text = crate::probe::fixture(file);
+            let out = format!("@@now 1735385000\n@@sub zero\n@@sub journal\n{text}");
+            parse(&out).unwrap().journal
+        };
+        let j = journal("journal-rrd/pve8-2024-rsyslog-zero-byte-storage.txt");
+        assert_eq!(
+            j[&RrdErrorKind::ZeroByte].files,
+            vec!["/var/lib/rrdcached/db/pve2-storage/pve1/local"]
+        );
+        assert_eq!(
+            j[&RrdErrorKind::Daemon].lines,
+            2,
+            "rrdcached and RRDC lines"
+        );
+        let j = journal("journal-rrd/pve8-2023-illegal-update-node.txt");
+        assert_eq!(
+            j[&RrdErrorKind::IllegalUpdate].files,
+            vec!["/var/lib/rrdcached/db/pve2-node/pve"]
+        );
+        let j = journal("journal-rrd/pve6-2020-illegal-update-redacted.txt");
+        assert_eq!(j[&RrdErrorKind::IllegalUpdate].lines, 1);
+        assert_eq!(
+            j[&RrdErrorKind::Daemon].files,
+            vec!["/var/lib/rrdcached/db/pve2-node/{SERVERNAME}"]
+        );
+        assert_eq!(j.len(), 2, "the pvestatd line is not an RRD error");
+    }
 }

@@ -185,8 +185,57 @@ pub fn render_terminal(r: &AuditReport, color: bool) -> String {
             let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
+    let passed = passed_through(r);
+    if !passed.is_empty() {
+        let _ = writeln!(out, "Passed through (vfio-pci):");
+        for p in &passed {
+            let _ = writeln!(
+                out,
+                "  {} {} [{}] {} ({})",
+                p.node,
+                sanitize_str(&p.slot),
+                sanitize_str(&p.class),
+                sanitize_str(&p.name),
+                sanitize_str(&p.id)
+            );
+        }
+    }
     let _ = writeln!(out, "{}", summary_line(r));
     out
+}
+
+/// One device bound to vfio-pci on a node (GPUs, HBAs, NICs passed through), from the node's
+/// `gpu` facts: what an operator asks as "what is passed through on which node".
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PassedThrough {
+    node: String,
+    slot: String,
+    class: String,
+    name: String,
+    id: String,
+}
+
+fn passed_through(r: &AuditReport) -> Vec<PassedThrough> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    r.nodes
+        .iter()
+        .flat_map(|row| {
+            let devices = row
+                .facts
+                .get("gpu")
+                .and_then(|g| g.get("passthrough"))
+                .and_then(|p| p.as_array())
+                .cloned()
+                .unwrap_or_default();
+            devices.into_iter().map(move |d| PassedThrough {
+                node: row.node.clone(),
+                slot: text(&d["slot"]),
+                class: text(&d["class"]),
+                name: text(&d["name"]),
+                id: text(&d["id"]),
+            })
+        })
+        .collect()
 }
 
 /// The JSON document (schema version in `version`).
@@ -278,6 +327,24 @@ pub fn render_markdown(r: &AuditReport) -> String {
     }
     if !any {
         let _ = writeln!(out, "None: every check passed.");
+    }
+    let passed = passed_through(r);
+    if !passed.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Passed through (vfio-pci)\n\n| node | device | class | name | id |\n|---|---|---|---|---|"
+        );
+        for p in &passed {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} |",
+                md_escape(&p.node),
+                md_escape(&p.slot),
+                md_escape(&p.class),
+                md_escape(&p.name),
+                md_escape(&p.id)
+            );
+        }
     }
     out
 }
@@ -425,6 +492,93 @@ pub fn render_html(r: &AuditReport) -> String {
     if !any {
         let _ = writeln!(out, "<p>None: every check passed.</p>");
     }
+    let passed = passed_through(r);
+    if !passed.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h2>Passed through (vfio-pci)</h2>\n<table id=\"passthrough\">\n<thead><tr><th>node</th><th>device</th><th>class</th><th>name</th><th>id</th></tr></thead>\n<tbody>"
+        );
+        for p in &passed {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                html_escape(&p.node),
+                html_escape(&p.slot),
+                html_escape(&p.class),
+                html_escape(&p.name),
+                html_escape(&p.id)
+            );
+        }
+        let _ = writeln!(out, "</tbody>\n</table>");
+    }
     let _ = writeln!(out, "</body>\n</html>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::audit::{AuditReport, Summary, AUDIT_SCHEMA_VERSION};
+
+    fn report_with_passthrough() -> AuditReport {
+        let facts = serde_json::json!({
+            "passthrough": [
+                {"slot": "17:00.0", "class": "0300", "name": "NVIDIA Corporation TU117GL [T400 4GB]", "id": "10de:1ff2"},
+                {"slot": "0c:00.0", "class": "0107", "name": "LSI <SAS2004>\u{1b}[31m", "id": "1000:0070"}
+            ]
+        });
+        let row = NodeAudit {
+            node: "pve2".into(),
+            address: "10.0.0.2".into(),
+            status: NodeStatus::Ok,
+            error: None,
+            cells: BTreeMap::new(),
+            findings: Vec::new(),
+            facts: BTreeMap::from([("gpu".to_string(), facts)]),
+            clock: None,
+            duration_ms: 1,
+        };
+        AuditReport {
+            version: AUDIT_SCHEMA_VERSION,
+            generated_at: "2026-11-30T23:00:00Z".into(),
+            inventory: "inv.toml".into(),
+            checks: vec!["gpu".into()],
+            nodes: vec![row],
+            cluster: Vec::new(),
+            findings: Vec::new(),
+            summary: Summary::default(),
+        }
+    }
+
+    #[test]
+    fn every_format_says_what_is_passed_through_on_which_node() {
+        let r = report_with_passthrough();
+        let md = render_markdown(&r);
+        assert!(md.contains("## Passed through (vfio-pci)"), "{md}");
+        assert!(
+            md.contains(
+                "| pve2 | 17:00.0 | 0300 | NVIDIA Corporation TU117GL [T400 4GB] | 10de:1ff2 |"
+            ),
+            "{md}"
+        );
+        let html = render_html(&r);
+        assert!(
+            html.contains("<td>0c:00.0</td><td>0107</td><td>LSI &lt;SAS2004&gt;"),
+            "{html}"
+        );
+        let term = render_terminal(&r, false);
+        assert!(
+            term.contains("Passed through (vfio-pci):\n  pve2 17:00.0 [0300]"),
+            "{term}"
+        );
+        assert!(
+            !term.contains('\u{1b}'),
+            "remote text is sanitised: {term:?}"
+        );
+        let mut none = r.clone();
+        none.nodes[0].facts.clear();
+        assert!(!render_markdown(&none).contains("Passed through"));
+    }
 }
