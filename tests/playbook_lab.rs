@@ -121,7 +121,17 @@ fn fix_rrd_plans_without_changing_fixes_the_errors_and_then_is_a_no_op() {
 
 #[test]
 fn igpu_passthrough_rolls_node_by_node_then_changes_nothing_and_rolls_back() {
-    let Some(lab) = Lab::up("igpu", 81, 3, &["--profile", "pve2:systemd-boot"]) else {
+    let Some(lab) = Lab::up(
+        "igpu",
+        81,
+        3,
+        &[
+            "--profile",
+            "pve2:systemd-boot",
+            "--profile",
+            "pve3:grub-pbt",
+        ],
+    ) else {
         return;
     };
     let env = Env::new();
@@ -139,6 +149,12 @@ fn igpu_passthrough_rolls_node_by_node_then_changes_nothing_and_rolls_back() {
     assert!(plan["nodes"][0]["steps"]
         .to_string()
         .contains("+GRUB_CMDLINE_LINUX_DEFAULT=\\\"quiet intel_iommu=on iommu=pt\\\""));
+    // GRUB on ESPs managed by proxmox-boot-tool: /etc/default/grub, applied by its refresh.
+    let pbt = plan["nodes"][2]["steps"].to_string();
+    assert!(
+        pbt.contains("/etc/default/grub (after)") && pbt.contains("proxmox-boot-tool refresh"),
+        "{pbt}"
+    );
 
     let boots: Vec<String> = ["pve1", "pve2", "pve3"]
         .iter()

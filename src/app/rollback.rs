@@ -89,14 +89,15 @@ async fn sh(session: &Session, cmd: &str) -> Result<(bool, String, String), Stri
     }
 }
 
-/// The boot loader's refresh for a GRUB file, asked of the node.
-async fn grub_refresh(session: &Session) -> String {
-    // proxmox-boot-tool manages the ESPs (systemd-boot, or GRUB on ZFS/Secure Boot installs):
-    // its refresh reaches them; on plain GRUB installs it exits 2 and update-grub is the way
-    // (DOMAIN.md §4, §11).
-    match sh(session, "proxmox-boot-tool status >/dev/null 2>&1").await {
-        Ok((true, _, _)) => "proxmox-boot-tool refresh".into(),
-        _ => "update-grub".into(),
+/// What makes a restored GRUB file reach the next boot, asked of the node (the boot-loader
+/// detection shared with the gpu probe and the playbook engine).
+async fn grub_refresh(session: &Session) -> Vec<String> {
+    match sh(session, crate::bootloader::SNIPPET).await {
+        Ok((_, out, _)) => match crate::bootloader::parse(&out) {
+            Ok(setup) => setup.cmdline_target().refresh,
+            Err(_) => vec![crate::bootloader::UPDATE_GRUB.to_string()],
+        },
+        Err(_) => vec![crate::bootloader::UPDATE_GRUB.to_string()],
     }
 }
 
@@ -287,9 +288,10 @@ pub async fn cmd_rollback(
                 }
             }
             if f.path == "/etc/default/grub" || f.path.starts_with("/etc/default/grub.d/") {
-                let r = grub_refresh(&session).await;
-                if !refresh.contains(&r) {
-                    refresh.push(r);
+                for r in grub_refresh(&session).await {
+                    if !refresh.contains(&r) {
+                        refresh.push(r);
+                    }
                 }
             }
         }

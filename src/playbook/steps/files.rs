@@ -261,18 +261,12 @@ pub(super) async fn file(
     Ok(res)
 }
 
-/// Which boot loader reads the kernel command line on this node.
-async fn bootloader(r: &Remote) -> Result<&'static str, StepError> {
-    let out = r
-        .sh("if grep -q '^initrd=\\\\EFI' /proc/cmdline || { proxmox-boot-tool status 2>/dev/null | grep -q 'configured with: uefi'; }; then echo systemd-boot; else echo grub; fi")
-        .await?;
-    Ok(
-        if String::from_utf8_lossy(&out.stdout).trim() == "systemd-boot" {
-            "systemd-boot"
-        } else {
-            "grub"
-        },
-    )
+/// How this node boots: the one boot-loader detection shared with the gpu probe
+/// (`crate::bootloader`, DOMAIN.md §4 and §11).
+pub(crate) async fn boot_setup(r: &Remote) -> Result<crate::bootloader::BootSetup, StepError> {
+    let out = r.sh(crate::bootloader::SNIPPET).await?;
+    crate::bootloader::parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|e| StepError::Remote(format!("boot loader: {e}")))
 }
 
 pub(super) async fn kernel_cmdline(
@@ -282,30 +276,20 @@ pub(super) async fn kernel_cmdline(
 ) -> Result<StepResult, StepError> {
     let add = st.render_list(&step.add)?;
     let remove = st.render_list(&step.remove)?;
-    match bootloader(r).await? {
-        "systemd-boot" => {
-            file_step(
-                r,
-                st,
-                step,
-                "/etc/kernel/cmdline",
-                |old| edit::kernel_cmdline_file(old, &add, &remove),
-                Some("proxmox-boot-tool refresh"),
-            )
-            .await
-        }
-        _ => {
-            file_step(
-                r,
-                st,
-                step,
-                "/etc/default/grub",
-                |old| edit::grub_cmdline(old, &add, &remove),
-                Some("update-grub"),
-            )
-            .await
-        }
-    }
+    // The file the boot loader reads (a grub.d file that replaces the line wins over
+    // /etc/default/grub) and what makes an edit reach the next boot: update-grub on plain GRUB,
+    // proxmox-boot-tool refresh on systemd-boot and on GRUB managed by proxmox-boot-tool.
+    let target = boot_setup(r).await?.cmdline_target();
+    let refresh = target.refresh.join(" && ");
+    file_step(
+        r,
+        st,
+        step,
+        &target.path,
+        |old| edit::kernel_cmdline(target.format, old, &add, &remove),
+        (!refresh.is_empty()).then_some(refresh.as_str()),
+    )
+    .await
 }
 
 pub(super) async fn modules(
