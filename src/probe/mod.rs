@@ -43,6 +43,7 @@ pub struct ParseError {
     pub message: String,
 }
 
+pub mod ceph;
 pub mod clock;
 pub mod cluster;
 pub mod gpu;
@@ -50,6 +51,7 @@ pub mod offload;
 pub mod rrd;
 mod sections;
 pub mod services;
+pub mod updates;
 
 pub use sections::{combined_script, split_sections, Section};
 
@@ -172,7 +174,7 @@ fn report<F: Serialize>(facts: &F, findings: Vec<Finding>) -> ProbeReport {
 
 /// Every probe, in matrix order.
 pub fn all() -> &'static [ProbeDef] {
-    static ALL: [ProbeDef; 6] = [
+    static ALL: [ProbeDef; 8] = [
         ProbeDef {
             name: clock::NAME,
             description: "clock offset from the controller (RTT-corrected), NTP daemon and sync state",
@@ -208,6 +210,18 @@ pub fn all() -> &'static [ProbeDef] {
             description: "corosync, pve-cluster, pveproxy, pvedaemon, pvestatd, pve-ha-lrm, rrdcached, chrony",
             snippet: services::SNIPPET,
             evaluate: |s, t| services::parse(s).map(|f| report(&f, services::grade(&f, t))),
+        },
+        ProbeDef {
+            name: updates::NAME,
+            description: "pending upgrades, a new kernel waiting for a reboot, repositories vs subscription",
+            snippet: updates::SNIPPET,
+            evaluate: |s, t| updates::parse(s).map(|f| report(&f, updates::grade(&f, t))),
+        },
+        ProbeDef {
+            name: ceph::NAME,
+            description: "Ceph health, OSDs, placement groups and maintenance flags (when the cluster has Ceph)",
+            snippet: ceph::SNIPPET,
+            evaluate: |s, t| ceph::parse(s).map(|f| report(&f, ceph::grade(&f, t))),
         },
     ];
     &ALL
