@@ -403,3 +403,71 @@ async fn many_commands_share_one_connection_concurrently() {
         start.elapsed()
     );
 }
+
+/// Issue 8 item 10: with accept-new, many first connections at once used to interleave their
+/// known_hosts lines (`127.94.0.7 127.94.0.1ssh-ed25519  ssh-ed25519AAAA...`) and append a host
+/// twice. Twenty new hosts, five of them connected twice at the same moment, 25 rounds with a
+/// fresh file each: every round's file must hold exactly one well-formed line per host (the same
+/// lines as the fleet's own known_hosts), and a strict run on all twenty must then succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_new_on_many_new_hosts_at_once_writes_one_clean_line_each() {
+    if !require_root("accept_new_on_many_new_hosts_at_once_writes_one_clean_line_each") {
+        return;
+    }
+    let fleet = Fleet::start(27, 20);
+    let mut expected: Vec<String> = std::fs::read_to_string(&fleet.known_hosts)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    for round in 0..25 {
+        let learned = fleet.dir.path().join(format!("learned_{round}"));
+        let specs: Vec<ConnectSpec> = (0..20)
+            .chain(0..5)
+            .map(|i| {
+                let mut s = spec(&fleet, i);
+                s.known_hosts = vec![learned.clone()];
+                s.host_key_policy = HostKeyPolicy::AcceptNew;
+                s.connect_timeout = Duration::from_secs(20);
+                s
+            })
+            .collect();
+        let sessions = futures::future::join_all(specs.iter().map(connect)).await;
+        for (s, r) in specs.iter().zip(&sessions) {
+            assert!(
+                r.is_ok(),
+                "round {round}: {}: {:?}",
+                s.host,
+                r.as_ref().err()
+            );
+        }
+        let text = std::fs::read_to_string(&learned).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        assert_eq!(
+            lines, expected,
+            "round {round}: known_hosts is not one clean line per host:\n{text}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&learned).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "round {round}: a created known_hosts is private"
+        );
+        let strict = futures::future::join_all((0..20).map(|i| {
+            let mut s = spec(&fleet, i);
+            s.known_hosts = vec![learned.clone()];
+            async move { connect(&s).await }
+        }))
+        .await;
+        for (i, r) in strict.iter().enumerate() {
+            assert!(
+                r.is_ok(),
+                "round {round}: strict run refused node{}: {:?}",
+                i + 1,
+                r.as_ref().err()
+            );
+        }
+    }
+}

@@ -200,8 +200,16 @@ impl client::Handler for Client {
                     ));
                     return Ok(false);
                 };
-                match known_hosts::append(file, &self.lookup, key) {
-                    Ok(()) => {
+                // Under the file's lock, on a blocking thread: many nodes may be learning keys
+                // at once, and another may have recorded this host since `known` was read.
+                let (path, lookup, offered) = (file.clone(), self.lookup.clone(), key.clone());
+                let learned = tokio::task::spawn_blocking(move || {
+                    known_hosts::learn(&path, &lookup, &offered)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                match learned {
+                    Ok(known_hosts::Learned::Added) => {
                         tracing::warn!(
                             host = %self.host,
                             "added host key {} to {}",
@@ -209,6 +217,10 @@ impl client::Handler for Client {
                             file.display()
                         );
                         return Ok(true);
+                    }
+                    Ok(known_hosts::Learned::AlreadyKnown) => return Ok(true),
+                    Ok(known_hosts::Learned::Conflict { file, line }) => {
+                        KeyDecision::Changed { file, line }
                     }
                     Err(e) => KeyDecision::LearnFailed(format!("{}: {e}", file.display())),
                 }
