@@ -59,11 +59,22 @@ impl NodeStatus {
         )
     }
 
-    /// The status a connection-level error gives a node. A timeout while connecting is
-    /// `unreachable`; a timeout of a running command is `timeout`.
+    /// The status an error of [`ssh::connect`] gives a node. A timeout while connecting is
+    /// `unreachable`.
     pub fn of_connect_error(e: &SshError) -> NodeStatus {
         match e {
-            SshError::Unreachable(_) | SshError::Timeout(_) => NodeStatus::Unreachable,
+            SshError::Timeout(_) => NodeStatus::Unreachable,
+            other => NodeStatus::of_ssh_error(other),
+        }
+    }
+
+    /// The status any error on an established session gives a node: a command over its
+    /// deadline is `timeout`; a connection lost under it (the node went down or dark, see
+    /// [`SshError::is_connection_lost`]) is `unreachable`, like a node never reached.
+    pub fn of_ssh_error(e: &SshError) -> NodeStatus {
+        match e {
+            SshError::Timeout(_) => NodeStatus::Timeout,
+            SshError::Unreachable(_) | SshError::ConnectionLost(_) => NodeStatus::Unreachable,
             SshError::HostKeyChanged { .. } | SshError::HostKeyUnknown { .. } => {
                 NodeStatus::HostKey
             }
@@ -72,13 +83,10 @@ impl NodeStatus {
         }
     }
 
-    /// The status an error of a running command gives a node.
+    /// The status an error of a running command gives a node (the same as
+    /// [`NodeStatus::of_ssh_error`]).
     pub fn of_exec_error(e: &SshError) -> NodeStatus {
-        match e {
-            SshError::Timeout(_) => NodeStatus::Timeout,
-            SshError::SudoPassword => NodeStatus::Auth,
-            other => NodeStatus::of_connect_error(other),
-        }
+        NodeStatus::of_ssh_error(e)
     }
 }
 
@@ -243,5 +251,26 @@ pub fn exit_code(results: &[NodeResult]) -> u8 {
         exit::FAILED
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unreachable_and_a_slow_command_a_timeout() {
+        let lost = SshError::ConnectionLost("no answer within 2s while opening a channel".into());
+        assert!(lost.is_connection_lost());
+        assert_eq!(NodeStatus::of_ssh_error(&lost), NodeStatus::Unreachable);
+        assert_eq!(NodeStatus::of_exec_error(&lost), NodeStatus::Unreachable);
+        let slow = SshError::Timeout(Duration::from_secs(1));
+        assert!(!slow.is_connection_lost());
+        assert_eq!(NodeStatus::of_ssh_error(&slow), NodeStatus::Timeout);
+        assert_eq!(NodeStatus::of_connect_error(&slow), NodeStatus::Unreachable);
+        assert_eq!(
+            NodeStatus::of_ssh_error(&SshError::SudoPassword),
+            NodeStatus::Auth
+        );
     }
 }

@@ -213,3 +213,58 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     assert_eq!(v["nodes"][2]["status"], "cancelled");
     assert!(text(&out.stderr).contains("interrupted"));
 }
+
+/// Issue 8 item 11 through the binary: a node black-holed while its command runs ends as
+/// `unreachable` (exit 3) within its connect timeout, while the other node finishes normally.
+#[test]
+fn a_node_lost_mid_command_is_unreachable_within_the_connect_timeout() {
+    if !require_root("a_node_lost_mid_command_is_unreachable_within_the_connect_timeout") {
+        return;
+    }
+    let fleet = Fleet::start(30, 2);
+    let inv = fleet.inventory("connect_timeout = \"2s\"");
+    let mut child = command()
+        .args([
+            "-i",
+            inv.to_str().unwrap(),
+            "--json",
+            "exec",
+            "--",
+            "sleep 4; echo done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _hole = BlackHole::both_ways(&fleet.servers[1].addr);
+    let dropped = Instant::now();
+    let deadline = dropped + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pvefleet still running 20 s after the node went dark");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = dropped.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    assert_eq!(v["nodes"][0]["status"], "ok");
+    assert_eq!(v["nodes"][0]["stdout"], "done\n");
+    assert_eq!(v["nodes"][1]["status"], "unreachable");
+    assert!(
+        v["nodes"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection lost"),
+        "{}",
+        v["nodes"][1]["error"]
+    );
+    // node1 finishes at ~4 s (2.5 s after the drop); node2 must be given up within 2 s + margin.
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the drop"
+    );
+}

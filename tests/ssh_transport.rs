@@ -471,3 +471,59 @@ async fn accept_new_on_many_new_hosts_at_once_writes_one_clean_line_each() {
         }
     }
 }
+
+/// Issue 8 item 11: a connection that dies after it was established (the node is black-holed)
+/// makes the next command fail as "connection lost" within the connect timeout, instead of
+/// hanging on the channel open until the keepalives give up (about a minute).
+#[tokio::test]
+async fn a_channel_on_a_black_holed_connection_fails_as_lost_within_the_connect_timeout() {
+    if !require_root(
+        "a_channel_on_a_black_holed_connection_fails_as_lost_within_the_connect_timeout",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start(28, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(2);
+    let session = connect(&s).await.unwrap();
+    assert_eq!(session.exec("echo up", T).await.unwrap().stdout, b"up\n");
+    let _hole = BlackHole::both_ways(&fleet.servers[0].addr);
+    let start = Instant::now();
+    let err = session.exec("echo again", T).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(err.is_connection_lost(), "{err}");
+    assert!(
+        matches!(err, SshError::ConnectionLost(_)),
+        "a lost connection is its own kind: {err:?}"
+    );
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+}
+
+/// A command running (silently) when its node goes dark: the silence is probed and the
+/// command fails as "connection lost" within the connect timeout of the drop, not at the
+/// command timeout.
+#[tokio::test]
+async fn a_running_command_whose_node_goes_dark_fails_as_lost_within_the_connect_timeout() {
+    if !require_root(
+        "a_running_command_whose_node_goes_dark_fails_as_lost_within_the_connect_timeout",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start(29, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(2);
+    let session = connect(&s).await.unwrap();
+    let addr = fleet.servers[0].addr.clone();
+    let (result, dropped_at) = tokio::join!(session.exec("sleep 6; echo done", T), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let hole = BlackHole::both_ways(&addr);
+        (hole, Instant::now())
+    });
+    let took = dropped_at.1.elapsed();
+    let err = result.unwrap_err();
+    assert!(err.is_connection_lost(), "{err}");
+    assert!(
+        took < Duration::from_millis(3000),
+        "lost {took:?} after the drop"
+    );
+}
