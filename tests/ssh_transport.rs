@@ -523,7 +523,23 @@ async fn a_running_command_whose_node_goes_dark_fails_as_lost_within_the_connect
     let err = result.unwrap_err();
     assert!(err.is_connection_lost(), "{err}");
     assert!(
-        took < Duration::from_millis(3000),
+        took < Duration::from_millis(3500),
         "lost {took:?} after the drop"
     );
+}
+
+/// The other side of the probe: a command that prints nothing for several connect timeouts on a
+/// live connection is not taken for a lost one (its keepalives are answered).
+#[tokio::test]
+async fn a_silent_command_on_a_live_connection_runs_to_its_end() {
+    if !require_root("a_silent_command_on_a_live_connection_runs_to_its_end") {
+        return;
+    }
+    let fleet = Fleet::start(32, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(1);
+    let session = connect(&s).await.unwrap();
+    let out = session.exec("sleep 4; echo finished", T).await.unwrap();
+    assert_eq!(out.stdout, b"finished\n");
+    assert_eq!(out.exit, ExitStatus::Code(0));
 }
