@@ -219,7 +219,10 @@ pub async fn exec_on_node(
     let result = session
         .exec_capped(command, timeout.unwrap_or(node.command_timeout), max_output)
         .await;
-    session.close().await;
+    // A lost connection is just dropped: there is no one to say goodbye to.
+    if !matches!(&result, Err(e) if e.is_connection_lost()) {
+        session.close().await;
+    }
     match result {
         Ok(out) => {
             let status = match out.exit {
