@@ -9,13 +9,14 @@
 //! One [`Session`] is one SSH connection; it is cheap to clone and every clone shares the
 //! connection, so a run opens one connection per node and runs many commands over it (several
 //! channels at once, fewer than the server's `MaxSessions`).
+//!
+//! Once connected, no wait on the server lasts longer than the node's connect timeout without an
+//! answer (`channel.rs`): a node that goes dark mid-run is [`SshError::ConnectionLost`] quickly.
 
 pub mod auth;
 mod channel;
 pub mod config;
 pub mod known_hosts;
-
-pub use channel::CappedBuf;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
