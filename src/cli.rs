@@ -109,6 +109,10 @@ pub enum Command {
 'journalctl -u pve-cluster --since -10min | tail -n 5'\n  pvefleet --json exec -- pveversion"
     )]
     Exec {
+        /// Keep at most SIZE bytes of each node's stdout, and as many of its stderr (the first
+        /// bytes; the rest is counted and reported as truncated). Bytes, or K, M, G (binary).
+        #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::exec::parse_size)]
+        max_output: usize,
         /// The command (run by the login shell on each node). Put it after `--`.
         #[arg(
             required = true,

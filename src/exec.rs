@@ -2,6 +2,11 @@
 //!
 //! Connection failures are values, not early returns: an unreachable node, a changed host key or a
 //! timeout becomes that node's status while the other nodes run to completion.
+//!
+//! Output is bounded: each node keeps at most `max_output` bytes of stdout and as many of stderr
+//! (the first bytes, byte-exact); what came after is read, counted and dropped, so a node that
+//! prints 300 MB costs 16 MiB per stream by default, not 300 MB (or several times that while
+//! rendering). The counts are in the results (`stdout_truncated_bytes`, `stderr_truncated_bytes`).
 
 use std::time::{Duration, Instant};
 
@@ -59,11 +64,22 @@ impl NodeStatus {
         )
     }
 
-    /// The status a connection-level error gives a node. A timeout while connecting is
-    /// `unreachable`; a timeout of a running command is `timeout`.
+    /// The status an error of [`ssh::connect`] gives a node. A timeout while connecting is
+    /// `unreachable`.
     pub fn of_connect_error(e: &SshError) -> NodeStatus {
         match e {
-            SshError::Unreachable(_) | SshError::Timeout(_) => NodeStatus::Unreachable,
+            SshError::Timeout(_) => NodeStatus::Unreachable,
+            other => NodeStatus::of_ssh_error(other),
+        }
+    }
+
+    /// The status any error on an established session gives a node: a command over its
+    /// deadline is `timeout`; a connection lost under it (the node went down or dark, see
+    /// [`SshError::is_connection_lost`]) is `unreachable`, like a node never reached.
+    pub fn of_ssh_error(e: &SshError) -> NodeStatus {
+        match e {
+            SshError::Timeout(_) => NodeStatus::Timeout,
+            SshError::Unreachable(_) | SshError::ConnectionLost(_) => NodeStatus::Unreachable,
             SshError::HostKeyChanged { .. } | SshError::HostKeyUnknown { .. } => {
                 NodeStatus::HostKey
             }
@@ -72,13 +88,10 @@ impl NodeStatus {
         }
     }
 
-    /// The status an error of a running command gives a node.
+    /// The status an error of a running command gives a node (the same as
+    /// [`NodeStatus::of_ssh_error`]).
     pub fn of_exec_error(e: &SshError) -> NodeStatus {
-        match e {
-            SshError::Timeout(_) => NodeStatus::Timeout,
-            SshError::SudoPassword => NodeStatus::Auth,
-            other => NodeStatus::of_connect_error(other),
-        }
+        NodeStatus::of_ssh_error(e)
     }
 }
 
@@ -99,6 +112,10 @@ pub struct NodeResult {
     /// Standard error.
     #[serde(serialize_with = "lossy_text")]
     pub stderr: Vec<u8>,
+    /// Bytes of stdout past the `max_output` cap, read and dropped (0: `stdout` is complete).
+    pub stdout_truncated_bytes: u64,
+    /// Bytes of stderr past the cap, read and dropped.
+    pub stderr_truncated_bytes: u64,
     /// Wall time for this node, connect included.
     #[serde(rename = "duration_ms", serialize_with = "millis")]
     pub duration: Duration,
@@ -123,6 +140,8 @@ impl NodeResult {
             exit: None,
             stdout: Vec::new(),
             stderr: Vec::new(),
+            stdout_truncated_bytes: 0,
+            stderr_truncated_bytes: 0,
             duration,
             error,
         }
@@ -144,10 +163,47 @@ pub struct ExecOptions {
     pub forks: usize,
     /// Overrides every node's command timeout.
     pub timeout: Option<Duration>,
+    /// Bytes of each stream (stdout, stderr) kept per node; the rest is counted and dropped.
+    pub max_output: usize,
 }
 
-/// Connect to `node` and run `command`; every failure becomes the node's status.
-pub async fn exec_on_node(node: &Node, command: &str, timeout: Option<Duration>) -> NodeResult {
+/// The default `--max-output`: 16 MiB per stream and node.
+pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
+
+/// Parse a size for `--max-output`: bytes (`1048576`), or a number with a binary suffix
+/// `K`/`M`/`G` (also `KiB`/`MiB`/`GiB`, any case; `16M` is 16 MiB). Zero is refused.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad =
+        || format!("{text:?} is not a size; expected bytes or a number with K, M or G (e.g. 16M)");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("the output cap must be at least 1 byte".into());
+    }
+    Ok(bytes)
+}
+
+/// Connect to `node` and run `command`, keeping at most `max_output` bytes of each stream; every
+/// failure becomes the node's status.
+pub async fn exec_on_node(
+    node: &Node,
+    command: &str,
+    timeout: Option<Duration>,
+    max_output: usize,
+) -> NodeResult {
     let start = Instant::now();
     let session = match ssh::connect(&node.connect_spec()).await {
         Ok(s) => s,
@@ -161,9 +217,12 @@ pub async fn exec_on_node(node: &Node, command: &str, timeout: Option<Duration>)
         }
     };
     let result = session
-        .exec(command, timeout.unwrap_or(node.command_timeout))
+        .exec_capped(command, timeout.unwrap_or(node.command_timeout), max_output)
         .await;
-    session.close().await;
+    // A lost connection is just dropped: there is no one to say goodbye to.
+    if !matches!(&result, Err(e) if e.is_connection_lost()) {
+        session.close().await;
+    }
     match result {
         Ok(out) => {
             let status = match out.exit {
@@ -177,6 +236,8 @@ pub async fn exec_on_node(node: &Node, command: &str, timeout: Option<Duration>)
                 exit: Some(out.exit),
                 stdout: out.stdout,
                 stderr: out.stderr,
+                stdout_truncated_bytes: out.stdout_dropped,
+                stderr_truncated_bytes: out.stderr_dropped,
                 duration: start.elapsed(),
                 error: None,
             }
@@ -199,7 +260,7 @@ pub async fn exec_all(
     events: Option<EventSink>,
 ) -> Vec<NodeResult> {
     let command = command.to_string();
-    let timeout = opts.timeout;
+    let (timeout, max_output) = (opts.timeout, opts.max_output);
     let out = fanout::run(
         nodes,
         opts.forks,
@@ -209,7 +270,7 @@ pub async fn exec_all(
         |r: &NodeResult| r.status == NodeStatus::Ok,
         move |node: Node| {
             let command = command.clone();
-            async move { exec_on_node(&node, &command, timeout).await }
+            async move { exec_on_node(&node, &command, timeout, max_output).await }
         },
     )
     .await;
@@ -243,5 +304,56 @@ pub fn exit_code(results: &[NodeResult]) -> u8 {
         exit::FAILED
     } else {
         exit::OK
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_connection_is_unreachable_and_a_slow_command_a_timeout() {
+        let lost = SshError::ConnectionLost("no answer within 2s while opening a channel".into());
+        assert!(lost.is_connection_lost());
+        assert_eq!(NodeStatus::of_ssh_error(&lost), NodeStatus::Unreachable);
+        assert_eq!(NodeStatus::of_exec_error(&lost), NodeStatus::Unreachable);
+        let slow = SshError::Timeout(Duration::from_secs(1));
+        assert!(!slow.is_connection_lost());
+        assert_eq!(NodeStatus::of_ssh_error(&slow), NodeStatus::Timeout);
+        assert_eq!(NodeStatus::of_connect_error(&slow), NodeStatus::Unreachable);
+        assert_eq!(
+            NodeStatus::of_ssh_error(&SshError::SudoPassword),
+            NodeStatus::Auth
+        );
+    }
+
+    #[test]
+    fn sizes_take_bytes_and_binary_suffixes() {
+        assert_eq!(parse_size("16M"), Ok(DEFAULT_MAX_OUTPUT));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512 MiB"), Ok(512 << 20));
+        for bad in ["", "M", "1.5M", "16X", "-1", "0", "99999999999999999999G"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+
+    #[test]
+    fn exec_keeps_16_mib_by_default_and_takes_max_output() {
+        use crate::cli::{Cli, Command};
+        use clap::Parser;
+        let max = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Exec { max_output, .. } => max_output,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            max(&["pvefleet", "exec", "--", "uptime"]),
+            DEFAULT_MAX_OUTPUT
+        );
+        assert_eq!(
+            max(&["pvefleet", "exec", "--max-output", "1K", "--", "uptime"]),
+            1024
+        );
     }
 }

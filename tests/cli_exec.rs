@@ -213,3 +213,119 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     assert_eq!(v["nodes"][2]["status"], "cancelled");
     assert!(text(&out.stderr).contains("interrupted"));
 }
+
+/// Issue 8 item 11 through the binary: a node black-holed while its command runs ends as
+/// `unreachable` (exit 3) within its connect timeout, while the other node finishes normally.
+#[test]
+fn a_node_lost_mid_command_is_unreachable_within_the_connect_timeout() {
+    if !require_root("a_node_lost_mid_command_is_unreachable_within_the_connect_timeout") {
+        return;
+    }
+    let fleet = Fleet::start(30, 2);
+    let inv = fleet.inventory("connect_timeout = \"2s\"");
+    let mut child = command()
+        .args([
+            "-i",
+            inv.to_str().unwrap(),
+            "--json",
+            "exec",
+            "--",
+            "sleep 4; echo done",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _hole = BlackHole::both_ways(&fleet.servers[1].addr);
+    let dropped = Instant::now();
+    let deadline = dropped + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("pvefleet still running 20 s after the node went dark");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = dropped.elapsed();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    assert_eq!(v["nodes"][0]["status"], "ok");
+    assert_eq!(v["nodes"][0]["stdout"], "done\n");
+    assert_eq!(v["nodes"][1]["status"], "unreachable");
+    assert!(
+        v["nodes"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection lost"),
+        "{}",
+        v["nodes"][1]["error"]
+    );
+    // node1 finishes at ~4 s (2.5 s after the drop); node2 must be given up within 2 s + margin.
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?} after the drop"
+    );
+}
+
+/// Issue 9: output past `--max-output` is not kept. A node printing 3 MiB + 1234 bytes with a
+/// 1 MiB cap keeps exactly the first 1 MiB (byte-exact) and reports the rest as dropped, in the
+/// JSON and in the table; a node under the cap is complete and not marked.
+#[test]
+fn output_past_max_output_is_cut_at_the_cap_and_the_dropped_bytes_are_reported() {
+    if !require_root("output_past_max_output_is_cut_at_the_cap_and_the_dropped_bytes_are_reported")
+    {
+        return;
+    }
+    let fleet = Fleet::start(31, 2);
+    let inv = fleet.inventory("");
+    let inv = inv.to_str().unwrap();
+    let total: u64 = 3 * 1048576 + 1234;
+    let cmd = format!(
+        "case \"$SSH_CONNECTION\" in *127.77.31.1\\ 22) seq 1 1000000 | head -c {total};; \
+         *) echo small;; esac; echo warn >&2"
+    );
+    let out = pvefleet(&[
+        "-i",
+        inv,
+        "--json",
+        "exec",
+        "--max-output",
+        "1M",
+        "--",
+        &cmd,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    let big = &v["nodes"][0];
+    let expected = common::sshd::sh("seq 1 1000000 | head -c 1048576");
+    assert_eq!(big["stdout"].as_str().unwrap().len(), 1048576);
+    assert!(
+        big["stdout"].as_str().unwrap() == expected,
+        "the head, byte-exact"
+    );
+    assert_eq!(big["stdout_truncated_bytes"], total - 1048576);
+    assert_eq!(big["stderr"], "warn\n");
+    assert_eq!(big["stderr_truncated_bytes"], 0);
+    assert_eq!(v["nodes"][1]["stdout"], "small\n");
+    assert_eq!(v["nodes"][1]["stdout_truncated_bytes"], 0);
+
+    let out = pvefleet(&["-i", inv, "exec", "--max-output", "1M", "--", &cmd]);
+    let stdout = text(&out.stdout);
+    let note = format!(
+        "[stdout truncated: 1048576 bytes shown, {} more dropped (--max-output)]",
+        total - 1048576
+    );
+    assert!(
+        stdout.contains(&format!("{note}\n")),
+        "note under the output"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with('│') && l.contains("node1 "))
+        .unwrap();
+    assert!(row.contains("stdout truncated"), "{row}");
+    let row2 = stdout.lines().find(|l| l.contains("node2 ")).unwrap();
+    assert!(!row2.contains("truncated"), "{row2}");
+}

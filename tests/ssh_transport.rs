@@ -403,3 +403,143 @@ async fn many_commands_share_one_connection_concurrently() {
         start.elapsed()
     );
 }
+
+/// Issue 8 item 10: with accept-new, many first connections at once used to interleave their
+/// known_hosts lines (`127.94.0.7 127.94.0.1ssh-ed25519  ssh-ed25519AAAA...`) and append a host
+/// twice. Twenty new hosts, five of them connected twice at the same moment, 25 rounds with a
+/// fresh file each: every round's file must hold exactly one well-formed line per host (the same
+/// lines as the fleet's own known_hosts), and a strict run on all twenty must then succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accept_new_on_many_new_hosts_at_once_writes_one_clean_line_each() {
+    if !require_root("accept_new_on_many_new_hosts_at_once_writes_one_clean_line_each") {
+        return;
+    }
+    let fleet = Fleet::start(27, 20);
+    let mut expected: Vec<String> = std::fs::read_to_string(&fleet.known_hosts)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    expected.sort();
+    for round in 0..25 {
+        let learned = fleet.dir.path().join(format!("learned_{round}"));
+        let specs: Vec<ConnectSpec> = (0..20)
+            .chain(0..5)
+            .map(|i| {
+                let mut s = spec(&fleet, i);
+                s.known_hosts = vec![learned.clone()];
+                s.host_key_policy = HostKeyPolicy::AcceptNew;
+                s.connect_timeout = Duration::from_secs(20);
+                s
+            })
+            .collect();
+        let sessions = futures::future::join_all(specs.iter().map(connect)).await;
+        for (s, r) in specs.iter().zip(&sessions) {
+            assert!(
+                r.is_ok(),
+                "round {round}: {}: {:?}",
+                s.host,
+                r.as_ref().err()
+            );
+        }
+        let text = std::fs::read_to_string(&learned).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        assert_eq!(
+            lines, expected,
+            "round {round}: known_hosts is not one clean line per host:\n{text}"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&learned).unwrap().permissions().mode() & 0o777;
+        assert_eq!(
+            mode, 0o600,
+            "round {round}: a created known_hosts is private"
+        );
+        let strict = futures::future::join_all((0..20).map(|i| {
+            let mut s = spec(&fleet, i);
+            s.known_hosts = vec![learned.clone()];
+            async move { connect(&s).await }
+        }))
+        .await;
+        for (i, r) in strict.iter().enumerate() {
+            assert!(
+                r.is_ok(),
+                "round {round}: strict run refused node{}: {:?}",
+                i + 1,
+                r.as_ref().err()
+            );
+        }
+    }
+}
+
+/// Issue 8 item 11: a connection that dies after it was established (the node is black-holed)
+/// makes the next command fail as "connection lost" within the connect timeout, instead of
+/// hanging on the channel open until the keepalives give up (about a minute).
+#[tokio::test]
+async fn a_channel_on_a_black_holed_connection_fails_as_lost_within_the_connect_timeout() {
+    if !require_root(
+        "a_channel_on_a_black_holed_connection_fails_as_lost_within_the_connect_timeout",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start(28, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(2);
+    let session = connect(&s).await.unwrap();
+    assert_eq!(session.exec("echo up", T).await.unwrap().stdout, b"up\n");
+    let _hole = BlackHole::both_ways(&fleet.servers[0].addr);
+    let start = Instant::now();
+    let err = session.exec("echo again", T).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(err.is_connection_lost(), "{err}");
+    assert!(
+        matches!(err, SshError::ConnectionLost(_)),
+        "a lost connection is its own kind: {err:?}"
+    );
+    assert!(took < Duration::from_millis(3500), "took {took:?}");
+}
+
+/// A command running (silently) when its node goes dark: the silence is probed and the
+/// command fails as "connection lost" within the connect timeout of the drop, not at the
+/// command timeout.
+#[tokio::test]
+async fn a_running_command_whose_node_goes_dark_fails_as_lost_within_the_connect_timeout() {
+    if !require_root(
+        "a_running_command_whose_node_goes_dark_fails_as_lost_within_the_connect_timeout",
+    ) {
+        return;
+    }
+    let fleet = Fleet::start(29, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(2);
+    let session = connect(&s).await.unwrap();
+    let addr = fleet.servers[0].addr.clone();
+    let (result, dropped_at) = tokio::join!(session.exec("sleep 6; echo done", T), async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let hole = BlackHole::both_ways(&addr);
+        (hole, Instant::now())
+    });
+    let took = dropped_at.1.elapsed();
+    let err = result.unwrap_err();
+    assert!(err.is_connection_lost(), "{err}");
+    assert!(
+        took < Duration::from_millis(3500),
+        "lost {took:?} after the drop"
+    );
+}
+
+/// The other side of the probe: a command that prints nothing for several connect timeouts on a
+/// live connection is not taken for a lost one (its keepalives are answered).
+#[tokio::test]
+async fn a_silent_command_on_a_live_connection_runs_to_its_end() {
+    if !require_root("a_silent_command_on_a_live_connection_runs_to_its_end") {
+        return;
+    }
+    let fleet = Fleet::start(32, 1);
+    let mut s = spec(&fleet, 0);
+    s.connect_timeout = Duration::from_secs(1);
+    let session = connect(&s).await.unwrap();
+    let out = session.exec("sleep 4; echo finished", T).await.unwrap();
+    assert_eq!(out.stdout, b"finished\n");
+    assert_eq!(out.exit, ExitStatus::Code(0));
+}

@@ -111,7 +111,10 @@ fn init_logging(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<u8, AppError> {
     let g = &cli.global;
     match &cli.command {
-        Command::Exec { command } => cmd_exec(g, &command.join(" ")).await,
+        Command::Exec {
+            command,
+            max_output,
+        } => cmd_exec(g, &command.join(" "), *max_output).await,
         Command::Inventory(InventoryCommand::Show) => cmd_inventory_show(g),
         Command::Inventory(InventoryCommand::Discover {
             from,
@@ -240,7 +243,7 @@ pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-async fn cmd_exec(g: &GlobalOpts, command: &str) -> Result<u8, AppError> {
+async fn cmd_exec(g: &GlobalOpts, command: &str, max_output: usize) -> Result<u8, AppError> {
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     let cancel = ctrl_c_token();
@@ -248,6 +251,7 @@ async fn cmd_exec(g: &GlobalOpts, command: &str) -> Result<u8, AppError> {
     let opts = ExecOptions {
         forks: usize::from(g.forks),
         timeout: g.timeout,
+        max_output,
     };
     let results = exec::exec_all(nodes, command, &opts, &cancel, progress.sink()).await;
     progress.finish();

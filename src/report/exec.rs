@@ -28,7 +28,11 @@ pub fn group_outputs(results: &[NodeResult]) -> Vec<OutputGroup<'_>> {
     let mut groups: Vec<OutputGroup> = Vec::new();
     for r in results.iter().filter(|r| r.exit.is_some()) {
         match groups.iter_mut().find(|g| {
-            g.sample.stdout == r.stdout && g.sample.stderr == r.stderr && g.sample.exit == r.exit
+            g.sample.stdout == r.stdout
+                && g.sample.stderr == r.stderr
+                && g.sample.exit == r.exit
+                && g.sample.stdout_truncated_bytes == r.stdout_truncated_bytes
+                && g.sample.stderr_truncated_bytes == r.stderr_truncated_bytes
         }) {
             Some(g) => g.nodes.push(&r.node),
             None => groups.push(OutputGroup {
@@ -61,7 +65,16 @@ pub fn short_duration(d: Duration) -> String {
     }
 }
 
-/// The grouped output block: a header per group (`pve[1-3,5] (4)`), then its output, sanitised.
+/// The note for output cut at the cap: `[stdout truncated: 1048576 bytes shown, 3146962 more
+/// dropped (--max-output)]`, or `None` when the stream is complete.
+pub fn truncation_note(stream: &str, shown: usize, dropped: u64) -> Option<String> {
+    (dropped > 0).then(|| {
+        format!("[{stream} truncated: {shown} bytes shown, {dropped} more dropped (--max-output)]")
+    })
+}
+
+/// The grouped output block: a header per group (`pve[1-3,5] (4)`), then its output, sanitised,
+/// with a note under a stream that was cut at the cap.
 pub fn render_groups(results: &[NodeResult]) -> String {
     let mut out = String::new();
     for g in group_outputs(results) {
@@ -73,9 +86,16 @@ pub fn render_groups(results: &[NodeResult]) -> String {
         if !stdout.is_empty() && !stdout.ends_with('\n') {
             out.push('\n');
         }
+        let s = g.sample;
+        if let Some(note) = truncation_note("stdout", s.stdout.len(), s.stdout_truncated_bytes) {
+            out.push_str(&format!("{note}\n"));
+        }
         let stderr = sanitize(&g.sample.stderr);
         for line in stderr.lines() {
             out.push_str(&format!("stderr: {line}\n"));
+        }
+        if let Some(note) = truncation_note("stderr", s.stderr.len(), s.stderr_truncated_bytes) {
+            out.push_str(&format!("{note}\n"));
         }
         if g.sample.exit != Some(ExitStatus::Code(0)) {
             out.push_str(&format!("[exit {}]\n", exit_text(&g.sample.exit)));
@@ -92,7 +112,8 @@ fn status_color(s: NodeStatus) -> Color {
     }
 }
 
-/// The per-node status table: node, status, exit, duration, first line of the error.
+/// The per-node status table: node, status, exit, duration, first line of the error (and a
+/// note when the node's output was truncated).
 pub fn render_table(results: &[NodeResult], color: bool) -> String {
     let mut table = Table::new();
     table
@@ -108,6 +129,19 @@ pub fn render_table(results: &[NodeResult], color: bool) -> String {
             (None, NodeStatus::Ok) => String::new(),
             (None, _) => first_line(&String::from_utf8_lossy(&r.stderr), 120),
         };
+        let notes: Vec<String> = [
+            ("stdout", r.stdout.len(), r.stdout_truncated_bytes),
+            ("stderr", r.stderr.len(), r.stderr_truncated_bytes),
+        ]
+        .into_iter()
+        .filter_map(|(stream, shown, dropped)| truncation_note(stream, shown, dropped))
+        .collect();
+        let error = [error]
+            .into_iter()
+            .chain(notes)
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut status = Cell::new(r.status.as_str());
         if color {
             status = status.fg(status_color(r.status));
@@ -171,6 +205,8 @@ mod tests {
             exit: code.map(ExitStatus::Code),
             stdout: out.as_bytes().to_vec(),
             stderr: Vec::new(),
+            stdout_truncated_bytes: 0,
+            stderr_truncated_bytes: 0,
             duration: Duration::from_millis(42),
             error: (status == NodeStatus::Unreachable)
                 .then(|| "unreachable: connection refused".into()),
@@ -220,5 +256,30 @@ mod tests {
         assert_eq!(v["nodes"][0]["exit"]["code"], 0);
         assert_eq!(v["nodes"][0]["stdout"], "hi\u{1b}\n");
         assert_eq!(v["nodes"][0]["duration_ms"], 42);
+        assert_eq!(v["nodes"][0]["stdout_truncated_bytes"], 0);
+        assert_eq!(v["nodes"][0]["stderr_truncated_bytes"], 0);
+    }
+
+    #[test]
+    fn truncated_output_is_marked_in_groups_and_table_and_not_grouped_with_complete_output() {
+        let mut cut = r("pve1", NodeStatus::Ok, Some(0), "head");
+        cut.stdout_truncated_bytes = 1000;
+        let whole = r("pve2", NodeStatus::Ok, Some(0), "head");
+        let rs = vec![cut, whole];
+        let text = render_groups(&rs);
+        assert!(text.contains("pve1 (1)\n"), "{text}");
+        assert!(text.contains("pve2 (1)\n"), "{text}");
+        assert!(
+            text.contains("[stdout truncated: 4 bytes shown, 1000 more dropped (--max-output)]"),
+            "{text}"
+        );
+        let t = render_table(&rs, false);
+        let row = t.lines().find(|l| l.contains("pve1")).unwrap();
+        assert!(row.contains("stdout truncated"), "{t}");
+        assert!(!t
+            .lines()
+            .find(|l| l.contains("pve2"))
+            .unwrap()
+            .contains("truncated"));
     }
 }

@@ -1,12 +1,19 @@
 //! known_hosts files: lookup (plain, `[host]:port`, wildcard, negated and hashed `|1|` entries,
 //! `@revoked` markers) and appending for trust-on-first-use.
 //!
+//! Appending is safe when many connections learn keys at once (accept-new on a fleet of new
+//! nodes): each entry is written with one `write` under an exclusive `flock` on the file, and the
+//! file is read again under the lock, so a host another task (or another pvefleet) recorded in the
+//! meantime is not appended twice. OpenSSH itself takes no lock on known_hosts, so this protects
+//! pvefleet against itself, not against a concurrent `ssh` writing the same file.
+//!
 //! Written here rather than taken from russh because pvefleet must report the exact file and line
 //! of a conflicting entry (so the operator knows what to fix), must know which key algorithms are
 //! recorded for a host before the key exchange (so the server is asked for a key we can check, as
 //! OpenSSH does), and must honour `@revoked`.
 
-use std::io::Write;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use data_encoding::BASE64;
@@ -123,38 +130,44 @@ pub fn hosts_match(patterns: &str, name: &str) -> bool {
 pub fn keys_for(files: &[PathBuf], name: &str) -> Vec<KnownKey> {
     let mut out = Vec::new();
     for file in files {
-        let Ok(text) = std::fs::read_to_string(file) else {
+        if let Ok(text) = std::fs::read_to_string(file) {
+            out.extend(keys_in(&text, file, name));
+        }
+    }
+    out
+}
+
+/// The keys recorded for `name` in `text`, the content of `file`.
+fn keys_in(text: &str, file: &Path, name: &str) -> Vec<KnownKey> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let mut first = fields.next().unwrap_or("");
+        let mut revoked = false;
+        if first.starts_with('@') {
+            match first {
+                "@revoked" => revoked = true,
+                _ => continue, // @cert-authority: host certificates are not used
+            }
+            first = fields.next().unwrap_or("");
+        }
+        let (Some(algo), Some(b64)) = (fields.next(), fields.next()) else {
             continue;
         };
-        for (i, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let mut fields = line.split_whitespace();
-            let mut first = fields.next().unwrap_or("");
-            let mut revoked = false;
-            if first.starts_with('@') {
-                match first {
-                    "@revoked" => revoked = true,
-                    _ => continue, // @cert-authority: host certificates are not used
-                }
-                first = fields.next().unwrap_or("");
-            }
-            let (Some(algo), Some(b64)) = (fields.next(), fields.next()) else {
-                continue;
-            };
-            if !hosts_match(first, name) {
-                continue;
-            }
-            if let Ok(key) = PublicKey::from_openssh(&format!("{algo} {b64}")) {
-                out.push(KnownKey {
-                    file: file.clone(),
-                    line: i + 1,
-                    key,
-                    revoked,
-                });
-            }
+        if !hosts_match(first, name) {
+            continue;
+        }
+        if let Ok(key) = PublicKey::from_openssh(&format!("{algo} {b64}")) {
+            out.push(KnownKey {
+                file: file.to_path_buf(),
+                line: i + 1,
+                key,
+                revoked,
+            });
         }
     }
     out
@@ -213,8 +226,30 @@ pub fn preferred_algorithms(known: &[KnownKey], defaults: &[Algorithm]) -> Vec<A
     out
 }
 
-/// Append `key` for `name` to `file` (created 0600, parent directory 0700 if missing).
-pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
+/// What [`learn`] did with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// The entry was appended.
+    Added,
+    /// The same key was already recorded for the host (by another task, since the caller looked).
+    AlreadyKnown,
+    /// Another key was recorded for the host in the meantime: the caller must refuse it.
+    Conflict {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the other key.
+        line: usize,
+    },
+}
+
+/// Record `key` for `name` in `file` (trust on first use), unless the file has gained an entry
+/// for `name` since the caller looked. The file is created 0600 (its directory 0700) if missing.
+///
+/// Under an exclusive `flock` on the file: read it again, judge the key against what it now
+/// holds, and append the entry (with a leading newline if the file does not end in one) with a
+/// single `write`, then fsync. So concurrent learners never interleave lines or record a host
+/// twice. Blocking: call it from a blocking thread in async code.
+pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<Learned> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -230,19 +265,58 @@ pub fn append(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<()> {
     // Drop the comment: known_hosts lines are `name algo base64`.
     let mut parts = openssh.split_whitespace();
     let (algo, b64) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let needs_newline = std::fs::read(file)
-        .map(|b| !b.is_empty() && !b.ends_with(b"\n"))
-        .unwrap_or(false);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
+    let f = std::fs::OpenOptions::new()
+        .read(true)
         .append(true)
+        .create(true)
         .mode(0o600)
         .open(file)?;
-    if needs_newline {
-        f.write_all(b"\n")?;
+    let _lock = FileLock::exclusive(&f)?;
+    let mut handle = &f;
+    let mut text = String::new();
+    handle.rewind()?;
+    handle.read_to_string(&mut text)?;
+    match check(&keys_in(&text, file, name), key) {
+        Verdict::Known { .. } => return Ok(Learned::AlreadyKnown),
+        Verdict::Changed { file, line } => return Ok(Learned::Conflict { file, line }),
+        Verdict::Unknown => {}
     }
-    writeln!(f, "{name} {algo} {b64}")?;
-    f.sync_all()
+    let mut entry = String::new();
+    if !text.is_empty() && !text.ends_with('\n') {
+        entry.push('\n');
+    }
+    entry.push_str(&format!("{name} {algo} {b64}\n"));
+    // One buffer, one write (O_APPEND): never several pieces another writer could split.
+    handle.write_all(entry.as_bytes())?;
+    f.sync_all()?;
+    Ok(Learned::Added)
+}
+
+/// An exclusive `flock(2)` held until dropped (closing the file would release it too).
+struct FileLock<'a> {
+    file: &'a std::fs::File,
+}
+
+impl<'a> FileLock<'a> {
+    fn exclusive(file: &'a std::fs::File) -> std::io::Result<FileLock<'a>> {
+        loop {
+            // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(FileLock { file });
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+impl Drop for FileLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: as above; unlocking a lock we hold.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 /// SHA256 fingerprint as OpenSSH prints it (`SHA256:...`).
@@ -328,10 +402,13 @@ mod tests {
     }
 
     #[test]
-    fn append_then_known() {
+    fn learn_then_known() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/known_hosts");
-        append(&p, "[10.1.1.1]:2222", &key(ED1)).unwrap();
+        assert_eq!(
+            learn(&p, "[10.1.1.1]:2222", &key(ED1)).unwrap(),
+            Learned::Added
+        );
         let known = keys_for(std::slice::from_ref(&p), &lookup_name("10.1.1.1", 2222));
         assert!(matches!(
             check(&known, &key(ED1)),
@@ -342,6 +419,22 @@ mod tests {
             std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn learning_again_is_a_no_op_and_another_key_is_a_conflict() {
+        let (_d, p) = write(&format!("other {ED2}")); // no final newline
+        assert_eq!(learn(&p, "pve1", &key(ED1)).unwrap(), Learned::Added);
+        assert_eq!(learn(&p, "pve1", &key(ED1)).unwrap(), Learned::AlreadyKnown);
+        assert_eq!(
+            learn(&p, "pve1", &key(ED2)).unwrap(),
+            Learned::Conflict {
+                file: p.clone(),
+                line: 2
+            }
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, format!("other {ED2}\npve1 {ED1}\n"));
     }
 
     #[test]

@@ -9,8 +9,12 @@
 //! One [`Session`] is one SSH connection; it is cheap to clone and every clone shares the
 //! connection, so a run opens one connection per node and runs many commands over it (several
 //! channels at once, fewer than the server's `MaxSessions`).
+//!
+//! Once connected, no wait on the server lasts longer than the node's connect timeout without an
+//! answer (`channel.rs`): a node that goes dark mid-run is [`SshError::ConnectionLost`] quickly.
 
 pub mod auth;
+mod channel;
 pub mod config;
 pub mod known_hosts;
 
@@ -20,11 +24,9 @@ use std::time::{Duration, Instant};
 
 use russh::client::{self, Handle};
 use russh::keys::{Algorithm, PublicKey};
-use russh::{ChannelMsg, Preferred, Sig};
+use russh::Preferred;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
-
-use crate::quote::shell_quote;
 
 /// What to do with a server host key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -84,13 +86,18 @@ pub enum ExitStatus {
     Signal(String),
 }
 
-/// The full result of one remote command.
+/// The result of one remote command.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecOutput {
-    /// Everything the command wrote to stdout, unaltered.
+    /// What the command wrote to stdout, unaltered: all of it, or the first `cap` bytes
+    /// ([`Session::exec_capped`]).
     pub stdout: Vec<u8>,
-    /// Everything the command wrote to stderr, unaltered.
+    /// What the command wrote to stderr, likewise.
     pub stderr: Vec<u8>,
+    /// Bytes of stdout read past the cap and not kept (0: `stdout` is complete).
+    pub stdout_dropped: u64,
+    /// Bytes of stderr read past the cap and not kept.
+    pub stderr_dropped: u64,
     /// How it ended.
     pub exit: ExitStatus,
     /// Wall time from channel open to exit status.
@@ -106,6 +113,11 @@ pub enum SshError {
     /// The connect deadline or a command deadline passed.
     #[error("timeout after {0:?}")]
     Timeout(Duration),
+    /// An established connection stopped answering (no reply within the node's connect timeout
+    /// to a channel open or to a keepalive while a command was silent) or was closed under a
+    /// running command: the node went down or off the network.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// The server's host key differs from the one recorded.
     #[error("host key for {host} changed: offending entry in {file}:{line}")]
     HostKeyChanged {
@@ -138,6 +150,14 @@ pub enum SshError {
     /// Anything else from the protocol layer.
     #[error("ssh: {0}")]
     Protocol(String),
+}
+
+impl SshError {
+    /// Whether an established connection was lost (the node is down or unreachable now), as
+    /// opposed to a command that failed or timed out on a live connection.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, SshError::ConnectionLost(_))
+    }
 }
 
 /// At most this many channels are open on one connection at once (OpenSSH's `MaxSessions`
@@ -200,8 +220,16 @@ impl client::Handler for Client {
                     ));
                     return Ok(false);
                 };
-                match known_hosts::append(file, &self.lookup, key) {
-                    Ok(()) => {
+                // Under the file's lock, on a blocking thread: many nodes may be learning keys
+                // at once, and another may have recorded this host since `known` was read.
+                let (path, lookup, offered) = (file.clone(), self.lookup.clone(), key.clone());
+                let learned = tokio::task::spawn_blocking(move || {
+                    known_hosts::learn(&path, &lookup, &offered)
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+                match learned {
+                    Ok(known_hosts::Learned::Added) => {
                         tracing::warn!(
                             host = %self.host,
                             "added host key {} to {}",
@@ -209,6 +237,10 @@ impl client::Handler for Client {
                             file.display()
                         );
                         return Ok(true);
+                    }
+                    Ok(known_hosts::Learned::AlreadyKnown) => return Ok(true),
+                    Ok(known_hosts::Learned::Conflict { file, line }) => {
+                        KeyDecision::Changed { file, line }
                     }
                     Err(e) => KeyDecision::LearnFailed(format!("{}: {e}", file.display())),
                 }
@@ -226,6 +258,9 @@ struct Inner {
     handle: Handle<Client>,
     channels: Semaphore,
     become_root: bool,
+    /// How long a live connection may take to answer (the node's connect timeout): bounds every
+    /// wait on the server once connected, so a node that goes dark is noticed, not waited for.
+    answer_within: Duration,
     /// The jump host's connection, kept open as long as this one.
     _jump: Option<Session>,
 }
@@ -394,102 +429,9 @@ fn connect_inner(
                 handle,
                 channels: Semaphore::new(MAX_CHANNELS),
                 become_root: spec.become_root,
+                answer_within: spec.connect_timeout,
                 _jump: jump_session,
             }),
         })
     })
-}
-
-/// The text sudo prints when it wants a password and `-n` forbids asking.
-const SUDO_NEEDS_PASSWORD: &str = "a password is required";
-
-impl Session {
-    /// Run `command` through the login shell and collect its output; the command is signalled,
-    /// its channel closed and [`SshError::Timeout`] returned if it runs longer than `timeout`.
-    pub async fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SshError> {
-        let command = if self.inner.become_root {
-            format!("sudo -n -- sh -c {}", shell_quote(command))
-        } else {
-            command.to_string()
-        };
-        let _permit = self
-            .inner
-            .channels
-            .acquire()
-            .await
-            .map_err(|_| SshError::Protocol("connection closed".into()))?;
-        let start = Instant::now();
-        let mut channel = self
-            .inner
-            .handle
-            .channel_open_session()
-            .await
-            .map_err(|e| SshError::Protocol(format!("cannot open a channel: {e}")))?;
-        channel
-            .exec(true, command.as_bytes())
-            .await
-            .map_err(|e| SshError::Protocol(format!("exec failed: {e}")))?;
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        let mut exit: Option<ExitStatus> = None;
-        let sleep = tokio::time::sleep(timeout);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                msg = channel.wait() => match msg {
-                    Some(ChannelMsg::Data { data }) => stdout.extend_from_slice(&data),
-                    Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.extend_from_slice(&data),
-                    Some(ChannelMsg::ExitStatus { exit_status }) => exit = Some(ExitStatus::Code(exit_status)),
-                    Some(ChannelMsg::ExitSignal { signal_name, .. }) => {
-                        exit = Some(ExitStatus::Signal(signal_name_of(&signal_name)));
-                    }
-                    Some(ChannelMsg::Close) | None => break,
-                    Some(_) => {}
-                },
-                _ = &mut sleep => {
-                    let _ = channel.signal(Sig::TERM).await;
-                    let _ = channel.close().await;
-                    return Err(SshError::Timeout(timeout));
-                }
-            }
-        }
-        let exit = exit.ok_or_else(|| {
-            SshError::Protocol("the channel closed without an exit status".into())
-        })?;
-        if self.inner.become_root
-            && exit == ExitStatus::Code(1)
-            && stdout.is_empty()
-            && String::from_utf8_lossy(&stderr).contains(SUDO_NEEDS_PASSWORD)
-        {
-            return Err(SshError::SudoPassword);
-        }
-        Ok(ExecOutput {
-            stdout,
-            stderr,
-            exit,
-            duration: start.elapsed(),
-        })
-    }
-
-    /// Whether the connection has gone (the node rebooted, the network dropped).
-    pub fn is_closed(&self) -> bool {
-        self.inner.handle.is_closed()
-    }
-
-    /// Close the connection politely.
-    pub async fn close(&self) {
-        let _ = self
-            .inner
-            .handle
-            .disconnect(russh::Disconnect::ByApplication, "", "en")
-            .await;
-    }
-}
-
-fn signal_name_of(sig: &Sig) -> String {
-    let s = format!("{sig:?}");
-    s.strip_prefix("Custom(\"")
-        .and_then(|r| r.strip_suffix("\")"))
-        .unwrap_or(&s)
-        .to_string()
 }

@@ -262,25 +262,40 @@ impl Drop for Fleet {
     }
 }
 
-/// An iptables rule dropping packets to `addr`, removed on drop (even when the test panics).
+/// iptables rules dropping packets to `addr` (and, from [`BlackHole::both_ways`], from it),
+/// removed on drop (even when the test panics).
 pub struct BlackHole {
-    addr: String,
+    /// The `-d addr` / `-s addr` matches inserted into INPUT.
+    rules: Vec<[String; 2]>,
 }
 
 impl BlackHole {
-    /// Start dropping every packet to `addr`.
+    /// Start dropping every packet to `addr` (enough to black-hole new connections).
     pub fn new(addr: &str) -> BlackHole {
-        sh(&format!("iptables -I INPUT -d {addr} -j DROP"));
-        BlackHole {
-            addr: addr.to_string(),
+        BlackHole::with_rules(vec![["-d".into(), addr.into()]])
+    }
+
+    /// Drop every packet to and from `addr`: an established connection goes dark in both
+    /// directions, as when a node loses power or its network. (Dropping only packets to the
+    /// server lets its output still reach the client over loopback.)
+    pub fn both_ways(addr: &str) -> BlackHole {
+        BlackHole::with_rules(vec![["-d".into(), addr.into()], ["-s".into(), addr.into()]])
+    }
+
+    fn with_rules(rules: Vec<[String; 2]>) -> BlackHole {
+        for [flag, addr] in &rules {
+            sh(&format!("iptables -I INPUT {flag} {addr} -j DROP"));
         }
+        BlackHole { rules }
     }
 }
 
 impl Drop for BlackHole {
     fn drop(&mut self) {
-        let _ = Command::new("iptables")
-            .args(["-D", "INPUT", "-d", &self.addr, "-j", "DROP"])
-            .status();
+        for [flag, addr] in &self.rules {
+            let _ = Command::new("iptables")
+                .args(["-D", "INPUT", flag, addr, "-j", "DROP"])
+                .status();
+        }
     }
 }
