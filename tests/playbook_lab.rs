@@ -36,6 +36,7 @@ fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|g| g["finding"]["grade"] != "SKIP")
         .map(|g| {
             format!(
                 "{} {} {}",
