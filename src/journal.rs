@@ -240,6 +240,34 @@ pub enum Event {
         /// The guest.
         guest: GuestRef,
     },
+    /// A guest was migrated away from the node being drained (`intent` before, `done` after).
+    GuestMoved {
+        /// The guest.
+        guest: GuestRef,
+        /// Its node before the drain (where it returns).
+        from: String,
+        /// Where it went.
+        to: String,
+        /// `intent` or `done`.
+        phase: String,
+    },
+    /// A moved guest is back on its node.
+    GuestReturned {
+        /// The guest.
+        guest: GuestRef,
+        /// Its node.
+        to: String,
+    },
+    /// Ceph's noout for the node: `set` (`scope` host or cluster), `unset`, `left-set`.
+    Noout {
+        /// `set`, `unset`, `left-set`.
+        state: String,
+        /// `host` or `cluster`.
+        scope: String,
+        /// Why (for `left-set`).
+        #[serde(default)]
+        why: Option<String>,
+    },
     /// The node's run ended well.
     NodeDone {
         /// It was rebooted.
@@ -444,19 +472,34 @@ fn lock(dir: &Path, id: &str) -> Result<File, JournalError> {
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
-        let pid = std::fs::read_to_string(&path)
-            .ok()
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .map(|p| format!(" (pid {p})"))
-            .unwrap_or_default();
+        // The holder writes its pid right after taking the lock: give it a moment.
+        let mut pid = String::new();
+        for _ in 0..25 {
+            pid = std::fs::read_to_string(&path)
+                .map(|p| p.trim().to_string())
+                .unwrap_or_default();
+            if !pid.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let pid = if pid.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {pid})")
+        };
         return Err(JournalError::Locked {
             id: id.to_string(),
             pid,
         });
     }
-    f.set_len(0).map_err(|e| io_err(&path, e))?;
-    let _ = writeln!(f, "{}", std::process::id());
+    // Overwrite in place, then cut: a reader never sees an empty file.
+    let line = format!("{}\n", std::process::id());
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(line.as_bytes(), 0)
+        .and_then(|()| f.set_len(line.len() as u64))
+        .map_err(|e| io_err(&path, e))?;
+    let _ = f.flush();
     Ok(f)
 }
 
@@ -733,6 +776,10 @@ pub struct NodeHistory {
     pub maintenance_on: bool,
     /// Guests the run stopped and has not started again.
     pub stopped_guests: Vec<GuestRef>,
+    /// Guests the run moved away and has not returned: (guest, origin, where it is).
+    pub moved_guests: Vec<(GuestRef, String, String)>,
+    /// Ceph noout the run set for the node and has not unset (`host` or `cluster`).
+    pub noout: Option<String>,
     /// Last interruption point.
     pub interrupted: Option<StopPoint>,
 }
@@ -775,6 +822,20 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 h.stopped_guests.push(guest.clone());
             }
             Event::GuestStarted { guest } => h.stopped_guests.retain(|g| g != guest),
+            Event::GuestMoved {
+                guest,
+                from,
+                to,
+                phase,
+            } if phase == "done" => {
+                h.moved_guests.retain(|(g, _, _)| g != guest);
+                h.moved_guests
+                    .push((guest.clone(), from.clone(), to.clone()));
+            }
+            Event::GuestReturned { guest, .. } => h.moved_guests.retain(|(g, _, _)| g != guest),
+            Event::Noout { state, scope, .. } => {
+                h.noout = (state != "unset").then(|| scope.clone());
+            }
             Event::NodeDone { .. } => h.done = true,
             Event::NodeInterrupted { step, state } => {
                 h.interrupted = Some(StopPoint {

@@ -166,6 +166,8 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         on_step: None,
         cancel: ctrl_c_token(),
         resume: BTreeMap::new(),
+        cluster: p.inv.nodes.clone(),
+        rolling: Default::default(),
     }
 }
 

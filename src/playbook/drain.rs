@@ -229,3 +229,170 @@ mod tests {
         assert!(parse_running(qm, "").is_err());
     }
 }
+
+/// The cluster picture from one `pvesh get /cluster/resources` call.
+pub async fn resources(r: &Remote) -> Result<super::resources::Resources, RebootError> {
+    let o = r
+        .sh("pvesh get /cluster/resources --output-format json")
+        .await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Command(format!(
+            "pvesh get /cluster/resources failed: {}",
+            super::remote::first_line(&o.stderr)
+        )));
+    }
+    super::resources::parse(&String::from_utf8_lossy(&o.stdout)).map_err(RebootError::Command)
+}
+
+/// A guest the drain will move, and one it cannot.
+#[derive(Debug, Clone)]
+pub struct DrainPlan {
+    /// Guests to migrate, biggest first.
+    pub movable: Vec<super::resources::GuestRes>,
+    /// Guests that cannot move, with why.
+    pub unmovable: Vec<(GuestRef, String)>,
+}
+
+/// Sort the node's running guests that are not HA-managed into movable and not: local devices,
+/// local disks (unless allowed), a lock.
+pub async fn plan_drain(
+    r: &Remote,
+    res: &super::resources::Resources,
+    allow_local_disks: bool,
+) -> Result<DrainPlan, RebootError> {
+    use super::resources::{local_storages, unmovable_reason, GuestType};
+    let node = shell_quote(&r.node.name);
+    // Every configuration of the node and the storage definitions, in one round trip.
+    let (_, text) = r
+        .text(&format!(
+            "for f in /etc/pve/nodes/{node}/qemu-server/*.conf /etc/pve/nodes/{node}/lxc/*.conf; do [ -f \"$f\" ] && {{ echo \"==> $f <==\"; cat \"$f\"; }}; done; echo '==> storage.cfg <=='; cat /etc/pve/storage.cfg 2>/dev/null"
+        ))
+        .await?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    for l in text.lines() {
+        if let Some(f) = l.strip_prefix("==> ").and_then(|f| f.strip_suffix(" <==")) {
+            files.push((f.to_string(), String::new()));
+        } else if let Some((_, body)) = files.last_mut() {
+            body.push_str(l);
+            body.push('\n');
+        }
+    }
+    let storage = files
+        .iter()
+        .find(|(f, _)| f == "storage.cfg")
+        .map(|(_, b)| b.as_str())
+        .unwrap_or("");
+    let mut local = local_storages(storage);
+    if storage.trim().is_empty() {
+        // No storage.cfg readable: the installer's local storages are local.
+        local = vec!["local".into(), "local-lvm".into(), "local-zfs".into()];
+    }
+    let config_of = |kind: GuestType, vmid: u32| {
+        let dir = if kind == GuestType::Qemu {
+            "qemu-server"
+        } else {
+            "lxc"
+        };
+        let suffix = format!("/{dir}/{vmid}.conf");
+        files
+            .iter()
+            .find(|(f, _)| f.ends_with(&suffix))
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    };
+    let mut plan = DrainPlan {
+        movable: Vec::new(),
+        unmovable: Vec::new(),
+    };
+    for g in res.running_on(&r.node.name).filter(|g| !g.ha) {
+        let gref = GuestRef {
+            kind: g.kind.tool().into(),
+            vmid: g.vmid,
+            name: g.name.clone(),
+        };
+        let why = if let Some(lock) = &g.lock {
+            Some(format!("is locked ({lock})"))
+        } else {
+            unmovable_reason(
+                g.kind,
+                &config_of(g.kind, g.vmid),
+                &local,
+                allow_local_disks,
+            )
+        };
+        match why {
+            Some(w) => plan.unmovable.push((gref, w)),
+            None => plan.movable.push(g.clone()),
+        }
+    }
+    plan.movable.sort_by_key(|g| std::cmp::Reverse(g.maxmem));
+    Ok(plan)
+}
+
+/// The migration command for a guest to `target`.
+pub fn migrate_cmd(kind: &str, vmid: u32, target: &str, local_disks: bool) -> String {
+    let t = shell_quote(target);
+    match kind {
+        "pct" => format!("pct migrate {vmid} {t} --restart"),
+        _ => format!(
+            "qm migrate {vmid} {t} --online{}",
+            if local_disks {
+                " --with-local-disks"
+            } else {
+                ""
+            }
+        ),
+    }
+}
+
+/// Run a migration on the node the guest is on (`r`).
+pub async fn migrate(
+    r: &Remote,
+    g: &GuestRef,
+    target: &str,
+    local_disks: bool,
+) -> Result<(), RebootError> {
+    let cmd = migrate_cmd(&g.kind, g.vmid, target, local_disks);
+    let o = r
+        .session
+        .exec(&cmd, std::time::Duration::from_secs(3600))
+        .await?;
+    if o.exit != ExitStatus::Code(0) {
+        let mut detail = super::remote::first_line(&o.stderr);
+        if detail.is_empty() {
+            detail = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| crate::report::sanitize::first_line(l, 160))
+                .unwrap_or_default();
+        }
+        return Err(RebootError::Migration {
+            guest: describe(std::slice::from_ref(g)),
+            target: target.to_string(),
+            detail,
+        });
+    }
+    Ok(())
+}
+
+/// Nodes in HA maintenance now (`lrm NODE (maintenance mode, ...)`).
+pub async fn nodes_in_maintenance(r: &Remote) -> Result<Vec<String>, RebootError> {
+    let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
+    Ok(parse_ha_status(&s)
+        .lrm
+        .into_iter()
+        .filter(|(_, st)| st.contains("maintenance"))
+        .map(|(n, _)| n)
+        .collect())
+}
+
+/// HA-managed guest ids (`vm:100`, `ct:200` -> 100, 200), wherever they run.
+pub async fn ha_vmids(r: &Remote) -> Result<Vec<u32>, RebootError> {
+    let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
+    Ok(parse_ha_status(&s)
+        .services
+        .iter()
+        .filter_map(|(sid, _, _)| sid.split_once(':').and_then(|(_, id)| parse_vmid(id)))
+        .collect())
+}

@@ -138,7 +138,8 @@ pub enum GuestPolicy {
     /// Shut them down (`qm shutdown` / `pct shutdown`) before the reboot and start them again
     /// once the node is back.
     Shutdown,
-    /// Reboot anyway (the operator's choice).
+    /// Leave them running and reboot anyway (the operator's choice; `skip` is the same).
+    #[value(alias = "skip")]
     Ignore,
 }
 
@@ -167,6 +168,20 @@ pub struct RunSettings {
     pub cancel: CancellationToken,
     /// Per-node history of the run being resumed.
     pub resume: BTreeMap<String, NodeHistory>,
+    /// Every node of the inventory (to reach the node a moved guest is on).
+    pub cluster: Vec<Node>,
+    /// Which nodes of the run are still to come and which are in the running batch (drain
+    /// targets avoid both when they can).
+    pub rolling: std::sync::Mutex<RollingView>,
+}
+
+/// The rolling run as a drain sees it.
+#[derive(Debug, Clone, Default)]
+pub struct RollingView {
+    /// Nodes not finished yet (this batch and later ones).
+    pub pending: std::collections::BTreeSet<String>,
+    /// Nodes of the batch running now.
+    pub current: std::collections::BTreeSet<String>,
 }
 
 /// Where backups go on the node.

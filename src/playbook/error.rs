@@ -55,6 +55,19 @@ pub enum RebootError {
     /// A command of the reboot sequence failed.
     #[error("{0}")]
     Command(String),
+    /// A guest could not be moved away: the node is not rebooted.
+    #[error("migration of {guest} to {target} failed: {detail}; the node is not rebooted")]
+    Migration {
+        /// `qm 100 (web)`.
+        guest: String,
+        /// Target node.
+        target: String,
+        /// What the tool said.
+        detail: String,
+    },
+    /// Ceph is not safe, or its state is unknown.
+    #[error("ceph: {0}")]
+    Ceph(String),
     /// The connection failed where the node was expected to answer.
     #[error("{0}")]
     Ssh(#[from] SshError),

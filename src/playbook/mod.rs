@@ -6,14 +6,17 @@
 //! reboot state machine) -> `steps` (the step kinds) -> `engine` (one node's run) -> `rolling`
 //! (strategies over nodes).
 
+pub mod ceph_gate;
 pub mod drain;
 pub mod edit;
 pub mod engine;
 pub mod error;
 pub mod health;
 pub mod model;
+pub mod placement;
 pub mod reboot;
 pub mod remote;
+pub mod resources;
 pub mod rolling;
 mod steps;
 pub mod template;

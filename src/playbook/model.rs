@@ -199,6 +199,19 @@ pub struct Step {
     // reboot / wait_for
     /// Deadline.
     pub timeout: Option<Spanned<HumanDuration>>,
+    /// reboot: empty the node first: HA guests through node maintenance, other running VMs
+    /// live-migrated (`qm migrate --online`), containers moved (`pct migrate --restart`) to
+    /// nodes with room; guests that cannot move meet `--guests`.
+    pub drain: Option<Spanned<bool>>,
+    /// reboot with drain: allow `--with-local-disks` (copies local disks; slow).
+    pub local_disks: Option<Spanned<bool>>,
+    /// reboot with drain: move the guests back to the node once it is back (default true).
+    pub return_guests: Option<Spanned<bool>>,
+    /// reboot: Ceph health check codes that do not stop the run (e.g. `["MON_CLOCK_SKEW"]`).
+    #[serde(default)]
+    pub ceph_accept_warnings: Vec<Spanned<String>>,
+    /// reboot: how long PGs may take to be active+clean again (default 30m).
+    pub pg_timeout: Option<Spanned<HumanDuration>>,
 
     // probe / assert
     /// probe: probe names.
@@ -271,6 +284,11 @@ impl Playbook {
 }
 
 impl Step {
+    /// A boolean field's value, or `default`.
+    pub fn flag(field: &Option<Spanned<bool>>, default: bool) -> bool {
+        field.as_ref().map_or(default, |b| *b.get_ref())
+    }
+
     /// The step's timeout, or `default`.
     pub fn timeout_or(&self, default: Duration) -> Duration {
         self.timeout.as_ref().map_or(default, |t| t.get_ref().0)

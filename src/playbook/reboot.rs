@@ -1,9 +1,12 @@
 //! The reboot of one node as an explicit state machine, journaled at every transition so a
 //! controller killed at any point resumes from the state it reached (DESIGN.md, safety model):
 //!
-//! preflight -> maintenance-on (HA guests moved away) -> guests-stopped (policy for the rest)
-//! -> reboot-issued (old boot id recorded first) -> down-seen -> up-new-boot -> services-active
-//! (each unit on its own) -> quorate (votes back) -> maintenance-off -> guests-started -> done.
+//! preflight (Ceph health and ok-to-stop; with `drain`, what can move and where) ->
+//! maintenance-on (HA guests moved away) -> guests-migrated (with `drain`) -> guests-stopped
+//! (policy for the rest) -> noout-set (Ceph) -> reboot-issued (old boot id recorded first) ->
+//! down-seen -> up-new-boot -> services-active (each unit on its own) -> quorate (votes back) ->
+//! ceph-clean (OSDs up, every PG active+clean) -> noout-unset -> maintenance-off ->
+//! guests-returned -> guests-started -> done.
 //!
 //! What the run switched on is switched back when the node is back. When it stops with the node
 //! not back (never returned, unhealthy, interrupted while down), HA maintenance stays on on
@@ -32,8 +35,12 @@ pub enum RebootState {
     Preflight,
     /// HA maintenance on and no HA service left on the node.
     MaintenanceOn,
+    /// Movable guests migrated away (`drain`).
+    GuestsMigrated,
     /// The guest policy applied to the other running guests.
     GuestsStopped,
+    /// Ceph noout set for the node.
+    NooutSet,
     /// The reboot command was sent (the old boot id is in the journal).
     RebootIssued,
     /// The node went down.
@@ -44,8 +51,14 @@ pub enum RebootState {
     ServicesActive,
     /// The cluster is quorate with the node's votes back.
     Quorate,
+    /// The node's OSDs are up and every PG is active+clean.
+    CephClean,
+    /// noout unset.
+    NooutUnset,
     /// HA maintenance switched off again.
     MaintenanceOff,
+    /// Moved guests are back.
+    GuestsReturned,
     /// Guests the run stopped are running again.
     GuestsStarted,
     /// Complete.
@@ -58,13 +71,18 @@ impl RebootState {
         match self {
             RebootState::Preflight => "preflight",
             RebootState::MaintenanceOn => "maintenance-on",
+            RebootState::GuestsMigrated => "guests-migrated",
             RebootState::GuestsStopped => "guests-stopped",
+            RebootState::NooutSet => "noout-set",
             RebootState::RebootIssued => "reboot-issued",
             RebootState::DownSeen => "down-seen",
             RebootState::UpNewBoot => "up-new-boot",
             RebootState::ServicesActive => "services-active",
             RebootState::Quorate => "quorate",
+            RebootState::CephClean => "ceph-clean",
+            RebootState::NooutUnset => "noout-unset",
             RebootState::MaintenanceOff => "maintenance-off",
+            RebootState::GuestsReturned => "guests-returned",
             RebootState::GuestsStarted => "guests-started",
             RebootState::Done => "done",
         }
@@ -76,13 +94,18 @@ impl RebootState {
         [
             Preflight,
             MaintenanceOn,
+            GuestsMigrated,
             GuestsStopped,
+            NooutSet,
             RebootIssued,
             DownSeen,
             UpNewBoot,
             ServicesActive,
             Quorate,
+            CephClean,
+            NooutUnset,
             MaintenanceOff,
+            GuestsReturned,
             GuestsStarted,
             Done,
         ]
@@ -107,6 +130,25 @@ pub struct RebootCtx<'a> {
     pub resume: Option<&'a NodeHistory>,
     /// Told each state reached (live display, stop point).
     pub on_state: &'a (dyn Fn(RebootState) + Send + Sync),
+    /// Drain the node (migrate guests away and back), with its options.
+    pub drain: Option<DrainOpts>,
+    /// Ceph health check codes that do not stop the run.
+    pub ceph_accept: Vec<String>,
+    /// How long PGs may take to be clean again.
+    pub pg_timeout: Duration,
+    /// Every node of the inventory (to reach where a moved guest is).
+    pub cluster: &'a [crate::inventory::Node],
+    /// Which nodes are still to come / rebooting now.
+    pub rolling: &'a std::sync::Mutex<super::engine::RollingView>,
+}
+
+/// A drain's options (the reboot step's fields).
+#[derive(Debug, Clone, Copy)]
+pub struct DrainOpts {
+    /// `--with-local-disks` allowed.
+    pub local_disks: bool,
+    /// Move guests back after the reboot.
+    pub return_guests: bool,
 }
 
 /// How a reboot ended.
@@ -116,6 +158,8 @@ pub struct RebootReport {
     pub left_on: Vec<String>,
     /// Guests stopped and started again.
     pub restarted: Vec<GuestRef>,
+    /// Guests moved away (and back, unless return_guests is off).
+    pub moved: Vec<(GuestRef, String)>,
     /// The reboot was already done before a resume (not rebooted again).
     pub resumed_from: Option<RebootState>,
 }
@@ -127,6 +171,14 @@ struct Machine<'a, 'c> {
     votes_before: Option<u32>,
     maintenance: bool,
     stopped: Vec<GuestRef>,
+    /// Moved away and not back: (guest, origin, where it is).
+    moved: Vec<(GuestRef, String, String)>,
+    /// Every guest this reboot moved (for the report).
+    moved_all: Vec<(GuestRef, String)>,
+    /// Ceph present (`None`: not asked yet).
+    ceph: Option<bool>,
+    /// noout set by this run for the node.
+    noout: Option<super::ceph_gate::NooutScope>,
 }
 
 impl Machine<'_, '_> {
@@ -172,8 +224,43 @@ impl Machine<'_, '_> {
         }
     }
 
-    /// Maintenance on, HA guests away, then the policy for the rest.
+    /// Before anything is touched: which running guests (not HA-managed) would stop the node
+    /// under `--guests refuse`, and, with `drain`, which of them can move.
+    async fn guests_plan(
+        &self,
+        r: &Remote,
+    ) -> Result<(Vec<GuestRef>, Option<drain::DrainPlan>), RebootError> {
+        let ha = drain::ha_vmids(r).await.unwrap_or_default();
+        let running: Vec<GuestRef> = drain::running_guests(r)
+            .await?
+            .into_iter()
+            .filter(|g| !ha.contains(&g.vmid))
+            .collect();
+        let Some(opts) = self.cx.drain else {
+            return Ok((running, None));
+        };
+        let res = drain::resources(r).await?;
+        let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
+        let stuck: Vec<GuestRef> = plan.unmovable.iter().map(|(g, _)| g.clone()).collect();
+        Ok((stuck, Some(plan)))
+    }
+
+    /// Maintenance on, HA guests away, movable guests migrated, then the policy for the rest.
     async fn drain(&mut self, r: &Remote) -> Result<(), RebootError> {
+        // The policy `refuse` stops the node before anything is touched.
+        let (stuck, plan) = self.guests_plan(r).await?;
+        if self.cx.guests == GuestPolicy::Refuse && !stuck.is_empty() {
+            let why = match &plan {
+                Some(p) => p
+                    .unmovable
+                    .iter()
+                    .map(|(g, w)| format!("{} {}", drain::describe(std::slice::from_ref(g)), w))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                None => drain::describe(&stuck),
+            };
+            return Err(RebootError::GuestsRunning(why));
+        }
         if drain::has_ha(r).await? {
             // Intent first: if we die between the two, resume knows to switch it off again.
             self.record(
@@ -190,7 +277,17 @@ impl Machine<'_, '_> {
             self.to(r, RebootState::MaintenanceOn, None).await;
         }
         self.cancelled()?;
-        let running = drain::running_guests(r).await?;
+        if let (Some(opts), Some(_)) = (self.cx.drain, &plan) {
+            self.migrate_away(r, opts).await?;
+            self.to(r, RebootState::GuestsMigrated, None).await;
+        }
+        // What is still running (not HA, not moved) meets the policy.
+        let ha = drain::ha_vmids(r).await.unwrap_or_default();
+        let running: Vec<GuestRef> = drain::running_guests(r)
+            .await?
+            .into_iter()
+            .filter(|g| !ha.contains(&g.vmid))
+            .collect();
         if !running.is_empty() {
             match self.cx.guests {
                 GuestPolicy::Refuse => {
@@ -228,13 +325,183 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
+    /// Live-migrate the movable guests to nodes with room (re-read after HA moved its guests).
+    async fn migrate_away(&mut self, r: &Remote, opts: DrainOpts) -> Result<(), RebootError> {
+        let res = drain::resources(r).await?;
+        let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
+        let me = r.node.name.clone();
+        let mut excluded: std::collections::BTreeSet<String> =
+            drain::nodes_in_maintenance(r).await?.into_iter().collect();
+        let later = match self.cx.rolling.lock() {
+            Ok(v) => {
+                excluded.extend(v.current.iter().filter(|n| **n != me).cloned());
+                v.pending.difference(&v.current).cloned().collect()
+            }
+            Err(_) => Default::default(),
+        };
+        let mut placer = super::placement::Placer::new(&res, &me, &excluded, &later);
+        for g in &plan.movable {
+            self.cancelled()?;
+            let target = placer.place(g).map_err(RebootError::Command)?;
+            let gref = GuestRef {
+                kind: g.kind.tool().into(),
+                vmid: g.vmid,
+                name: g.name.clone(),
+            };
+            self.record(
+                r,
+                Event::GuestMoved {
+                    guest: gref.clone(),
+                    from: me.clone(),
+                    to: target.clone(),
+                    phase: "intent".into(),
+                },
+            )
+            .await;
+            tracing::info!(node = %me, guest = g.vmid, to = %target, "migrate");
+            (self.cx.on_state)(RebootState::MaintenanceOn);
+            drain::migrate(r, &gref, &target, opts.local_disks).await?;
+            self.record(
+                r,
+                Event::GuestMoved {
+                    guest: gref.clone(),
+                    from: me.clone(),
+                    to: target.clone(),
+                    phase: "done".into(),
+                },
+            )
+            .await;
+            self.moved.push((gref.clone(), me.clone(), target.clone()));
+            self.moved_all.push((gref, target));
+        }
+        Ok(())
+    }
+
+    /// Ceph before the node goes down: detected, healthy enough, ok to stop, noout set.
+    async fn ceph_before(&mut self, r: &Remote) -> Result<(), RebootError> {
+        if !self.ceph_present(r).await? {
+            return Ok(());
+        }
+        super::ceph_gate::check_health(r, &self.cx.ceph_accept, self.noout.is_some()).await?;
+        super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+        Ok(())
+    }
+
+    async fn ceph_present(&mut self, r: &Remote) -> Result<bool, RebootError> {
+        if let Some(c) = self.ceph {
+            return Ok(c);
+        }
+        let c = super::ceph_gate::detect(r).await?;
+        self.ceph = Some(c);
+        Ok(c)
+    }
+
+    async fn set_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+        if !self.ceph_present(r).await? || self.noout.is_some() {
+            return Ok(());
+        }
+        // Checked again right before: the drain took time and another node may be down now.
+        super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+        // Intent first (as host scope, the usual one); the scope used is recorded after.
+        self.record(
+            r,
+            Event::Noout {
+                state: "set".into(),
+                scope: "host".into(),
+                why: None,
+            },
+        )
+        .await;
+        let scope = super::ceph_gate::set_noout(r, &r.node.name).await?;
+        self.noout = Some(scope);
+        self.record(
+            r,
+            Event::Noout {
+                state: "set".into(),
+                scope: scope.as_str().into(),
+                why: None,
+            },
+        )
+        .await;
+        self.to(r, RebootState::NooutSet, None).await;
+        Ok(())
+    }
+
+    async fn ceph_after(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
+        if !self.ceph_present(r).await? {
+            return Ok(());
+        }
+        let pg_deadline = Instant::now() + self.cx.pg_timeout;
+        super::ceph_gate::wait_osds_up(r, &r.node.name, deadline.max(pg_deadline), self.cx.cancel)
+            .await?;
+        super::ceph_gate::wait_clean(r, pg_deadline, self.cx.cancel).await?;
+        self.to(r, RebootState::CephClean, None).await;
+        self.unset_noout(r).await
+    }
+
+    async fn unset_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+        if let Some(scope) = self.noout {
+            super::ceph_gate::unset_noout(r, &r.node.name, scope).await?;
+            self.noout = None;
+            self.record(
+                r,
+                Event::Noout {
+                    state: "unset".into(),
+                    scope: scope.as_str().into(),
+                    why: None,
+                },
+            )
+            .await;
+            self.to(r, RebootState::NooutUnset, None).await;
+        }
+        Ok(())
+    }
+
+    /// Move the guests the drain moved back to this node, from wherever they are.
+    async fn return_guests(&mut self, r: &Remote) -> Result<(), RebootError> {
+        let opts = self.cx.drain.unwrap_or(DrainOpts {
+            local_disks: false,
+            return_guests: true,
+        });
+        if !opts.return_guests || self.moved.is_empty() {
+            return Ok(());
+        }
+        for (g, origin, at) in std::mem::take(&mut self.moved) {
+            let Some(node) = self.cx.cluster.iter().find(|n| n.name == at) else {
+                return Err(RebootError::Command(format!(
+                    "cannot move {} back: its node {at} is not in the inventory",
+                    drain::describe(std::slice::from_ref(&g))
+                )));
+            };
+            let session = ssh::connect(&node.connect_spec()).await?;
+            let there = Remote {
+                session,
+                node: node.clone(),
+                timeout: r.timeout,
+            };
+            let res = drain::migrate(&there, &g, &origin, opts.local_disks).await;
+            there.session.close().await;
+            res?;
+            self.record(
+                r,
+                Event::GuestReturned {
+                    guest: g,
+                    to: origin,
+                },
+            )
+            .await;
+        }
+        self.to(r, RebootState::GuestsReturned, None).await;
+        Ok(())
+    }
+
     async fn issue(&mut self, r: &Remote) -> Result<(), RebootError> {
         self.old_boot = Some(health::boot_id(r).await?);
         // Recorded before the command: a resume that finds the same boot id knows the reboot
         // may not have happened; one that finds another knows it did.
         self.to(r, RebootState::RebootIssued, None).await;
         let (rc, _) = r
-            .text("(sleep 1; reboot) </dev/null >/dev/null 2>&1 &")
+            .text("(sleep 0.3; reboot) </dev/null >/dev/null 2>&1 &")
             .await?;
         if rc != ssh::ExitStatus::Code(0) {
             return Err(RebootError::Command("could not issue the reboot".into()));
@@ -262,20 +529,36 @@ impl Machine<'_, '_> {
                     }
                 }
             }
-            self.sleep(Duration::from_millis(300)).await?;
+            self.sleep(Duration::from_millis(200)).await?;
         }
         Ok(false)
     }
 
-    /// Reconnect with backoff until the node answers with a new boot id.
+    /// Reconnect until the node answers with a new boot id. While it is down, a plain TCP
+    /// connect with a 1 s limit tells when sshd listens again (an SSH connect attempt could sit
+    /// in SYN retransmissions for the whole connect timeout and notice the node seconds late).
     async fn wait_up(&mut self, r: &mut Remote, deadline: Instant) -> Result<(), RebootError> {
         let spec = r.node.connect_spec();
-        let mut backoff = Duration::from_millis(250);
+        let port = spec.port.unwrap_or(22);
         loop {
             if Instant::now() > deadline {
                 return Err(RebootError::NeverReturned(
                     humantime::format_duration(self.cx.timeout).to_string(),
                 ));
+            }
+            if spec.jump.is_none() {
+                let probe = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect((spec.host.as_str(), port)),
+                );
+                let open = tokio::select! {
+                    _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
+                    p = probe => matches!(p, Ok(Ok(_))),
+                };
+                if !open {
+                    self.sleep(Duration::from_millis(200)).await?;
+                    continue;
+                }
             }
             let attempt = tokio::select! {
                 _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
@@ -290,8 +573,7 @@ impl Machine<'_, '_> {
                     _ => {}
                 }
             }
-            self.sleep(backoff).await?;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
+            self.sleep(Duration::from_millis(250)).await?;
         }
     }
 
@@ -308,7 +590,7 @@ impl Machine<'_, '_> {
                     why: format!("not active: {}", bad.join(", ")),
                 });
             }
-            self.sleep(Duration::from_millis(500)).await?;
+            self.sleep(Duration::from_millis(250)).await?;
         }
         self.to(r, RebootState::ServicesActive, None).await;
         loop {
@@ -327,13 +609,14 @@ impl Machine<'_, '_> {
                     why: "the cluster is not quorate with this node's votes back".into(),
                 });
             }
-            self.sleep(Duration::from_millis(500)).await?;
+            self.sleep(Duration::from_millis(250)).await?;
         }
         self.to(r, RebootState::Quorate, None).await;
         Ok(())
     }
 
     async fn restore(&mut self, r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+        self.unset_noout(r).await?;
         if self.maintenance {
             drain::set_maintenance(r, false).await?;
             self.maintenance = false;
@@ -347,6 +630,7 @@ impl Machine<'_, '_> {
             .await;
             self.to(r, RebootState::MaintenanceOff, None).await;
         }
+        self.return_guests(r).await?;
         let mut started = Vec::new();
         for g in std::mem::take(&mut self.stopped) {
             drain::start(r, &g).await?;
@@ -387,6 +671,41 @@ impl Machine<'_, '_> {
                 r.node.name, r.node.name
             ));
         }
+        if let Some(scope) = self.noout {
+            self.record(
+                r,
+                Event::Noout {
+                    state: "left-set".into(),
+                    scope: scope.as_str().into(),
+                    why: Some(why.to_string()),
+                },
+            )
+            .await;
+            let clear = match scope {
+                super::ceph_gate::NooutScope::Host => {
+                    format!("ceph osd unset-group noout {}", r.node.name)
+                }
+                super::ceph_gate::NooutScope::Cluster => "ceph osd unset noout".to_string(),
+            };
+            left.push(format!(
+                "Ceph noout left SET for {} on purpose ({why}), so its OSDs are not marked out while it is down; when it is back and PGs are clean: {clear} (or pvefleet run --resume)",
+                r.node.name
+            ));
+        }
+        if !self.moved.is_empty() {
+            left.push(format!(
+                "guests moved away from {} are not back yet: {}",
+                r.node.name,
+                self.moved
+                    .iter()
+                    .map(|(g, _, at)| format!(
+                        "{} on {at}",
+                        drain::describe(std::slice::from_ref(g))
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         if !self.stopped.is_empty() {
             left.push(format!(
                 "guests stopped by this run on {} are still stopped: {}",
@@ -418,12 +737,23 @@ pub async fn reboot_and_wait(
             .resume
             .map(|h| h.stopped_guests.clone())
             .unwrap_or_default(),
+        moved: cx
+            .resume
+            .map(|h| h.moved_guests.clone())
+            .unwrap_or_default(),
+        moved_all: Vec::new(),
+        ceph: None,
+        noout: cx
+            .resume
+            .and_then(|h| h.noout.as_deref())
+            .and_then(super::ceph_gate::NooutScope::parse),
     };
     let resumed_from = progress.map(|_| m.state);
     match run(&mut m, r).await {
         Ok(restarted) => Ok(RebootReport {
             left_on: Vec::new(),
             restarted,
+            moved: m.moved_all.clone(),
             resumed_from,
         }),
         Err(e) => {
@@ -443,7 +773,10 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
     let deadline = Instant::now() + m.cx.timeout;
     if m.state < RebootState::RebootIssued {
         m.votes_before = health::votes(r).await?.map(|(_, total, _)| total);
+        m.ceph_before(r).await?;
         m.drain(r).await?;
+        m.cancelled()?;
+        m.set_noout(r).await?;
         m.cancelled()?;
         m.issue(r).await?;
     } else if m.state == RebootState::RebootIssued {
@@ -470,6 +803,9 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
     }
     if m.state < RebootState::Quorate {
         m.wait_healthy(r, deadline).await?;
+    }
+    if m.state < RebootState::CephClean || m.noout.is_some() {
+        m.ceph_after(r, deadline).await?;
     }
     let started = m.restore(r).await?;
     m.to(r, RebootState::Done, None).await;

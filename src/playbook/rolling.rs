@@ -90,6 +90,38 @@ async fn check_gate(batch: &[Node]) -> Result<(), String> {
     }
 }
 
+/// N-1 before anything moves: when a reboot step drains, every node of the run must be able
+/// to hand its running guests to the others (memory). The reason when not (or when it cannot
+/// be told).
+async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
+    let drains = s.playbook.file.steps.iter().any(|st| {
+        *st.kind.get_ref() == StepKind::Reboot && super::model::Step::flag(&st.drain, false)
+    });
+    if !drains || todo.is_empty() {
+        return None;
+    }
+    let node = &todo[0];
+    let session = match ssh::connect(&node.connect_spec()).await {
+        Ok(x) => x,
+        Err(e) => return Some(format!("drain preflight: {}: {e}", node.name)),
+    };
+    let r = Remote {
+        session,
+        node: node.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let res = super::drain::resources(&r).await;
+    r.session.close().await;
+    let res = match res {
+        Ok(x) => x,
+        Err(e) => return Some(format!("drain preflight: {e}")),
+    };
+    let names: Vec<String> = todo.iter().map(|n| n.name.clone()).collect();
+    super::placement::preflight(&res, &names)
+        .err()
+        .map(|e| format!("drain preflight (N-1): {e}"))
+}
+
 /// Run the playbook on `nodes` following its strategy; `done` nodes (resume) are skipped.
 pub async fn execute(
     nodes: Vec<Node>,
@@ -133,8 +165,25 @@ pub async fn execute(
     } else {
         strategy.batch_size().resolve(todo.len()).unwrap_or(1)
     };
+    if let Ok(mut v) = s.rolling.lock() {
+        v.pending = todo.iter().map(|n| n.name.clone()).collect();
+    }
     let mut failures = 0usize;
     let mut halted: Option<String> = None;
+    if let Some(why) = drain_preflight(&s, &todo).await {
+        let mut rs: Vec<NodeRun> = todo
+            .iter()
+            .map(|n| {
+                let mut r = NodeRun::not_started(&n.name, &why);
+                r.not_started = false;
+                r.status = NodeStatus::Failed;
+                r
+            })
+            .collect();
+        after_batch(&rs);
+        results.append(&mut rs);
+        return results;
+    }
     for batch in todo.chunks(size) {
         if let Some(why) = &halted {
             results.extend(batch.iter().map(|n| NodeRun::halted(&n.name, why)));
@@ -166,7 +215,16 @@ pub async fn execute(
                 continue;
             }
         }
+        if let Ok(mut v) = s.rolling.lock() {
+            v.current = batch.iter().map(|n| n.name.clone()).collect();
+        }
         let r = run_many(batch.to_vec(), s.clone(), forks, events.clone()).await;
+        if let Ok(mut v) = s.rolling.lock() {
+            for n in batch {
+                v.pending.remove(&n.name);
+            }
+            v.current.clear();
+        }
         failures += r.iter().filter(|x| x.failed()).count();
         after_batch(&r);
         if failures > strategy.max_failures {

@@ -30,7 +30,14 @@ fn allowed(kind: StepKind) -> &'static [&'static str] {
         KernelCmdline => &["add", "remove"],
         Modules => &["add", "remove"],
         Service => &["service", "state"],
-        Reboot => &["timeout"],
+        Reboot => &[
+            "timeout",
+            "drain",
+            "local_disks",
+            "return_guests",
+            "ceph_accept_warnings",
+            "pg_timeout",
+        ],
         WaitFor => &["command", "timeout"],
         Probe => &["probes"],
         Assert => &["that", "message"],
@@ -92,6 +99,11 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
     list!(remove);
     opt!(service);
     opt!(timeout);
+    opt!(drain);
+    opt!(local_disks);
+    opt!(return_guests);
+    list!(ceph_accept_warnings);
+    opt!(pg_timeout);
     list!(probes);
     opt!(that);
     opt!(message);

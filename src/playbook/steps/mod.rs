@@ -105,6 +105,17 @@ async fn reboot_step(
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
+        drain: Step::flag(&step.drain, false).then(|| reboot::DrainOpts {
+            local_disks: Step::flag(&step.local_disks, false),
+            return_guests: Step::flag(&step.return_guests, true),
+        }),
+        ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
+        pg_timeout: step
+            .pg_timeout
+            .as_ref()
+            .map_or(Duration::from_secs(1800), |t| t.get_ref().0),
+        cluster: &st.s.cluster,
+        rolling: &st.s.rolling,
     };
     let outcome = reboot::reboot_and_wait(r, &cx).await;
     st.reboot_state = state
@@ -118,6 +129,19 @@ async fn reboot_step(
                 "rebooted; new boot id; every service active; cluster quorate".to_string();
             if let Some(from) = rep.resumed_from {
                 detail.push_str(&format!(" (continued from {})", from.as_str()));
+            }
+            if !rep.moved.is_empty() {
+                detail.push_str(&format!(
+                    "; moved {}",
+                    rep.moved
+                        .iter()
+                        .map(|(g, to)| format!(
+                            "{} to {to}",
+                            super::drain::describe(std::slice::from_ref(g))
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
             if !rep.restarted.is_empty() {
                 detail.push_str(&format!(

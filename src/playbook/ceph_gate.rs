@@ -1,0 +1,277 @@
+//! Keeping Ceph safe around a node's reboot (DOMAIN.md §9): Ceph is detected from the node,
+//! never assumed (no `/etc/pve/ceph.conf`: no Ceph, no wait; `ceph.conf` but no answer: unknown,
+//! a stop); before the node goes down, health must be OK apart from accepted warnings, its OSDs
+//! must be ok to stop (and its monitor, if it runs one); noout is set for the node (per host with
+//! `set-group`, else cluster-wide); after it is back, its OSDs must be up and every PG
+//! active+clean before noout is unset and the run moves on.
+
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::error::RebootError;
+use super::remote::{first_line, Remote};
+use crate::probe::ceph::{parse_osd_tree, parse_status, CephStatus};
+use crate::quote::shell_quote;
+use crate::ssh::ExitStatus;
+
+/// Health checks that noout itself raises: the run's own doing while it holds noout.
+pub const NOOUT_CHECKS: [&str; 2] = ["OSDMAP_FLAGS", "OSD_FLAGS"];
+
+/// How noout was set for a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NooutScope {
+    /// `ceph osd set-group noout HOST`.
+    Host,
+    /// `ceph osd set noout`.
+    Cluster,
+}
+
+impl NooutScope {
+    /// As journaled.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NooutScope::Host => "host",
+            NooutScope::Cluster => "cluster",
+        }
+    }
+
+    /// From the journal.
+    pub fn parse(s: &str) -> Option<NooutScope> {
+        match s {
+            "host" => Some(NooutScope::Host),
+            "cluster" => Some(NooutScope::Cluster),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the cluster has Ceph, as the node says; an error when it cannot tell.
+pub async fn detect(r: &Remote) -> Result<bool, RebootError> {
+    let (rc, out) = r
+        .text("if [ ! -e /etc/pve/ceph.conf ]; then echo none; elif ! command -v ceph >/dev/null 2>&1; then echo nobinary; else echo present; fi")
+        .await?;
+    match (rc, out.trim()) {
+        (ExitStatus::Code(0), "none") => Ok(false),
+        (ExitStatus::Code(0), "present") => {
+            status(r).await?;
+            Ok(true)
+        }
+        (_, "nobinary") => Err(RebootError::Ceph(
+            "/etc/pve/ceph.conf exists but there is no ceph command: Ceph's state is unknown, so the node is not touched".into(),
+        )),
+        _ => Err(RebootError::Ceph(format!(
+            "cannot tell whether the cluster has Ceph: {}",
+            first_line(out.as_bytes())
+        ))),
+    }
+}
+
+/// `ceph status`, parsed; unknown state is an error.
+pub async fn status(r: &Remote) -> Result<CephStatus, RebootError> {
+    let o = r.sh("timeout 30 ceph status -f json").await?;
+    let text = String::from_utf8_lossy(&o.stdout);
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Ceph(format!(
+            "ceph status failed, Ceph's state is unknown: {}",
+            first_line(&o.stderr)
+        )));
+    }
+    parse_status(&text).map_err(|e| RebootError::Ceph(format!("Ceph's state is unknown: {e}")))
+}
+
+/// Health OK apart from `accepted` and the run's own noout checks.
+pub async fn check_health(
+    r: &Remote,
+    accepted: &[String],
+    own_noout: bool,
+) -> Result<(), RebootError> {
+    let s = status(r).await?;
+    let mut ignore: Vec<&str> = accepted.iter().map(String::as_str).collect();
+    if own_noout {
+        ignore.extend(NOOUT_CHECKS);
+    }
+    let left = s.checks_except(&ignore);
+    if s.health == "HEALTH_OK" || left.is_empty() {
+        return Ok(());
+    }
+    Err(RebootError::Ceph(format!(
+        "Ceph is {}: {} (accept a warning by listing its code in the reboot step's ceph_accept_warnings)",
+        s.health,
+        left.iter()
+            .map(|c| format!("{} ({})", c.code, c.message))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )))
+}
+
+/// The node's OSD ids (`ceph osd ls-tree HOST`).
+pub async fn osds_of(r: &Remote, host: &str) -> Result<Vec<i64>, RebootError> {
+    let o = r
+        .sh(&format!(
+            "timeout 30 ceph osd ls-tree {}",
+            shell_quote(host)
+        ))
+        .await?;
+    if o.exit != ExitStatus::Code(0) {
+        // A host that is not in the CRUSH map has no OSDs.
+        return Ok(Vec::new());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect())
+}
+
+/// `ceph osd ok-to-stop` for the node's OSDs and `ceph mon ok-to-stop` if it runs a monitor.
+pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
+    let ids = osds_of(r, host).await?;
+    if !ids.is_empty() {
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        let o = r
+            .sh(&format!(
+                "timeout 30 ceph osd ok-to-stop {} -f json",
+                list.join(" ")
+            ))
+            .await?;
+        let ok = o.exit == ExitStatus::Code(0)
+            && serde_json::from_slice::<serde_json::Value>(&o.stdout)
+                .map(|v| v["ok_to_stop"] != false)
+                .unwrap_or(true);
+        if !ok {
+            return Err(RebootError::Ceph(format!(
+                "ceph osd ok-to-stop {}: not safe: {}",
+                list.join(" "),
+                first_line(if o.stderr.is_empty() {
+                    &o.stdout
+                } else {
+                    &o.stderr
+                })
+            )));
+        }
+    }
+    let (_, dump) = r
+        .text("timeout 30 ceph mon dump -f json 2>/dev/null")
+        .await?;
+    let is_mon = serde_json::from_str::<serde_json::Value>(dump.trim())
+        .ok()
+        .and_then(|v| v["mons"].as_array().cloned())
+        .is_some_and(|m| m.iter().any(|x| x["name"] == host));
+    if is_mon {
+        let o = r
+            .sh(&format!(
+                "timeout 30 ceph mon ok-to-stop {}",
+                shell_quote(host)
+            ))
+            .await?;
+        if o.exit != ExitStatus::Code(0) {
+            return Err(RebootError::Ceph(format!(
+                "ceph mon ok-to-stop {host}: not safe: {}",
+                first_line(&o.stderr)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Set noout for the node: per host, else cluster-wide.
+pub async fn set_noout(r: &Remote, host: &str) -> Result<NooutScope, RebootError> {
+    let o = r
+        .sh(&format!(
+            "timeout 30 ceph osd set-group noout {}",
+            shell_quote(host)
+        ))
+        .await?;
+    if o.exit == ExitStatus::Code(0) {
+        return Ok(NooutScope::Host);
+    }
+    let o = r.sh("timeout 30 ceph osd set noout").await?;
+    if o.exit == ExitStatus::Code(0) {
+        Ok(NooutScope::Cluster)
+    } else {
+        Err(RebootError::Ceph(format!(
+            "cannot set noout: {}",
+            first_line(&o.stderr)
+        )))
+    }
+}
+
+/// Unset what [`set_noout`] set.
+pub async fn unset_noout(r: &Remote, host: &str, scope: NooutScope) -> Result<(), RebootError> {
+    let cmd = match scope {
+        NooutScope::Host => format!(
+            "timeout 30 ceph osd unset-group noout {}",
+            shell_quote(host)
+        ),
+        NooutScope::Cluster => "timeout 30 ceph osd unset noout".to_string(),
+    };
+    let o = r.sh(&cmd).await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Ceph(format!(
+            "{cmd} failed: {}",
+            first_line(&o.stderr)
+        )));
+    }
+    Ok(())
+}
+
+async fn pause(cancel: &CancellationToken, what: &str) -> Result<(), RebootError> {
+    tokio::select! {
+        _ = cancel.cancelled() => Err(RebootError::Interrupted(what.into())),
+        _ = tokio::time::sleep(Duration::from_secs(1)) => Ok(()),
+    }
+}
+
+/// Wait until the node's OSDs are up.
+pub async fn wait_osds_up(
+    r: &Remote,
+    host: &str,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), RebootError> {
+    loop {
+        let (_, tree) = r.text("timeout 30 ceph osd tree -f json").await?;
+        let down: Vec<String> = parse_osd_tree(&tree)
+            .map_err(|e| RebootError::Ceph(e.to_string()))?
+            .into_iter()
+            .filter(|o| o.host == host && !o.up)
+            .map(|o| format!("osd.{}", o.id))
+            .collect();
+        if down.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RebootError::Ceph(format!(
+                "OSDs of {host} not up in time: {}",
+                down.join(", ")
+            )));
+        }
+        pause(cancel, "waiting for the node's OSDs").await?;
+    }
+}
+
+/// Wait until every PG is active+clean.
+pub async fn wait_clean(
+    r: &Remote,
+    deadline: Instant,
+    cancel: &CancellationToken,
+) -> Result<(), RebootError> {
+    loop {
+        let s = status(r).await?;
+        if s.all_clean() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let states: Vec<String> = s
+                .pgs_by_state
+                .iter()
+                .map(|(st, c)| format!("{c} {st}"))
+                .collect();
+            return Err(RebootError::Ceph(format!(
+                "PGs not all active+clean in time: {}",
+                states.join(", ")
+            )));
+        }
+        pause(cancel, "waiting for PGs to be clean").await?;
+    }
+}
