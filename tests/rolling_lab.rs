@@ -121,6 +121,11 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
     let stopped = &env.meta()["stopped_at"];
     assert_eq!(stopped[0]["node"], "pve2", "{stopped}");
     assert_eq!(stopped[0]["step"], "reboot", "{stopped}");
+    // Where the time went: per node, per step, per reboot state.
+    let show = text(&env.run(&lab, &["runs", "show", &env.run_id()]).stdout);
+    for want in ["(whole node)", "reboot: reboot-issued", "reboot: up-new-boot", "reboot: services-active"] {
+        assert!(show.contains(want), "{want}: {show}");
+    }
 }
 
 #[test]

@@ -50,6 +50,73 @@ fn describe(e: &Event) -> String {
     }
 }
 
+fn at(time: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339(time).ok()
+}
+
+fn secs(a: std::time::SystemTime, b: std::time::SystemTime) -> String {
+    let d = b.duration_since(a).unwrap_or_default();
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// Where the time went: per node its duration, per step its duration, per reboot state the
+/// time since the previous state (from the journal's millisecond timestamps).
+pub fn timings(events: &[journal::Record]) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED)
+        .set_header(vec!["node", "step / reboot state", "took"]);
+    if !use_color() {
+        t.force_no_tty();
+    }
+    let mut nodes: Vec<&str> = Vec::new();
+    for r in events {
+        if r.node != "-" && !nodes.contains(&r.node.as_str()) {
+            nodes.push(&r.node);
+        }
+    }
+    for node in nodes {
+        let mine: Vec<&journal::Record> = events.iter().filter(|r| r.node == node).collect();
+        let start = mine
+            .iter()
+            .find(|r| matches!(r.event, Event::NodeStarted {}))
+            .and_then(|r| at(&r.time));
+        let end = mine
+            .iter()
+            .rev()
+            .find(|r| matches!(r.event, Event::NodeDone { .. } | Event::NodeFailed { .. }))
+            .and_then(|r| at(&r.time));
+        if let (Some(a), Some(b)) = (start, end) {
+            t.add_row(vec![node.to_string(), "(whole node)".into(), secs(a, b)]);
+        }
+        let mut step_start: Option<(String, std::time::SystemTime)> = None;
+        let mut last_state: Option<std::time::SystemTime> = None;
+        for r in &mine {
+            let Some(time) = at(&r.time) else { continue };
+            match &r.event {
+                Event::StepStarted { step, .. } => {
+                    step_start = Some((step.clone(), time));
+                    last_state = Some(time);
+                }
+                Event::Reboot { state, .. } => {
+                    if let Some(prev) = last_state {
+                        t.add_row(vec![node.to_string(), format!("  reboot: {state}"), secs(prev, time)]);
+                    }
+                    last_state = Some(time);
+                }
+                Event::StepDone { result, .. } => {
+                    if let Some((name, a)) = step_start.take() {
+                        if name == result.step {
+                            t.add_row(vec![node.to_string(), sanitize_str(&name), secs(a, time)]);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    t.to_string()
+}
+
 /// `pvefleet runs [show ID]`.
 pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
     let Some(id) = show else {
@@ -128,6 +195,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         };
         println!("  {node:8} {}", sanitize_str(&where_));
     }
+    println!("{}", timings(&events));
     for r in &events {
         println!(
             "{} {:8} {}",
