@@ -3,7 +3,7 @@
 //! sync-clock enables chrony for good and steps clocks the controller sees off; fix-rrd waits
 //! for "synchronised" and a failed full reset leaves rrdcached running; igpu-passthrough rebuilds
 //! the initramfs once and blacklists i915 only when asked; a plan runs only guards declared
-//! read-only.
+//! read-only; `service` steps with `enabled` / `disabled` change once, then are ok.
 
 mod common;
 
@@ -358,4 +358,46 @@ fn a_plan_evaluates_only_guards_declared_read_only() {
     );
     assert_eq!(status(&run, 0, "guard not declared read-only"), "changed");
     assert_eq!(lab.ssh("pve1", "test -e /root/command-ran").0, 1);
+}
+
+const SERVICE_STATES: &str = r#"
+name = "service states"
+[vars]
+want = "enabled"
+[[step]]
+name = "cron enabled"
+kind = "service"
+when = "want == 'enabled'"
+service = "cron"
+state = "enabled"
+[[step]]
+name = "cron disabled"
+kind = "service"
+when = "want == 'disabled'"
+service = "cron"
+state = "disabled"
+"#;
+
+#[test]
+fn service_steps_enabled_and_disabled_change_once_then_are_ok() {
+    let Some(lab) = Lab::up("service_enabled", 169, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "service.toml", SERVICE_STATES);
+    let pb = pb.to_str().unwrap();
+    let run = |want: &str| -> String {
+        let (code, v) = env.json(&lab, &["run", "--yes", "-e", &format!("want={want}"), pb]);
+        assert_eq!(code, Some(0), "{v}");
+        status(&v, 0, &format!("cron {want}")).to_string()
+    };
+    assert_eq!(run("enabled"), "ok", "enabled already");
+    assert_eq!(run("disabled"), "changed");
+    assert_eq!(
+        lab.sh("pve1", "systemctl is-enabled cron || true"),
+        "disabled\n"
+    );
+    assert_eq!(run("disabled"), "ok", "disabled already");
+    assert_eq!(run("enabled"), "changed");
+    assert_eq!(run("enabled"), "ok");
 }
