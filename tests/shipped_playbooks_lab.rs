@@ -401,3 +401,23 @@ fn service_steps_enabled_and_disabled_change_once_then_are_ok() {
     assert_eq!(run("enabled"), "changed");
     assert_eq!(run("enabled"), "ok");
 }
+
+#[test]
+fn every_shipped_playbook_validates_and_uses_only_defined_variables() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let pb = pvefleet::playbook::Playbook::load(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut known: std::collections::HashSet<String> = pb.file.vars.keys().cloned().collect();
+        known.extend(["node", "facts", "vars", "run_id"].map(String::from));
+        pvefleet::playbook::validate::check_variables(&pb, &known)
+            .unwrap_or_else(|e| panic!("{e}"));
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "the four shipped playbooks");
+}
