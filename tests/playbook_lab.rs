@@ -173,7 +173,7 @@ fn igpu_passthrough_rolls_node_by_node_then_changes_nothing_and_rolls_back() {
         );
         assert_eq!(
             lab.sh(n, "cat /etc/modprobe.d/vfio.conf"),
-            "options vfio-pci ids=8086:3e92\n"
+            "options vfio-pci ids=8086:3e92\nsoftdep i915 pre: vfio-pci\n"
         );
         assert!(!lab.sh(n, "cat /etc/modules").contains("vfio_virqfd"));
     }
@@ -371,6 +371,8 @@ fn offload_and_clock_playbooks_fix_what_the_audit_found() {
             "pve1",
             "run",
             "--yes",
+            "-e",
+            "verify_reboot=true",
             &playbook("disable-offload.toml"),
         ],
     );

@@ -129,6 +129,17 @@ pub enum Presence {
     Absent,
 }
 
+/// What a `run` step declares read-only (`read_only`): what a plan may execute on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadOnly {
+    /// Nothing declared: a plan evaluates only `creates`.
+    Nothing,
+    /// `unless` / `only_if` only read the node: a plan evaluates them.
+    Guards,
+    /// The command too: a plan runs the whole step (a check) and reports its real result.
+    All,
+}
+
 /// One `[[step]]`. Fields not used by the step's kind are rejected by validation.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +171,11 @@ pub struct Step {
     /// reverse step order) on nodes where the step reported a change. Templated like `command`
     /// (`run_id` is defined).
     pub undo: Option<Spanned<String>>,
+    /// run: which parts of the step only read the node, so that `pvefleet plan` may execute
+    /// them: `"guards"` (`unless` / `only_if`) or `"all"` (the guards and the command: a
+    /// check). Without it a plan evaluates no `unless` / `only_if` (only `creates`, which is
+    /// pvefleet's own `test -e`) and shows the step as "would run".
+    pub read_only: Option<Spanned<String>>,
 
     // files
     /// Target file.
@@ -292,6 +308,15 @@ impl Step {
     /// The step's timeout, or `default`.
     pub fn timeout_or(&self, default: Duration) -> Duration {
         self.timeout.as_ref().map_or(default, |t| t.get_ref().0)
+    }
+
+    /// `read_only`, parsed (validated already).
+    pub fn read_only(&self) -> ReadOnly {
+        match self.read_only.as_ref().map(|s| s.get_ref().as_str()) {
+            Some("guards") => ReadOnly::Guards,
+            Some("all") => ReadOnly::All,
+            _ => ReadOnly::Nothing,
+        }
     }
 
     /// `state`, parsed (validated already).

@@ -22,6 +22,7 @@ fn allowed(kind: StepKind) -> &'static [&'static str] {
             "changed_when",
             "failed_when",
             "undo",
+            "read_only",
         ],
         Line => &["path", "line", "regexp", "after", "state"],
         Lines => &["path", "lines", "state"],
@@ -83,6 +84,7 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
     opt!(changed_when);
     opt!(failed_when);
     opt!(undo);
+    opt!(read_only);
     opt!(path);
     opt!(line);
     if let Some(l) = &s.lines {
@@ -200,6 +202,24 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
                 ));
             }
         }
+        if let Some(ro) = &s.read_only {
+            match ro.get_ref().as_str() {
+                "all" => {}
+                "guards" if s.unless.is_some() || s.only_if.is_some() => {}
+                "guards" => {
+                    return Err(pb.error_at(
+                        ro.span(),
+                        "read_only = \"guards\" needs an `unless` or `only_if` guard".into(),
+                    ))
+                }
+                other => {
+                    return Err(pb.error_at(
+                        ro.span(),
+                        format!("read_only `{other}`: expected \"guards\" (unless / only_if only read the node) or \"all\" (the command too)"),
+                    ))
+                }
+            }
+        }
         if matches!(kind, StepKind::Line) {
             if let Some(r) = &s.regexp {
                 if let Err(e) = regex::Regex::new(r.get_ref()) {
@@ -312,6 +332,9 @@ mod tests {
             ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"150%\"\n", "pb.toml:4:9: batch = \"150%\": expected a number of nodes"),
             ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"0%\"\n", "pb.toml:4:9: batch = \"0%\""),
             ("name = \"x\"\n[strategy]\nmode = \"rolling\"\nbatch = \"many\"\n", "pb.toml:4:9: batch = \"many\""),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"yes\"\n", "pb.toml:6:13: read_only `yes`: expected \"guards\""),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"guards\"\n", "pb.toml:6:13: read_only = \"guards\" needs an `unless` or `only_if` guard"),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"wait_for\"\ncommand = \"x\"\nread_only = \"all\"\n", "pb.toml:6:13: `read_only` does not apply to a `wait_for` step"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

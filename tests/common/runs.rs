@@ -127,3 +127,31 @@ pub fn signal(child: &Child, sig: &str) {
         .success();
     assert!(ok, "kill -{sig} {}", child.id());
 }
+
+/// How many steps of the node at `index` of a run's JSON report `changed`.
+pub fn changed_steps(v: &serde_json::Value, index: usize) -> usize {
+    v["nodes"][index]["steps"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no steps for node {index}: {v}"))
+        .iter()
+        .filter(|s| s["status"] == "changed")
+        .count()
+}
+
+/// Every finding of `pvefleet audit` that is not PASS, as "GRADE CHECK NODESET".
+pub fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
+    let (_, v) = env.json(lab, &["audit"]);
+    v["findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no findings: {v}"))
+        .iter()
+        .map(|g| {
+            format!(
+                "{} {} {}",
+                g["finding"]["grade"].as_str().unwrap(),
+                g["finding"]["check"].as_str().unwrap(),
+                g["nodeset"].as_str().unwrap()
+            )
+        })
+        .collect()
+}

@@ -1,11 +1,15 @@
 //! `run` (a command with guards, changed_when/failed_when, and an optional `undo` recorded for
 //! rollback) and `wait_for` (a command that must succeed within a timeout).
+//!
+//! Guards are commands on the node. A plan must change nothing, so it evaluates `unless` /
+//! `only_if` only when the step declares them read-only (`read_only = "guards"`), and runs the
+//! command itself only when the whole step is a declared check (`read_only = "all"`).
 
 use std::time::{Duration, Instant};
 
 use super::super::engine::{result, NodeState, StepResult, StepStatus};
 use super::super::error::StepError;
-use super::super::model::Step;
+use super::super::model::{ReadOnly, Step};
 use super::super::remote::{first_line, Remote};
 use crate::journal::UndoRecord;
 use crate::ssh::{ExecOutput, ExitStatus};
@@ -26,49 +30,96 @@ async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<Exec
     }
 }
 
+/// How the guards of a `run` step decided.
+enum Guards {
+    /// Run the command.
+    Run,
+    /// Do not: why.
+    Skip(String),
+    /// A plan did not evaluate them (not declared read-only): what was not evaluated.
+    NotEvaluated(Vec<String>),
+}
+
+/// Evaluate `creates`, `unless` and `only_if` on the node. Guards are commands run on the node,
+/// so a plan (check mode) runs only those that cannot change it: `creates` (pvefleet's own
+/// `test -e`) always; `unless` / `only_if` only when the step declares them read-only
+/// (`read_only = "guards"` or `"all"`). Otherwise the plan says which guard it did not evaluate.
+async fn guards(r: &Remote, st: &NodeState<'_>, step: &Step) -> Result<Guards, StepError> {
+    if let Some(path) = st.render(&step.creates, true)? {
+        let o = r.sh(&format!("test -e {path}")).await?;
+        if o.exit == ExitStatus::Code(0) {
+            return Ok(Guards::Skip(format!("{path} exists")));
+        }
+    }
+    let unless = st.render(&step.unless, true)?;
+    let only_if = st.render(&step.only_if, true)?;
+    if st.s.check && step.read_only() == ReadOnly::Nothing {
+        let skipped: Vec<String> = [("unless", &unless), ("only_if", &only_if)]
+            .into_iter()
+            .filter_map(|(k, g)| g.as_ref().map(|g| format!("{k} `{g}`")))
+            .collect();
+        if !skipped.is_empty() {
+            return Ok(Guards::NotEvaluated(skipped));
+        }
+        return Ok(Guards::Run);
+    }
+    if let Some(g) = unless {
+        let o = r.sh(&g).await?;
+        if o.exit == ExitStatus::Code(0) {
+            return Ok(Guards::Skip(format!("unless `{g}` succeeded")));
+        }
+    }
+    if let Some(g) = only_if {
+        let o = r.sh(&g).await?;
+        if o.exit != ExitStatus::Code(0) {
+            return Ok(Guards::Skip(format!("only_if `{g}` failed")));
+        }
+    }
+    Ok(Guards::Run)
+}
+
 pub(super) async fn run(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
 ) -> Result<StepResult, StepError> {
     let cmd = st.render(&step.command, true)?.expect("validated");
-    if let Some(path) = st.render(&step.creates, true)? {
-        let o = r.sh(&format!("test -e {path}")).await?;
-        if o.exit == ExitStatus::Code(0) {
-            return Ok(result(step, StepStatus::Skipped, format!("{path} exists")));
-        }
+    let read_only = step.read_only();
+    if st.s.check && st.reboot_pending && read_only == ReadOnly::All {
+        // A check after a reboot the plan would do reads a state the node is not in yet.
+        let mut res = result(
+            step,
+            StepStatus::Skipped,
+            "checked after the reboot (not in a plan)",
+        );
+        res.commands.push(cmd);
+        return Ok(res);
     }
-    if let Some(g) = st.render(&step.unless, true)? {
-        let o = r.sh(&g).await?;
-        if o.exit == ExitStatus::Code(0) {
-            return Ok(result(
-                step,
-                StepStatus::Skipped,
-                format!("unless `{g}` succeeded"),
-            ));
-        }
-    }
-    if let Some(g) = st.render(&step.only_if, true)? {
-        let o = r.sh(&g).await?;
-        if o.exit != ExitStatus::Code(0) {
-            return Ok(result(
-                step,
-                StepStatus::Skipped,
-                format!("only_if `{g}` failed"),
-            ));
-        }
-    }
-    if st.s.check {
+    let not_evaluated = match guards(r, st, step).await? {
+        Guards::Skip(why) => return Ok(result(step, StepStatus::Skipped, why)),
+        Guards::NotEvaluated(g) => Some(g),
+        Guards::Run => None,
+    };
+    if st.s.check && read_only != ReadOnly::All {
         // A step declared never to change anything (a check) is not a change in the plan.
         let checks_only = step
             .changed_when
             .as_ref()
             .is_some_and(|c| c.get_ref().trim() == "false");
-        let (status, detail) = if checks_only {
-            (StepStatus::Ok, "would run (a check: changes nothing)")
+        let (status, mut detail) = if checks_only {
+            (
+                StepStatus::Ok,
+                "would run (a check: changes nothing)".to_string(),
+            )
         } else {
-            (StepStatus::Changed, "would run")
+            (StepStatus::Changed, "would run".to_string())
         };
+        if let Some(g) = not_evaluated {
+            detail.push_str(&format!(
+                "; guard not evaluated in a plan ({}): not declared read_only",
+                g.join(", ")
+            ));
+        }
         let mut res = result(step, status, detail);
         res.commands.push(cmd);
         return Ok(res);

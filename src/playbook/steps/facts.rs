@@ -1,4 +1,10 @@
 //! `probe` (facts become `facts.<probe>`) and `assert`; and gathering facts before the steps.
+//!
+//! Gathering `clock` also measures the node's clock from the controller, the way the audit does
+//! ([`crate::audit::measure_clock`]: several samples over the open session, lowest round trip
+//! kept), into `facts.clock.controller` = `{offset_s, error_s}` (node minus controller, seconds;
+//! `none` when the node's clock could not be sampled): a node can be off while its own NTP daemon
+//! says it is synchronised.
 
 use super::super::engine::{result, NodeState, StepResult, StepStatus};
 use super::super::error::StepError;
@@ -23,7 +29,17 @@ pub(crate) async fn gather(
             .get(n)
             .ok_or_else(|| StepError::Remote(format!("probe {n}: no output")))?;
         let rep = (def.evaluate)(&sec.text, &t).map_err(|e| StepError::Remote(e.to_string()))?;
-        facts.insert(n.clone(), rep.facts);
+        let mut f = rep.facts;
+        if n == crate::probe::clock::NAME {
+            let m = crate::audit::measure_clock(&r.session, r.timeout).await?;
+            if let serde_json::Value::Object(o) = &mut f {
+                o.insert(
+                    "controller".into(),
+                    serde_json::to_value(m).unwrap_or(serde_json::Value::Null),
+                );
+            }
+        }
+        facts.insert(n.clone(), f);
     }
     Ok(facts)
 }

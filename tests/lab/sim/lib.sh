@@ -10,6 +10,8 @@ prof() { printf '%s\n' "${PROFILE[$1]}"; }
 NODE=${PROFILE[name]}
 KERNEL=${PROFILE[kernel]}
 nic_name() { case "$(prof nic)" in virtio) echo ens18 ;; igb) echo enp1s0 ;; *) echo eno1 ;; esac; }
+# The physical ports of vmbr0: the profile's NIC, and with ports=2 an Intel I210 (igb) enp2s0.
+nic_names() { nic_name; [ "${PROFILE[ports]:-1}" = 2 ] && echo enp2s0; return 0; }
 boot_id() { local b; read -r b < "$SIM/boot_id"; printf '%s\n' "$b"; }
 # journal_add PRIORITY UNIT IDENTIFIER MESSAGE  (priority 0 emerg .. 7 debug)
 journal_add() {
