@@ -7,6 +7,7 @@
 pub mod app;
 pub mod audit;
 pub mod bootloader;
+pub mod capacity;
 pub mod cli;
 pub mod exec;
 pub mod exit;

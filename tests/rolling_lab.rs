@@ -123,7 +123,12 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
     assert_eq!(stopped[0]["step"], "reboot", "{stopped}");
     // Where the time went: per node, per step, per reboot state.
     let show = text(&env.run(&lab, &["runs", "show", &env.run_id()]).stdout);
-    for want in ["(whole node)", "reboot: reboot-issued", "reboot: up-new-boot", "reboot: services-active"] {
+    for want in [
+        "(whole node)",
+        "reboot: reboot-issued",
+        "reboot: up-new-boot",
+        "reboot: services-active",
+    ] {
         assert!(show.contains(want), "{want}: {show}");
     }
 }

@@ -63,8 +63,11 @@ fn secs(a: std::time::SystemTime, b: std::time::SystemTime) -> String {
 /// time since the previous state (from the journal's millisecond timestamps).
 pub fn timings(events: &[journal::Record]) -> String {
     let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_header(vec!["node", "step / reboot state", "took"]);
+    t.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
+        "node",
+        "step / reboot state",
+        "took",
+    ]);
     if !use_color() {
         t.force_no_tty();
     }
@@ -99,7 +102,11 @@ pub fn timings(events: &[journal::Record]) -> String {
                 }
                 Event::Reboot { state, .. } => {
                     if let Some(prev) = last_state {
-                        t.add_row(vec![node.to_string(), format!("  reboot: {state}"), secs(prev, time)]);
+                        t.add_row(vec![
+                            node.to_string(),
+                            format!("  reboot: {state}"),
+                            secs(prev, time),
+                        ]);
                     }
                     last_state = Some(time);
                 }

@@ -163,5 +163,120 @@ pub fn cluster_findings(rows: &[NodeAudit], t: &Thresholds) -> Vec<Finding> {
     out.extend(quorum(rows, super::evaluate::quorate_of));
     out.extend(versions(rows, super::evaluate::manager_version_of));
     out.extend(clock_spread(rows, t));
+    out.push(capacity(rows));
     out
+}
+
+/// `cluster.capacity`: can the cluster lose any one node, i.e. hold that node's running guests
+/// on the other online nodes (memory, first fit)? From the first node that answered
+/// `pvesh get /cluster/resources`.
+pub fn capacity(rows: &[NodeAudit]) -> Finding {
+    use crate::capacity::{placement, resources::Resources};
+    let res: Option<Resources> = rows.iter().find_map(|r| {
+        serde_json::from_value(r.facts.get("cluster")?.get("resources")?.clone()).ok()
+    });
+    let Some(res) = res else {
+        return finding(
+            "cluster.capacity",
+            Grade::Skip,
+            "no node answered pvesh get /cluster/resources".into(),
+            None,
+        );
+    };
+    let online: Vec<String> = res
+        .nodes
+        .iter()
+        .filter(|n| n.online)
+        .map(|n| n.name.clone())
+        .collect();
+    let mut failing = Vec::new();
+    for n in &online {
+        if let Err(e) = placement::preflight(&res, std::slice::from_ref(n)) {
+            failing.push(e);
+        }
+    }
+    let biggest = online
+        .iter()
+        .map(|n| (res.running_on(n).map(|g| g.maxmem).sum::<u64>(), n))
+        .max();
+    if failing.is_empty() {
+        finding(
+            "cluster.capacity",
+            Grade::Pass,
+            match biggest {
+                Some((mem, n)) => format!(
+                    "the cluster can lose any one node (the biggest, {n}, runs {} of guests)",
+                    placement::gib(mem)
+                ),
+                None => "no online node".into(),
+            },
+            None,
+        )
+    } else {
+        finding(
+            "cluster.capacity",
+            Grade::Warn,
+            failing.join("; "),
+            Some("free memory on the other nodes (or add a node) before a rolling reboot: a drain will refuse"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+    use crate::exec::NodeStatus;
+    use std::collections::BTreeMap;
+
+    fn row(resources: &str) -> NodeAudit {
+        let res = crate::capacity::resources::parse(resources).unwrap();
+        let mut facts = BTreeMap::new();
+        facts.insert(
+            "cluster".to_string(),
+            serde_json::json!({ "resources": res }),
+        );
+        NodeAudit {
+            node: "pve1".into(),
+            address: "x".into(),
+            status: NodeStatus::Ok,
+            error: None,
+            cells: BTreeMap::new(),
+            findings: Vec::new(),
+            facts,
+            clock: None,
+            duration_ms: 1,
+        }
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    fn resources(pve2_mem_gib: u64) -> String {
+        serde_json::json!([
+            {"type": "node", "node": "pve1", "status": "online", "maxmem": 32 * GIB, "mem": 20 * GIB},
+            {"type": "node", "node": "pve2", "status": "online", "maxmem": 32 * GIB, "mem": pve2_mem_gib * GIB},
+            {"type": "qemu", "vmid": 100, "node": "pve1", "status": "running", "name": "big", "maxmem": 16 * GIB},
+        ])
+        .to_string()
+    }
+
+    #[test]
+    fn the_cluster_must_hold_any_one_nodes_guests_on_the_others() {
+        let ok = capacity(&[row(&resources(4))]);
+        assert_eq!(ok.grade, Grade::Pass, "{}", ok.detail);
+        assert!(
+            ok.detail.contains("the biggest, pve1, runs 16.0 GiB"),
+            "{}",
+            ok.detail
+        );
+        let tight = capacity(&[row(&resources(20))]);
+        assert_eq!(tight.grade, Grade::Warn);
+        assert!(
+            tight
+                .detail
+                .contains("cannot hold pve1's running guests (16.0 GiB)"),
+            "{}",
+            tight.detail
+        );
+        assert_eq!(capacity(&[]).grade, Grade::Skip);
+    }
 }

@@ -231,7 +231,7 @@ mod tests {
 }
 
 /// The cluster picture from one `pvesh get /cluster/resources` call.
-pub async fn resources(r: &Remote) -> Result<super::resources::Resources, RebootError> {
+pub async fn resources(r: &Remote) -> Result<crate::capacity::resources::Resources, RebootError> {
     let o = r
         .sh("pvesh get /cluster/resources --output-format json")
         .await?;
@@ -241,14 +241,15 @@ pub async fn resources(r: &Remote) -> Result<super::resources::Resources, Reboot
             super::remote::first_line(&o.stderr)
         )));
     }
-    super::resources::parse(&String::from_utf8_lossy(&o.stdout)).map_err(RebootError::Command)
+    crate::capacity::resources::parse(&String::from_utf8_lossy(&o.stdout))
+        .map_err(RebootError::Command)
 }
 
 /// A guest the drain will move, and one it cannot.
 #[derive(Debug, Clone)]
 pub struct DrainPlan {
     /// Guests to migrate, biggest first.
-    pub movable: Vec<super::resources::GuestRes>,
+    pub movable: Vec<crate::capacity::resources::GuestRes>,
     /// Guests that cannot move, with why.
     pub unmovable: Vec<(GuestRef, String)>,
 }
@@ -257,10 +258,10 @@ pub struct DrainPlan {
 /// local disks (unless allowed), a lock.
 pub async fn plan_drain(
     r: &Remote,
-    res: &super::resources::Resources,
+    res: &crate::capacity::resources::Resources,
     allow_local_disks: bool,
 ) -> Result<DrainPlan, RebootError> {
-    use super::resources::{local_storages, unmovable_reason, GuestType};
+    use crate::capacity::resources::{local_storages, unmovable_reason, GuestType};
     let node = shell_quote(&r.node.name);
     // Every configuration of the node and the storage definitions, in one round trip.
     let (_, text) = r

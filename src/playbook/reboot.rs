@@ -339,7 +339,7 @@ impl Machine<'_, '_> {
             }
             Err(_) => Default::default(),
         };
-        let mut placer = super::placement::Placer::new(&res, &me, &excluded, &later);
+        let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
         for g in &plan.movable {
             self.cancelled()?;
             let target = placer.place(g).map_err(RebootError::Command)?;

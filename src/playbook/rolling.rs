@@ -117,7 +117,7 @@ async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
         Err(e) => return Some(format!("drain preflight: {e}")),
     };
     let names: Vec<String> = todo.iter().map(|n| n.name.clone()).collect();
-    super::placement::preflight(&res, &names)
+    crate::capacity::placement::preflight(&res, &names)
         .err()
         .map(|e| format!("drain preflight (N-1): {e}"))
 }

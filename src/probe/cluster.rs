@@ -26,6 +26,8 @@ else
   pct list 2>/dev/null
   echo "@@sub hostpci"
   grep -l '^hostpci' /etc/pve/qemu-server/*.conf 2>/dev/null
+  echo "@@sub resources"
+  pvesh get /cluster/resources --output-format json 2>/dev/null; echo
 fi"#;
 
 /// One `Membership information` row.
@@ -225,6 +227,9 @@ pub struct ClusterFacts {
     pub ha: HaStatus,
     /// Running guests.
     pub running_guests: Vec<Guest>,
+    /// The cluster's nodes and guests (`pvesh get /cluster/resources`), when it answered.
+    #[serde(default)]
+    pub resources: Option<crate::capacity::resources::Resources>,
 }
 
 /// Parse the snippet's output.
@@ -238,6 +243,7 @@ pub fn parse(text: &str) -> Result<ClusterFacts, ParseError> {
             quorum: None,
             ha: HaStatus::default(),
             running_guests: Vec::new(),
+            resources: None,
         });
     }
     let version = parse_pveversion(sub(text, "pveversion").unwrap_or(""));
@@ -281,6 +287,9 @@ pub fn parse(text: &str) -> Result<ClusterFacts, ParseError> {
         quorum: parse_pvecm_status(sub(text, "pvecm").unwrap_or(""))?,
         ha: parse_ha_status(sub(text, "ha").unwrap_or("")),
         running_guests: guests,
+        resources: sub(text, "resources")
+            .filter(|t| !t.trim().is_empty())
+            .and_then(|t| crate::capacity::resources::parse(t).ok()),
     })
 }
 
@@ -474,6 +483,7 @@ mod tests {
             quorum: Some(q),
             ha: HaStatus::default(),
             running_guests: Vec::new(),
+            resources: None,
         };
         let g = grade(&f, &Thresholds::default());
         assert_eq!(g[0].grade, Grade::Fail);

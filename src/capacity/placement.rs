@@ -104,7 +104,7 @@ pub fn preflight(res: &Resources, nodes: &[String]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::playbook::resources::{GuestType, NodeRes};
+    use crate::capacity::resources::{GuestType, NodeRes};
 
     const G: u64 = 1 << 30;
 
