@@ -218,3 +218,54 @@ fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
         "no run was started"
     );
 }
+
+#[test]
+fn a_file_step_writes_a_megabyte_and_rollback_removes_it() {
+    let Some(lab) = Lab::up("file_stdin", 116, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    // 1 MiB of content: far over the ~128 KiB a single command argument may hold.
+    let line = "0123456789abcdef".repeat(4) + "\n";
+    let content = line.repeat(1 << 14);
+    assert!(content.len() > 1 << 20);
+    let pb = common::runs::write_playbook(
+        env.state.path(),
+        "pb.toml",
+        &format!(
+            "name = \"big\"\n[vars]\nbig = \"\"\"\n{content}\"\"\"\n[[step]]\nname = \"big file\"\nkind = \"file\"\npath = \"/etc/pvefleet-big\"\ncontent = \"{{{{ big }}}}\"\nmode = \"0640\"\n"
+        ),
+    );
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    let want = md5_of(content.as_bytes());
+    let got = lab.sh(
+        "pve1",
+        "md5sum < /etc/pvefleet-big | cut -d' ' -f1; stat -c %a /etc/pvefleet-big",
+    );
+    assert_eq!(got, format!("{want}\n640\n"));
+    let out = env.run(&lab, &["rollback", v["run"].as_str().unwrap(), "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        lab.ssh("pve1", "test -e /etc/pvefleet-big").0,
+        1,
+        "created by the run: removed"
+    );
+}
+
+/// MD5 (hex) by the machine's md5sum (no extra crate for a test).
+fn md5_of(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("md5sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}

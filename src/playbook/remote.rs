@@ -25,6 +25,12 @@ impl Remote {
         self.session.exec(cmd, self.timeout).await
     }
 
+    /// Run `cmd` with `input` on its standard input (any size).
+    pub async fn sh_stdin(&self, cmd: &str, input: &[u8]) -> Result<ExecOutput, SshError> {
+        tracing::trace!(node = %self.node.name, cmd, bytes = input.len(), "exec with input");
+        self.session.exec_with_stdin(cmd, input, self.timeout).await
+    }
+
     /// Run `cmd`: its exit status and stdout as text.
     pub async fn text(&self, cmd: &str) -> Result<(ExitStatus, String), SshError> {
         let o = self.sh(cmd).await?;

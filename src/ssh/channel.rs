@@ -88,6 +88,28 @@ impl Session {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, SshError> {
+        self.run(command, timeout, cap, None).await
+    }
+
+    /// Run `command` with `input` on its standard input (then end of file), collecting all its
+    /// output. The input is sent before the output is read, so this is for commands that read
+    /// their input first (`cat > FILE`), of any size: no argument-length limit applies.
+    pub async fn exec_with_stdin(
+        &self,
+        command: &str,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, timeout, usize::MAX, Some(input)).await
+    }
+
+    async fn run(
+        &self,
+        command: &str,
+        timeout: Duration,
+        cap: usize,
+        input: Option<&[u8]>,
+    ) -> Result<ExecOutput, SshError> {
         let command = if self.inner.become_root {
             format!("sudo -n -- sh -c {}", shell_quote(command))
         } else {
@@ -111,6 +133,20 @@ impl Session {
             channel.exec(true, command.as_bytes()),
         )
         .await?;
+        if let Some(data) = input {
+            // Flow control may hold the data back; the whole transfer gets the command's
+            // deadline, not the connect timeout.
+            let sent = tokio::time::timeout(timeout, async {
+                channel.data(data).await?;
+                channel.eof().await
+            })
+            .await;
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(SshError::Protocol(format!("sending input: {e}"))),
+                Err(_) => return Err(SshError::Timeout(timeout)),
+            }
+        }
         let (mut stdout, mut stderr) = (CappedBuf::new(cap), CappedBuf::new(cap));
         let mut exit: Option<ExitStatus> = None;
         // Silence longer than `probe_after` is probed with a keepalive that must be answered

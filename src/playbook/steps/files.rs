@@ -4,8 +4,6 @@
 //! written atomically (temporary file + rename, mode and owner kept), and journaled again with
 //! the SHA-1 of what was written, which rollback uses to detect drift.
 
-use data_encoding::BASE64;
-
 use super::super::edit;
 use super::super::engine::{backup_dir, result, NodeState, StepResult, StepStatus};
 use super::super::error::StepError;
@@ -74,18 +72,19 @@ async fn apply(
     } else {
         String::new()
     };
-    let cmd = match change {
+    // The content goes on standard input (`cat > TMP`), not in an argument: files of any size
+    // (an argument is limited to about 128 KiB by the kernel).
+    let out = match change {
         Change::Write(content) => {
             let tmp = shell_quote(&format!("{path}.pvefleet-tmp"));
-            format!(
-                "set -e; {save}mkdir -p \"$(dirname {p})\"; printf %s {data} | base64 -d > {tmp}; \
-                 if [ -e {p} ]; then chmod --reference={p} {tmp}; chown --reference={p} {tmp}; fi; mv {tmp} {p}",
-                data = shell_quote(&BASE64.encode(content.as_bytes())),
-            )
+            let cmd = format!(
+                "set -e; {save}mkdir -p \"$(dirname {p})\"; cat > {tmp}; \
+                 if [ -e {p} ]; then chmod --reference={p} {tmp}; chown --reference={p} {tmp}; fi; mv {tmp} {p}"
+            );
+            r.sh_stdin(&cmd, content.as_bytes()).await?
         }
-        Change::Remove => format!("set -e; {save}rm -f {p}"),
+        Change::Remove => r.sh(&format!("set -e; {save}rm -f {p}")).await?,
     };
-    let out = r.sh(&cmd).await?;
     if out.exit != ExitStatus::Code(0) {
         return Err(StepError::Remote(format!(
             "cannot write {path}: {}",
