@@ -80,9 +80,13 @@ ha_move_later() {
     id=${1#*:}; f=$(guest_conf "$id") || exit 0
     [ "$(conf_node "$f")" = "$2" ] && exit 0
     if [ "$(conf_kind "$f")" = qemu ] && [ -n "$(local_devices "$f")" ]; then exit 0; fi
+    from=$(conf_node "$f")
     ( flock 9; guest_move "$id" "$2" ) 9>"$CL/.guests.lock"
+    lab_event ha-moved "$1" "$from" "$2"
     [ -n "${3:-}" ] && rm -f "$CL/ha-origin-$1"
-    [ "${4:-}" = start ] && guest_set_state "$id" running
+    if [ "${4:-}" = start ] && [ "$(guest_state "$id")" != running ]; then
+      guest_set_state "$id" running; lab_event guest-started "$id" ha
+    fi
     exit 0' ha-move "$1" "$2" "${3:-}" "${4:-}" </dev/null >/dev/null 2>&1 &
 }
 # Where HA puts a service leaving NODE: an online node not in maintenance, the one with the fewest
@@ -99,3 +103,8 @@ ha_pick_target() {
   done < "$CL/nodes"
   [ -n "$best" ] && printf '%s\n' "$best"
 }
+# The lab's record of what happened to guests and Ceph flags (for tests; not a Proxmox file):
+# $CL/events, one line each "EPOCH.MICROS NODE EVENT ARGS...", e.g. `guest-stopped 101 qm-shutdown`,
+# `guest-started 101 qm-start`, `migrated 101 pve1 pve2 qm`, `ha-moved vm:100 pve1 pve2`,
+# `ceph osd set-group noout pve2`.
+lab_event() { printf '%s %s %s\n' "$(date +%s.%6N)" "$NODE" "$*" >> "$CL/events"; }
