@@ -135,6 +135,17 @@ fn qm_and_pct_list_config_start_stop_and_boot_follow_the_shared_configs() {
             ("120".into(), "stopped".into())
         ]
     );
+    // The lab's record says why each guest stopped.
+    let ev = lab.sh("pve2", "cat /var/lib/pvelab-cluster/events");
+    for e in [
+        " pve1 guest-stopped 101 qm-shutdown\n",
+        " pve1 guest-started 120 qm-start\n",
+        " pve1 guest-stopped 100 node-reboot\n",
+        " pve1 guest-stopped 120 node-reboot\n",
+    ] {
+        assert!(ev.contains(e), "{e}: {ev}");
+    }
+    assert!(!ev.contains("guest-stopped 110"), "{ev}");
 }
 
 #[test]
