@@ -750,15 +750,23 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
         ) && lines[0].ends_with(" (apt-get)"),
         "{err}"
     );
+    // apt 2.6.1 (compared with the real binary) prints exactly these two lines.
     assert_eq!(
-        lines[2],
-        "E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is another process using it?"
+        lines[1..],
+        ["E: Unable to acquire the dpkg frontend lock (/var/lib/dpkg/lock-frontend), is another process using it?"]
     );
     assert_eq!(lab.ssh("pve1", "apt-get -s dist-upgrade").0, 0);
+    assert_eq!(lab.ssh("pve1", "apt-get check").0, 100);
+    let (code, _, err) = lab.ssh("pve1", "dpkg --configure -a");
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("dpkg: error: dpkg frontend lock was locked by another process with pid ")
+    );
+    // The lock is an fcntl lock, as apt's: flock(1) does not see it.
     assert_eq!(
         lab.ssh("pve1", "flock -n /var/lib/dpkg/lock-frontend true")
             .0,
-        1
+        0
     );
     let t = Instant::now();
     let (code, out, err) = lab.ssh("pve1", "apt-get -y -o DPkg::Lock::Timeout=20 dist-upgrade");
@@ -770,4 +778,11 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
     assert!(lab
         .sh("pve1", "pveversion")
         .starts_with("pve-manager/8.3.5/"));
+    // Two upgrades at once: the second finds the first one's lock.
+    lab.fault("pve1", &["pending", "qemu-server=8.3.8"]);
+    let (_, out, _) = lab.ssh(
+        "pve1",
+        "apt-get -y dist-upgrade >/dev/null & sleep 0.3; apt-get -y dist-upgrade; echo rc=$?; wait",
+    );
+    assert!(out.ends_with("rc=100\n"), "{out}");
 }

@@ -108,3 +108,10 @@ ha_pick_target() {
 # `guest-started 101 qm-start`, `migrated 101 pve1 pve2 qm`, `ha-moved vm:100 pve1 pve2`,
 # `ceph osd set-group noout pve2`.
 lab_event() { printf '%s %s %s\n' "$(date +%s.%6N)" "$NODE" "$*" >> "$CL/events"; }
+# The dpkg frontend lock is a POSIX (fcntl) lock, as apt and dpkg take it (apt-pkg/contrib/
+# fileutl.cc GetLock: F_SETLK): the holder's pid from /proc/locks (flock(1) does not see it).
+DPKG_FRONTEND=/var/lib/dpkg/lock-frontend
+dpkg_lock_holder() {
+  local ino; ino=$(stat -c %i "$DPKG_FRONTEND" 2>/dev/null) || return 0
+  awk -v ino=":$ino" '$2 == "POSIX" && substr($6, length($6) - length(ino) + 1) == ino { print $5; exit }' /proc/locks
+}
