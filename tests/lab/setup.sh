@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what pvefleet's tests and the lab need on a Debian machine (idempotent; needs root).
+# python3: the lab's ceph and pvesh stand-ins print JSON with it.
 set -euo pipefail
-pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux)
+pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -20,3 +20,100 @@ journal_add() {
 # Kernel version as a comparable number: 6.8.12-5-pve -> 608
 kver_num() { echo "$KERNEL" | awk -F'[.-]' '{print $1 * 100 + $2}'; }
 svc_state() { local s; if read -r s < "$SIM/services/$1" 2>/dev/null; then printf '%s\n' "$s"; else echo inactive; fi; }
+# The running kernel: chosen at boot (sim/boot writes it), else the profile's.
+[ -s "$SIM/running_kernel" ] && read -r KERNEL < "$SIM/running_kernel"
+
+# ---- Guests, cluster-wide as with pmxcfs ----
+# A guest's owner is the node whose directory holds its config: /etc/pve/nodes/NODE/qemu-server/ID.conf
+# (VMs) or /etc/pve/nodes/NODE/lxc/ID.conf (containers). Its run state is shared:
+# $CL/guests/ID (running|stopped). HA resources: $CL/ha-resources, one `vm:ID` / `ct:ID` a line.
+PVE=/etc/pve
+guest_conf() { # ID -> the config's path on any node (exit 1 when there is none)
+  local f
+  for f in "$PVE"/nodes/*/qemu-server/"$1".conf "$PVE"/nodes/*/lxc/"$1".conf; do
+    [ -f "$f" ] && { printf '%s\n' "$f"; return 0; }
+  done
+  return 1
+}
+conf_node() { local p=${1#"$PVE"/nodes/}; printf '%s\n' "${p%%/*}"; }
+conf_kind() { case "$1" in */lxc/*) echo lxc ;; *) echo qemu ;; esac; }
+conf_get() { # FILE KEY -> value (the current config, before any [snapshot] section)
+  awk -v k="$2" '/^\[/ {exit} { i = index($0, ":"); if (i && substr($0, 1, i - 1) == k) { v = substr($0, i + 1); sub(/^ +/, "", v); print v; exit } }' "$1"
+}
+guest_state() { local s=stopped; [ -f "$CL/guests/$1" ] && read -r s < "$CL/guests/$1"; printf '%s\n' "$s"; }
+guest_set_state() { mkdir -p "$CL/guests"; printf '%s\n' "$2" > "$CL/guests/$1"; }
+ha_sid() { if [ "$2" = lxc ]; then echo "ct:$1"; else echo "vm:$1"; fi; }
+ha_managed() { [ -f "$CL/ha-resources" ] && grep -qx "$1" "$CL/ha-resources"; }
+node_online() { [ -f "$CL/up/$1" ]; }
+node_known() { awk -v n="$1" '$1 == n {f = 1} END {exit !f}' "$CL/nodes"; }
+node_ip() { awk -v n="$1" '$1 == n {print $3}' "$CL/nodes"; }
+in_maintenance() { [ -f "$CL/maintenance-$1" ]; }
+# Local devices that block a migration (qemu-server PVE/QemuServer.pm check_local_resources:
+# hostpciN, usbN with a host device, not `spice`).
+local_devices() {
+  awk '/^\[/ {exit} /^hostpci[0-9]+:/ {sub(":.*", ""); print; next}
+       /^usb[0-9]+:/ { if ($0 !~ /spice/) {sub(":.*", ""); print} }' "$1" | paste -sd, - | sed 's/,/, /g'
+}
+# Local disks: volumes on the node-local storages `local` and `local-lvm` (ceph-pool is shared).
+local_disks() {
+  awk '/^\[/ {exit} /^(scsi|virtio|sata|ide|efidisk|tpmstate|rootfs|mp)[0-9]*:/ {
+         v = $0; sub(/^[^:]*: */, "", v); sub(/,.*/, "", v);
+         if (v ~ /^(local|local-lvm):/) print v }' "$1"
+}
+# A migration's task log line (pve-guest-common PVE/AbstractMigrate.pm `log`: "%F %H:%M:%S" and
+# "ERROR: " before error lines).
+mlog() { printf '%s %s\n' "$(date '+%F %H:%M:%S')" "$*"; }
+mduration() { local d=$(( $(date +%s) - $1 )); printf '%02d:%02d:%02d' $((d / 3600)) $((d % 3600 / 60)) $((d % 60)); }
+# Move a guest's config to another node (pmxcfs: a rename between the nodes' directories).
+guest_move() { # ID TARGET
+  local f; f=$(guest_conf "$1") || return 1
+  local sub=qemu-server; [ "$(conf_kind "$f")" = lxc ] && sub=lxc
+  mkdir -p "$PVE/nodes/$2/$sub"
+  mv "$f" "$PVE/nodes/$2/$sub/$1.conf"
+}
+# HA moves a service by itself a moment after it is asked (pve-ha-manager: the CRM schedules the
+# migration on its next round, about every 10 s on a real cluster; the lab takes ~1.5 s). A VM with
+# local devices cannot migrate: the HA migration fails and the service stays where it is.
+# ha_move_later SID TARGET [FORGET_ORIGIN] [start]
+ha_move_later() {
+  setsid bash -c '
+    . /usr/lib/pvelab/lib.sh
+    sleep 1.5
+    id=${1#*:}; f=$(guest_conf "$id") || exit 0
+    [ "$(conf_node "$f")" = "$2" ] && exit 0
+    if [ "$(conf_kind "$f")" = qemu ] && [ -n "$(local_devices "$f")" ]; then exit 0; fi
+    from=$(conf_node "$f")
+    ( flock 9; guest_move "$id" "$2" ) 9>"$CL/.guests.lock"
+    lab_event ha-moved "$1" "$from" "$2"
+    [ -n "${3:-}" ] && rm -f "$CL/ha-origin-$1"
+    if [ "${4:-}" = start ] && [ "$(guest_state "$id")" != running ]; then
+      guest_set_state "$id" running; lab_event guest-started "$id" ha
+    fi
+    exit 0' ha-move "$1" "$2" "${3:-}" "${4:-}" </dev/null >/dev/null 2>&1 &
+}
+# Where HA puts a service leaving NODE: an online node not in maintenance, the one with the fewest
+# HA services (the CRM's basic scheduler), never NODE itself.
+ha_pick_target() {
+  local n id ip best="" bestc=999999 c f
+  while read -r n id ip; do
+    [ "$n" = "$1" ] && continue
+    node_online "$n" || continue
+    in_maintenance "$n" && continue
+    c=0
+    for f in "$PVE"/nodes/"$n"/qemu-server/*.conf "$PVE"/nodes/"$n"/lxc/*.conf; do [ -f "$f" ] && c=$((c + 1)); done
+    [ "$c" -lt "$bestc" ] && { best=$n; bestc=$c; }
+  done < "$CL/nodes"
+  [ -n "$best" ] && printf '%s\n' "$best"
+}
+# The lab's record of what happened to guests and Ceph flags (for tests; not a Proxmox file):
+# $CL/events, one line each "EPOCH.MICROS NODE EVENT ARGS...", e.g. `guest-stopped 101 qm-shutdown`,
+# `guest-started 101 qm-start`, `migrated 101 pve1 pve2 qm`, `ha-moved vm:100 pve1 pve2`,
+# `ceph osd set-group noout pve2`.
+lab_event() { printf '%s %s %s\n' "$(date +%s.%6N)" "$NODE" "$*" >> "$CL/events"; }
+# The dpkg frontend lock is a POSIX (fcntl) lock, as apt and dpkg take it (apt-pkg/contrib/
+# fileutl.cc GetLock: F_SETLK): the holder's pid from /proc/locks (flock(1) does not see it).
+DPKG_FRONTEND=/var/lib/dpkg/lock-frontend
+dpkg_lock_holder() {
+  local ino; ino=$(stat -c %i "$DPKG_FRONTEND" 2>/dev/null) || return 0
+  awk -v ino=":$ino" '$2 == "POSIX" && substr($6, length($6) - length(ino) + 1) == ino { print $5; exit }' /proc/locks
+}
