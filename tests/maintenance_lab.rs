@@ -1,0 +1,261 @@
+//! Rolling cluster maintenance on the lab: drain (HA guests through maintenance, VMs
+//! live-migrated, containers moved with a restart) and return, Ceph kept safe (ok-to-stop, noout
+//! around each reboot, PGs clean before the next node), and the upgrade playbook that reboots
+//! only the nodes that got a new kernel.
+
+mod common;
+
+use common::lab::Lab;
+use common::runs::{shipped, signal, write_playbook, Env};
+
+/// A rolling playbook: one line written, then a draining reboot when it changed.
+const DRAIN_REBOOT: &str = r#"
+name = "drain-and-reboot"
+[vars]
+marker = "touched"
+[strategy]
+mode = "rolling"
+batch = 1
+[[step]]
+name = "mark"
+kind = "line"
+path = "/etc/pvefleet-test"
+line = "{{ marker }}"
+[[step]]
+name = "reboot"
+kind = "reboot"
+drain = true
+timeout = "60s"
+on_change = ["mark"]
+"#;
+
+/// The lab's own record of what happened to guests and Ceph (tests/lab/README.md).
+fn lab_events(lab: &Lab) -> Vec<String> {
+    std::fs::read_to_string(lab.dir.path().join("cluster/events"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+        .collect()
+}
+
+fn boots(lab: &Lab, node: &str) -> usize {
+    lab.sh(node, "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Which node's config holds guest ID, and its run state.
+fn where_is(lab: &Lab, id: u32) -> (String, String) {
+    let pve = lab.dir.path().join("pve/nodes");
+    for node in std::fs::read_dir(&pve).unwrap().flatten() {
+        for dir in ["qemu-server", "lxc"] {
+            if node.path().join(dir).join(format!("{id}.conf")).exists() {
+                let state = std::fs::read_to_string(lab.dir.path().join(format!("cluster/guests/{id}")))
+                    .unwrap_or_default();
+                return (
+                    node.file_name().to_string_lossy().into_owned(),
+                    state.trim().to_string(),
+                );
+            }
+        }
+    }
+    panic!("guest {id} has no config in {}", pve.display());
+}
+
+fn journal_events(env: &Env, node: &str, kind: &str) -> Vec<serde_json::Value> {
+    env.events()
+        .into_iter()
+        .filter(|e| e["node"] == node && e["event"] == kind)
+        .collect()
+}
+
+#[test]
+fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
+    let Some(lab) = Lab::up("upgrade_rolling", 117, 4, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
+    lab.fault("pve2", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve2", &["guest", "200", "kind=lxc", "name=dns", "mem=512"]);
+    lab.fault("pve3", &["guest", "102", "name=media", "hostpci"]);
+    for n in ["pve1", "pve2"] {
+        lab.fault(n, &["pending-kernel", "6.8.12-9-pve"]);
+        lab.fault(n, &["pending", "pve-manager=8.3.5"]);
+    }
+    for n in ["pve3", "pve4"] {
+        lab.fault(n, &["pending", "pve-manager=8.3.5"]);
+    }
+    let placed: Vec<(u32, (String, String))> = [100, 101, 200, 102]
+        .iter()
+        .map(|id| (*id, where_is(&lab, *id)))
+        .collect();
+    // The plan says per node what would be upgraded.
+    // The lab's root is a small tmpfs: lower the free-space floor of the preflight.
+    let (code, plan) = env.json(&lab, &["plan", "-e", "min_free_mib=64", &shipped("upgrade.toml")]);
+    assert_eq!(code, Some(0), "{plan}");
+    let steps = |n: usize| plan["nodes"][n]["steps"].to_string();
+    assert!(steps(0).contains("new kernel: 6.8.12-9-pve"), "{}", steps(0));
+    assert!(steps(2).contains("1 package(s); new kernel: no"), "{}", steps(2));
+
+    let (code, v) = env.json(
+        &lab,
+        &["run", "--yes", "-e", "min_free_mib=64", &shipped("upgrade.toml")],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    // Only the nodes with a new kernel were drained and rebooted.
+    for (n, want) in [("pve1", 2), ("pve2", 2), ("pve3", 1), ("pve4", 1)] {
+        assert_eq!(boots(&lab, n), want, "{n}");
+    }
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
+    assert!(lab.sh("pve3", "pveversion").contains("pve-manager/8.3.5"));
+    // Every guest ends where it started, running; none was stopped (no policy asked for it).
+    for (id, at) in &placed {
+        assert_eq!(&where_is(&lab, *id), at, "guest {id}");
+    }
+    let ev = lab_events(&lab);
+    assert!(
+        !ev.iter().any(|e| e.contains("guest-stopped") && !e.contains("pct-migrate-restart")),
+        "a guest was stopped: {ev:#?}"
+    );
+    assert!(ev.iter().any(|e| e.contains("migrated 101 pve2")), "{ev:#?}");
+    assert!(ev.iter().any(|e| e.contains("migrated 200 pve2")), "container moved: {ev:#?}");
+    assert!(ev.iter().any(|e| e.contains("ha-moved vm:100 pve1")), "{ev:#?}");
+    // noout around each reboot, and nowhere else.
+    let noout: Vec<&String> = ev.iter().filter(|e| e.contains("noout")).collect();
+    assert_eq!(noout.len(), 4, "{noout:#?}");
+    assert!(noout[0].contains("set-group noout pve1") && noout[1].contains("unset-group noout pve1"));
+    assert!(noout[2].contains("set-group noout pve2") && noout[3].contains("unset-group noout pve2"));
+    // PGs clean (and noout unset) on pve1 before anything happened to pve2.
+    let all = env.events();
+    let pos = |f: &dyn Fn(&serde_json::Value) -> bool| all.iter().position(f).unwrap();
+    let pve1_clean = pos(&|e| e["node"] == "pve1" && e["data"]["state"] == "ceph-clean");
+    let pve2_start = pos(&|e| e["node"] == "pve2" && e["event"] == "node_started");
+    assert!(pve1_clean < pve2_start);
+    let status = lab.sh("pve1", "ceph status -f json");
+    assert!(status.contains("HEALTH_OK"), "{status}");
+}
+
+#[test]
+fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdown() {
+    let Some(lab) = Lab::up("drain_policy", 118, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["guest", "102", "name=media", "hostpci"]);
+    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(err.contains("qm 102 (media) uses local devices: hostpci0"), "{err}");
+    assert!(lab_events(&lab).iter().all(|e| !e.contains("migrated")), "nothing moved before refusing");
+    assert_eq!(boots(&lab, "pve1"), 1);
+
+    let env = Env::new();
+    let (code, v) = env.json(
+        &lab,
+        &["-l", "pve1", "run", "--yes", "--guests", "shutdown", "-e", "marker=again", pb.to_str().unwrap()],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(boots(&lab, "pve1"), 2);
+    let ev = lab_events(&lab);
+    assert!(ev.iter().any(|e| e.contains("guest-stopped 102 qm-shutdown")), "{ev:#?}");
+    assert!(ev.iter().any(|e| e.contains("guest-started 102 qm-start")), "{ev:#?}");
+    assert!(ev.iter().any(|e| e.contains("migrated 101 pve1")), "{ev:#?}");
+    assert!(!ev.iter().any(|e| e.contains("guest-stopped 101")), "101 moved, not stopped: {ev:#?}");
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()), "back home");
+    assert_eq!(where_is(&lab, 102), ("pve1".into(), "running".into()));
+    // No Ceph in this lab: no Ceph state was waited for.
+    let states: Vec<String> = journal_events(&env, "pve1", "reboot")
+        .iter()
+        .map(|e| e["data"]["state"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!states.iter().any(|s| s.starts_with("ceph") || s.starts_with("noout")), "{states:?}");
+    assert!(states.contains(&"guests-returned".to_string()), "{states:?}");
+}
+
+#[test]
+fn a_failed_migration_halts_before_the_reboot() {
+    let Some(lab) = Lab::up("drain_migrate_fails", 119, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["migrate-fails"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["status"], "halted");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("migration of qm 101 (web)") && err.contains("the node is not rebooted"),
+        "{err}"
+    );
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(boots(&lab, n), 1, "{n} not rebooted");
+    }
+    assert_eq!(v["nodes"][1]["halted"], true);
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    assert_eq!(
+        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1").0,
+        1,
+        "the drain was undone"
+    );
+}
+
+#[test]
+fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
+    let Some(lab) = Lab::up("ceph_unhealthy", 120, 3, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["ceph-health", "WARN", "MON_CLOCK_SKEW"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(err.contains("ceph: Ceph is HEALTH_WARN: MON_CLOCK_SKEW"), "{err}");
+    assert_eq!(boots(&lab, "pve1"), 1);
+    assert!(lab_events(&lab).iter().all(|e| !e.contains("noout")), "no noout was set");
+    let accepted = write_playbook(
+        env.state.path(),
+        "accept.toml",
+        &DRAIN_REBOOT.replace("drain = true", "drain = true\nceph_accept_warnings = [\"MON_CLOCK_SKEW\"]"),
+    );
+    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", "-e", "marker=x", accepted.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(boots(&lab, "pve1"), 2);
+}
+
+#[test]
+fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
+    let Some(lab) = Lab::up("drain_sigkill", 121, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    for id in ["101", "103", "104"] {
+        lab.fault("pve1", &["guest", id, "mem=1024"]);
+    }
+    let child = env.spawn(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert!(env.wait_event(60, |e| e["node"] == "pve1"
+        && e["event"] == "guest_moved"
+        && e["data"]["phase"] == "done"));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    assert_eq!(boots(&lab, "pve1"), 1, "killed before the reboot");
+    let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    assert_eq!(code, Some(0), "{v}");
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(boots(&lab, n), 2, "{n} rebooted exactly once");
+    }
+    for id in [101, 103, 104] {
+        assert_eq!(where_is(&lab, id), ("pve1".into(), "running".into()), "guest {id} back home");
+    }
+    assert!(
+        !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),
+        "no guest was on a node when it rebooted"
+    );
+}
