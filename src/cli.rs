@@ -193,7 +193,7 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// Running guests (not HA-managed) on a node about to reboot: refuse (the default),
         /// shut them down and start them again once the node is back, or ignore.
         #[arg(long, value_enum)]
-        guests: Option<crate::playbook::engine::GuestPolicy>,
+        guests: Option<GuestsArg>,
         /// Continue an interrupted, halted or killed run with the parameters it was started with
         /// (playbook, -e, --guests, --limit, inventory); nodes already done are not redone, a
         /// reboot in progress is continued, not repeated.
@@ -268,6 +268,29 @@ pub enum InventoryCommand {
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
     },
+}
+
+/// `--guests` values (the clap face of [`crate::playbook::engine::GuestPolicy`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestsArg {
+    /// Stop the node's run, listing them (default).
+    Refuse,
+    /// Shut them down, start them again once the node is back.
+    Shutdown,
+    /// Leave them running and reboot anyway.
+    #[value(alias = "skip")]
+    Ignore,
+}
+
+impl From<GuestsArg> for crate::playbook::engine::GuestPolicy {
+    fn from(g: GuestsArg) -> Self {
+        use crate::playbook::engine::GuestPolicy;
+        match g {
+            GuestsArg::Refuse => GuestPolicy::Refuse,
+            GuestsArg::Shutdown => GuestPolicy::Shutdown,
+            GuestsArg::Ignore => GuestPolicy::Ignore,
+        }
+    }
 }
 
 /// `pvefleet maintenance ...`

@@ -23,7 +23,7 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::playbook::engine::{GuestPolicy, StepResult};
+use crate::outcome::{GuestPolicy, StepResult};
 
 /// Errors of the run journal.
 #[derive(Debug, thiserror::Error)]
@@ -409,7 +409,7 @@ pub fn state_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
         return PathBuf::from(d).join("pvefleet");
     }
-    crate::inventory::home_dir()
+    crate::paths::home_dir()
         .unwrap_or_else(|| PathBuf::from("."))
         .join(".local/state/pvefleet")
 }
@@ -801,7 +801,7 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
             Event::StepDone { index, result } => {
                 h.in_step = None;
                 h.steps.insert(*index, result.clone());
-                if result.status != crate::playbook::engine::StepStatus::Failed {
+                if result.status != crate::outcome::StepStatus::Failed {
                     h.reboots.remove(index);
                 }
             }
@@ -877,7 +877,7 @@ mod tests {
 
     #[test]
     fn histories_follow_the_events() {
-        use crate::playbook::engine::StepStatus;
+        use crate::outcome::StepStatus;
         let step = |s: StepStatus| StepResult {
             step: "x".into(),
             status: s,

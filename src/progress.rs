@@ -117,7 +117,7 @@ impl StepProgress {
             if step.is_empty() {
                 bar.finish_and_clear();
             } else {
-                bar.set_message(crate::report::sanitize::sanitize_str(step));
+                bar.set_message(crate::sanitize::sanitize_str(step));
             }
         }))
     }

@@ -39,10 +39,13 @@ fn lab_events(lab: &Lab) -> Vec<String> {
 }
 
 fn boots(lab: &Lab, node: &str) -> usize {
-    lab.sh(node, "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l")
-        .trim()
-        .parse()
-        .unwrap()
+    lab.sh(
+        node,
+        "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
+    )
+    .trim()
+    .parse()
+    .unwrap()
 }
 
 /// Which node's config holds guest ID, and its run state.
@@ -51,8 +54,9 @@ fn where_is(lab: &Lab, id: u32) -> (String, String) {
     for node in std::fs::read_dir(&pve).unwrap().flatten() {
         for dir in ["qemu-server", "lxc"] {
             if node.path().join(dir).join(format!("{id}.conf")).exists() {
-                let state = std::fs::read_to_string(lab.dir.path().join(format!("cluster/guests/{id}")))
-                    .unwrap_or_default();
+                let state =
+                    std::fs::read_to_string(lab.dir.path().join(format!("cluster/guests/{id}")))
+                        .unwrap_or_default();
                 return (
                     node.file_name().to_string_lossy().into_owned(),
                     state.trim().to_string(),
@@ -93,15 +97,32 @@ fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
         .collect();
     // The plan says per node what would be upgraded.
     // The lab's root is a small tmpfs: lower the free-space floor of the preflight.
-    let (code, plan) = env.json(&lab, &["plan", "-e", "min_free_mib=64", &shipped("upgrade.toml")]);
+    let (code, plan) = env.json(
+        &lab,
+        &["plan", "-e", "min_free_mib=64", &shipped("upgrade.toml")],
+    );
     assert_eq!(code, Some(0), "{plan}");
     let steps = |n: usize| plan["nodes"][n]["steps"].to_string();
-    assert!(steps(0).contains("new kernel: 6.8.12-9-pve"), "{}", steps(0));
-    assert!(steps(2).contains("1 package(s); new kernel: no"), "{}", steps(2));
+    assert!(
+        steps(0).contains("new kernel: 6.8.12-9-pve"),
+        "{}",
+        steps(0)
+    );
+    assert!(
+        steps(2).contains("1 package(s); new kernel: no"),
+        "{}",
+        steps(2)
+    );
 
     let (code, v) = env.json(
         &lab,
-        &["run", "--yes", "-e", "min_free_mib=64", &shipped("upgrade.toml")],
+        &[
+            "run",
+            "--yes",
+            "-e",
+            "min_free_mib=64",
+            &shipped("upgrade.toml"),
+        ],
     );
     assert_eq!(code, Some(0), "{v}");
     // Only the nodes with a new kernel were drained and rebooted.
@@ -116,17 +137,31 @@ fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
     }
     let ev = lab_events(&lab);
     assert!(
-        !ev.iter().any(|e| e.contains("guest-stopped") && !e.contains("pct-migrate-restart")),
+        !ev.iter()
+            .any(|e| e.contains("guest-stopped") && !e.contains("pct-migrate-restart")),
         "a guest was stopped: {ev:#?}"
     );
-    assert!(ev.iter().any(|e| e.contains("migrated 101 pve2")), "{ev:#?}");
-    assert!(ev.iter().any(|e| e.contains("migrated 200 pve2")), "container moved: {ev:#?}");
-    assert!(ev.iter().any(|e| e.contains("ha-moved vm:100 pve1")), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e.contains("migrated 101 pve2")),
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter().any(|e| e.contains("migrated 200 pve2")),
+        "container moved: {ev:#?}"
+    );
+    assert!(
+        ev.iter().any(|e| e.contains("ha-moved vm:100 pve1")),
+        "{ev:#?}"
+    );
     // noout around each reboot, and nowhere else.
     let noout: Vec<&String> = ev.iter().filter(|e| e.contains("noout")).collect();
     assert_eq!(noout.len(), 4, "{noout:#?}");
-    assert!(noout[0].contains("set-group noout pve1") && noout[1].contains("unset-group noout pve1"));
-    assert!(noout[2].contains("set-group noout pve2") && noout[3].contains("unset-group noout pve2"));
+    assert!(
+        noout[0].contains("set-group noout pve1") && noout[1].contains("unset-group noout pve1")
+    );
+    assert!(
+        noout[2].contains("set-group noout pve2") && noout[3].contains("unset-group noout pve2")
+    );
     // PGs clean (and noout unset) on pve1 before anything happened to pve2.
     let all = env.events();
     let pos = |f: &dyn Fn(&serde_json::Value) -> bool| all.iter().position(f).unwrap();
@@ -149,31 +184,72 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
     let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
-    assert!(err.contains("qm 102 (media) uses local devices: hostpci0"), "{err}");
-    assert!(lab_events(&lab).iter().all(|e| !e.contains("migrated")), "nothing moved before refusing");
+    assert!(
+        err.contains("qm 102 (media) uses local devices: hostpci0"),
+        "{err}"
+    );
+    assert!(
+        lab_events(&lab).iter().all(|e| !e.contains("migrated")),
+        "nothing moved before refusing"
+    );
     assert_eq!(boots(&lab, "pve1"), 1);
 
     let env = Env::new();
     let (code, v) = env.json(
         &lab,
-        &["-l", "pve1", "run", "--yes", "--guests", "shutdown", "-e", "marker=again", pb.to_str().unwrap()],
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--guests",
+            "shutdown",
+            "-e",
+            "marker=again",
+            pb.to_str().unwrap(),
+        ],
     );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(boots(&lab, "pve1"), 2);
     let ev = lab_events(&lab);
-    assert!(ev.iter().any(|e| e.contains("guest-stopped 102 qm-shutdown")), "{ev:#?}");
-    assert!(ev.iter().any(|e| e.contains("guest-started 102 qm-start")), "{ev:#?}");
-    assert!(ev.iter().any(|e| e.contains("migrated 101 pve1")), "{ev:#?}");
-    assert!(!ev.iter().any(|e| e.contains("guest-stopped 101")), "101 moved, not stopped: {ev:#?}");
-    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()), "back home");
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("guest-stopped 102 qm-shutdown")),
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter().any(|e| e.contains("guest-started 102 qm-start")),
+        "{ev:#?}"
+    );
+    assert!(
+        ev.iter().any(|e| e.contains("migrated 101 pve1")),
+        "{ev:#?}"
+    );
+    assert!(
+        !ev.iter().any(|e| e.contains("guest-stopped 101")),
+        "101 moved, not stopped: {ev:#?}"
+    );
+    assert_eq!(
+        where_is(&lab, 101),
+        ("pve1".into(), "running".into()),
+        "back home"
+    );
     assert_eq!(where_is(&lab, 102), ("pve1".into(), "running".into()));
     // No Ceph in this lab: no Ceph state was waited for.
     let states: Vec<String> = journal_events(&env, "pve1", "reboot")
         .iter()
         .map(|e| e["data"]["state"].as_str().unwrap().to_string())
         .collect();
-    assert!(!states.iter().any(|s| s.starts_with("ceph") || s.starts_with("noout")), "{states:?}");
-    assert!(states.contains(&"guests-returned".to_string()), "{states:?}");
+    assert!(
+        !states
+            .iter()
+            .any(|s| s.starts_with("ceph") || s.starts_with("noout")),
+        "{states:?}"
+    );
+    assert!(
+        states.contains(&"guests-returned".to_string()),
+        "{states:?}"
+    );
 }
 
 #[test]
@@ -199,7 +275,8 @@ fn a_failed_migration_halts_before_the_reboot() {
     assert_eq!(v["nodes"][1]["halted"], true);
     assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
     assert_eq!(
-        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1").0,
+        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1")
+            .0,
         1,
         "the drain was undone"
     );
@@ -216,15 +293,35 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
     let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
-    assert!(err.contains("ceph: Ceph is HEALTH_WARN: MON_CLOCK_SKEW"), "{err}");
+    assert!(
+        err.contains("ceph: Ceph is HEALTH_WARN: MON_CLOCK_SKEW"),
+        "{err}"
+    );
     assert_eq!(boots(&lab, "pve1"), 1);
-    assert!(lab_events(&lab).iter().all(|e| !e.contains("noout")), "no noout was set");
+    assert!(
+        lab_events(&lab).iter().all(|e| !e.contains("noout")),
+        "no noout was set"
+    );
     let accepted = write_playbook(
         env.state.path(),
         "accept.toml",
-        &DRAIN_REBOOT.replace("drain = true", "drain = true\nceph_accept_warnings = [\"MON_CLOCK_SKEW\"]"),
+        &DRAIN_REBOOT.replace(
+            "drain = true",
+            "drain = true\nceph_accept_warnings = [\"MON_CLOCK_SKEW\"]",
+        ),
     );
-    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", "-e", "marker=x", accepted.to_str().unwrap()]);
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "-e",
+            "marker=x",
+            accepted.to_str().unwrap(),
+        ],
+    );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(boots(&lab, "pve1"), 2);
 }
@@ -252,7 +349,11 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
         assert_eq!(boots(&lab, n), 2, "{n} rebooted exactly once");
     }
     for id in [101, 103, 104] {
-        assert_eq!(where_is(&lab, id), ("pve1".into(), "running".into()), "guest {id} back home");
+        assert_eq!(
+            where_is(&lab, id),
+            ("pve1".into(), "running".into()),
+            "guest {id} back home"
+        );
     }
     assert!(
         !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),

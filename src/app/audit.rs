@@ -12,7 +12,7 @@ use crate::exit;
 use crate::probe::{self, Thresholds};
 use crate::progress::Progress;
 use crate::report::audit::{render, Format};
-use crate::report::sanitize::sanitize_str;
+use crate::sanitize::sanitize_str;
 
 fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
     let Some(path) = path else {

@@ -160,7 +160,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 check: *check,
                 yes: *yes,
                 extra,
-                guests: *guests,
+                guests: guests.map(Into::into),
                 resume: resume.as_deref(),
                 force: *force,
             };

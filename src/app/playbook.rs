@@ -17,7 +17,7 @@ use crate::journal::{self, Event, Journal, JournalError, NodeHistory, RunMeta, S
 use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
 use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
-use crate::report::sanitize::sanitize_str;
+use crate::sanitize::sanitize_str;
 
 /// `-e KEY=VALUE` items into variables (a value parsed as TOML, else a string).
 pub fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, AppError> {

@@ -15,7 +15,7 @@ use crate::exit;
 use crate::inventory::limit;
 use crate::journal::{BackupRecord, Event, Journal, UndoRecord};
 use crate::quote::shell_quote;
-use crate::report::sanitize::{first_line, sanitize_str};
+use crate::sanitize::{first_line, sanitize_str};
 use crate::ssh::{self, ExitStatus, Session};
 
 /// One file as the journal knows it.

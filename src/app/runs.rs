@@ -8,7 +8,7 @@ use super::{load_inventory, print_json, use_color, AppError};
 use crate::cli::GlobalOpts;
 use crate::exit;
 use crate::journal::{self, Event, Journal};
-use crate::report::sanitize::sanitize_str;
+use crate::sanitize::sanitize_str;
 use crate::ssh::{self, ExitStatus};
 
 /// The status to show: a `running` run that no process drives was killed.

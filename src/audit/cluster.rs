@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use super::{NodeAudit, Thresholds};
 use crate::exec::NodeStatus;
+use crate::nodeset::fold;
 use crate::probe::{Finding, Grade};
-use crate::report::nodeset::fold;
 
 fn finding(check: &str, grade: Grade, detail: String, remediation: Option<&str>) -> Finding {
     Finding {

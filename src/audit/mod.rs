@@ -354,7 +354,7 @@ pub fn group_findings(rows: &[NodeAudit], cluster: &[Finding]) -> Vec<FindingGro
     }
     for g in &mut groups {
         let names: Vec<&str> = g.nodes.iter().map(String::as_str).collect();
-        g.nodeset = crate::report::nodeset::fold(&names);
+        g.nodeset = crate::nodeset::fold(&names);
     }
     groups.sort_by(|a, b| {
         b.finding

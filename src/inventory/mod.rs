@@ -419,12 +419,7 @@ fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {
     }
 }
 
-/// The user's home directory (`$HOME`).
-pub fn home_dir() -> Option<PathBuf> {
-    std::env::var_os("HOME")
-        .filter(|h| !h.is_empty())
-        .map(PathBuf::from)
-}
+pub use crate::paths::home_dir;
 
 /// Expand `~/` and make a relative path relative to `base_dir`.
 pub fn absolutise(p: &str, base_dir: &Path) -> PathBuf {
@@ -441,27 +436,7 @@ pub fn absolutise(p: &str, base_dir: &Path) -> PathBuf {
     }
 }
 
-/// Parse a jump host written `[user@]host[:port]`.
-pub fn parse_jump(s: &str) -> (Option<String>, String, Option<u16>) {
-    let (user, rest) = match s.rsplit_once('@') {
-        Some((u, r)) => (Some(u.to_string()), r),
-        None => (None, s),
-    };
-    // `[v6addr]:port` or `host:port`
-    if let Some(inner) = rest.strip_prefix('[') {
-        if let Some((host, after)) = inner.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (user, host.to_string(), port);
-        }
-    }
-    match rest.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => match p.parse() {
-            Ok(port) => (user, h.to_string(), Some(port)),
-            Err(_) => (user, rest.to_string(), None),
-        },
-        _ => (user, rest.to_string(), None),
-    }
-}
+pub use crate::ssh::parse_destination as parse_jump;
 
 impl Node {
     /// The transport's view of this node.

@@ -41,7 +41,7 @@ fn rows<'a>(table: &'a str, tool: &str) -> Result<Vec<(u32, Vec<&'a str>)>, Rebo
                 Some(id) => Ok((id, w)),
                 None => Err(RebootError::Command(format!(
                     "unexpected `{tool} list` row: {}",
-                    crate::report::sanitize::first_line(l, 80)
+                    crate::sanitize::first_line(l, 80)
                 ))),
             }
         })
@@ -90,7 +90,7 @@ pub fn describe(g: &[GuestRef]) -> String {
                 "{} {} ({})",
                 g.kind,
                 g.vmid,
-                crate::report::sanitize::first_line(&g.name, 40)
+                crate::sanitize::first_line(&g.name, 40)
             )
         })
         .collect::<Vec<_>>()
@@ -365,7 +365,7 @@ pub async fn migrate(
                 .lines()
                 .rev()
                 .find(|l| !l.trim().is_empty())
-                .map(|l| crate::report::sanitize::first_line(l, 160))
+                .map(|l| crate::sanitize::first_line(l, 160))
                 .unwrap_or_default();
         }
         return Err(RebootError::Migration {

@@ -20,36 +20,8 @@ use super::validate::{check_variables, kind_name};
 use crate::exec::NodeStatus;
 use crate::inventory::Node;
 use crate::journal::{Event, Journal, NodeHistory, StopPoint};
+pub use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 use crate::ssh;
-
-/// How one step ended on one node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum StepStatus {
-    /// Already as wanted.
-    Ok,
-    /// Changed (in check mode: would change).
-    Changed,
-    /// Not run (`when`, guards, `on_change`).
-    Skipped,
-    /// Failed: the node stops here.
-    Failed,
-}
-
-/// One step's result on one node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepResult {
-    /// Step name.
-    pub step: String,
-    /// Outcome.
-    pub status: StepStatus,
-    /// What happened, in a line.
-    pub detail: String,
-    /// Unified diff of the file it changed (or would change).
-    pub diff: Option<String>,
-    /// Commands it ran (or would run).
-    pub commands: Vec<String>,
-}
 
 /// One node's whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -127,20 +99,6 @@ impl NodeRun {
     pub fn interrupted(&self) -> bool {
         !self.not_started && self.status == NodeStatus::Cancelled
     }
-}
-
-/// What guests on a node about to reboot mean.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum GuestPolicy {
-    /// Stop the node's run with a message listing them (default).
-    Refuse,
-    /// Shut them down (`qm shutdown` / `pct shutdown`) before the reboot and start them again
-    /// once the node is back.
-    Shutdown,
-    /// Leave them running and reboot anyway (the operator's choice; `skip` is the same).
-    #[value(alias = "skip")]
-    Ignore,
 }
 
 /// A receiver of live step changes: (node, current step); an empty step when the node is done.

@@ -1,7 +1,6 @@
 //! The playbook file: TOML parsed into typed steps, validated up front with file:line:column.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -274,25 +273,6 @@ pub struct Playbook {
 }
 
 impl Playbook {
-    /// Read, parse and validate.
-    pub fn load(path: &Path) -> Result<Playbook, SourceError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SourceError::io(path, e))?;
-        Playbook::parse(&text, path)
-    }
-
-    /// Parse and validate `text`.
-    pub fn parse(text: &str, path: &Path) -> Result<Playbook, SourceError> {
-        let file: PlaybookFile =
-            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
-        let pb = Playbook {
-            path: path.to_path_buf(),
-            text: text.to_string(),
-            file,
-        };
-        super::validate::validate(&pb)?;
-        Ok(pb)
-    }
-
     /// An error at a span of this playbook.
     pub fn error_at(&self, span: std::ops::Range<usize>, message: String) -> SourceError {
         SourceError::at(&self.path, &self.text, span, message)

@@ -56,5 +56,5 @@ impl Remote {
 
 /// The first line of remote output, sanitised and cut to a readable length.
 pub fn first_line(b: &[u8]) -> String {
-    crate::report::sanitize::first_line(&String::from_utf8_lossy(b), 160)
+    crate::sanitize::first_line(&String::from_utf8_lossy(b), 160)
 }

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 
 use toml::Spanned;
 
-use super::model::{Playbook, Step, StepKind};
+use std::path::Path;
+
+use super::model::{Playbook, PlaybookFile, Step, StepKind};
 use super::template::Templates;
 use crate::inventory::SourceError;
 
@@ -134,6 +136,27 @@ pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
         v.push((t, true));
     }
     v
+}
+
+impl Playbook {
+    /// Read, parse and validate.
+    pub fn load(path: &Path) -> Result<Playbook, SourceError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SourceError::io(path, e))?;
+        Playbook::parse(&text, path)
+    }
+
+    /// Parse and validate `text`.
+    pub fn parse(text: &str, path: &Path) -> Result<Playbook, SourceError> {
+        let file: PlaybookFile =
+            toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
+        let pb = Playbook {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+            file,
+        };
+        validate(&pb)?;
+        Ok(pb)
+    }
 }
 
 /// Structural validation (no inventory needed).

@@ -217,7 +217,7 @@ pub fn parse(text: &str) -> Result<CephFacts, ParseError> {
             f.error = Some(format!(
                 "ceph status failed (exit {}): {}",
                 rc.unwrap_or("?"),
-                crate::report::sanitize::first_line(status_text, 120)
+                crate::sanitize::first_line(status_text, 120)
             ))
         }
         (rc, Ok(_)) => f.error = Some(format!("ceph status exited {}", rc.unwrap_or("?"))),

@@ -5,5 +5,5 @@
 pub mod audit;
 pub mod exec;
 pub mod inventory;
-pub mod nodeset;
-pub mod sanitize;
+pub use crate::nodeset;
+pub use crate::sanitize;

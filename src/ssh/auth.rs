@@ -40,7 +40,7 @@ pub fn identity_candidates(explicit: &[PathBuf], from_config: &[PathBuf]) -> Vec
     };
     explicit.iter().cloned().for_each(&mut push);
     from_config.iter().cloned().for_each(&mut push);
-    if let Some(home) = crate::inventory::home_dir() {
+    if let Some(home) = crate::paths::home_dir() {
         for name in ["id_ed25519", "id_ecdsa", "id_rsa"] {
             let p = home.join(".ssh").join(name);
             if p.exists() {

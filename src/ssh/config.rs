@@ -36,7 +36,7 @@ pub fn lookup(file: &Path, host: &str) -> Result<HostConfig, String> {
         )
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let p = config.query(host);
-    let home = crate::inventory::home_dir();
+    let home = crate::paths::home_dir();
     let expand = |path: &PathBuf| -> PathBuf {
         match (path.strip_prefix("~"), &home) {
             (Ok(rest), Some(h)) => h.join(rest),
@@ -58,6 +58,28 @@ pub fn lookup(file: &Path, host: &str) -> Result<HostConfig, String> {
             .and_then(|v| v.into_iter().next())
             .filter(|j| !j.eq_ignore_ascii_case("none")),
     })
+}
+
+/// Parse a destination written `[user@]host[:port]` (ProxyJump, `inventory discover --from`).
+pub fn parse_destination(s: &str) -> (Option<String>, String, Option<u16>) {
+    let (user, rest) = match s.rsplit_once('@') {
+        Some((u, r)) => (Some(u.to_string()), r),
+        None => (None, s),
+    };
+    // `[v6addr]:port` or `host:port`
+    if let Some(inner) = rest.strip_prefix('[') {
+        if let Some((host, after)) = inner.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (user, host.to_string(), port);
+        }
+    }
+    match rest.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => match p.parse() {
+            Ok(port) => (user, h.to_string(), Some(port)),
+            Err(_) => (user, rest.to_string(), None),
+        },
+        _ => (user, rest.to_string(), None),
+    }
 }
 
 #[cfg(test)]

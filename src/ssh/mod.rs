@@ -16,6 +16,7 @@
 pub mod auth;
 mod channel;
 pub mod config;
+pub use config::parse_destination;
 pub mod known_hosts;
 
 use std::path::PathBuf;
@@ -294,7 +295,7 @@ fn resolve(spec: &ConnectSpec) -> Result<Resolved, SshError> {
     let jump = match (&spec.jump, &cfg.proxy_jump) {
         (Some(j), _) => Some((**j).clone()),
         (None, Some(pj)) => {
-            let (user, jhost, port) = crate::inventory::parse_jump(pj);
+            let (user, jhost, port) = config::parse_destination(pj);
             Some(ConnectSpec {
                 name: jhost.clone(),
                 host: jhost,

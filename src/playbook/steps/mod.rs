@@ -153,10 +153,7 @@ async fn reboot_step(
         }
         Err((e, left)) => {
             for l in &left {
-                eprintln!(
-                    "pvefleet: WARNING: {}",
-                    crate::report::sanitize::sanitize_str(l)
-                );
+                eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(l));
             }
             st.left_on.extend(left);
             Err(StepError::Reboot(e))

@@ -1,0 +1,46 @@
+//! The plain data of a playbook step's outcome and of the guest policy: what the engine
+//! produces, the journal records and the reports render. Below all three.
+
+use serde::{Deserialize, Serialize};
+
+/// How one step ended on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    /// Already as wanted.
+    Ok,
+    /// Changed (in check mode: would change).
+    Changed,
+    /// Not run (`when`, guards, `on_change`).
+    Skipped,
+    /// Failed: the node stops here.
+    Failed,
+}
+
+/// One step's result on one node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    /// Step name.
+    pub step: String,
+    /// Outcome.
+    pub status: StepStatus,
+    /// What happened, in a line.
+    pub detail: String,
+    /// Unified diff of the file it changed (or would change).
+    pub diff: Option<String>,
+    /// Commands it ran (or would run).
+    pub commands: Vec<String>,
+}
+
+/// What guests on a node about to reboot mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuestPolicy {
+    /// Stop the node's run with a message listing them (default).
+    Refuse,
+    /// Shut them down (`qm shutdown` / `pct shutdown`) before the reboot and start them again
+    /// once the node is back.
+    Shutdown,
+    /// Leave them running and reboot anyway (the operator's choice; `--guests skip` too).
+    Ignore,
+}
