@@ -3,6 +3,8 @@
 //! Every function here is a pure function of result data; nothing here touches the network.
 
 pub mod audit;
+pub mod audit_terminal;
+pub mod compare;
 pub mod exec;
 pub mod inventory;
 pub mod nodeset;
