@@ -247,7 +247,7 @@ fn compact_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
                 .iter()
                 .map(|n| {
                     let g = (n.status == NodeStatus::Ok).then_some(Grade::Pass);
-                    (g.or(None), node_status_text(n))
+                    (g, node_status_text(n))
                 })
                 .collect(),
         ));
@@ -272,31 +272,30 @@ fn compact_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
             out.push('\n');
         }
         let cols: Vec<&Column> = fixed.iter().chain(&checks[range]).collect();
-        let line = |f: &dyn Fn(&Column) -> String| -> String {
-            let cells: Vec<String> = cols.iter().map(|c| f(c)).collect();
-            cells.join(GAP).trim_end().to_string()
-        };
-        let _ = writeln!(
-            out,
-            "{}",
-            line(&|c| paint(&pad(&c.header, c.width), "1", color))
-        );
-        let _ = writeln!(out, "{}", line(&|c| "─".repeat(c.width)));
-        for i in 0..r.nodes.len() {
-            let _ = writeln!(
-                out,
-                "{}",
-                line(&|c| {
-                    let (g, text) = &c.cells[i];
-                    let padded = pad(text, c.width);
-                    match (g, c.header.as_str()) {
-                        (_, "node") => padded,
-                        (None, "status") => paint(&padded, "31", color),
-                        (None, _) => paint(&padded, "90", color),
-                        (g, _) => paint(&padded, grade_sgr(*g), color),
-                    }
+        // Each cell padded to its column (the last one not: no trailing blanks), then painted.
+        let line = |cell: &dyn Fn(&Column, String) -> String, text: &dyn Fn(&Column) -> String| {
+            let last = cols.len() - 1;
+            let cells: Vec<String> = cols
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let t = text(c);
+                    cell(c, if i == last { t } else { pad(&t, c.width) })
                 })
-            );
+                .collect();
+            cells.join(GAP)
+        };
+        let bold = |_: &Column, t: String| paint(&t, "1", color);
+        let _ = writeln!(out, "{}", line(&bold, &|c| c.header.clone()));
+        let _ = writeln!(out, "{}", line(&|_, t| t, &|c| "─".repeat(c.width)));
+        for i in 0..r.nodes.len() {
+            let painted = |c: &Column, t: String| match (c.cells[i].0, c.header.as_str()) {
+                (_, "node") => t,
+                (None, "status") => paint(&t, "31", color),
+                (None, _) => paint(&t, "90", color),
+                (g, _) => paint(&t, grade_sgr(g), color),
+            };
+            let _ = writeln!(out, "{}", line(&painted, &|c| c.cells[i].1.clone()));
         }
     }
     out
@@ -320,13 +319,20 @@ fn wide_cell(row: &NodeAudit, check: &str, max: usize) -> (Option<Grade>, String
     }
 }
 
-/// The wide matrix (`--wide`): grade and detail in each cell, comfy-table borders.
+/// The wide matrix (`--wide`): grade and detail in each cell, comfy-table borders, one line per
+/// node whatever the terminal's width (for wide terminals, or `less -S`).
 fn wide_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
     let mut matrix = Table::new();
     matrix
         .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    style(&mut matrix, opts);
+        .set_content_arrangement(ContentArrangement::Disabled);
+    style(
+        &mut matrix,
+        &TerminalOptions {
+            width: None,
+            ..*opts
+        },
+    );
     let mut header = vec!["node".to_string(), "status".to_string()];
     header.extend(r.checks.iter().cloned());
     matrix.set_header(header);
