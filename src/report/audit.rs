@@ -278,6 +278,7 @@ mod tests {
 
     use super::*;
     use crate::audit::{AuditReport, Summary, AUDIT_SCHEMA_VERSION};
+    use crate::probe::Finding;
 
     fn report_with_passthrough() -> AuditReport {
         let facts = serde_json::json!({
@@ -337,5 +338,85 @@ mod tests {
         let mut none = r.clone();
         none.nodes[0].facts.clear();
         assert!(!render_markdown(&none).contains("Passed through"));
+    }
+
+    fn report_with_a_hostile_detail_and_a_down_node() -> AuditReport {
+        let mut r = report_with_passthrough();
+        r.nodes[0].facts.clear();
+        r.checks = vec!["rrd".into(), "gpu".into()];
+        let evil = "<script>alert(1)</script> a|b \u{1b}[2J";
+        r.nodes[0].cells.insert(
+            "rrd".into(),
+            crate::audit::MatrixCell {
+                grade: Grade::Fail,
+                detail: evil.into(),
+            },
+        );
+        let finding = Finding::new("rrd.zero_byte", Grade::Fail, evil).fix("rm `x` && y");
+        r.findings = vec![crate::audit::FindingGroup {
+            finding,
+            nodes: vec!["pve2".into()],
+            nodeset: "pve2".into(),
+        }];
+        let mut down = r.nodes[0].clone();
+        down.node = "pve3".into();
+        down.status = NodeStatus::HostKey;
+        down.error = Some("host key changed <see known_hosts:3>".into());
+        r.nodes.push(down);
+        r
+    }
+
+    #[test]
+    fn html_is_autoescaped_and_a_down_node_spans_its_row() {
+        let html = render_html(&report_with_a_hostile_detail_and_a_down_node());
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
+        assert!(
+            !html.contains('\u{1b}'),
+            "control characters escaped: {html}"
+        );
+        assert!(
+            html.contains("<td class=\"DOWN\" colspan=\"3\">host-key<small>host key changed &lt;see known_hosts:3&gt;</small></td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<br>Fix: <code>rm `x` &amp;&amp; y</code>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("<tr").count(), html.matches("</tr>").count());
+        assert!(
+            html.contains("<td class=\"SKIP\">SKIP<small></small></td>"),
+            "no gpu cell: SKIP"
+        );
+    }
+
+    #[test]
+    fn markdown_cells_escape_pipes_and_html_and_every_row_has_every_column() {
+        let md = render_markdown(&report_with_a_hostile_detail_and_a_down_node());
+        let table: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        let cols = |l: &str| l.replace("\\|", "").matches('|').count();
+        assert_eq!(table.len(), 3, "{md}");
+        assert!(table.iter().all(|l| cols(l) == 5), "{md}");
+        assert!(
+            md.contains(
+                "| pve2 | ok | FAIL &lt;script>alert(1)&lt;/script> a\\|b \\\\x1b[2J | SKIP |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| pve3 | host-key |  |  |"), "{md}");
+        assert!(
+            md.contains("- **HOST-KEY** `pve3`: host key changed &lt;see known_hosts:3>"),
+            "{md}"
+        );
+        assert!(md.contains("  - fix: `rm 'x' && y`"), "{md}");
+        assert!(!md.contains("None: every check passed."));
+        let mut clean = report_with_passthrough();
+        clean.nodes[0].facts.clear();
+        let md = render_markdown(&clean);
+        assert!(
+            md.contains("## Findings\n\nNone: every check passed.\n"),
+            "{md}"
+        );
+        assert!(!md.contains("## Cluster"), "{md}");
     }
 }

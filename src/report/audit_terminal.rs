@@ -5,7 +5,8 @@
 //! detail is in the findings below it. When the columns do not fit the terminal, the checks are
 //! laid out in several blocks, each repeating the node column (the way `ls` wraps columns), so a
 //! row is never wrapped by the terminal. `--wide` gives the long cells (grade and detail) in one
-//! table instead. Findings are word-wrapped to the width with a hanging indent.
+//! table instead. Findings are word-wrapped to the width with a hanging indent (their fixes are
+//! not: a fix is often a command to paste).
 
 use std::fmt::Write as _;
 
@@ -467,12 +468,9 @@ pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
         let wrapped = wrap(&sanitize_str(&g.finding.detail), &plain, "       ", width);
         out.push_str(&wrapped.replacen(&plain, &head, 1));
         if let Some(fix) = &g.finding.remediation {
-            out.push_str(&wrap(
-                &sanitize_str(fix),
-                "       fix: ",
-                "            ",
-                width,
-            ));
+            // Not wrapped: a fix is often a command, and a line break pasted into a shell
+            // would run half of it.
+            let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
     let passed = super::audit::passed_through(r);

@@ -53,12 +53,8 @@ fn section(out: &mut String, title: &str, list: &[Problem], fixes: bool, opts: &
             opts.width,
         ));
         if let (true, Some(fix)) = (fixes, &f.remediation) {
-            out.push_str(&wrap(
-                &sanitize_str(fix),
-                "       fix: ",
-                "            ",
-                opts.width,
-            ));
+            // Not wrapped: a command to paste (see `audit_terminal`).
+            let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
 }
