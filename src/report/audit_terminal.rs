@@ -420,7 +420,7 @@ pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
     let mut out = if opts.wide {
         wide_matrix(r, opts)
     } else {
-        compact_matrix(r, opts)
+        compact_matrix(r, opts) + "\n"
     };
     let width = if opts.wide { None } else { opts.width };
     if !r.cluster.is_empty() {

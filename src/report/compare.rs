@@ -39,7 +39,12 @@ fn section(out: &mut String, title: &str, list: &[Problem], fixes: bool, opts: &
     if list.is_empty() {
         return;
     }
-    let _ = writeln!(out, "{title} ({}):", list.len());
+    let why = if title.starts_with("Not checked") {
+        ", node not audited or probe not run"
+    } else {
+        ""
+    };
+    let _ = writeln!(out, "{title} ({}{why}):", list.len());
     for (f, was, nodes) in folded(list) {
         let worse = match was {
             Some(w) if f.grade > w => format!(" (was {})", grade_word(w)),
@@ -73,13 +78,7 @@ pub fn render_terminal(c: &Comparison, opts: &TerminalOptions) -> String {
     section(&mut out, "Worse", &worse, true, opts);
     section(&mut out, "Resolved", &c.resolved, false, opts);
     section(&mut out, "Still open", &open, false, opts);
-    section(
-        &mut out,
-        "Not checked this time (node not audited or probe not run)",
-        &c.unchecked,
-        false,
-        opts,
-    );
+    section(&mut out, "Not checked this time", &c.unchecked, false, opts);
     let s = &c.summary;
     let _ = writeln!(
         out,
