@@ -312,7 +312,9 @@ pub struct AuditArgs {
     /// Also write this audit's JSON report to FILE (e.g. for the next --compare).
     #[arg(long, value_name = "FILE")]
     pub save_json: Option<PathBuf>,
-    /// Print the JSON Schema of the JSON report and exit (docs/audit-report.schema.json).
-    #[arg(long, hide = true)]
-    pub print_schema: bool,
+    /// Print the JSON Schema of the JSON report (`report`, the default) or of the comparison
+    /// (`compare`) and exit: docs/audit-report.schema.json, docs/audit-compare.schema.json.
+    #[arg(long, hide = true, value_name = "DOCUMENT", num_args = 0..=1,
+          default_missing_value = "report", value_parser = ["report", "compare"])]
+    pub print_schema: Option<String>,
 }

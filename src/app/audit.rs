@@ -115,8 +115,12 @@ fn write_stdout(text: &str) -> Result<(), AppError> {
 
 /// `pvefleet audit`.
 pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError> {
-    if args.print_schema {
-        print!("{}", audit::schema::audit_report_schema_text());
+    if let Some(doc) = &args.print_schema {
+        let doc = match doc.as_str() {
+            "compare" => audit::schema::Document::Compare,
+            _ => audit::schema::Document::Report,
+        };
+        print!("{}", doc.schema_text());
         return Ok(exit::OK);
     }
     let format = if g.json { Format::Json } else { args.format };

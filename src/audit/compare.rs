@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::AuditReport;
@@ -32,7 +33,8 @@ pub const COMPARE_SCHEMA_VERSION: u32 = 1;
 
 /// One problem of one node (or `cluster`), as the newer audit saw it (or the older one, for
 /// `resolved` and `unchecked`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Problem {
     /// Node name, or `cluster` for cluster-level checks.
     pub node: String,
@@ -49,8 +51,9 @@ impl Problem {
     }
 }
 
-/// Counts of the four lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How many problems each list holds, and how many of those still open got worse.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct CompareSummary {
     /// Problems only in the newer audit.
     pub new: usize,
@@ -65,9 +68,11 @@ pub struct CompareSummary {
 }
 
 /// What changed between two audits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Comparison {
     /// [`COMPARE_SCHEMA_VERSION`].
+    #[schemars(extend("const" = COMPARE_SCHEMA_VERSION))]
     pub version: u32,
     /// When the older audit ran.
     pub old_generated_at: String,
