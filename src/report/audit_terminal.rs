@@ -373,7 +373,8 @@ fn style(t: &mut Table, opts: &TerminalOptions) {
 }
 
 /// Word-wrap `text` to `width` columns: the first line after `first`, the others after `rest`
-/// (both plain indentation or labels). Words longer than a line are cut.
+/// (both plain indentation or labels). Any whitespace separates words (a detail's line breaks
+/// become spaces); words longer than a line are cut.
 pub fn wrap(text: &str, first: &str, rest: &str, width: Option<usize>) -> String {
     let Some(width) = width else {
         return format!("{first}{text}\n");
@@ -381,7 +382,7 @@ pub fn wrap(text: &str, first: &str, rest: &str, width: Option<usize>) -> String
     let mut out = String::new();
     let mut line = first.to_string();
     let mut fresh = true;
-    for word in text.split(' ').filter(|w| !w.is_empty()) {
+    for word in text.split(char::is_whitespace).filter(|w| !w.is_empty()) {
         let mut word = word.to_string();
         loop {
             let len = line.chars().count();
