@@ -29,7 +29,8 @@ pub struct TerminalOptions {
 }
 
 /// Longest short value in a compact cell (after the grade word).
-const SHORT_MAX: usize = 9;
+/// (11: the longest daemon name, `pve-cluster`.)
+const SHORT_MAX: usize = 11;
 /// Space between matrix columns.
 const GAP: &str = "  ";
 
@@ -109,6 +110,7 @@ fn unit_of(check: &str) -> &'static str {
         "rrd.journal_errors" => "errors",
         "rrd.disk" => "used",
         "updates.pending" => "pkgs",
+        "ceph.pgs" => "PGs",
         _ => "",
     }
 }
@@ -574,6 +576,29 @@ mod tests {
         assert_eq!(cell("offload"), "FAIL eno1");
         assert_eq!(cell("updates"), "WARN 136 pkgs");
         assert_eq!(cell("services"), "FAIL pveproxy");
+        let mut pve3 = row(
+            "pve3",
+            vec![Finding::new(
+                "services.pve-cluster",
+                Grade::Fail,
+                "pve-cluster is failed",
+            )],
+        );
+        pve3.cells.insert(
+            "ceph".into(),
+            crate::audit::cell_of(&[Finding::new(
+                "ceph.pgs",
+                Grade::Fail,
+                "12 PG(s) inactive (data unavailable): 12 peering",
+            )]),
+        );
+        pve3.findings.push(Finding::new(
+            "ceph.pgs",
+            Grade::Fail,
+            "12 PG(s) inactive (data unavailable): 12 peering",
+        ));
+        assert_eq!(compact_cell(&pve3, "services").1, "FAIL pve-cluster");
+        assert_eq!(compact_cell(&pve3, "ceph").1, "FAIL 12 PGs");
         assert_eq!(
             compact_cell(&r.nodes[1], "rrd").1,
             "SKIP",
