@@ -6,9 +6,10 @@
 
 use std::fmt::Write as _;
 
-use super::audit_terminal::{grade_word, wrap, TerminalOptions};
+use super::audit_terminal::{grade_word, TerminalOptions};
 use super::nodeset::fold;
 use super::sanitize::sanitize_str;
+use super::wrap::wrap;
 use crate::audit::compare::{Comparison, Problem};
 use crate::probe::{Finding, Grade};
 

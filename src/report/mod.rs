@@ -9,3 +9,4 @@ pub mod exec;
 pub mod inventory;
 pub mod nodeset;
 pub mod sanitize;
+pub mod wrap;
