@@ -144,24 +144,13 @@ pvefleet -l pve2 --json probe gpu"
     /// Audit the cluster: every probe on every node, one round trip per node, graded
     /// PASS/WARN/FAIL/SKIP with the fix for each finding.
     #[command(
-        after_help = "Exit codes: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable.\n\
+        after_help = "Exit codes: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable; \
+with --compare: 0 nothing new or worse, 1 a finding is new or worse.\n\
 Examples:\n  pvefleet audit\n  pvefleet audit --format html -o audit.html\n  \
-pvefleet audit --format json | jq '.summary'"
+pvefleet audit --format json | jq '.summary'\n  \
+pvefleet audit --compare last.json --save-json last.json"
     )]
-    Audit {
-        /// Output format (`--json` is the same as `--format json`).
-        #[arg(long, value_enum, default_value = "terminal")]
-        format: crate::report::audit::Format,
-        /// Write the report to FILE instead of stdout.
-        #[arg(short = 'o', long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Only these probes (comma-separated; default: all).
-        #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-        probes: Vec<String>,
-        /// Grading thresholds (TOML), overriding the defaults.
-        #[arg(long, value_name = "FILE")]
-        thresholds: Option<PathBuf>,
-    },
+    Audit(AuditArgs),
     /// Show what a playbook would change on each node (diffs, commands, reboots); changes nothing.
     #[command(
         after_help = "Example:\n  pvefleet plan playbooks/igpu-passthrough.toml -e gpu_mode=passthrough"
@@ -319,4 +308,36 @@ pub enum RunsCommand {
         /// Run id.
         run_id: String,
     },
+}
+
+/// Options of `pvefleet audit`.
+#[derive(Debug, Args, Clone)]
+pub struct AuditArgs {
+    /// Output format (`--json` is the same as `--format json`).
+    #[arg(long, value_enum, default_value = "terminal")]
+    pub format: crate::report::audit::Format,
+    /// Write the report to FILE instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Only these probes (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub probes: Vec<String>,
+    /// Grading thresholds (TOML), overriding the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
+    /// Terminal matrix with each cell's full detail (wide), instead of grade and short value.
+    #[arg(long)]
+    pub wide: bool,
+    /// Show only what changed since an earlier audit's JSON report: findings new, resolved and
+    /// still open (terminal or JSON).
+    #[arg(long, value_name = "OLD.json")]
+    pub compare: Option<PathBuf>,
+    /// Also write this audit's JSON report to FILE (e.g. for the next --compare).
+    #[arg(long, value_name = "FILE")]
+    pub save_json: Option<PathBuf>,
+    /// Print the JSON Schema of the JSON report (`report`, the default) or of the comparison
+    /// (`compare`) and exit: docs/audit-report.schema.json, docs/audit-compare.schema.json.
+    #[arg(long, hide = true, value_name = "DOCUMENT", num_args = 0..=1,
+          default_missing_value = "report", value_parser = ["report", "compare"])]
+    pub print_schema: Option<String>,
 }

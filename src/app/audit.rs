@@ -1,17 +1,17 @@
 //! `pvefleet audit` and `pvefleet probe`: run probes, render reports.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use comfy_table::{presets, Cell, ContentArrangement, Table};
 
 use super::{ctrl_c_token, load_inventory, print_json, targets, use_color, AppError};
 use crate::audit::{self, AuditOptions};
-use crate::cli::GlobalOpts;
+use crate::cli::{AuditArgs, GlobalOpts};
 use crate::exit;
 use crate::probe::{self, Thresholds};
 use crate::progress::Progress;
-use crate::report::audit::{render, Format};
+use crate::report::audit::{render, Format, TerminalOptions};
 use crate::sanitize::sanitize_str;
 
 fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
@@ -64,40 +64,111 @@ async fn run_audit(
     Ok(report)
 }
 
+/// The terminal's width when stdout is one (what the matrix must fit), else none.
+fn terminal_width() -> Option<usize> {
+    use std::io::IsTerminal;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    Table::new().width().map(usize::from)
+}
+
+fn read_old_report(path: &Path) -> Result<audit::AuditReport, AppError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
+    let old: audit::AuditReport = serde_json::from_str(&text).map_err(|e| {
+        AppError::BadInput(format!(
+            "{}:{}:{}: not an audit JSON report (`pvefleet audit --format json`): {e}",
+            path.display(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    if old.version != audit::AUDIT_SCHEMA_VERSION {
+        return Err(AppError::BadInput(format!(
+            "{}: audit report version {}, this pvefleet reads version {}",
+            path.display(),
+            old.version,
+            audit::AUDIT_SCHEMA_VERSION
+        )));
+    }
+    Ok(old)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), AppError> {
+    std::fs::write(path, text)
+        .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))
+}
+
+fn write_stdout(text: &str) -> Result<(), AppError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|_| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                out.write_all(b"\n")
+            }
+        })
+        .map_err(|e| AppError::Internal(format!("cannot write output: {e}")))
+}
+
 /// `pvefleet audit`.
-pub async fn cmd_audit(
-    g: &GlobalOpts,
-    format: Format,
-    output: Option<&PathBuf>,
-    probes: &[String],
-    thresholds: Option<&Path>,
-) -> Result<u8, AppError> {
-    let format = if g.json { Format::Json } else { format };
-    let probes = probe_list(probes)?;
-    let thresholds = load_thresholds(thresholds)?;
-    let report = run_audit(g, probes, thresholds).await?;
-    let color = output.is_none() && use_color();
-    let text = render(&report, format, color);
-    match output {
+pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError> {
+    if let Some(doc) = &args.print_schema {
+        let doc = match doc.as_str() {
+            "compare" => audit::schema::Document::Compare,
+            _ => audit::schema::Document::Report,
+        };
+        print!("{}", doc.schema_text());
+        return Ok(exit::OK);
+    }
+    let format = if g.json { Format::Json } else { args.format };
+    let old = match &args.compare {
         Some(path) => {
-            std::fs::write(path, &text)
-                .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
+            if matches!(format, Format::Markdown | Format::Html) {
+                return Err(AppError::Usage(
+                    "--compare prints terminal text or JSON (--format terminal|json)".into(),
+                ));
+            }
+            Some(read_old_report(path)?)
+        }
+        None => None,
+    };
+    let probes = probe_list(&args.probes)?;
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
+    let report = run_audit(g, probes, thresholds).await?;
+    if let Some(path) = &args.save_json {
+        write_file(path, &crate::report::audit::render_json(&report))?;
+    }
+    let terminal = TerminalOptions {
+        color: args.output.is_none() && use_color(),
+        width: if args.output.is_none() {
+            terminal_width()
+        } else {
+            None
+        },
+        wide: args.wide,
+    };
+    let (text, code) = match &old {
+        Some(old) => {
+            let c = audit::compare::compare(old, &report);
+            let text = match format {
+                Format::Json => crate::report::compare::render_json(&c),
+                _ => crate::report::compare::render_terminal(&c, &terminal),
+            };
+            (text, c.exit_code())
+        }
+        None => (render(&report, format, &terminal), report.exit_code()),
+    };
+    match &args.output {
+        Some(path) => {
+            write_file(path, &text)?;
             eprintln!("wrote {} ({})", path.display(), audit_summary(&report));
         }
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .and_then(|_| {
-                    if text.ends_with('\n') {
-                        Ok(())
-                    } else {
-                        out.write_all(b"\n")
-                    }
-                })
-                .map_err(|e| AppError::Internal(format!("cannot write output: {e}")))?;
-        }
+        None => write_stdout(&text)?,
     }
-    Ok(report.exit_code())
+    Ok(code)
 }
 
 fn audit_summary(r: &audit::AuditReport) -> String {

@@ -133,12 +133,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             )
             .await
         }
-        Command::Audit {
-            format,
-            output,
-            probes,
-            thresholds,
-        } => audit::cmd_audit(g, *format, output.as_ref(), probes, thresholds.as_deref()).await,
+        Command::Audit(args) => audit::cmd_audit(g, args).await,
         Command::Probe {
             list,
             script,

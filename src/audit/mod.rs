@@ -8,11 +8,14 @@
 //! output format in [`crate::report::audit`] renders.
 
 pub mod cluster;
+pub mod compare;
 mod evaluate;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -32,16 +35,19 @@ pub const AUDIT_SCHEMA_VERSION: u32 = 1;
 pub const CLOCK_SAMPLES: usize = 5;
 
 /// The controller's measurement of one node's clock.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct ClockMeasurement {
     /// Node clock minus controller clock, seconds (positive: node ahead).
     pub offset_s: f64,
     /// Bound on the error of `offset_s` (half the kept sample's round trip), seconds.
+    #[schemars(range(min = 0.0))]
     pub error_s: f64,
 }
 
 /// One cell of the node x check matrix: the worst grade of the probe's findings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct MatrixCell {
     /// Worst grade.
     pub grade: Grade,
@@ -50,7 +56,8 @@ pub struct MatrixCell {
 }
 
 /// Everything the audit learned about one node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct NodeAudit {
     /// Node name.
     pub node: String,
@@ -73,18 +80,21 @@ pub struct NodeAudit {
 }
 
 /// Findings that several nodes share, grouped (like `clush -b`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct FindingGroup {
     /// The shared finding.
     pub finding: Finding,
     /// Nodes that have it, in inventory order (`["cluster"]` for cluster-level checks).
+    #[schemars(length(min = 1))]
     pub nodes: Vec<String>,
     /// The nodes folded (`pve[1-3]`).
     pub nodeset: String,
 }
 
 /// Counts over all findings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Summary {
     /// Nodes targeted.
     pub nodes: usize,
@@ -101,11 +111,14 @@ pub struct Summary {
 }
 
 /// The whole audit.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct AuditReport {
     /// Schema version ([`AUDIT_SCHEMA_VERSION`]).
+    #[schemars(extend("const" = AUDIT_SCHEMA_VERSION))]
     pub version: u32,
     /// When the audit ran (UTC, RFC 3339).
+    #[schemars(pattern(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$"))]
     pub generated_at: String,
     /// Where the inventory came from.
     pub inventory: String,
@@ -365,35 +378,14 @@ pub fn group_findings(rows: &[NodeAudit], cluster: &[Finding]) -> Vec<FindingGro
     groups
 }
 
-/// The current UTC time as RFC 3339 (seconds precision), without a date crate.
+/// The current UTC time as RFC 3339 (seconds precision), e.g. `2026-11-30T23:00:00Z`.
 pub fn rfc3339_now() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs()) as i64;
-    rfc3339(secs)
+    rfc3339(SystemTime::now())
 }
 
-/// Format epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        tod / 3600,
-        (tod / 60) % 60,
-        tod % 60
-    )
+/// Format an instant as RFC 3339 in UTC, seconds precision (`YYYY-MM-DDTHH:MM:SSZ`).
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[cfg(test)]
@@ -402,9 +394,10 @@ mod tests {
 
     #[test]
     fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_735_385_716), "2024-12-28T11:35:16Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let at = |secs| rfc3339(UNIX_EPOCH + Duration::from_secs(secs));
+        assert_eq!(at(0), "1970-01-01T00:00:00Z");
+        assert_eq!(at(1_735_385_716), "2024-12-28T11:35:16Z");
+        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
     }
 
     fn finding(check: &str, grade: Grade, detail: &str) -> Finding {

@@ -4,10 +4,13 @@
 //! `&str -> Result<Facts, ParseError>` and a grader `Facts -> Vec<Finding>`. The audit concatenates
 //! the snippets into one script per node; the transport runs it; the report renders findings.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// How a check came out, worst last so `max()` gives the overall grade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Grade {
     /// Not applicable or not measurable here (with the reason in the detail).
@@ -21,9 +24,11 @@ pub enum Grade {
 }
 
 /// One graded observation about one node (or the cluster).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 pub struct Finding {
     /// The check, e.g. `clock.offset`, `rrd.zero_byte`, `gpu.iommu`.
+    #[schemars(pattern(r"^[a-z_]+\.[a-z0-9_.-]+$"))]
     pub check: String,
     /// The grade.
     pub grade: Grade,

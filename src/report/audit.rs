@@ -1,16 +1,22 @@
-//! Rendering of an [`AuditReport`]: terminal (comfy-table), JSON, Markdown and self-contained HTML.
+//! Rendering of an [`AuditReport`]: terminal, JSON, Markdown and self-contained HTML.
 //!
-//! All four are pure functions of the report. Text that came from nodes (details) is sanitised
-//! for the terminal, escaped for Markdown tables and HTML-escaped for the page.
+//! All four are pure functions of the report. The terminal layout lives in
+//! [`super::audit_terminal`]; Markdown and HTML are minijinja templates (`templates/audit.md`,
+//! `templates/audit.html`) filled from a view of the report in which every text that came from
+//! nodes is already sanitised (control characters escaped). The HTML template is autoescaped;
+//! the Markdown one escapes table cells with the `md` filter.
 
-use std::fmt::Write as _;
+use std::sync::OnceLock;
 
-use comfy_table::{presets, Cell, Color, ContentArrangement, Table};
+use minijinja::{syntax::SyntaxConfig, Environment};
+use serde::Serialize;
 
+use super::audit_terminal::{grade_word, node_status_text, shorten, summary_line};
+pub use super::audit_terminal::{render_terminal, TerminalOptions};
 use super::sanitize::sanitize_str;
-use crate::audit::{AuditReport, MatrixCell, NodeAudit};
+use crate::audit::{AuditReport, NodeAudit, Summary};
 use crate::exec::NodeStatus;
-use crate::probe::Grade;
+use crate::probe::{Finding, Grade};
 
 /// Output formats of `pvefleet audit`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -25,197 +31,28 @@ pub enum Format {
     Html,
 }
 
-/// Render `report` in `format`.
-pub fn render(report: &AuditReport, format: Format, color: bool) -> String {
+/// Render `report` in `format` (`terminal` options matter only to the terminal format).
+pub fn render(report: &AuditReport, format: Format, terminal: &TerminalOptions) -> String {
     match format {
-        Format::Terminal => render_terminal(report, color),
+        Format::Terminal => render_terminal(report, terminal),
         Format::Json => render_json(report),
         Format::Markdown => render_markdown(report),
         Format::Html => render_html(report),
     }
 }
 
-fn grade_word(g: Grade) -> &'static str {
-    match g {
-        Grade::Pass => "PASS",
-        Grade::Warn => "WARN",
-        Grade::Fail => "FAIL",
-        Grade::Skip => "SKIP",
-    }
-}
-
-fn grade_color(g: Grade) -> Color {
-    match g {
-        Grade::Pass => Color::Green,
-        Grade::Warn => Color::Yellow,
-        Grade::Fail => Color::Red,
-        Grade::Skip => Color::DarkGrey,
-    }
-}
-
-/// The text of one matrix cell for a node row: the grade and a short detail, or the reason the
-/// node could not be audited.
-fn cell_text(row: &NodeAudit, check: &str, max: usize) -> (Option<Grade>, String) {
-    if row.status != NodeStatus::Ok {
-        return (None, String::new());
-    }
-    match row.cells.get(check) {
-        Some(MatrixCell { grade, detail }) => {
-            let d = shorten(detail, max);
-            if d.is_empty() {
-                (Some(*grade), grade_word(*grade).to_string())
-            } else {
-                (Some(*grade), format!("{} {d}", grade_word(*grade)))
-            }
-        }
-        None => (Some(Grade::Skip), "SKIP".to_string()),
-    }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    let one_line = s.lines().next().unwrap_or("");
-    if one_line.chars().count() > max {
-        let cut: String = one_line.chars().take(max.saturating_sub(1)).collect();
-        format!("{cut}…")
-    } else {
-        one_line.to_string()
-    }
-}
-
-fn node_status_text(row: &NodeAudit) -> String {
-    match row.status {
-        NodeStatus::Ok => "ok".into(),
-        s => s.as_str().to_string(),
-    }
-}
-
-fn summary_line(r: &AuditReport) -> String {
-    let s = &r.summary;
-    format!(
-        "{} nodes ({} not audited): {} PASS, {} WARN, {} FAIL, {} SKIP",
-        s.nodes, s.unreachable, s.pass, s.warn, s.fail, s.skip
-    )
-}
-
-/// Terminal tables: the node x check matrix, cluster checks, grouped findings with remedies.
-pub fn render_terminal(r: &AuditReport, color: bool) -> String {
-    let mut out = String::new();
-    let mut matrix = Table::new();
-    matrix
-        .load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if !color {
-        matrix.force_no_tty();
-    }
-    let mut header = vec!["node".to_string(), "status".to_string()];
-    header.extend(r.checks.iter().cloned());
-    matrix.set_header(header);
-    for row in &r.nodes {
-        let mut cells = vec![Cell::new(&row.node)];
-        let mut status = Cell::new(node_status_text(row));
-        if color {
-            status = status.fg(if row.status == NodeStatus::Ok {
-                Color::Green
-            } else {
-                Color::Red
-            });
-        }
-        cells.push(status);
-        for check in &r.checks {
-            let (grade, text) = cell_text(row, check, 28);
-            let mut cell = Cell::new(sanitize_str(&text));
-            if let (true, Some(g)) = (color, grade) {
-                cell = cell.fg(grade_color(g));
-            }
-            cells.push(cell);
-        }
-        matrix.add_row(cells);
-    }
-    let _ = writeln!(out, "{matrix}");
-
-    if !r.cluster.is_empty() {
-        let mut t = Table::new();
-        t.load_preset(presets::UTF8_FULL_CONDENSED)
-            .set_content_arrangement(ContentArrangement::Dynamic)
-            .set_header(vec!["cluster check", "grade", "detail"]);
-        if !color {
-            t.force_no_tty();
-        }
-        for f in &r.cluster {
-            let mut g = Cell::new(grade_word(f.grade));
-            if color {
-                g = g.fg(grade_color(f.grade));
-            }
-            t.add_row(vec![
-                Cell::new(&f.check),
-                g,
-                Cell::new(sanitize_str(&f.detail)),
-            ]);
-        }
-        let _ = writeln!(out, "{t}");
-    }
-
-    let unreachable: Vec<&NodeAudit> = r
-        .nodes
-        .iter()
-        .filter(|n| n.status != NodeStatus::Ok)
-        .collect();
-    if !r.findings.is_empty() || !unreachable.is_empty() {
-        let _ = writeln!(out, "Findings:");
-    }
-    for row in unreachable {
-        let _ = writeln!(
-            out,
-            "  {} {}: {}",
-            node_status_text(row).to_uppercase(),
-            row.node,
-            sanitize_str(row.error.as_deref().unwrap_or(""))
-        );
-    }
-    for g in &r.findings {
-        let _ = writeln!(
-            out,
-            "  {} {} [{}] {}",
-            grade_word(g.finding.grade),
-            g.finding.check,
-            g.nodeset,
-            sanitize_str(&g.finding.detail)
-        );
-        if let Some(fix) = &g.finding.remediation {
-            let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
-        }
-    }
-    let passed = passed_through(r);
-    if !passed.is_empty() {
-        let _ = writeln!(out, "Passed through (vfio-pci):");
-        for p in &passed {
-            let _ = writeln!(
-                out,
-                "  {} {} [{}] {} ({})",
-                p.node,
-                sanitize_str(&p.slot),
-                sanitize_str(&p.class),
-                sanitize_str(&p.name),
-                sanitize_str(&p.id)
-            );
-        }
-    }
-    let _ = writeln!(out, "{}", summary_line(r));
-    out
-}
-
 /// One device bound to vfio-pci on a node (GPUs, HBAs, NICs passed through), from the node's
 /// `gpu` facts: what an operator asks as "what is passed through on which node".
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PassedThrough {
-    node: String,
-    slot: String,
-    class: String,
-    name: String,
-    id: String,
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub(super) struct PassedThrough {
+    pub(super) node: String,
+    pub(super) slot: String,
+    pub(super) class: String,
+    pub(super) name: String,
+    pub(super) id: String,
 }
 
-fn passed_through(r: &AuditReport) -> Vec<PassedThrough> {
+pub(super) fn passed_through(r: &AuditReport) -> Vec<PassedThrough> {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     r.nodes
         .iter()
@@ -243,6 +80,8 @@ pub fn render_json(r: &AuditReport) -> String {
     serde_json::to_string_pretty(r).expect("report serialises")
 }
 
+/// A Markdown table cell or inline text: sanitised, pipes and backslashes escaped, one line,
+/// no raw HTML.
 fn md_escape(s: &str) -> String {
     sanitize_str(s)
         .replace('\\', "\\\\")
@@ -251,268 +90,186 @@ fn md_escape(s: &str) -> String {
         .replace('<', "&lt;")
 }
 
+/// What the templates see: the report with every node-sourced text sanitised.
+#[derive(Serialize)]
+struct View {
+    generated_at: String,
+    inventory: String,
+    summary_line: String,
+    summary: Summary,
+    checks: Vec<String>,
+    rows: Vec<RowView>,
+    cluster: Vec<FindingView>,
+    down: Vec<RowView>,
+    findings: Vec<GroupView>,
+    passed: Vec<PassedThrough>,
+}
+
+#[derive(Serialize)]
+struct RowView {
+    node: String,
+    ok: bool,
+    status: String,
+    error: String,
+    cells: Vec<CellView>,
+}
+
+#[derive(Serialize)]
+struct CellView {
+    grade: &'static str,
+    /// Grade and detail, for the Markdown table.
+    text: String,
+    /// Detail cut to 80 characters, for the HTML cell.
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct FindingView {
+    check: String,
+    grade: &'static str,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct GroupView {
+    check: String,
+    grade: &'static str,
+    nodeset: String,
+    detail: String,
+    fix: Option<String>,
+}
+
+fn row_view(r: &AuditReport, row: &NodeAudit) -> RowView {
+    let ok = row.status == NodeStatus::Ok;
+    let cells = if ok {
+        r.checks
+            .iter()
+            .map(|c| {
+                let (grade, detail) = match row.cells.get(c) {
+                    Some(cell) => (cell.grade, cell.detail.as_str()),
+                    None => (Grade::Skip, ""),
+                };
+                let short = shorten(detail, 60);
+                let text = if short.is_empty() || !row.cells.contains_key(c) {
+                    grade_word(grade).to_string()
+                } else {
+                    format!("{} {short}", grade_word(grade))
+                };
+                CellView {
+                    grade: grade_word(grade),
+                    text: sanitize_str(&text),
+                    detail: sanitize_str(&shorten(detail, 80)),
+                }
+            })
+            .collect()
+    } else {
+        r.checks
+            .iter()
+            .map(|_| CellView {
+                grade: "",
+                text: String::new(),
+                detail: String::new(),
+            })
+            .collect()
+    };
+    RowView {
+        node: sanitize_str(&row.node),
+        ok,
+        status: node_status_text(row),
+        error: sanitize_str(row.error.as_deref().unwrap_or("")),
+        cells,
+    }
+}
+
+fn finding_view(f: &Finding) -> FindingView {
+    FindingView {
+        check: sanitize_str(&f.check),
+        grade: grade_word(f.grade),
+        detail: sanitize_str(&f.detail),
+    }
+}
+
+fn view(r: &AuditReport) -> View {
+    let rows: Vec<RowView> = r.nodes.iter().map(|n| row_view(r, n)).collect();
+    let down = r
+        .nodes
+        .iter()
+        .filter(|n| n.status != NodeStatus::Ok)
+        .map(|n| row_view(r, n))
+        .collect();
+    let clean = |s: &str| sanitize_str(s);
+    View {
+        generated_at: clean(&r.generated_at),
+        inventory: clean(&r.inventory),
+        summary_line: summary_line(r),
+        summary: r.summary.clone(),
+        checks: r.checks.iter().map(|c| clean(c)).collect(),
+        rows,
+        cluster: r.cluster.iter().map(finding_view).collect(),
+        down,
+        findings: r
+            .findings
+            .iter()
+            .map(|g| GroupView {
+                check: clean(&g.finding.check),
+                grade: grade_word(g.finding.grade),
+                nodeset: clean(&g.nodeset),
+                detail: clean(&g.finding.detail),
+                fix: g.finding.remediation.as_deref().map(clean),
+            })
+            .collect(),
+        passed: passed_through(r)
+            .into_iter()
+            .map(|p| PassedThrough {
+                node: clean(&p.node),
+                slot: clean(&p.slot),
+                class: clean(&p.class),
+                name: clean(&p.name),
+                id: clean(&p.id),
+            })
+            .collect(),
+    }
+}
+
+/// The template environment: `audit.md` and `audit.html` (autoescaped, by its name), block
+/// tags on their own lines leave no blank lines behind.
+fn templates() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_syntax(
+            SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .build()
+                .expect("default delimiters"),
+        );
+        env.add_filter("md", |s: String| md_escape(&s));
+        env.add_template("audit.md", include_str!("templates/audit.md"))
+            .expect("the Markdown template parses");
+        env.add_template("audit.html", include_str!("templates/audit.html"))
+            .expect("the HTML template parses");
+        env
+    })
+}
+
+fn render_template(name: &str, r: &AuditReport) -> String {
+    let template = templates()
+        .get_template(name)
+        .expect("template is built in");
+    template
+        .render(minijinja::Value::from(minijinja::value::Serde(view(r))))
+        .expect("the report view renders")
+}
+
 /// GitHub-flavoured Markdown: header, summary, matrix table, cluster table, findings list.
 pub fn render_markdown(r: &AuditReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "# Proxmox VE cluster audit\n");
-    let _ = writeln!(
-        out,
-        "Generated {} by pvefleet from `{}`.\n\n**{}**\n",
-        r.generated_at,
-        md_escape(&r.inventory),
-        summary_line(r)
-    );
-    let _ = write!(out, "| node | status |");
-    for c in &r.checks {
-        let _ = write!(out, " {} |", md_escape(c));
-    }
-    let _ = write!(out, "\n|---|---|");
-    for _ in &r.checks {
-        let _ = write!(out, "---|");
-    }
-    out.push('\n');
-    for row in &r.nodes {
-        let _ = write!(
-            out,
-            "| {} | {} |",
-            md_escape(&row.node),
-            node_status_text(row)
-        );
-        for c in &r.checks {
-            let (_, text) = cell_text(row, c, 60);
-            let _ = write!(out, " {} |", md_escape(&text));
-        }
-        out.push('\n');
-    }
-    if !r.cluster.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## Cluster\n\n| check | grade | detail |\n|---|---|---|"
-        );
-        for f in &r.cluster {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} |",
-                md_escape(&f.check),
-                grade_word(f.grade),
-                md_escape(&f.detail)
-            );
-        }
-    }
-    let _ = writeln!(out, "\n## Findings\n");
-    let mut any = false;
-    for row in r.nodes.iter().filter(|n| n.status != NodeStatus::Ok) {
-        any = true;
-        let _ = writeln!(
-            out,
-            "- **{}** `{}`: {}",
-            node_status_text(row).to_uppercase(),
-            md_escape(&row.node),
-            md_escape(row.error.as_deref().unwrap_or(""))
-        );
-    }
-    for g in &r.findings {
-        any = true;
-        let _ = writeln!(
-            out,
-            "- **{}** `{}` on `{}`: {}",
-            grade_word(g.finding.grade),
-            md_escape(&g.finding.check),
-            md_escape(&g.nodeset),
-            md_escape(&g.finding.detail)
-        );
-        if let Some(fix) = &g.finding.remediation {
-            let _ = writeln!(out, "  - fix: `{}`", md_escape(fix).replace('`', "'"));
-        }
-    }
-    if !any {
-        let _ = writeln!(out, "None: every check passed.");
-    }
-    let passed = passed_through(r);
-    if !passed.is_empty() {
-        let _ = writeln!(
-            out,
-            "\n## Passed through (vfio-pci)\n\n| node | device | class | name | id |\n|---|---|---|---|---|"
-        );
-        for p in &passed {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} |",
-                md_escape(&p.node),
-                md_escape(&p.slot),
-                md_escape(&p.class),
-                md_escape(&p.name),
-                md_escape(&p.id)
-            );
-        }
-    }
-    out
+    render_template("audit.md", r)
 }
-
-fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in sanitize_str(s).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const HTML_STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em; color: #1d2125; }
-h1 { font-size: 1.6em; margin-bottom: .2em; }
-.meta { color: #555; margin-bottom: 1em; }
-.summary span { display: inline-block; padding: .2em .6em; margin-right: .4em; border-radius: 3px; font-weight: 600; }
-table { border-collapse: collapse; margin: 1em 0; }
-th, td { border: 1px solid #c8ccd0; padding: .35em .6em; text-align: left; vertical-align: top; }
-th { background: #eef0f2; }
-td.PASS, span.PASS { background: #d9f2dc; color: #14532d; }
-td.WARN, span.WARN { background: #fff1c2; color: #713f12; }
-td.FAIL, span.FAIL { background: #fbd5d5; color: #7f1d1d; }
-td.SKIP, span.SKIP { background: #eceff1; color: #4b5563; }
-td.DOWN { background: #7f1d1d; color: #fff; font-weight: 600; }
-td small { display: block; color: inherit; opacity: .85; }
-.finding { border-left: 4px solid #c8ccd0; padding: .3em .8em; margin: .6em 0; }
-.finding.FAIL { border-color: #dc2626; } .finding.WARN { border-color: #d97706; } .finding.SKIP { border-color: #9ca3af; }
-code { background: #f3f4f6; padding: 0 .25em; border-radius: 3px; }
-@media print { body { margin: 0; } td, th { font-size: 11px; } .finding { break-inside: avoid; } }
-"#;
 
 /// One self-contained HTML page: matrix with coloured cells, cluster checks, findings with fixes.
 pub fn render_html(r: &AuditReport) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>Proxmox VE cluster audit {}</title>\n<style>{HTML_STYLE}</style>\n</head>\n<body>\n",
-        html_escape(&r.generated_at)
-    );
-    let _ = writeln!(out, "<h1>Proxmox VE cluster audit</h1>");
-    let _ = writeln!(
-        out,
-        "<div class=\"meta\">Generated {} by pvefleet from <code>{}</code>; {} nodes, {} not audited.</div>",
-        html_escape(&r.generated_at),
-        html_escape(&r.inventory),
-        r.summary.nodes,
-        r.summary.unreachable
-    );
-    let s = &r.summary;
-    let _ = writeln!(
-        out,
-        "<div class=\"summary\"><span class=\"PASS\">{} PASS</span><span class=\"WARN\">{} WARN</span>\
-         <span class=\"FAIL\">{} FAIL</span><span class=\"SKIP\">{} SKIP</span></div>",
-        s.pass, s.warn, s.fail, s.skip
-    );
-    let _ = write!(
-        out,
-        "<table id=\"matrix\">\n<thead><tr><th>node</th><th>status</th>"
-    );
-    for c in &r.checks {
-        let _ = write!(out, "<th>{}</th>", html_escape(c));
-    }
-    let _ = writeln!(out, "</tr></thead>\n<tbody>");
-    for row in &r.nodes {
-        let _ = write!(out, "<tr><th>{}</th>", html_escape(&row.node));
-        if row.status != NodeStatus::Ok {
-            let _ = writeln!(
-                out,
-                "<td class=\"DOWN\" colspan=\"{}\">{}<small>{}</small></td></tr>",
-                r.checks.len() + 1,
-                html_escape(&node_status_text(row)),
-                html_escape(row.error.as_deref().unwrap_or(""))
-            );
-            continue;
-        }
-        let _ = write!(out, "<td class=\"PASS\">ok</td>");
-        for c in &r.checks {
-            let (grade, detail) = match row.cells.get(c) {
-                Some(cell) => (cell.grade, cell.detail.as_str()),
-                None => (Grade::Skip, ""),
-            };
-            let _ = write!(
-                out,
-                "<td class=\"{0}\">{0}<small>{1}</small></td>",
-                grade_word(grade),
-                html_escape(&shorten(detail, 80))
-            );
-        }
-        let _ = writeln!(out, "</tr>");
-    }
-    let _ = writeln!(out, "</tbody>\n</table>");
-    if !r.cluster.is_empty() {
-        let _ = writeln!(
-            out,
-            "<h2>Cluster</h2>\n<table id=\"cluster\">\n<thead><tr><th>check</th><th>grade</th><th>detail</th></tr></thead>\n<tbody>"
-        );
-        for f in &r.cluster {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td class=\"{g}\">{g}</td><td>{}</td></tr>",
-                html_escape(&f.check),
-                html_escape(&f.detail),
-                g = grade_word(f.grade)
-            );
-        }
-        let _ = writeln!(out, "</tbody>\n</table>");
-    }
-    let _ = writeln!(out, "<h2>Findings</h2>");
-    let mut any = false;
-    for row in r.nodes.iter().filter(|n| n.status != NodeStatus::Ok) {
-        any = true;
-        let _ = writeln!(
-            out,
-            "<div class=\"finding FAIL\"><strong>{}</strong> <code>{}</code>: {}</div>",
-            html_escape(&node_status_text(row).to_uppercase()),
-            html_escape(&row.node),
-            html_escape(row.error.as_deref().unwrap_or(""))
-        );
-    }
-    for g in &r.findings {
-        any = true;
-        let _ = write!(
-            out,
-            "<div class=\"finding {gr}\"><strong>{gr}</strong> <code>{}</code> on <code>{}</code>: {}",
-            html_escape(&g.finding.check),
-            html_escape(&g.nodeset),
-            html_escape(&g.finding.detail),
-            gr = grade_word(g.finding.grade)
-        );
-        if let Some(fix) = &g.finding.remediation {
-            let _ = write!(out, "<br>Fix: <code>{}</code>", html_escape(fix));
-        }
-        let _ = writeln!(out, "</div>");
-    }
-    if !any {
-        let _ = writeln!(out, "<p>None: every check passed.</p>");
-    }
-    let passed = passed_through(r);
-    if !passed.is_empty() {
-        let _ = writeln!(
-            out,
-            "<h2>Passed through (vfio-pci)</h2>\n<table id=\"passthrough\">\n<thead><tr><th>node</th><th>device</th><th>class</th><th>name</th><th>id</th></tr></thead>\n<tbody>"
-        );
-        for p in &passed {
-            let _ = writeln!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                html_escape(&p.node),
-                html_escape(&p.slot),
-                html_escape(&p.class),
-                html_escape(&p.name),
-                html_escape(&p.id)
-            );
-        }
-        let _ = writeln!(out, "</tbody>\n</table>");
-    }
-    let _ = writeln!(out, "</body>\n</html>");
-    out
+    render_template("audit.html", r)
 }
 
 #[cfg(test)]
@@ -521,6 +278,7 @@ mod tests {
 
     use super::*;
     use crate::audit::{AuditReport, Summary, AUDIT_SCHEMA_VERSION};
+    use crate::probe::Finding;
 
     fn report_with_passthrough() -> AuditReport {
         let facts = serde_json::json!({
@@ -568,7 +326,7 @@ mod tests {
             html.contains("<td>0c:00.0</td><td>0107</td><td>LSI &lt;SAS2004&gt;"),
             "{html}"
         );
-        let term = render_terminal(&r, false);
+        let term = render_terminal(&r, &TerminalOptions::default());
         assert!(
             term.contains("Passed through (vfio-pci):\n  pve2 17:00.0 [0300]"),
             "{term}"
@@ -580,5 +338,85 @@ mod tests {
         let mut none = r.clone();
         none.nodes[0].facts.clear();
         assert!(!render_markdown(&none).contains("Passed through"));
+    }
+
+    fn report_with_a_hostile_detail_and_a_down_node() -> AuditReport {
+        let mut r = report_with_passthrough();
+        r.nodes[0].facts.clear();
+        r.checks = vec!["rrd".into(), "gpu".into()];
+        let evil = "<script>alert(1)</script> a|b \u{1b}[2J";
+        r.nodes[0].cells.insert(
+            "rrd".into(),
+            crate::audit::MatrixCell {
+                grade: Grade::Fail,
+                detail: evil.into(),
+            },
+        );
+        let finding = Finding::new("rrd.zero_byte", Grade::Fail, evil).fix("rm `x` && y");
+        r.findings = vec![crate::audit::FindingGroup {
+            finding,
+            nodes: vec!["pve2".into()],
+            nodeset: "pve2".into(),
+        }];
+        let mut down = r.nodes[0].clone();
+        down.node = "pve3".into();
+        down.status = NodeStatus::HostKey;
+        down.error = Some("host key changed <see known_hosts:3>".into());
+        r.nodes.push(down);
+        r
+    }
+
+    #[test]
+    fn html_is_autoescaped_and_a_down_node_spans_its_row() {
+        let html = render_html(&report_with_a_hostile_detail_and_a_down_node());
+        assert!(!html.contains("<script>"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
+        assert!(
+            !html.contains('\u{1b}'),
+            "control characters escaped: {html}"
+        );
+        assert!(
+            html.contains("<td class=\"DOWN\" colspan=\"3\">host-key<small>host key changed &lt;see known_hosts:3&gt;</small></td>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<br>Fix: <code>rm `x` &amp;&amp; y</code>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("<tr").count(), html.matches("</tr>").count());
+        assert!(
+            html.contains("<td class=\"SKIP\">SKIP<small></small></td>"),
+            "no gpu cell: SKIP"
+        );
+    }
+
+    #[test]
+    fn markdown_cells_escape_pipes_and_html_and_every_row_has_every_column() {
+        let md = render_markdown(&report_with_a_hostile_detail_and_a_down_node());
+        let table: Vec<&str> = md.lines().filter(|l| l.starts_with("| ")).collect();
+        let cols = |l: &str| l.replace("\\|", "").matches('|').count();
+        assert_eq!(table.len(), 3, "{md}");
+        assert!(table.iter().all(|l| cols(l) == 5), "{md}");
+        assert!(
+            md.contains(
+                "| pve2 | ok | FAIL &lt;script>alert(1)&lt;/script> a\\|b \\\\x1b[2J | SKIP |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("| pve3 | host-key |  |  |"), "{md}");
+        assert!(
+            md.contains("- **HOST-KEY** `pve3`: host key changed &lt;see known_hosts:3>"),
+            "{md}"
+        );
+        assert!(md.contains("  - fix: `rm 'x' && y`"), "{md}");
+        assert!(!md.contains("None: every check passed."));
+        let mut clean = report_with_passthrough();
+        clean.nodes[0].facts.clear();
+        let md = render_markdown(&clean);
+        assert!(
+            md.contains("## Findings\n\nNone: every check passed.\n"),
+            "{md}"
+        );
+        assert!(!md.contains("## Cluster"), "{md}");
     }
 }

@@ -3,7 +3,10 @@
 //! Every function here is a pure function of result data; nothing here touches the network.
 
 pub mod audit;
+pub mod audit_terminal;
+pub mod compare;
 pub mod exec;
 pub mod inventory;
 pub use crate::nodeset;
 pub use crate::sanitize;
+pub mod wrap;
