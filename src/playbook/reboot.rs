@@ -501,7 +501,7 @@ impl Machine<'_, '_> {
         // may not have happened; one that finds another knows it did.
         self.to(r, RebootState::RebootIssued, None).await;
         let (rc, _) = r
-            .text("(sleep 0.3; reboot) </dev/null >/dev/null 2>&1 &")
+            .text("(sleep 0.1; reboot) </dev/null >/dev/null 2>&1 &")
             .await?;
         if rc != ssh::ExitStatus::Code(0) {
             return Err(RebootError::Command("could not issue the reboot".into()));
@@ -556,7 +556,7 @@ impl Machine<'_, '_> {
                     p = probe => matches!(p, Ok(Ok(_))),
                 };
                 if !open {
-                    self.sleep(Duration::from_millis(200)).await?;
+                    self.sleep(Duration::from_millis(100)).await?;
                     continue;
                 }
             }
