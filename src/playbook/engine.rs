@@ -179,6 +179,11 @@ impl NodeState<'_> {
             "facts".into(),
             serde_json::Value::Object(self.facts.clone()),
         );
+        // The steps that changed something on this node so far (in a plan: would change), so a
+        // later step can say "not needed when that one ran" and the plan predicts it exactly.
+        let mut changed: Vec<&String> = self.changed.iter().collect();
+        changed.sort();
+        m.insert("changed".into(), serde_json::json!(changed));
         if let Some(serde_json::Value::Object(e)) = extra {
             m.extend(e);
         }
@@ -308,7 +313,11 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     );
     vars.insert("run_id".into(), serde_json::json!(s.run_id));
     let mut known: HashSet<String> = vars.keys().cloned().collect();
-    known.extend(["vars".to_string(), "facts".to_string(), "node".to_string()]);
+    known.extend(
+        ["vars", "facts", "node", "changed"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     if let Err(e) = check_variables(&s.playbook, &known) {
         run.status = NodeStatus::Error;
         run.error = Some(e.to_string());

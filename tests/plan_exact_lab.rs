@@ -1,0 +1,103 @@
+//! A plan that is exact: on lab scenarios for each shipped playbook, the steps `plan` predicts
+//! to change are the steps `run` then reports changed, node by node and step by step.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::lab::Lab;
+use common::runs::{shipped, Env};
+
+/// Per node, the names of the steps whose status is `changed`.
+fn changes(v: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["node"].as_str().unwrap().to_string(),
+                n["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s["status"] == "changed")
+                    .map(|s| s["step"].as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Plan, run, and compare; then plan again: nothing is left to change.
+fn plan_equals_run(env: &Env, lab: &Lab, args: &[&str]) {
+    let mut plan_args = vec!["plan"];
+    plan_args.extend_from_slice(args);
+    let (code, plan) = env.json(lab, &plan_args);
+    assert_eq!(code, Some(0), "{plan}");
+    let mut run_args = vec!["run", "--yes"];
+    run_args.extend_from_slice(args);
+    let (code, run) = env.json(lab, &run_args);
+    assert_eq!(code, Some(0), "{run}");
+    let (predicted, done) = (changes(&plan), changes(&run));
+    assert_eq!(predicted, done, "plan vs run for {args:?}");
+    assert!(
+        done.values().any(|v| !v.is_empty()),
+        "the scenario changes something: {args:?}"
+    );
+    let (_, again) = env.json(lab, &plan_args);
+    assert!(
+        changes(&again).values().all(Vec::is_empty),
+        "after the run the plan is empty: {:?}",
+        changes(&again)
+    );
+}
+
+#[test]
+fn fix_rrd_and_sync_clock_plans_are_what_the_runs_do() {
+    let Some(lab) = Lab::up("plan_exact_rrd", 122, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["clock", "+45"]);
+    lab.fault("pve2", &["rrd-zero", "2"]);
+    std::thread::sleep(std::time::Duration::from_secs(11));
+    plan_equals_run(&env, &lab, &[&shipped("fix-rrd.toml")]);
+    lab.fault("pve3", &["clock", "-30"]);
+    plan_equals_run(&env, &lab, &[&shipped("sync-clock.toml")]);
+}
+
+#[test]
+fn igpu_passthrough_and_disable_offload_plans_are_what_the_runs_do() {
+    let Some(lab) = Lab::up(
+        "plan_exact_igpu",
+        123,
+        3,
+        &[
+            "--profile",
+            "pve2:systemd-boot",
+            "--profile",
+            "pve3:ports=2",
+        ],
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    plan_equals_run(&env, &lab, &[&shipped("igpu-passthrough.toml")]);
+    plan_equals_run(&env, &lab, &[&shipped("disable-offload.toml")]);
+}
+
+#[test]
+fn the_upgrade_plan_is_what_the_run_does() {
+    let Some(lab) = Lab::up("plan_exact_upgrade", 124, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["pending-kernel", "6.8.12-9-pve"]);
+    lab.fault("pve2", &["pending", "pve-manager=8.3.5"]);
+    plan_equals_run(
+        &env,
+        &lab,
+        &["-e", "min_free_mib=64", &shipped("upgrade.toml")],
+    );
+}
