@@ -360,3 +360,47 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
         "no guest was on a node when it rebooted"
     );
 }
+
+/// Nodes whose reboots overlapped in time (one was issued before another was done).
+fn overlapping(env: &Env) -> usize {
+    let ev = env.events();
+    let mut open = 0usize;
+    let mut most = 0usize;
+    for e in &ev {
+        if e["event"] == "reboot" && e["data"]["state"] == "reboot-issued" {
+            open += 1;
+            most = most.max(open);
+        }
+        if e["event"] == "reboot" && e["data"]["state"] == "done" {
+            open = open.saturating_sub(1);
+        }
+    }
+    most
+}
+
+#[test]
+fn batch_auto_takes_what_quorum_and_ceph_allow() {
+    let auto = DRAIN_REBOOT.replace("batch = 1", "batch = \"auto\"");
+    // Five nodes without Ceph: quorum 3 of 5 lets two reboot at once.
+    let Some(lab) = Lab::up("batch_auto", 125, 5, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", &auto);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(overlapping(&env), 2, "batches of two");
+    for n in ["pve1", "pve2", "pve3", "pve4", "pve5"] {
+        assert_eq!(boots(&lab, n), 2, "{n}");
+    }
+    drop(lab);
+    // The same with Ceph (size 3 across hosts): only one host's OSDs may stop at once.
+    let Some(lab) = Lab::up("batch_auto_ceph", 126, 5, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", &auto);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(overlapping(&env), 1, "one node at a time");
+}

@@ -101,6 +101,20 @@ pub fn preflight(res: &Resources, nodes: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the running guests of every node of `group` (rebooted together) fit on the online
+/// nodes outside it.
+pub fn group_fits(res: &Resources, group: &[String]) -> Result<(), String> {
+    let excluded: BTreeSet<String> = group.iter().cloned().collect();
+    let mut guests: Vec<&GuestRes> = group.iter().flat_map(|n| res.running_on(n)).collect();
+    guests.sort_by_key(|g| std::cmp::Reverse(g.maxmem));
+    let first = group.first().map(String::as_str).unwrap_or("");
+    let mut placer = Placer::new(res, first, &excluded, &BTreeSet::new());
+    for g in guests {
+        placer.place(g)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +197,21 @@ mod tests {
             .place(&r.guests[0])
             .unwrap_err()
             .contains("no other online node"));
+    }
+
+    #[test]
+    fn a_group_fits_only_on_nodes_outside_it() {
+        let r = res(
+            &[
+                ("pve1", true, 32, 8),
+                ("pve2", true, 32, 8),
+                ("pve3", true, 32, 20),
+            ],
+            &[(100, "pve1", 8), (101, "pve2", 8)],
+        );
+        assert!(group_fits(&r, &["pve1".into()]).is_ok());
+        let e = group_fits(&r, &["pve1".into(), "pve2".into()]).unwrap_err();
+        assert!(e.contains("pve3 4.0 GiB free"), "{e}");
     }
 
     #[test]

@@ -25,11 +25,16 @@ pub enum Mode {
 pub enum BatchSize {
     /// Nodes per batch (negative numbers are read, then refused by validation).
     Count(i64),
-    /// `"25%"` of the targeted nodes (at least one).
+    /// `"25%"` of the targeted nodes (at least one), or `"auto"`.
     Percent(String),
 }
 
 impl BatchSize {
+    /// `batch = "auto"`: sized before each batch by what the cluster can afford.
+    pub fn is_auto(&self) -> bool {
+        matches!(self, BatchSize::Percent(p) if p == "auto")
+    }
+
     /// Nodes per batch for `total` targeted nodes.
     pub fn resolve(&self, total: usize) -> Result<usize, String> {
         match self {
@@ -41,7 +46,7 @@ impl BatchSize {
                     .and_then(|v| v.trim().parse().ok())
                     .filter(|v: &f64| *v > 0.0 && *v <= 100.0)
                     .ok_or_else(|| {
-                        format!("batch = {p:?}: expected a number of nodes (at least 1) or a percentage above 0% and at most 100%, like \"25%\"")
+                        format!("batch = {p:?}: expected a number of nodes (at least 1), a percentage above 0% and at most 100% like \"25%\", or \"auto\"")
                     })?;
                 Ok(((total as f64 * v / 100.0).floor() as usize).max(1))
             }

@@ -122,6 +122,67 @@ async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
         .map(|e| format!("drain preflight (N-1): {e}"))
 }
 
+/// `batch = "auto"`: as many of the next nodes at once as keep quorum, keep every Ceph PG
+/// available (`ceph osd ok-to-stop` over the batch's OSDs) and, when the reboot drains, leave
+/// room for their guests on the other nodes. Asked of the cluster before each batch; 1 when it
+/// cannot be told (the gates then decide as for a batch of one).
+async fn auto_batch(s: &RunSettings, rest: &[Node]) -> usize {
+    let node = &rest[0];
+    let Ok(session) = ssh::connect(&node.connect_spec()).await else {
+        return 1;
+    };
+    let r = Remote {
+        session,
+        node: node.clone(),
+        timeout: Duration::from_secs(60),
+    };
+    let mut k = rest.len();
+    if let Ok(Some((expected, total, _))) = votes(&r).await {
+        k = k.min(total.saturating_sub(super::health::quorum_of(expected)) as usize);
+    }
+    let drains = s.playbook.file.steps.iter().any(|st| {
+        *st.kind.get_ref() == StepKind::Reboot && super::model::Step::flag(&st.drain, false)
+    });
+    let res = if drains {
+        super::drain::resources(&r).await.ok()
+    } else {
+        None
+    };
+    let ceph = super::ceph_gate::detect(&r).await.unwrap_or(false);
+    while k > 1 {
+        let group: Vec<String> = rest[..k].iter().map(|n| n.name.clone()).collect();
+        let room = res
+            .as_ref()
+            .is_none_or(|res| crate::capacity::placement::group_fits(res, &group).is_ok());
+        let safe = !ceph || ceph_ok_to_stop(&r, &group).await;
+        if room && safe {
+            break;
+        }
+        k -= 1;
+    }
+    r.session.close().await;
+    tracing::info!(batch = k, "batch = auto");
+    k.max(1)
+}
+
+async fn ceph_ok_to_stop(r: &Remote, group: &[String]) -> bool {
+    let mut ids = Vec::new();
+    for h in group {
+        match super::ceph_gate::osds_of(r, h).await {
+            Ok(v) => ids.extend(v),
+            Err(_) => return false,
+        }
+    }
+    if ids.is_empty() {
+        return true;
+    }
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    matches!(
+        r.sh(&format!("timeout 30 ceph osd ok-to-stop {} -f json", list.join(" "))).await,
+        Ok(o) if o.exit == crate::ssh::ExitStatus::Code(0)
+    )
+}
+
 /// Run the playbook on `nodes` following its strategy; `done` nodes (resume) are skipped.
 pub async fn execute(
     nodes: Vec<Node>,
@@ -160,8 +221,11 @@ pub async fn execute(
         results.extend(run_many(todo, s.clone(), forks, events).await);
         return results;
     }
+    let auto = strategy.mode == Mode::Rolling && strategy.batch_size().is_auto();
     let size = if strategy.mode == Mode::Parallel {
         todo.len().max(1)
+    } else if auto {
+        1
     } else {
         strategy.batch_size().resolve(todo.len()).unwrap_or(1)
     };
@@ -184,7 +248,16 @@ pub async fn execute(
         results.append(&mut rs);
         return results;
     }
-    for batch in todo.chunks(size) {
+    let mut rest: &[Node] = &todo;
+    while !rest.is_empty() {
+        let take = if auto && halted.is_none() && !s.cancel.is_cancelled() {
+            auto_batch(&s, rest).await
+        } else {
+            size
+        }
+        .clamp(1, rest.len());
+        let (batch, tail) = rest.split_at(take);
+        rest = tail;
         if let Some(why) = &halted {
             results.extend(batch.iter().map(|n| NodeRun::halted(&n.name, why)));
             continue;

@@ -163,7 +163,13 @@ impl Playbook {
 pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
     let t = Templates::new();
     let mut names: Vec<&str> = Vec::new();
-    if let Some(b) = &pb.file.strategy.batch {
+    if let Some(b) = pb
+        .file
+        .strategy
+        .batch
+        .as_ref()
+        .filter(|b| !b.get_ref().is_auto())
+    {
         // Any node count works for the check: a valid size resolves for every count.
         if let Err(e) = b.get_ref().resolve(100) {
             return Err(pb.error_at(b.span(), e));
