@@ -248,8 +248,12 @@ pub enum InventoryCommand {
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Overwrite --output if it exists.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "append")]
         force: bool,
+        /// Add this cluster's nodes (with `cluster = "NAME"`) to the existing --output
+        /// inventory, e.g. a second cluster; node names must not be there already.
+        #[arg(long, requires = "output")]
+        append: bool,
         /// Identity file to use (and to record in the written inventory).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,

@@ -778,6 +778,9 @@ pub struct NodeHistory {
     pub stopped_guests: Vec<GuestRef>,
     /// Guests the run moved away and has not returned: (guest, origin, where it is).
     pub moved_guests: Vec<(GuestRef, String, String)>,
+    /// Migrations started and never recorded as done (the controller stopped during one):
+    /// (guest, from, to).
+    pub moving_guests: Vec<(GuestRef, String, String)>,
     /// Ceph noout the run set for the node and has not unset (`host` or `cluster`).
     pub noout: Option<String>,
     /// Last interruption point.

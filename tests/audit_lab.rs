@@ -106,9 +106,11 @@ fn injected_faults_give_exactly_their_findings() {
         .as_str()
         .unwrap()
         .starts_with("2 0-byte RRD file(s)"));
-    // Every finding carries its remediation: the shipped playbook that fixes it.
+    // Every problem found carries its remediation: the shipped playbook that fixes it.
     for f in v["findings"].as_array().unwrap() {
-        assert!(f["finding"]["remediation"].is_string(), "{f}");
+        if f["finding"]["grade"] != "SKIP" {
+            assert!(f["finding"]["remediation"].is_string(), "{f}");
+        }
     }
     assert!(v["findings"]
         .to_string()
@@ -167,7 +169,7 @@ fn a_clean_lab_passes_everything() {
     let text = String::from_utf8(out.stdout).unwrap();
     for n in ["pve1", "pve2", "pve3"] {
         assert!(
-            text.lines().any(|l| l.contains(&format!(" {n} "))),
+            text.lines().any(|l| l.split_whitespace().next() == Some(n)),
             "{text}"
         );
     }

@@ -120,6 +120,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             from,
             output,
             force,
+            append,
             identity,
             known_hosts,
         }) => {
@@ -127,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 g,
                 from,
                 output.as_deref(),
-                *force,
+                (*force, *append),
                 identity.as_deref(),
                 known_hosts.as_deref(),
             )
@@ -287,12 +288,12 @@ async fn cmd_discover(
     g: &GlobalOpts,
     from: &str,
     output: Option<&Path>,
-    force: bool,
+    (force, append): (bool, bool),
     identity: Option<&Path>,
     known_hosts: Option<&Path>,
 ) -> Result<u8, AppError> {
     if let Some(out) = output {
-        if out.exists() && !force {
+        if out.exists() && !force && !append {
             return Err(AppError::Usage(format!(
                 "{} exists; pass --force to overwrite it",
                 out.display()
@@ -358,6 +359,10 @@ async fn cmd_discover(
             ));
         }
     }
+    if append {
+        let path = output.expect("clap requires --output with --append");
+        return append_cluster(path, from, &m);
+    }
     let text = m
         .to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &defaults)
         .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
@@ -373,5 +378,49 @@ async fn cmd_discover(
         }
         None => print!("{text}"),
     }
+    Ok(exit::OK)
+}
+
+/// `inventory discover --append`: add a cluster's nodes to an existing inventory file; the result
+/// must still load, and no node name may be there twice.
+fn append_cluster(path: &Path, from: &str, m: &members::Members) -> Result<u8, AppError> {
+    let old = std::fs::read_to_string(path)
+        .map_err(|e| AppError::Usage(format!("{}: {e} (nothing to append to)", path.display())))?;
+    let existing = Inventory::parse(&old, path).map_err(|e| AppError::BadInput(e.to_string()))?;
+    let tables = m
+        .node_tables()
+        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
+    let clash: Vec<&str> = m
+        .nodelist
+        .keys()
+        .filter(|n| existing.node(n).is_some())
+        .map(String::as_str)
+        .collect();
+    if !clash.is_empty() {
+        return Err(AppError::Usage(format!(
+            "{}: already has node(s) {}; a node belongs to one cluster (edit the file, or write another inventory)",
+            path.display(),
+            clash.join(", ")
+        )));
+    }
+    let cluster = m
+        .cluster
+        .as_ref()
+        .map_or("(standalone)", |c| c.name.as_str());
+    let mut text = old.trim_end().to_string();
+    text.push_str(&format!(
+        "\n\n# Appended by `pvefleet inventory discover --append` from {}: cluster {}.\n",
+        crate::sanitize::sanitize_str(from).replace('\n', " "),
+        cluster
+    ));
+    text.push_str(&tables);
+    Inventory::parse(&text, path).map_err(|e| AppError::BadInput(e.to_string()))?;
+    std::fs::write(path, &text)
+        .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
+    eprintln!(
+        "appended {} nodes of cluster {cluster} from {from} to {}",
+        m.nodelist.len(),
+        path.display()
+    );
     Ok(exit::OK)
 }

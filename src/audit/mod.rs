@@ -278,6 +278,14 @@ pub async fn run(
     cancel: &CancellationToken,
     events: Option<EventSink>,
 ) -> AuditReport {
+    // Several clusters in one inventory: the cluster checks run per cluster, rows by cluster.
+    let mut groups: Vec<(Option<String>, Vec<String>)> = Vec::new();
+    for n in &nodes {
+        match groups.iter_mut().find(|(c, _)| *c == n.cluster) {
+            Some((_, v)) => v.push(n.name.clone()),
+            None => groups.push((n.cluster.clone(), vec![n.name.clone()])),
+        }
+    }
     let shared = std::sync::Arc::new(opts.clone());
     let outcomes = fanout::run(
         nodes,
@@ -310,12 +318,50 @@ pub async fn run(
             ),
         })
         .collect();
-    assemble(rows, opts)
+    assemble_clusters(rows, opts, &groups)
 }
 
 /// Build the report from node rows: cluster checks, grouped findings, summary.
 pub fn assemble(rows: Vec<NodeAudit>, opts: &AuditOptions) -> AuditReport {
-    let cluster = cluster::cluster_findings(&rows, &opts.thresholds);
+    assemble_clusters(rows, opts, &[])
+}
+
+/// [`assemble`] for an inventory of several clusters (`groups`: cluster name and its nodes, in
+/// inventory order): rows are ordered by cluster and the cluster checks run for each cluster on
+/// its own, each finding's detail naming its cluster. One group (or none) is the plain report.
+pub fn assemble_clusters(
+    mut rows: Vec<NodeAudit>,
+    opts: &AuditOptions,
+    groups: &[(Option<String>, Vec<String>)],
+) -> AuditReport {
+    let cluster = if groups.len() <= 1 {
+        cluster::cluster_findings(&rows, &opts.thresholds)
+    } else {
+        let pos = |n: &str| {
+            groups
+                .iter()
+                .position(|(_, names)| names.iter().any(|x| x == n))
+                .unwrap_or(usize::MAX)
+        };
+        rows.sort_by_key(|r| pos(&r.node));
+        let mut out = Vec::new();
+        for (name, names) in groups {
+            let mine: Vec<NodeAudit> = rows
+                .iter()
+                .filter(|r| names.contains(&r.node))
+                .cloned()
+                .collect();
+            let label = match name {
+                Some(c) => format!("cluster {c}"),
+                None => "nodes without a cluster".to_string(),
+            };
+            for mut f in cluster::cluster_findings(&mine, &opts.thresholds) {
+                f.detail = format!("{label}: {}", f.detail);
+                out.push(f);
+            }
+        }
+        out
+    };
     let mut summary = Summary {
         nodes: rows.len(),
         unreachable: rows.iter().filter(|r| r.status != NodeStatus::Ok).count(),

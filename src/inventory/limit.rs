@@ -30,6 +30,14 @@ pub enum LimitError {
         /// The inventory's nodes, abbreviated.
         known: String,
     },
+    /// `@cluster:NAME` names no cluster.
+    #[error("--limit names unknown cluster `@cluster:{cluster}` (clusters: {known})")]
+    UnknownCluster {
+        /// The name.
+        cluster: String,
+        /// Known clusters.
+        known: String,
+    },
     /// `@group` names no group.
     #[error("--limit names unknown group `@{group}` (groups: {known})")]
     UnknownGroup {
@@ -53,6 +61,8 @@ enum Matcher {
     Name(String),
     Glob(GlobMatcher),
     Group(String),
+    /// `@cluster:NAME`: the nodes of one Proxmox VE cluster.
+    Cluster(String),
     /// Names expanded from a numeric range.
     Names(Vec<String>),
 }
@@ -153,7 +163,12 @@ fn parse_term(raw: &str) -> Result<Term, LimitError> {
     if body.is_empty() {
         return Err(syntax("empty pattern".into()));
     }
-    let matcher = if let Some(g) = body.strip_prefix('@') {
+    let matcher = if let Some(c) = body.strip_prefix("@cluster:") {
+        if c.is_empty() {
+            return Err(syntax("`@cluster:` needs a cluster name".into()));
+        }
+        Matcher::Cluster(c.to_string())
+    } else if let Some(g) = body.strip_prefix('@') {
         if g.is_empty() {
             return Err(syntax("`@` needs a group name".into()));
         }
@@ -212,6 +227,28 @@ pub fn select<'a>(
     let mut excluded = vec![false; inv.nodes.len()];
     for term in &terms {
         let hits: Vec<usize> = match &term.matcher {
+            Matcher::Cluster(c) => {
+                let hits: Vec<usize> = (0..names.len())
+                    .filter(|&i| inv.nodes[i].cluster.as_deref() == Some(c.as_str()))
+                    .collect();
+                if hits.is_empty() {
+                    let mut known: Vec<&str> = inv
+                        .nodes
+                        .iter()
+                        .filter_map(|n| n.cluster.as_deref())
+                        .collect();
+                    known.dedup();
+                    return Err(LimitError::UnknownCluster {
+                        cluster: c.clone(),
+                        known: if known.is_empty() {
+                            "none: give nodes `cluster = \"NAME\"`".into()
+                        } else {
+                            abbreviate(&known)
+                        },
+                    });
+                }
+                hits
+            }
             Matcher::Group(g) => {
                 let Some(members) = inv.groups.get(g) else {
                     return Err(LimitError::UnknownGroup {
@@ -363,5 +400,36 @@ mod tests {
             select(&inv, Some("@")).unwrap_err(),
             LimitError::Syntax { .. }
         ));
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn at_cluster_selects_one_clusters_nodes() {
+        let inv = Inventory::parse(
+            "[defaults]\ncluster = \"home\"\n[nodes.a1]\naddress = \"10.0.0.1\"\n[nodes.a2]\naddress = \"10.0.0.2\"\n[nodes.b1]\naddress = \"10.1.0.1\"\ncluster = \"prod\"\n",
+            Path::new("inv.toml"),
+        )
+        .unwrap();
+        let names = |l: &str| -> Vec<String> {
+            select(&inv, Some(l))
+                .unwrap()
+                .into_iter()
+                .map(|n| n.name.clone())
+                .collect()
+        };
+        assert_eq!(names("@cluster:home"), ["a1", "a2"]);
+        assert_eq!(names("@cluster:prod"), ["b1"]);
+        assert_eq!(names("@cluster:home,!a2"), ["a1"]);
+        let e = select(&inv, Some("@cluster:lab")).unwrap_err().to_string();
+        assert!(
+            e.contains("unknown cluster `@cluster:lab` (clusters: home, prod)"),
+            "{e}"
+        );
+        assert!(select(&inv, Some("@cluster:")).is_err());
     }
 }

@@ -234,10 +234,22 @@ impl Members {
             "# Review before use. Format: see inventory/example.toml.\n"
         );
         let _ = writeln!(out, "[defaults]\n{defaults}");
+        out.push_str(&self.node_tables()?);
+        Ok(out)
+    }
+
+    /// One `[nodes.NAME]` table per member, with its cluster address, corosync id and cluster
+    /// name (`inventory discover --append` adds these to an existing inventory).
+    pub fn node_tables(&self) -> Result<String, MembersError> {
+        self.validate()?;
+        let mut out = String::new();
         for (name, m) in self.nodes_by_id() {
             let _ = writeln!(out, "[nodes.{}]", toml_key(name));
             let addr = m.ip.as_deref().unwrap_or(name);
             let _ = writeln!(out, "address = {}", toml_string(addr));
+            if let Some(c) = &self.cluster {
+                let _ = writeln!(out, "cluster = {}", toml_string(&c.name));
+            }
             let _ = writeln!(out, "vars = {{ corosync_id = {} }}\n", m.id);
         }
         Ok(out)

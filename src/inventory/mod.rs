@@ -109,6 +109,8 @@ struct NodeEntry {
     #[serde(rename = "become")]
     become_root: Option<bool>,
     ssh_config: Option<SshConfigSetting>,
+    /// The Proxmox VE cluster the node belongs to (several clusters in one inventory).
+    cluster: Option<Spanned<String>>,
 }
 
 impl NodeEntry {
@@ -129,6 +131,7 @@ impl NodeEntry {
             jump: self.jump.or_else(|| base.jump.clone()),
             become_root: self.become_root.or(base.become_root),
             ssh_config: self.ssh_config.or_else(|| base.ssh_config.clone()),
+            cluster: self.cluster.or_else(|| base.cluster.clone()),
         }
     }
 }
@@ -188,6 +191,9 @@ pub struct Node {
     pub ssh_config: Option<PathBuf>,
     /// Groups, in the order declared.
     pub groups: Vec<String>,
+    /// The Proxmox VE cluster the node belongs to (`cluster = "NAME"`), when the inventory says;
+    /// nodes without one form one unnamed cluster.
+    pub cluster: Option<String>,
     /// Variables: inventory-wide, then group vars (in group declaration order), then node vars.
     pub vars: Vars,
 }
@@ -390,6 +396,7 @@ fn resolve(
             become_root: conn.become_root.unwrap_or(false),
             ssh_config,
             groups: node_groups,
+            cluster: conn.cluster.as_ref().map(|c| c.get_ref().clone()),
             vars,
         });
     }

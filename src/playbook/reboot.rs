@@ -173,6 +173,8 @@ struct Machine<'a, 'c> {
     stopped: Vec<GuestRef>,
     /// Moved away and not back: (guest, origin, where it is).
     moved: Vec<(GuestRef, String, String)>,
+    /// Migrations a stopped controller left unfinished: (guest, from, to).
+    moving: Vec<(GuestRef, String, String)>,
     /// Every guest this reboot moved (for the report).
     moved_all: Vec<(GuestRef, String)>,
     /// Ceph present (`None`: not asked yet).
@@ -245,8 +247,58 @@ impl Machine<'_, '_> {
         Ok((stuck, Some(plan)))
     }
 
+    /// A migration the stopped controller left unfinished: if the guest reached its target, the
+    /// move is recorded as done; if it is still here locked by the aborted migration (`lock:
+    /// migrate`, which nothing else would have set on a guest this run was moving), the lock is
+    /// released so the drain can move it again.
+    async fn settle_unfinished_moves(&mut self, r: &Remote) -> Result<(), RebootError> {
+        if self.moving.is_empty() {
+            return Ok(());
+        }
+        let res = drain::resources(r).await?;
+        for (g, from, to) in std::mem::take(&mut self.moving) {
+            let now = res.guests.iter().find(|x| x.vmid == g.vmid);
+            match now {
+                Some(x) if x.node == to => {
+                    self.record(
+                        r,
+                        Event::GuestMoved {
+                            guest: g.clone(),
+                            from: from.clone(),
+                            to: to.clone(),
+                            phase: "done".into(),
+                        },
+                    )
+                    .await;
+                    self.moved.push((g.clone(), from, to.clone()));
+                    self.moved_all.push((g, to));
+                }
+                Some(x) if x.node == from && x.lock.as_deref() == Some("migrate") => {
+                    tracing::warn!(node = %from, guest = g.vmid, "unlocking a migration the stopped run left");
+                    eprintln!(
+                        "pvefleet: {}: {} was left locked by the migration the stopped run had started; unlocking it to move it again",
+                        r.node.name,
+                        drain::describe(std::slice::from_ref(&g))
+                    );
+                    let tool = if g.kind == "pct" { "pct" } else { "qm" };
+                    let o = r.sh(&format!("{tool} unlock {}", g.vmid)).await?;
+                    if o.exit != crate::ssh::ExitStatus::Code(0) {
+                        return Err(RebootError::Command(format!(
+                            "{tool} unlock {} failed: {}",
+                            g.vmid,
+                            super::remote::first_line(&o.stderr)
+                        )));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Maintenance on, HA guests away, movable guests migrated, then the policy for the rest.
     async fn drain(&mut self, r: &Remote) -> Result<(), RebootError> {
+        self.settle_unfinished_moves(r).await?;
         // The policy `refuse` stops the node before anything is touched.
         let (stuck, plan) = self.guests_plan(r).await?;
         if self.cx.guests == GuestPolicy::Refuse && !stuck.is_empty() {
@@ -740,6 +792,10 @@ pub async fn reboot_and_wait(
         moved: cx
             .resume
             .map(|h| h.moved_guests.clone())
+            .unwrap_or_default(),
+        moving: cx
+            .resume
+            .map(|h| h.moving_guests.clone())
             .unwrap_or_default(),
         moved_all: Vec::new(),
         ceph: None,

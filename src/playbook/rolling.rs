@@ -221,6 +221,47 @@ pub async fn execute(
         results.extend(run_many(todo, s.clone(), forks, events).await);
         return results;
     }
+    if let Ok(mut v) = s.rolling.lock() {
+        v.pending = todo.iter().map(|n| n.name.clone()).collect();
+    }
+    // Several clusters in one inventory: each rolls on its own (its own quorum gate, Ceph,
+    // drain targets and halting), all at once.
+    let mut clusters: Vec<(Option<String>, Vec<Node>)> = Vec::new();
+    for n in todo {
+        match clusters.iter_mut().find(|(c, _)| *c == n.cluster) {
+            Some((_, v)) => v.push(n),
+            None => clusters.push((n.cluster.clone(), vec![n])),
+        }
+    }
+    let rolls = clusters.into_iter().map(|(_, nodes)| {
+        roll(
+            nodes,
+            s.clone(),
+            forks,
+            events.clone(),
+            reboots,
+            after_batch,
+        )
+    });
+    for r in futures::future::join_all(rolls).await {
+        results.extend(r);
+    }
+    let order: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    results.sort_by_key(|r| order.iter().position(|n| *n == r.node));
+    results
+}
+
+/// One cluster's nodes, batch by batch.
+async fn roll(
+    todo: Vec<Node>,
+    s: Arc<RunSettings>,
+    forks: usize,
+    events: Option<EventSink>,
+    reboots: bool,
+    after_batch: &(dyn Fn(&[NodeRun]) + Sync),
+) -> Vec<NodeRun> {
+    let strategy = s.playbook.file.strategy.clone();
+    let mut results: Vec<NodeRun> = Vec::new();
     let auto = strategy.mode == Mode::Rolling && strategy.batch_size().is_auto();
     let size = if strategy.mode == Mode::Parallel {
         todo.len().max(1)
@@ -229,9 +270,6 @@ pub async fn execute(
     } else {
         strategy.batch_size().resolve(todo.len()).unwrap_or(1)
     };
-    if let Ok(mut v) = s.rolling.lock() {
-        v.pending = todo.iter().map(|n| n.name.clone()).collect();
-    }
     let mut failures = 0usize;
     let mut halted: Option<String> = None;
     if let Some(why) = drain_preflight(&s, &todo).await {
@@ -289,14 +327,14 @@ pub async fn execute(
             }
         }
         if let Ok(mut v) = s.rolling.lock() {
-            v.current = batch.iter().map(|n| n.name.clone()).collect();
+            v.current.extend(batch.iter().map(|n| n.name.clone()));
         }
         let r = run_many(batch.to_vec(), s.clone(), forks, events.clone()).await;
         if let Ok(mut v) = s.rolling.lock() {
             for n in batch {
                 v.pending.remove(&n.name);
+                v.current.remove(&n.name);
             }
-            v.current.clear();
         }
         failures += r.iter().filter(|x| x.failed()).count();
         after_batch(&r);

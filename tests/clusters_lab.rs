@@ -1,0 +1,185 @@
+//! Several clusters in one inventory, on two labs: `--limit @cluster:NAME`, rolling batches and
+//! quorum gates per cluster with the clusters rolled side by side, cluster checks per cluster in
+//! the audit, and `inventory discover --append`.
+
+mod common;
+
+use std::path::Path;
+
+use common::bin::{command, json_of, text};
+use common::lab::Lab;
+use common::runs::write_playbook;
+
+/// One inventory over two labs: lab `a`'s nodes as a1.., lab `b`'s as b1.., each with its own
+/// key, known_hosts and `cluster`.
+fn combined(dir: &Path, labs: &[(&str, &Lab)]) -> std::path::PathBuf {
+    let mut text = String::from(
+        "[defaults]\nuser = \"root\"\nssh_config = false\nconnect_timeout = \"5s\"\n\n",
+    );
+    for (name, lab) in labs {
+        let inv = std::fs::read_to_string(lab.inventory()).unwrap();
+        for (i, addr) in inv
+            .lines()
+            .filter_map(|l| l.strip_prefix("address = "))
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "[nodes.{name}{}]\naddress = {addr}\ncluster = \"{name}\"\nidentity_files = [\"{}\"]\nknown_hosts = [\"{}\"]\nhost_key_policy = \"strict\"\n\n",
+                i + 1,
+                lab.dir.path().join("id_ed25519").display(),
+                lab.dir.path().join("known_hosts").display()
+            ));
+        }
+    }
+    let p = dir.join("clusters.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn boots(lab: &Lab, node: &str) -> usize {
+    lab.sh(
+        node,
+        "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
+    )
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+#[test]
+fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
+    let Some(a) = Lab::up("clusters_a", 127, 3, &[]) else {
+        return;
+    };
+    let Some(b) = Lab::up("clusters_b", 128, 2, &[]) else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let inv = combined(state.path(), &[("a", &a), ("b", &b)]);
+    let pvefleet = |args: &[&str]| {
+        command()
+            .arg("-i")
+            .arg(&inv)
+            .args(args)
+            .env("PVEFLEET_STATE_DIR", state.path())
+            .output()
+            .unwrap()
+    };
+    // --limit @cluster:NAME
+    let out = pvefleet(&["--json", "-l", "@cluster:b", "inventory", "show"]);
+    let v = json_of(&out);
+    let names: Vec<&str> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["b1", "b2"]);
+    // A rolling reboot over both: cluster a rolls node by node; cluster b, two nodes without a
+    // QDevice, is refused by its own quorum gate, and that does not stop cluster a.
+    let pb = write_playbook(
+        state.path(),
+        "pb.toml",
+        "name = \"r\"\n[strategy]\nmode = \"rolling\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n[[step]]\nname = \"reboot\"\nkind = \"reboot\"\ntimeout = \"60s\"\non_change = [\"mark\"]\n",
+    );
+    let out = pvefleet(&["--json", "run", "--yes", pb.to_str().unwrap()]);
+    let v = json_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{v}");
+    let by: std::collections::BTreeMap<&str, &serde_json::Value> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["node"].as_str().unwrap(), n))
+        .collect();
+    for n in ["a1", "a2", "a3"] {
+        assert_eq!(by[n]["status"], "ok", "{}", by[n]);
+        assert_eq!(by[n]["rebooted"], true);
+    }
+    assert!(
+        by["b1"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("2-node cluster"),
+        "{}",
+        by["b1"]
+    );
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(boots(&a, n), 2, "a/{n}");
+    }
+    for n in ["pve1", "pve2"] {
+        assert_eq!(boots(&b, n), 1, "b/{n} untouched");
+        assert_eq!(b.ssh(n, "test -e /etc/pvefleet-test").0, 1);
+    }
+    // The audit checks each cluster on its own.
+    let out = pvefleet(&["--json", "audit"]);
+    let v = json_of(&out);
+    let cluster = v["cluster"].to_string();
+    assert!(
+        cluster.contains("cluster a: ") && cluster.contains("cluster b: "),
+        "{cluster}"
+    );
+}
+
+#[test]
+fn discover_appends_a_second_cluster_to_an_inventory() {
+    let Some(a) = Lab::up("discover_append", 129, 2, &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(
+        &inv,
+        "[defaults]\nuser = \"root\"\n\n[nodes.other1]\naddress = \"192.0.2.10\"\ncluster = \"home\"\n",
+    )
+    .unwrap();
+    let addr = std::fs::read_to_string(a.inventory())
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("address = ")
+                .map(|x| x.trim_matches('"').to_string())
+        })
+        .unwrap();
+    let out = command()
+        .args([
+            "inventory",
+            "discover",
+            "--from",
+            &format!("root@{addr}"),
+            "--append",
+            "-o",
+        ])
+        .arg(&inv)
+        .arg("--identity")
+        .arg(a.dir.path().join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(a.dir.path().join("known_hosts"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&inv).unwrap();
+    assert!(written.contains("[nodes.other1]"), "{written}");
+    assert!(
+        written.contains("[nodes.pve1]") && written.contains("cluster = \"pvelab\""),
+        "{written}"
+    );
+    // A second append of the same cluster would put its nodes in twice: refused.
+    let again = command()
+        .args([
+            "inventory",
+            "discover",
+            "--from",
+            &format!("root@{addr}"),
+            "--append",
+            "-o",
+        ])
+        .arg(&inv)
+        .arg("--identity")
+        .arg(a.dir.path().join("id_ed25519"))
+        .arg("--known-hosts")
+        .arg(a.dir.path().join("known_hosts"))
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(64), "{}", text(&again.stderr));
+    assert!(text(&again.stderr).contains("already has node(s) pve1, pve2"));
+}
