@@ -1,4 +1,4 @@
-//! Several clusters in one inventory, on two labs: `--limit @cluster:NAME`, rolling batches and
+//! Several clusters in one inventory, on several labs: `--limit @cluster:NAME`, rolling batches and
 //! quorum gates per cluster with the clusters rolled side by side, cluster checks per cluster in
 //! the audit, and `inventory discover --append`.
 
@@ -51,11 +51,14 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
     let Some(a) = Lab::up("clusters_a", 127, 3, &[]) else {
         return;
     };
-    let Some(b) = Lab::up("clusters_b", 128, 2, &[]) else {
+    let Some(b) = Lab::up("clusters_b", 128, 3, &[]) else {
+        return;
+    };
+    let Some(c) = Lab::up("clusters_c", 130, 2, &[]) else {
         return;
     };
     let state = tempfile::tempdir().unwrap();
-    let inv = combined(state.path(), &[("a", &a), ("b", &b)]);
+    let inv = combined(state.path(), &[("a", &a), ("b", &b), ("c", &c)]);
     let pvefleet = |args: &[&str]| {
         command()
             .arg("-i")
@@ -66,7 +69,7 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
             .unwrap()
     };
     // --limit @cluster:NAME
-    let out = pvefleet(&["--json", "-l", "@cluster:b", "inventory", "show"]);
+    let out = pvefleet(&["--json", "-l", "@cluster:c", "inventory", "show"]);
     let v = json_of(&out);
     let names: Vec<&str> = v["nodes"]
         .as_array()
@@ -74,9 +77,9 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
         .iter()
         .map(|n| n["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["b1", "b2"]);
-    // A rolling reboot over both: cluster a rolls node by node; cluster b, two nodes without a
-    // QDevice, is refused by its own quorum gate, and that does not stop cluster a.
+    assert_eq!(names, ["c1", "c2"]);
+    // A rolling reboot over all three: a and b roll node by node, side by side; c, two nodes
+    // without a QDevice, is refused by its own quorum gate, which stops neither a nor b.
     let pb = write_playbook(
         state.path(),
         "pb.toml",
@@ -91,25 +94,45 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
         .iter()
         .map(|n| (n["node"].as_str().unwrap(), n))
         .collect();
-    for n in ["a1", "a2", "a3"] {
+    for n in ["a1", "a2", "a3", "b1", "b2", "b3"] {
         assert_eq!(by[n]["status"], "ok", "{}", by[n]);
         assert_eq!(by[n]["rebooted"], true);
     }
-    assert!(
-        by["b1"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("2-node cluster"),
-        "{}",
-        by["b1"]
-    );
+    let refused = by["c1"]["error"].as_str().unwrap();
+    assert!(refused.contains("2-node cluster"), "{refused}");
     for n in ["pve1", "pve2", "pve3"] {
         assert_eq!(boots(&a, n), 2, "a/{n}");
+        assert_eq!(boots(&b, n), 2, "b/{n}");
     }
     for n in ["pve1", "pve2"] {
-        assert_eq!(boots(&b, n), 1, "b/{n} untouched");
-        assert_eq!(b.ssh(n, "test -e /etc/pvefleet-test").0, 1);
+        assert_eq!(boots(&c, n), 1, "c/{n} untouched");
+        assert_eq!(c.ssh(n, "test -e /etc/pvefleet-test").0, 1);
     }
+    // Side by side: at some moment a node of a and a node of b were rebooting together, while
+    // within each cluster one node at a time.
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    for d in std::fs::read_dir(state.path().join("runs")).unwrap().flatten() {
+        let text = std::fs::read_to_string(d.path().join("events.jsonl")).unwrap_or_default();
+        events.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    let mut rebooting: Vec<String> = Vec::new();
+    let mut together = false;
+    for e in &events {
+        let node = e["node"].as_str().unwrap_or("").to_string();
+        match (e["event"].as_str(), e["data"]["state"].as_str()) {
+            (Some("reboot"), Some("reboot-issued")) => {
+                assert!(
+                    !rebooting.iter().any(|n| n[..1] == node[..1]),
+                    "two nodes of one cluster at once: {rebooting:?} + {node}"
+                );
+                rebooting.push(node);
+                together |= rebooting.len() > 1;
+            }
+            (Some("reboot"), Some("done")) => rebooting.retain(|n| *n != node),
+            _ => {}
+        }
+    }
+    assert!(together, "the clusters rolled one after the other");
     // The audit checks each cluster on its own.
     let out = pvefleet(&["--json", "audit"]);
     let v = json_of(&out);
