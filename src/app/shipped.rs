@@ -106,17 +106,12 @@ impl PlaybookSearch {
         out
     }
 
-    /// The file `arg` names: the first of [`Self::candidates`] that exists. A path that names
+    /// The file `arg` names: the first of [`Self::candidates`] that is a file. A path that names
     /// no playbook by name comes back as given, so that reading it reports the error as for
     /// any file.
     pub fn find(&self, arg: &Path) -> Result<PathBuf, NotFound> {
         let looked = self.candidates(arg);
-        if let Some(p) = looked
-            .iter()
-            .enumerate()
-            .find(|(i, p)| if *i == 0 { p.exists() } else { p.is_file() })
-            .map(|(_, p)| p)
-        {
+        if let Some(p) = looked.iter().find(|p| p.is_file()) {
             return Ok(p.clone());
         }
         if looked.len() == 1 {
@@ -337,6 +332,7 @@ mod tests {
     #[test]
     fn a_directory_named_like_the_playbook_is_not_taken_for_it() {
         let d = Dirs::new();
+        std::fs::create_dir_all(d.cwd.join("fix-rrd")).unwrap();
         std::fs::create_dir_all(d.cwd.join("playbooks/fix-rrd.toml")).unwrap();
         let shipped = d.touch(&d.shipped.join("fix-rrd.toml"));
         assert_eq!(d.search().find(Path::new("fix-rrd")).unwrap(), shipped);
