@@ -111,7 +111,10 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
     // Side by side: at some moment a node of a and a node of b were rebooting together, while
     // within each cluster one node at a time.
     let mut events: Vec<serde_json::Value> = Vec::new();
-    for d in std::fs::read_dir(state.path().join("runs")).unwrap().flatten() {
+    for d in std::fs::read_dir(state.path().join("runs"))
+        .unwrap()
+        .flatten()
+    {
         let text = std::fs::read_to_string(d.path().join("events.jsonl")).unwrap_or_default();
         events.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
     }

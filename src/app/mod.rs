@@ -18,9 +18,11 @@ use crate::report;
 use crate::ssh;
 
 mod audit;
+pub mod manpage;
 mod playbook;
 mod rollback;
 mod runs;
+pub mod shipped;
 pub mod signals;
 
 /// Where a Proxmox node keeps its cluster membership (read when no inventory is given).

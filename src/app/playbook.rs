@@ -36,7 +36,8 @@ pub fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, Ap
 }
 
 fn load_playbook(path: &Path) -> Result<Playbook, AppError> {
-    Playbook::load(path).map_err(|e| AppError::BadInput(e.to_string()))
+    let path = super::shipped::find_playbook(path)?;
+    Playbook::load(&path).map_err(|e| AppError::BadInput(e.to_string()))
 }
 
 pub(super) fn journal_error(e: JournalError) -> AppError {
