@@ -414,10 +414,10 @@ fn every_shipped_playbook_validates_and_uses_only_defined_variables() {
         let pb = pvefleet::playbook::Playbook::load(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let mut known: std::collections::HashSet<String> = pb.file.vars.keys().cloned().collect();
-        known.extend(["node", "facts", "vars", "run_id"].map(String::from));
+        known.extend(pvefleet::playbook::engine::BUILTIN_VARS.map(String::from));
         pvefleet::playbook::validate::check_variables(&pb, &known)
             .unwrap_or_else(|e| panic!("{e}"));
         seen += 1;
     }
-    assert_eq!(seen, 4, "the four shipped playbooks");
+    assert_eq!(seen, 5, "the five shipped playbooks");
 }

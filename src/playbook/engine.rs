@@ -142,6 +142,10 @@ pub struct RollingView {
     pub current: std::collections::BTreeSet<String>,
 }
 
+/// Variables every playbook has without declaring them: `node`, `facts`, `vars`, `run_id`,
+/// `changed` (see playbooks/README.md, Templates).
+pub const BUILTIN_VARS: [&str; 5] = ["node", "facts", "vars", "run_id", "changed"];
+
 /// Where backups go on the node.
 pub fn backup_dir(run_id: &str) -> String {
     format!("/var/lib/pvefleet/backups/{run_id}")
@@ -313,11 +317,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     );
     vars.insert("run_id".into(), serde_json::json!(s.run_id));
     let mut known: HashSet<String> = vars.keys().cloned().collect();
-    known.extend(
-        ["vars", "facts", "node", "changed"]
-            .iter()
-            .map(|s| s.to_string()),
-    );
+    known.extend(BUILTIN_VARS.iter().map(|s| s.to_string()));
     if let Err(e) = check_variables(&s.playbook, &known) {
         run.status = NodeStatus::Error;
         run.error = Some(e.to_string());

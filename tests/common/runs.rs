@@ -145,6 +145,8 @@ pub fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("no findings: {v}"))
         .iter()
+        // SKIP is "not applicable here" (ceph.health on a lab without Ceph), not a problem.
+        .filter(|g| g["finding"]["grade"] != "SKIP")
         .map(|g| {
             format!(
                 "{} {} {}",
