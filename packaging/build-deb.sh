@@ -21,7 +21,9 @@ cd "$root"
 
 if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $CARGO_DEB_VERSION" ]; then
   echo "build-deb: installing cargo-deb $CARGO_DEB_VERSION" >&2
-  cargo install cargo-deb --version "=$CARGO_DEB_VERSION" --locked
+  # CARGO_DEB_INSTALL_ARGS: e.g. --debug in CI, where building the tool fast matters more.
+  # shellcheck disable=SC2086
+  cargo install cargo-deb --version "=$CARGO_DEB_VERSION" --locked ${CARGO_DEB_INSTALL_ARGS:-}
 fi
 
 # cargo-deb computes Depends ($auto) with dpkg-shlibdeps; without it the package would depend on
