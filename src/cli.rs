@@ -314,12 +314,37 @@ pub enum RunsCommand {
     },
 }
 
+/// `--format` values (the clap face of [`crate::report::audit::Format`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Tables for a terminal (colour when stdout is a terminal and NO_COLOR is unset).
+    Terminal,
+    /// The versioned JSON document.
+    Json,
+    /// GitHub-flavoured Markdown.
+    Markdown,
+    /// One self-contained HTML page (no external assets), printable.
+    Html,
+}
+
+impl From<FormatArg> for crate::report::audit::Format {
+    fn from(f: FormatArg) -> Self {
+        use crate::report::audit::Format;
+        match f {
+            FormatArg::Terminal => Format::Terminal,
+            FormatArg::Json => Format::Json,
+            FormatArg::Markdown => Format::Markdown,
+            FormatArg::Html => Format::Html,
+        }
+    }
+}
+
 /// Options of `pvefleet audit`.
 #[derive(Debug, Args, Clone)]
 pub struct AuditArgs {
     /// Output format (`--json` is the same as `--format json`).
     #[arg(long, value_enum, default_value = "terminal")]
-    pub format: crate::report::audit::Format,
+    pub format: FormatArg,
     /// Write the report to FILE instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,

@@ -123,7 +123,11 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
         print!("{}", doc.schema_text());
         return Ok(exit::OK);
     }
-    let format = if g.json { Format::Json } else { args.format };
+    let format = if g.json {
+        Format::Json
+    } else {
+        args.format.into()
+    };
     let old = match &args.compare {
         Some(path) => {
             if matches!(format, Format::Markdown | Format::Html) {

@@ -19,7 +19,7 @@ use crate::exec::NodeStatus;
 use crate::probe::{Finding, Grade};
 
 /// Output formats of `pvefleet audit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// Tables for a terminal (colour when stdout is a terminal and NO_COLOR is unset).
     Terminal,
