@@ -36,16 +36,6 @@ fn combined(dir: &Path, labs: &[(&str, &Lab)]) -> std::path::PathBuf {
     p
 }
 
-fn boots(lab: &Lab, node: &str) -> usize {
-    lab.sh(
-        node,
-        "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
-    )
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 #[test]
 fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
     let Some(a) = Lab::up("clusters_a", 127, 3, &[]) else {
@@ -101,11 +91,11 @@ fn two_clusters_roll_side_by_side_each_behind_its_own_gates() {
     let refused = by["c1"]["error"].as_str().unwrap();
     assert!(refused.contains("2-node cluster"), "{refused}");
     for n in ["pve1", "pve2", "pve3"] {
-        assert_eq!(boots(&a, n), 2, "a/{n}");
-        assert_eq!(boots(&b, n), 2, "b/{n}");
+        assert_eq!(a.boots(n), 2, "a/{n}");
+        assert_eq!(b.boots(n), 2, "b/{n}");
     }
     for n in ["pve1", "pve2"] {
-        assert_eq!(boots(&c, n), 1, "c/{n} untouched");
+        assert_eq!(c.boots(n), 1, "c/{n} untouched");
         assert_eq!(c.ssh(n, "test -e /etc/pvefleet-test").0, 1);
     }
     // Side by side: at some moment a node of a and a node of b were rebooting together, while

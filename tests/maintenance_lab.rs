@@ -38,16 +38,6 @@ fn lab_events(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
-fn boots(lab: &Lab, node: &str) -> usize {
-    lab.sh(
-        node,
-        "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
-    )
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 /// Which node's config holds guest ID, and its run state.
 fn where_is(lab: &Lab, id: u32) -> (String, String) {
     let pve = lab.dir.path().join("pve/nodes");
@@ -127,7 +117,7 @@ fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
     assert_eq!(code, Some(0), "{v}");
     // Only the nodes with a new kernel were drained and rebooted.
     for (n, want) in [("pve1", 2), ("pve2", 2), ("pve3", 1), ("pve4", 1)] {
-        assert_eq!(boots(&lab, n), want, "{n}");
+        assert_eq!(lab.boots(n), want, "{n}");
     }
     assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
     assert!(lab.sh("pve3", "pveversion").contains("pve-manager/8.3.5"));
@@ -192,7 +182,7 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
         lab_events(&lab).iter().all(|e| !e.contains("migrated")),
         "nothing moved before refusing"
     );
-    assert_eq!(boots(&lab, "pve1"), 1);
+    assert_eq!(lab.boots("pve1"), 1);
 
     let env = Env::new();
     let (code, v) = env.json(
@@ -210,7 +200,7 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
         ],
     );
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!(boots(&lab, "pve1"), 2);
+    assert_eq!(lab.boots("pve1"), 2);
     let ev = lab_events(&lab);
     assert!(
         ev.iter()
@@ -270,7 +260,7 @@ fn a_failed_migration_halts_before_the_reboot() {
         "{err}"
     );
     for n in ["pve1", "pve2", "pve3"] {
-        assert_eq!(boots(&lab, n), 1, "{n} not rebooted");
+        assert_eq!(lab.boots(n), 1, "{n} not rebooted");
     }
     assert_eq!(v["nodes"][1]["halted"], true);
     assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
@@ -297,7 +287,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
         err.contains("ceph: Ceph is HEALTH_WARN: MON_CLOCK_SKEW"),
         "{err}"
     );
-    assert_eq!(boots(&lab, "pve1"), 1);
+    assert_eq!(lab.boots("pve1"), 1);
     assert!(
         lab_events(&lab).iter().all(|e| !e.contains("noout")),
         "no noout was set"
@@ -323,7 +313,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
         ],
     );
     assert_eq!(code, Some(0), "{v}");
-    assert_eq!(boots(&lab, "pve1"), 2);
+    assert_eq!(lab.boots("pve1"), 2);
 }
 
 #[test]
@@ -342,11 +332,11 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
         && e["data"]["phase"] == "done"));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
-    assert_eq!(boots(&lab, "pve1"), 1, "killed before the reboot");
+    assert_eq!(lab.boots("pve1"), 1, "killed before the reboot");
     let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     assert_eq!(code, Some(0), "{v}");
     for n in ["pve1", "pve2", "pve3"] {
-        assert_eq!(boots(&lab, n), 2, "{n} rebooted exactly once");
+        assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");
     }
     for id in [101, 103, 104] {
         assert_eq!(
@@ -391,7 +381,7 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(overlapping(&env), 2, "batches of two");
     for n in ["pve1", "pve2", "pve3", "pve4", "pve5"] {
-        assert_eq!(boots(&lab, n), 2, "{n}");
+        assert_eq!(lab.boots(n), 2, "{n}");
     }
     drop(lab);
     // The same with Ceph (size 3 across hosts): only one host's OSDs may stop at once.

@@ -38,17 +38,6 @@ timeout = "40s"
 on_change = ["mark"]
 "#;
 
-/// Boots of a node so far (distinct boot ids in its journal: the first boot and each reboot).
-fn boots(lab: &Lab, node: &str) -> usize {
-    lab.sh(
-        node,
-        "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
-    )
-    .trim()
-    .parse()
-    .unwrap()
-}
-
 fn events_of<'a>(
     ev: &'a [serde_json::Value],
     node: &'a str,
@@ -103,7 +92,7 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
     let env = Env::new();
     let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
     lab.fault("pve2", &["service-fails", "pveproxy"]);
-    let before = boots(&lab, "pve3");
+    let before = lab.boots("pve3");
     let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted", "{v}");
@@ -116,7 +105,7 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
     // The other units were active: only a per-unit check can see this.
     assert!(!err.contains("corosync"), "{err}");
     assert_eq!(v["nodes"][2]["halted"], true, "{v}");
-    assert_eq!(boots(&lab, "pve3"), before, "pve3 untouched");
+    assert_eq!(lab.boots("pve3"), before, "pve3 untouched");
     assert_eq!(lab.ssh("pve3", "test -e /etc/pvefleet-test").0, 1);
     let stopped = &env.meta()["stopped_at"];
     assert_eq!(stopped[0]["node"], "pve2", "{stopped}");
@@ -183,7 +172,7 @@ fn a_node_that_never_returns_keeps_ha_maintenance_on_until_resume_clears_it() {
         1,
         "maintenance off after resume"
     );
-    assert_eq!(boots(&lab, "pve1"), 2, "pve1 rebooted once, not again");
+    assert_eq!(lab.boots("pve1"), 2, "pve1 rebooted once, not again");
     for n in ["pve2", "pve3"] {
         assert_eq!(lab.sh(n, "cat /etc/pvefleet-test"), "touched\n");
     }
@@ -496,7 +485,7 @@ fn sigkill_mid_rolling_run_then_resume_reboots_each_node_exactly_once() {
     signal(&child, "KILL");
     let _ = child.wait_with_output();
     assert_eq!(lab.sh("pve1", "cat /etc/pvefleet-test"), "touched\n");
-    assert_eq!(boots(&lab, "pve1"), 1, "not rebooted yet");
+    assert_eq!(lab.boots("pve1"), 1, "not rebooted yet");
     let id = env.run_id();
     // `runs show` tells where it stopped.
     let show = text(&env.run(&lab, &["runs", "show", &id]).stdout);
@@ -517,7 +506,7 @@ fn sigkill_mid_rolling_run_then_resume_reboots_each_node_exactly_once() {
     assert_eq!(code, Some(0), "{v}");
     for n in ["pve1", "pve2", "pve3"] {
         assert_eq!(lab.sh(n, "cat /etc/pvefleet-test"), "touched\n", "{n}");
-        assert_eq!(boots(&lab, n), 2, "{n} rebooted exactly once");
+        assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");
     }
     assert_eq!(env.meta()["status"], "ok");
 }
@@ -543,6 +532,6 @@ fn a_parallel_playbook_that_reboots_meets_the_quorum_gate() {
         "{v}"
     );
     for n in ["pve1", "pve2", "pve3"] {
-        assert_eq!(boots(&lab, n), 1, "{n} not rebooted");
+        assert_eq!(lab.boots(n), 1, "{n} not rebooted");
     }
 }

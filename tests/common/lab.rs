@@ -123,6 +123,18 @@ impl Lab {
             .success()
     }
 
+    /// How many times the node has booted so far (the distinct boot ids in its journal: the
+    /// first boot and each reboot).
+    pub fn boots(&self, node: &str) -> usize {
+        self.sh(
+            node,
+            "cut -d'|' -f2 /var/lib/pvelab/journal | sort -u | wc -l",
+        )
+        .trim()
+        .parse()
+        .unwrap()
+    }
+
     /// The node's current boot id.
     pub fn boot_id(&self, node: &str) -> String {
         self.sh(node, "cat /proc/sys/kernel/random/boot_id")
