@@ -387,6 +387,8 @@ fn writer(dir: PathBuf, rx: mpsc::Receiver<Req>) {
 
 struct Inner {
     tx: Mutex<mpsc::Sender<Req>>,
+    /// Serialises read-modify-write of `run.json` (the run's end and the signal path may meet).
+    meta: Mutex<()>,
     /// The run's lock, held while this process drives it.
     _lock: Option<File>,
 }
@@ -545,6 +547,7 @@ impl Journal {
             id: id.to_string(),
             inner: Arc::new(Inner {
                 tx: Mutex::new(tx),
+                meta: Mutex::new(()),
                 _lock: lock,
             }),
         }
@@ -596,6 +599,7 @@ impl Journal {
     /// Set the run's status and where it stopped (synchronous: used at start, at the end and
     /// from the signal path).
     pub fn set_status(&self, status: &str, stopped_at: Vec<StopPoint>, left_on: Vec<String>) {
+        let _one_at_a_time = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
         match self.meta() {
             Ok(mut m) => {
                 m.status = status.to_string();
@@ -730,10 +734,13 @@ fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
 /// over `path`, then the directory synced so the rename itself survives a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     let dir = path.parent().unwrap_or(Path::new("."));
+    // A name of its own for each write: two writers never share a temporary file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let res = (|| {
         let mut f = std::fs::OpenOptions::new()
@@ -967,5 +974,37 @@ mod tests {
         assert!(line.contains("\"data\":{"), "{line}");
         let back: Record = serde_json::from_str(&line).unwrap();
         assert!(matches!(back.event, Event::Maintenance { .. }));
+    }
+}
+
+#[cfg(test)]
+mod atomic_tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_atomic_writes_never_mix_their_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.json");
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let body = format!(
+                        "{{\"writer\": {i}, \"pad\": \"{}\"}}",
+                        "x".repeat(50_000 + i)
+                    );
+                    for _ in 0..20 {
+                        write_atomic(&path, body.as_bytes()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let i = v["writer"].as_u64().unwrap() as usize;
+        assert_eq!(v["pad"].as_str().unwrap().len(), 50_000 + i);
     }
 }

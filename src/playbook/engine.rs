@@ -4,22 +4,22 @@
 //! loop, its variables, and resuming a node from its journaled history.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use minijinja::value::Value;
+use std::time::Instant;
+
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
 
+pub use super::context::{backup_dir, RollingView, RunSettings, StepSink, BUILTIN_VARS};
+use super::context::{result, NodeState};
 use super::error::StepError;
-use super::model::{Playbook, Step, StepKind};
+use super::model::StepKind;
 use super::remote::Remote;
 use super::steps;
 use super::template::Templates;
 use super::validate::{check_variables, kind_name};
 use crate::exec::NodeStatus;
 use crate::inventory::Node;
-use crate::journal::{Event, Journal, NodeHistory, StopPoint};
+use crate::journal::{Event, StopPoint};
 pub use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 use crate::ssh;
 
@@ -98,153 +98,6 @@ impl NodeRun {
     /// The node was interrupted while running.
     pub fn interrupted(&self) -> bool {
         !self.not_started && self.status == NodeStatus::Cancelled
-    }
-}
-
-/// A receiver of live step changes: (node, current step); an empty step when the node is done.
-pub type StepSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
-
-/// Everything a node run needs besides the node.
-pub struct RunSettings {
-    /// The playbook.
-    pub playbook: Playbook,
-    /// Plan only.
-    pub check: bool,
-    /// `-e key=value` overrides.
-    pub extra_vars: BTreeMap<String, toml::Value>,
-    /// Run id (journal, backups).
-    pub run_id: String,
-    /// The journal (none in plan mode).
-    pub journal: Option<Journal>,
-    /// Per-command deadline override.
-    pub timeout: Option<Duration>,
-    /// Guests on a node to reboot.
-    pub guests: GuestPolicy,
-    /// Live display.
-    pub on_step: Option<StepSink>,
-    /// Ctrl-C, SIGTERM, SIGHUP: nodes stop at the next safe point.
-    pub cancel: CancellationToken,
-    /// Per-node history of the run being resumed.
-    pub resume: BTreeMap<String, NodeHistory>,
-    /// Every node of the inventory (to reach the node a moved guest is on).
-    pub cluster: Vec<Node>,
-    /// Which nodes of the run are still to come and which are in the running batch (drain
-    /// targets avoid both when they can).
-    pub rolling: std::sync::Mutex<RollingView>,
-}
-
-/// The rolling run as a drain sees it.
-#[derive(Debug, Clone, Default)]
-pub struct RollingView {
-    /// Nodes not finished yet (this batch and later ones).
-    pub pending: std::collections::BTreeSet<String>,
-    /// Nodes of the batch running now.
-    pub current: std::collections::BTreeSet<String>,
-}
-
-/// Variables every playbook has without declaring them: `node`, `facts`, `vars`, `run_id`,
-/// `changed` (see playbooks/README.md, Templates).
-pub const BUILTIN_VARS: [&str; 5] = ["node", "facts", "vars", "run_id", "changed"];
-
-/// Where backups go on the node.
-pub fn backup_dir(run_id: &str) -> String {
-    format!("/var/lib/pvefleet/backups/{run_id}")
-}
-
-/// Per-node state while steps run.
-pub(super) struct NodeState<'a> {
-    pub s: &'a RunSettings,
-    pub t: Templates,
-    pub vars: serde_json::Map<String, serde_json::Value>,
-    pub facts: serde_json::Map<String, serde_json::Value>,
-    /// Steps that changed something (also in an earlier, interrupted attempt of this run).
-    pub changed: HashSet<String>,
-    pub rebooted: bool,
-    /// Check mode: a reboot step would run, so later facts cannot be known now.
-    pub reboot_pending: bool,
-    /// Paths already backed up in this run on this node, with whether they existed then (the
-    /// first backup of a path is never replaced).
-    pub backed_up: BTreeMap<String, bool>,
-    /// The node's history in the resumed run.
-    pub history: Option<&'a NodeHistory>,
-    /// Index of the step running.
-    pub index: usize,
-    /// Left switched on on purpose.
-    pub left_on: Vec<String>,
-    /// Current reboot state, for the stop point.
-    pub reboot_state: Option<String>,
-}
-
-impl NodeState<'_> {
-    pub fn ctx(&self, extra: Option<serde_json::Value>) -> Value {
-        let mut m = self.vars.clone();
-        m.insert("vars".into(), serde_json::Value::Object(self.vars.clone()));
-        m.insert(
-            "facts".into(),
-            serde_json::Value::Object(self.facts.clone()),
-        );
-        // The steps that changed something on this node so far (in a plan: would change), so a
-        // later step can say "not needed when that one ran" and the plan predicts it exactly.
-        let mut changed: Vec<&String> = self.changed.iter().collect();
-        changed.sort();
-        m.insert("changed".into(), serde_json::json!(changed));
-        if let Some(serde_json::Value::Object(e)) = extra {
-            m.extend(e);
-        }
-        Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
-    }
-
-    pub fn render(
-        &self,
-        s: &Option<toml::Spanned<String>>,
-        command: bool,
-    ) -> Result<Option<String>, StepError> {
-        match s {
-            None => Ok(None),
-            Some(x) => {
-                let ctx = self.ctx(None);
-                let r = if command {
-                    self.t.command(x.get_ref(), &ctx)
-                } else {
-                    self.t.text(x.get_ref(), &ctx)
-                };
-                r.map(Some).map_err(|e| {
-                    StepError::Template(self.s.playbook.error_at(x.span(), e).to_string())
-                })
-            }
-        }
-    }
-
-    pub fn render_list(&self, items: &[toml::Spanned<String>]) -> Result<Vec<String>, StepError> {
-        items
-            .iter()
-            .map(|x| {
-                self.t.text(x.get_ref(), &self.ctx(None)).map_err(|e| {
-                    StepError::Template(self.s.playbook.error_at(x.span(), e).to_string())
-                })
-            })
-            .collect()
-    }
-
-    pub fn truth(
-        &self,
-        x: &toml::Spanned<String>,
-        extra: Option<serde_json::Value>,
-    ) -> Result<bool, StepError> {
-        self.t
-            .truth(x.get_ref(), &self.ctx(extra))
-            .map_err(|e| StepError::Template(self.s.playbook.error_at(x.span(), e).to_string()))
-    }
-}
-
-/// A step result with `status` and `detail`.
-pub(super) fn result(step: &Step, status: StepStatus, detail: impl Into<String>) -> StepResult {
-    StepResult {
-        step: step.name.get_ref().clone(),
-        status,
-        detail: detail.into(),
-        diff: None,
-        commands: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@
 //! (strategies over nodes).
 
 pub mod ceph_gate;
+pub mod context;
 pub mod drain;
 pub mod edit;
 pub mod engine;

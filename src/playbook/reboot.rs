@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::drain;
-use super::engine::GuestPolicy;
 use super::error::RebootError;
 use super::health;
 use super::remote::Remote;
 use crate::journal::{Event, GuestRef, Journal, NodeHistory};
+use crate::outcome::GuestPolicy;
 use crate::ssh;
 
 /// The states of a node's reboot, in order.
@@ -139,7 +139,7 @@ pub struct RebootCtx<'a> {
     /// Every node of the inventory (to reach where a moved guest is).
     pub cluster: &'a [crate::inventory::Node],
     /// Which nodes are still to come / rebooting now.
-    pub rolling: &'a std::sync::Mutex<super::engine::RollingView>,
+    pub rolling: &'a std::sync::Mutex<super::context::RollingView>,
 }
 
 /// A drain's options (the reboot step's fields).

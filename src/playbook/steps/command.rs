@@ -7,11 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ReadOnly, Step};
 use super::super::remote::{first_line, Remote};
 use crate::journal::UndoRecord;
+use crate::outcome::{StepResult, StepStatus};
 use crate::ssh::{ExecOutput, ExitStatus};
 
 fn rc_of(o: &ExecOutput) -> i64 {

@@ -6,10 +6,11 @@
 //! `none` when the node's clock could not be sampled): a node can be off while its own NTP daemon
 //! says it is synchronised.
 
-use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::Step;
 use super::super::remote::Remote;
+use crate::outcome::{StepResult, StepStatus};
 
 /// Gather probe facts over the session (one exec for all of them).
 pub(crate) async fn gather(

@@ -4,12 +4,13 @@
 //! written atomically (temporary file + rename, mode and owner kept), and journaled again with
 //! the SHA-1 of what was written, which rollback uses to detect drift.
 
+use super::super::context::{backup_dir, result, NodeState};
 use super::super::edit;
-use super::super::engine::{backup_dir, result, NodeState, StepResult, StepStatus};
 use super::super::error::StepError;
 use super::super::model::{Presence, Step, StepKind};
 use super::super::remote::{first_line, Remote};
 use crate::journal::{sha1_hex, BackupRecord};
+use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;
 

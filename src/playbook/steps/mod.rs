@@ -10,11 +10,12 @@ mod service;
 
 use std::time::Duration;
 
-use super::engine::{result, NodeState, StepResult, StepStatus};
+use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::{Step, StepKind};
 use super::reboot::{self, RebootCtx, RebootState};
 use super::remote::Remote;
+use crate::outcome::{StepResult, StepStatus};
 
 pub(crate) use facts::gather;
 pub use files::refresh_for;

@@ -1,10 +1,11 @@
 //! `service`: a systemd unit started, stopped, restarted, enabled or disabled. Each state is
 //! checked first, so a unit already as wanted is `ok` (restarted always acts).
 
-use super::super::engine::{result, NodeState, StepResult, StepStatus};
+use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::Step;
 use super::super::remote::{first_line, Remote};
+use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;
 
