@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::audit_terminal::{grade_word, node_status_text, shorten, summary_line};
 pub use super::audit_terminal::{render_terminal, TerminalOptions};
+use super::passthrough::PassedThrough;
 use super::sanitize::sanitize_str;
 use crate::audit::{AuditReport, NodeAudit, Summary};
 use crate::exec::NodeStatus;
@@ -39,40 +40,6 @@ pub fn render(report: &AuditReport, format: Format, terminal: &TerminalOptions) 
         Format::Markdown => render_markdown(report),
         Format::Html => render_html(report),
     }
-}
-
-/// One device bound to vfio-pci on a node (GPUs, HBAs, NICs passed through), from the node's
-/// `gpu` facts: what an operator asks as "what is passed through on which node".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(super) struct PassedThrough {
-    pub(super) node: String,
-    pub(super) slot: String,
-    pub(super) class: String,
-    pub(super) name: String,
-    pub(super) id: String,
-}
-
-pub(super) fn passed_through(r: &AuditReport) -> Vec<PassedThrough> {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    r.nodes
-        .iter()
-        .flat_map(|row| {
-            let devices = row
-                .facts
-                .get("gpu")
-                .and_then(|g| g.get("passthrough"))
-                .and_then(|p| p.as_array())
-                .cloned()
-                .unwrap_or_default();
-            devices.into_iter().map(move |d| PassedThrough {
-                node: row.node.clone(),
-                slot: text(&d["slot"]),
-                class: text(&d["class"]),
-                name: text(&d["name"]),
-                id: text(&d["id"]),
-            })
-        })
-        .collect()
 }
 
 /// The JSON document (schema version in `version`).
@@ -218,7 +185,7 @@ fn view(r: &AuditReport) -> View {
                 fix: g.finding.remediation.as_deref().map(clean),
             })
             .collect(),
-        passed: passed_through(r)
+        passed: super::passthrough::passed_through(r)
             .into_iter()
             .map(|p| PassedThrough {
                 node: clean(&p.node),

@@ -433,7 +433,7 @@ pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
             let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
-    let passed = super::audit::passed_through(r);
+    let passed = super::passthrough::passed_through(r);
     if !passed.is_empty() {
         let _ = writeln!(out, "Passed through (vfio-pci):");
         for p in &passed {
