@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -756,8 +756,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), JournalError> {
     })();
     res.map_err(|e| io_err(path, e))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// The reboot of one step as far as the journal knows it.
 #[derive(Debug, Clone, Default)]

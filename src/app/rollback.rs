@@ -5,9 +5,6 @@
 //! refresh, since proxmox-boot-tool copies the initramfs to the ESPs). A file that changed since
 //! the run (drift: its SHA-1 is not what the run wrote) is refused unless `--force`.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-
 use super::playbook::journal_error;
 use super::{load_inventory, signals, AppError};
 use crate::cli::GlobalOpts;
@@ -17,6 +14,7 @@ use crate::journal::{BackupRecord, Event, Journal, UndoRecord};
 use crate::quote::shell_quote;
 use crate::sanitize::{first_line, sanitize_str};
 use crate::ssh::{self, ExitStatus, Session};
+use std::collections::BTreeMap;
 
 /// One file as the journal knows it.
 #[derive(Debug, Clone)]
@@ -322,7 +320,6 @@ pub async fn cmd_rollback(
         .await;
         session.close().await;
     }
-    let _ = Path::new(&meta.playbook);
     Ok(code)
 }
 

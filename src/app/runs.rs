@@ -239,11 +239,7 @@ pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Resu
                 continue;
             }
         };
-        let verb = if on { "enable" } else { "disable" };
-        let cmd = format!(
-            "ha-manager crm-command node-maintenance {verb} {}",
-            crate::quote::shell_quote(name)
-        );
+        let cmd = crate::playbook::drain::maintenance_cmd(name, on);
         let timeout = g.timeout.unwrap_or(n.command_timeout);
         match session.exec(&cmd, timeout).await {
             Ok(o) if o.exit == ExitStatus::Code(0) => {

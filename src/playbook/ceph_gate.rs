@@ -123,33 +123,40 @@ pub async fn osds_of(r: &Remote, host: &str) -> Result<Vec<i64>, RebootError> {
         .collect())
 }
 
+/// `ceph osd ok-to-stop` for these OSDs together: no PG would become inactive.
+pub async fn osds_ok_to_stop(r: &Remote, ids: &[i64]) -> Result<(), RebootError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let o = r
+        .sh(&format!(
+            "timeout 30 ceph osd ok-to-stop {} -f json",
+            list.join(" ")
+        ))
+        .await?;
+    let ok = o.exit == ExitStatus::Code(0)
+        && serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .map(|v| v["ok_to_stop"] != false)
+            .unwrap_or(true);
+    if ok {
+        Ok(())
+    } else {
+        Err(RebootError::Ceph(format!(
+            "ceph osd ok-to-stop {}: not safe: {}",
+            list.join(" "),
+            first_line(if o.stderr.is_empty() {
+                &o.stdout
+            } else {
+                &o.stderr
+            })
+        )))
+    }
+}
+
 /// `ceph osd ok-to-stop` for the node's OSDs and `ceph mon ok-to-stop` if it runs a monitor.
 pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
-    let ids = osds_of(r, host).await?;
-    if !ids.is_empty() {
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        let o = r
-            .sh(&format!(
-                "timeout 30 ceph osd ok-to-stop {} -f json",
-                list.join(" ")
-            ))
-            .await?;
-        let ok = o.exit == ExitStatus::Code(0)
-            && serde_json::from_slice::<serde_json::Value>(&o.stdout)
-                .map(|v| v["ok_to_stop"] != false)
-                .unwrap_or(true);
-        if !ok {
-            return Err(RebootError::Ceph(format!(
-                "ceph osd ok-to-stop {}: not safe: {}",
-                list.join(" "),
-                first_line(if o.stderr.is_empty() {
-                    &o.stdout
-                } else {
-                    &o.stderr
-                })
-            )));
-        }
-    }
+    osds_ok_to_stop(r, &osds_of(r, host).await?).await?;
     let (_, dump) = r
         .text("timeout 30 ceph mon dump -f json 2>/dev/null")
         .await?;

@@ -82,6 +82,17 @@ pub async fn running_guests(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
     parse_running(&qm, &pct)
 }
 
+/// The guests running on the node that the HA stack does not manage (those meet the guest
+/// policy; HA guests leave through node maintenance).
+pub async fn running_not_ha(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+    let ha = ha_vmids(r).await.unwrap_or_default();
+    Ok(running_guests(r)
+        .await?
+        .into_iter()
+        .filter(|g| !ha.contains(&g.vmid))
+        .collect())
+}
+
 /// `qm 100 (web)`, for messages.
 pub fn describe(g: &[GuestRef]) -> String {
     g.iter()
@@ -120,13 +131,18 @@ pub async fn ha_services_here(r: &Remote) -> Result<Vec<String>, RebootError> {
         .collect())
 }
 
-/// Switch HA node maintenance on or off (`ha-manager crm-command node-maintenance`).
-pub async fn set_maintenance(r: &Remote, on: bool) -> Result<(), RebootError> {
+/// `ha-manager crm-command node-maintenance enable|disable NODE`.
+pub fn maintenance_cmd(node: &str, on: bool) -> String {
     let verb = if on { "enable" } else { "disable" };
-    let cmd = format!(
+    format!(
         "ha-manager crm-command node-maintenance {verb} {}",
-        shell_quote(&r.node.name)
-    );
+        shell_quote(node)
+    )
+}
+
+/// Switch HA node maintenance on or off.
+pub async fn set_maintenance(r: &Remote, on: bool) -> Result<(), RebootError> {
+    let cmd = maintenance_cmd(&r.node.name, on);
     let o = r.sh(&cmd).await?;
     if o.exit != ExitStatus::Code(0) {
         return Err(RebootError::Command(format!(

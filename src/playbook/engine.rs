@@ -21,7 +21,6 @@ use crate::exec::NodeStatus;
 use crate::inventory::Node;
 use crate::journal::{Event, StopPoint};
 pub use crate::outcome::{GuestPolicy, StepResult, StepStatus};
-use crate::ssh;
 
 /// One node's whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,13 +129,13 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     }
     record(Event::NodeStarted {}).await;
     tracing::info!(node = %node.name, "connecting");
-    let session = match ssh::connect(&node.connect_spec()).await {
+    let timeout = s.timeout.unwrap_or(node.command_timeout);
+    let mut remote = match Remote::connect(node, timeout).await {
         Ok(x) => x,
         Err(e) => {
             run.status = NodeStatus::of_connect_error(&e);
             run.error = Some(e.to_string());
-            if let Some(h) = history.filter(|h| h.maintenance_on) {
-                let _ = h;
+            if history.is_some_and(|h| h.maintenance_on) {
                 run.left_on.push(format!(
                     "HA maintenance is still ON for {} from the interrupted run; clear it when the node is healthy: pvefleet maintenance off {}",
                     node.name, node.name
@@ -148,11 +147,6 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             .await;
             return run;
         }
-    };
-    let mut remote = Remote {
-        session,
-        node: node.clone(),
-        timeout: s.timeout.unwrap_or(node.command_timeout),
     };
     let mut vars = serde_json::Map::new();
     for (k, v) in &s.playbook.file.vars {

@@ -4,6 +4,7 @@
 //! Trap (DOMAIN.md §7): `systemctl is-active A B C` exits 0 when ANY unit is active, so the
 //! service gate asks for each unit's state on its own line and requires every one.
 
+use super::error::RebootError;
 use super::remote::Remote;
 use crate::probe::cluster::parse_pvecm_status;
 use crate::ssh::SshError;
@@ -37,13 +38,16 @@ pub fn gate(expected: u32, total: u32, down: u32) -> Result<(), String> {
 }
 
 /// The cluster's votes as this node sees them: `(expected, total, quorate)`; `None` outside a
-/// cluster.
-pub async fn votes(r: &Remote) -> Result<Option<(u32, u32, bool)>, SshError> {
+/// cluster. Output that cannot be read is an error, never "not in a cluster" (which would let
+/// every quorum gate pass).
+pub async fn votes(r: &Remote) -> Result<Option<(u32, u32, bool)>, RebootError> {
     let (_, s) = r.text("pvecm status 2>&1").await?;
-    Ok(match parse_pvecm_status(&s) {
-        Ok(Some(q)) => Some((q.expected_votes, q.total_votes, q.quorate)),
-        _ => None,
-    })
+    match parse_pvecm_status(&s) {
+        Ok(q) => Ok(q.map(|q| (q.expected_votes, q.total_votes, q.quorate))),
+        Err(e) => Err(RebootError::Command(format!(
+            "cannot read pvecm status: {e}"
+        ))),
+    }
 }
 
 /// The node's boot id.

@@ -278,6 +278,22 @@ pub struct Playbook {
 }
 
 impl Playbook {
+    /// The playbook has a reboot step.
+    pub fn reboots(&self) -> bool {
+        self.file
+            .steps
+            .iter()
+            .any(|st| *st.kind.get_ref() == StepKind::Reboot)
+    }
+
+    /// The playbook has a reboot step that drains its node.
+    pub fn drains(&self) -> bool {
+        self.file
+            .steps
+            .iter()
+            .any(|st| *st.kind.get_ref() == StepKind::Reboot && Step::flag(&st.drain, false))
+    }
+
     /// An error at a span of this playbook.
     pub fn error_at(&self, span: std::ops::Range<usize>, message: String) -> SourceError {
         SourceError::at(&self.path, &self.text, span, message)

@@ -88,29 +88,9 @@ impl RebootState {
         }
     }
 
-    /// Parse a journaled state name.
+    /// Parse a journaled state name (the serde names, which `as_str` gives too).
     pub fn parse(s: &str) -> Option<RebootState> {
-        use RebootState::*;
-        [
-            Preflight,
-            MaintenanceOn,
-            GuestsMigrated,
-            GuestsStopped,
-            NooutSet,
-            RebootIssued,
-            DownSeen,
-            UpNewBoot,
-            ServicesActive,
-            Quorate,
-            CephClean,
-            NooutUnset,
-            MaintenanceOff,
-            GuestsReturned,
-            GuestsStarted,
-            Done,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
+        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
     }
 }
 
@@ -232,12 +212,7 @@ impl Machine<'_, '_> {
         &self,
         r: &Remote,
     ) -> Result<(Vec<GuestRef>, Option<drain::DrainPlan>), RebootError> {
-        let ha = drain::ha_vmids(r).await.unwrap_or_default();
-        let running: Vec<GuestRef> = drain::running_guests(r)
-            .await?
-            .into_iter()
-            .filter(|g| !ha.contains(&g.vmid))
-            .collect();
+        let running = drain::running_not_ha(r).await?;
         let Some(opts) = self.cx.drain else {
             return Ok((running, None));
         };
@@ -334,12 +309,7 @@ impl Machine<'_, '_> {
             self.to(r, RebootState::GuestsMigrated, None).await;
         }
         // What is still running (not HA, not moved) meets the policy.
-        let ha = drain::ha_vmids(r).await.unwrap_or_default();
-        let running: Vec<GuestRef> = drain::running_guests(r)
-            .await?
-            .into_iter()
-            .filter(|g| !ha.contains(&g.vmid))
-            .collect();
+        let running = drain::running_not_ha(r).await?;
         if !running.is_empty() {
             match self.cx.guests {
                 GuestPolicy::Refuse => {
@@ -411,7 +381,6 @@ impl Machine<'_, '_> {
             )
             .await;
             tracing::info!(node = %me, guest = g.vmid, to = %target, "migrate");
-            (self.cx.on_state)(RebootState::MaintenanceOn);
             drain::migrate(r, &gref, &target, opts.local_disks).await?;
             self.record(
                 r,
@@ -525,12 +494,7 @@ impl Machine<'_, '_> {
                     drain::describe(std::slice::from_ref(&g))
                 )));
             };
-            let session = ssh::connect(&node.connect_spec()).await?;
-            let there = Remote {
-                session,
-                node: node.clone(),
-                timeout: r.timeout,
-            };
+            let there = Remote::connect(node, r.timeout).await?;
             let res = drain::migrate(&there, &g, &origin, opts.local_disks).await;
             there.session.close().await;
             res?;
@@ -874,12 +838,26 @@ mod tests {
 
     #[test]
     fn states_round_trip_and_are_ordered() {
+        use RebootState::*;
         for s in [
-            RebootState::Preflight,
-            RebootState::RebootIssued,
-            RebootState::UpNewBoot,
-            RebootState::Done,
+            Preflight,
+            MaintenanceOn,
+            GuestsMigrated,
+            GuestsStopped,
+            NooutSet,
+            RebootIssued,
+            DownSeen,
+            UpNewBoot,
+            ServicesActive,
+            Quorate,
+            CephClean,
+            NooutUnset,
+            MaintenanceOff,
+            GuestsReturned,
+            GuestsStarted,
+            Done,
         ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str(), "journal name");
             assert_eq!(RebootState::parse(s.as_str()), Some(s));
         }
         assert!(RebootState::RebootIssued < RebootState::DownSeen);

@@ -19,6 +19,15 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// Connect to `node`, with `timeout` as the per-command deadline.
+    pub async fn connect(node: &Node, timeout: Duration) -> Result<Remote, SshError> {
+        Ok(Remote {
+            session: crate::ssh::connect(&node.connect_spec()).await?,
+            node: node.clone(),
+            timeout,
+        })
+    }
+
     /// Run `cmd` with the node's command deadline.
     pub async fn sh(&self, cmd: &str) -> Result<ExecOutput, SshError> {
         tracing::trace!(node = %self.node.name, cmd, "exec");

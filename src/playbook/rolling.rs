@@ -14,12 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{run_node, NodeRun, RunSettings};
 use super::health::{gate, votes};
-use super::model::{Mode, StepKind};
+use super::model::Mode;
 use super::remote::Remote;
 use crate::exec::NodeStatus;
 use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
-use crate::ssh;
 
 /// Order nodes: the strategy's explicit order first, then inventory order.
 pub fn ordered(nodes: Vec<Node>, order: &[String]) -> Vec<Node> {
@@ -74,14 +73,9 @@ async fn run_many(
 async fn check_gate(batch: &[Node]) -> Result<(), String> {
     // Ask the cluster (through the first node of the batch) how many votes are present.
     let node = &batch[0];
-    let session = ssh::connect(&node.connect_spec())
+    let r = Remote::connect(node, Duration::from_secs(30))
         .await
         .map_err(|e| format!("{}: {e}", node.name))?;
-    let r = Remote {
-        session,
-        node: node.clone(),
-        timeout: Duration::from_secs(30),
-    };
     let v = votes(&r).await.map_err(|e| format!("{}: {e}", node.name));
     r.session.close().await;
     match v? {
@@ -94,21 +88,13 @@ async fn check_gate(batch: &[Node]) -> Result<(), String> {
 /// to hand its running guests to the others (memory). The reason when not (or when it cannot
 /// be told).
 async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
-    let drains = s.playbook.file.steps.iter().any(|st| {
-        *st.kind.get_ref() == StepKind::Reboot && super::model::Step::flag(&st.drain, false)
-    });
-    if !drains || todo.is_empty() {
+    if !s.playbook.drains() || todo.is_empty() {
         return None;
     }
     let node = &todo[0];
-    let session = match ssh::connect(&node.connect_spec()).await {
+    let r = match Remote::connect(node, Duration::from_secs(60)).await {
         Ok(x) => x,
         Err(e) => return Some(format!("drain preflight: {}: {e}", node.name)),
-    };
-    let r = Remote {
-        session,
-        node: node.clone(),
-        timeout: Duration::from_secs(60),
     };
     let res = super::drain::resources(&r).await;
     r.session.close().await;
@@ -127,23 +113,19 @@ async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
 /// room for their guests on the other nodes. Asked of the cluster before each batch; 1 when it
 /// cannot be told (the gates then decide as for a batch of one).
 async fn auto_batch(s: &RunSettings, rest: &[Node]) -> usize {
-    let node = &rest[0];
-    let Ok(session) = ssh::connect(&node.connect_spec()).await else {
+    let Ok(r) = Remote::connect(&rest[0], Duration::from_secs(60)).await else {
         return 1;
     };
-    let r = Remote {
-        session,
-        node: node.clone(),
-        timeout: Duration::from_secs(60),
-    };
     let mut k = rest.len();
-    if let Ok(Some((expected, total, _))) = votes(&r).await {
-        k = k.min(total.saturating_sub(super::health::quorum_of(expected)) as usize);
+    match votes(&r).await {
+        Ok(Some((expected, total, _))) => {
+            k = k.min(total.saturating_sub(super::health::quorum_of(expected)) as usize)
+        }
+        Ok(None) => {}
+        // Quorum cannot be told: one node at a time (its gate then decides).
+        Err(_) => k = 1,
     }
-    let drains = s.playbook.file.steps.iter().any(|st| {
-        *st.kind.get_ref() == StepKind::Reboot && super::model::Step::flag(&st.drain, false)
-    });
-    let res = if drains {
+    let res = if s.playbook.drains() {
         super::drain::resources(&r).await.ok()
     } else {
         None
@@ -173,14 +155,7 @@ async fn ceph_ok_to_stop(r: &Remote, group: &[String]) -> bool {
             Err(_) => return false,
         }
     }
-    if ids.is_empty() {
-        return true;
-    }
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-    matches!(
-        r.sh(&format!("timeout 30 ceph osd ok-to-stop {} -f json", list.join(" "))).await,
-        Ok(o) if o.exit == crate::ssh::ExitStatus::Code(0)
-    )
+    super::ceph_gate::osds_ok_to_stop(r, &ids).await.is_ok()
 }
 
 /// Run the playbook on `nodes` following its strategy; `done` nodes (resume) are skipped.
@@ -210,12 +185,7 @@ pub async fn execute(
         })
         .cloned()
         .collect();
-    let reboots = s
-        .playbook
-        .file
-        .steps
-        .iter()
-        .any(|st| *st.kind.get_ref() == StepKind::Reboot);
+    let reboots = s.playbook.reboots();
     if s.check || (strategy.mode == Mode::Parallel && !reboots) {
         // One batch: the final table shows it; no per-batch table.
         results.extend(run_many(todo, s.clone(), forks, events).await);
