@@ -610,11 +610,14 @@ impl Machine<'_, '_> {
         }
         self.to(r, RebootState::ServicesActive, None).await;
         loop {
-            let ok = match health::votes(r).await? {
-                None => true,
-                Some((_, total, quorate)) => {
+            let ok = match health::votes(r).await {
+                Ok(None) => true,
+                Ok(Some((_, total, quorate))) => {
                     quorate && self.votes_before.is_none_or(|b| total >= b)
                 }
+                // A node just back may not answer pvecm yet: not quorate yet, asked again.
+                Err(RebootError::Ssh(e)) => return Err(e.into()),
+                Err(_) => false,
             };
             if ok {
                 break;
