@@ -156,22 +156,25 @@ fn discover_appends_a_second_cluster_to_an_inventory() {
                 .map(|x| x.trim_matches('"').to_string())
         })
         .unwrap();
-    let out = command()
-        .args([
-            "inventory",
-            "discover",
-            "--from",
-            &format!("root@{addr}"),
-            "--append",
-            "-o",
-        ])
-        .arg(&inv)
-        .arg("--identity")
-        .arg(a.dir.path().join("id_ed25519"))
-        .arg("--known-hosts")
-        .arg(a.dir.path().join("known_hosts"))
-        .output()
-        .unwrap();
+    let append = || {
+        command()
+            .args([
+                "inventory",
+                "discover",
+                "--from",
+                &format!("root@{addr}"),
+                "--append",
+                "-o",
+            ])
+            .arg(&inv)
+            .arg("--identity")
+            .arg(a.dir.path().join("id_ed25519"))
+            .arg("--known-hosts")
+            .arg(a.dir.path().join("known_hosts"))
+            .output()
+            .unwrap()
+    };
+    let out = append();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let written = std::fs::read_to_string(&inv).unwrap();
     assert!(written.contains("[nodes.other1]"), "{written}");
@@ -180,22 +183,7 @@ fn discover_appends_a_second_cluster_to_an_inventory() {
         "{written}"
     );
     // A second append of the same cluster would put its nodes in twice: refused.
-    let again = command()
-        .args([
-            "inventory",
-            "discover",
-            "--from",
-            &format!("root@{addr}"),
-            "--append",
-            "-o",
-        ])
-        .arg(&inv)
-        .arg("--identity")
-        .arg(a.dir.path().join("id_ed25519"))
-        .arg("--known-hosts")
-        .arg(a.dir.path().join("known_hosts"))
-        .output()
-        .unwrap();
+    let again = append();
     assert_eq!(again.status.code(), Some(64), "{}", text(&again.stderr));
     assert!(text(&again.stderr).contains("already has node(s) pve1, pve2"));
 }

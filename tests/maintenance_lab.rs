@@ -394,3 +394,84 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(overlapping(&env), 1, "one node at a time");
 }
+
+#[test]
+fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
+    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "pb.toml",
+        &DRAIN_REBOOT.replace("timeout = \"60s\"", "timeout = \"15s\""),
+    );
+    lab.fault("pve1", &["no-return"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    let left = v["left_on"].to_string();
+    assert!(
+        left.contains("Ceph noout left SET for pve1")
+            && left.contains("ceph osd unset-group noout pve1"),
+        "{left}"
+    );
+    let noout: Vec<String> = lab_events(&lab)
+        .into_iter()
+        .filter(|e| e.contains("noout"))
+        .collect();
+    assert_eq!(
+        noout.len(),
+        1,
+        "set, not unset, while pve1 is down: {noout:#?}"
+    );
+    assert!(noout[0].contains("set-group noout pve1"));
+    assert!(
+        env.events().iter().any(|e| e["node"] == "pve1"
+            && e["event"] == "noout"
+            && e["data"]["state"] == "left-set"),
+        "journaled"
+    );
+    // Back, and resumed: PGs clean, noout unset, the run finishes.
+    lab.clear("pve1", Some("no-return"));
+    assert!(lab.wait("pve1", "up", 30));
+    let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert!(lab_events(&lab)
+        .iter()
+        .any(|e| e.contains("unset-group noout pve1")));
+    assert!(lab.sh("pve2", "ceph status -f json").contains("HEALTH_OK"));
+    assert_eq!(lab.boots("pve1"), 2, "rebooted once");
+}
+
+#[test]
+fn a_drain_that_the_cluster_cannot_hold_is_refused_before_anything_moves() {
+    // pve2 and pve3 have 4 GiB each (about 2 GiB free); pve1's 6 GiB guest fits nowhere.
+    let Some(lab) = Lab::up(
+        "drain_n_minus_1",
+        132,
+        3,
+        &["--profile", "pve2:mem=4", "--profile", "pve3:mem=4"],
+    ) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=big", "mem=6144"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("drain preflight (N-1)")
+            && err.contains("cannot hold pve1's running guests (6.0 GiB)"),
+        "{err}"
+    );
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(
+            lab.ssh(n, "test -e /etc/pvefleet-test").0,
+            1,
+            "{n} untouched"
+        );
+        assert_eq!(lab.boots(n), 1, "{n}");
+    }
+    assert!(lab_events(&lab).iter().all(|e| !e.contains("migrated")));
+}

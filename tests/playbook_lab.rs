@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::lab::Lab;
-use common::runs::Env;
+use common::runs::{audit_problems, changed_steps, Env};
 
 fn playbook(name: &str) -> String {
     format!("{}/playbooks/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -19,33 +19,6 @@ fn fingerprint(lab: &Lab, node: &str) -> String {
         "cat /etc/default/grub /etc/modules /etc/network/interfaces /etc/kernel/cmdline 2>/dev/null | md5sum; \
          ls -la /etc/modprobe.d; find /var/lib/rrdcached -type f | sort | xargs ls -la; cat /proc/sys/kernel/random/boot_id",
     )
-}
-
-fn changed(v: &serde_json::Value, node: usize) -> usize {
-    v["nodes"][node]["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["status"] == "changed")
-        .count()
-}
-
-fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
-    let (_, v) = env.json(lab, &["audit"]);
-    v["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|g| g["finding"]["grade"] != "SKIP")
-        .map(|g| {
-            format!(
-                "{} {} {}",
-                g["finding"]["grade"].as_str().unwrap(),
-                g["finding"]["check"].as_str().unwrap(),
-                g["nodeset"].as_str().unwrap()
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -112,7 +85,7 @@ fn fix_rrd_plans_without_changing_fixes_the_errors_and_then_is_a_no_op() {
     assert_eq!(code, Some(0));
     for n in 0..3 {
         assert_eq!(
-            changed(&again, n),
+            changed_steps(&again, n),
             0,
             "second run changes nothing: {}",
             again["nodes"][n]
@@ -189,7 +162,7 @@ fn igpu_passthrough_rolls_node_by_node_then_changes_nothing_and_rolls_back() {
     let (code, again) = env.json(&lab, &["run", "--yes", &playbook("igpu-passthrough.toml")]);
     assert_eq!(code, Some(0));
     for (i, n) in ["pve1", "pve2", "pve3"].iter().enumerate() {
-        assert_eq!(changed(&again, i), 0, "{}", again["nodes"][i]);
+        assert_eq!(changed_steps(&again, i), 0, "{}", again["nodes"][i]);
         assert_eq!(lab.boot_id(n), boots[i], "no reboot the second time");
     }
 
@@ -403,7 +376,7 @@ fn offload_and_clock_playbooks_fix_what_the_audit_found() {
             &playbook("disable-offload.toml"),
         ],
     );
-    assert_eq!(changed(&again, 0), 0, "{again}");
+    assert_eq!(changed_steps(&again, 0), 0, "{again}");
 }
 
 #[test]

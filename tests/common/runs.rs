@@ -138,7 +138,7 @@ pub fn changed_steps(v: &serde_json::Value, index: usize) -> usize {
         .count()
 }
 
-/// Every finding of `pvefleet audit` that is not PASS, as "GRADE CHECK NODESET".
+/// Every finding of `pvefleet audit` that is a problem (WARN or FAIL), as "GRADE CHECK NODESET".
 pub fn audit_problems(env: &Env, lab: &Lab) -> Vec<String> {
     let (_, v) = env.json(lab, &["audit"]);
     v["findings"]
