@@ -835,10 +835,16 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 from,
                 to,
                 phase,
-            } if phase == "done" => {
-                h.moved_guests.retain(|(g, _, _)| g != guest);
-                h.moved_guests
-                    .push((guest.clone(), from.clone(), to.clone()));
+            } => {
+                h.moving_guests.retain(|(g, _, _)| g != guest);
+                if phase == "done" {
+                    h.moved_guests.retain(|(g, _, _)| g != guest);
+                    h.moved_guests
+                        .push((guest.clone(), from.clone(), to.clone()));
+                } else {
+                    h.moving_guests
+                        .push((guest.clone(), from.clone(), to.clone()));
+                }
             }
             Event::GuestReturned { guest, .. } => h.moved_guests.retain(|(g, _, _)| g != guest),
             Event::Noout { state, scope, .. } => {
@@ -953,7 +959,7 @@ mod tests {
         assert_eq!(p1.reboots[&1].state, "reboot-issued");
         assert_eq!(p1.reboots[&1].old_boot_id.as_deref(), Some("b1"));
         assert!(p1.maintenance_on);
-        assert_eq!(p1.stopped_guests, vec![g]);
+        assert_eq!(p1.stopped_guests, vec![g.clone()]);
         assert!(h["pve2"].done);
     }
 
@@ -1004,5 +1010,43 @@ mod atomic_tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let i = v["writer"].as_u64().unwrap() as usize;
         assert_eq!(v["pad"].as_str().unwrap().len(), 50_000 + i);
+    }
+}
+
+#[cfg(test)]
+mod move_tests {
+    use super::*;
+
+    #[test]
+    fn a_move_with_an_intent_and_no_done_is_unfinished() {
+        let g = |vmid| GuestRef {
+            kind: "qm".into(),
+            vmid,
+            name: format!("vm{vmid}"),
+        };
+        let moved = |vmid, phase: &str| Record {
+            time: now(),
+            node: "pve1".into(),
+            event: Event::GuestMoved {
+                guest: g(vmid),
+                from: "pve1".into(),
+                to: "pve2".into(),
+                phase: phase.into(),
+            },
+        };
+        let h = histories(&[
+            moved(101, "intent"),
+            moved(101, "done"),
+            moved(103, "intent"),
+        ]);
+        let p1 = &h["pve1"];
+        assert_eq!(
+            p1.moved_guests,
+            vec![(g(101), "pve1".into(), "pve2".into())]
+        );
+        assert_eq!(
+            p1.moving_guests,
+            vec![(g(103), "pve1".into(), "pve2".into())]
+        );
     }
 }

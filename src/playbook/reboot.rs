@@ -94,6 +94,10 @@ impl RebootState {
     }
 }
 
+/// How long a resumed drain waits for a migration the stopped run had started before it takes
+/// the guest's lock for one that died.
+pub const UNFINISHED_MIGRATION_WAIT: Duration = Duration::from_secs(60);
+
 /// What a reboot needs besides the node.
 pub struct RebootCtx<'a> {
     /// Index of the reboot step (journal key).
@@ -223,14 +227,28 @@ impl Machine<'_, '_> {
     }
 
     /// A migration the stopped controller left unfinished: if the guest reached its target, the
-    /// move is recorded as done; if it is still here locked by the aborted migration (`lock:
-    /// migrate`, which nothing else would have set on a guest this run was moving), the lock is
-    /// released so the drain can move it again.
+    /// move is recorded as done; if it is still here and still locked by the migration (`lock:
+    /// migrate`, which nothing else would have set on a guest this run was moving) once
+    /// [`UNFINISHED_MIGRATION_WAIT`] has passed, the migration died with the run and the lock
+    /// is released so the drain can move it again.
     async fn settle_unfinished_moves(&mut self, r: &Remote) -> Result<(), RebootError> {
         if self.moving.is_empty() {
             return Ok(());
         }
-        let res = drain::resources(r).await?;
+        // The migration may still be running on the node (the task outlives the SSH session
+        // that started it): give it time to finish or give up before touching its lock.
+        let deadline = Instant::now() + UNFINISHED_MIGRATION_WAIT;
+        let mut res = drain::resources(r).await?;
+        while Instant::now() < deadline
+            && self.moving.iter().any(|(g, from, _)| {
+                res.guests.iter().any(|x| {
+                    x.vmid == g.vmid && &x.node == from && x.lock.as_deref() == Some("migrate")
+                })
+            })
+        {
+            self.sleep(Duration::from_secs(1)).await?;
+            res = drain::resources(r).await?;
+        }
         for (g, from, to) in std::mem::take(&mut self.moving) {
             let now = res.guests.iter().find(|x| x.vmid == g.vmid);
             match now {
@@ -793,7 +811,6 @@ pub async fn reboot_and_wait(
 }
 
 async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, RebootError> {
-    let deadline = Instant::now() + m.cx.timeout;
     if m.state < RebootState::RebootIssued {
         m.votes_before = health::votes(r).await?.map(|(_, total, _)| total);
         m.ceph_before(r).await?;
@@ -812,6 +829,8 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
             m.issue(r).await?;
         }
     }
+    // The step's timeout runs from the reboot command (a long drain does not eat into it).
+    let deadline = Instant::now() + m.cx.timeout;
     if m.state < RebootState::DownSeen {
         if !m.wait_down(r, deadline).await? {
             return Err(RebootError::Command(
