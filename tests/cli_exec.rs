@@ -114,7 +114,9 @@ fn a_black_holed_node_is_unreachable_within_the_connect_timeout_while_others_fin
     assert_eq!(v["nodes"][1]["status"], "unreachable");
     assert_eq!(v["nodes"][0]["status"], "ok");
     assert_eq!(v["nodes"][2]["stdout"], "up\n");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Within the 2 s connect timeout plus a loaded machine's margin; without it a black-holed
+    // SYN is retried for about two minutes (tcp_syn_retries).
+    assert!(took < Duration::from_secs(15), "took {took:?}");
 }
 
 #[test]
@@ -158,7 +160,12 @@ fn a_command_over_its_timeout_is_reported_as_timeout() {
         "--",
         "sleep 20",
     ]);
-    assert!(start.elapsed() < Duration::from_secs(8));
+    // Well before the 20 s the command would take.
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(out.status.code(), Some(2));
     let v = json_of(&out);
     assert_eq!(v["nodes"][0]["status"], "timeout");
@@ -203,8 +210,8 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
-        start.elapsed() < Duration::from_secs(5),
-        "must stop promptly"
+        start.elapsed() < Duration::from_secs(15),
+        "must stop promptly, not wait for the 30 s command"
     );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     let v = json_of(&out);
@@ -227,6 +234,8 @@ fn a_node_lost_mid_command_is_unreachable_within_the_connect_timeout() {
         .args([
             "-i",
             inv.to_str().unwrap(),
+            "--timeout",
+            "120s",
             "--json",
             "exec",
             "--",
@@ -262,9 +271,10 @@ fn a_node_lost_mid_command_is_unreachable_within_the_connect_timeout() {
         "{}",
         v["nodes"][1]["error"]
     );
-    // node1 finishes at ~4 s (2.5 s after the drop); node2 must be given up within 2 s + margin.
+    // node1 finishes at ~4 s (2.5 s after the drop); node2 must be given up within its 2 s
+    // connect timeout plus a loaded machine's margin, long before the 120 s command timeout.
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(15),
         "took {took:?} after the drop"
     );
 }

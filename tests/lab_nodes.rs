@@ -532,7 +532,7 @@ fn a_reboot_drops_connections_and_no_return_keeps_the_node_down() {
     // A session that would run for 60 s ends when the node goes down.
     let (code, _, _) = lab.ssh("pve2", "(sleep 0.2; reboot) & sleep 60");
     assert_ne!(code, 0);
-    assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    assert!(start.elapsed() < std::time::Duration::from_secs(30));
     assert!(lab.wait("pve2", "up", 30));
     assert_eq!(
         lab.sh("pve2", "cat /root/persist"),

@@ -415,7 +415,10 @@ fn interrupted_by(sig: &str, net: u8) {
     let t = std::time::Instant::now();
     signal(&child, sig);
     let out = child.wait_with_output().unwrap();
-    assert!(t.elapsed() < Duration::from_secs(10), "stopped promptly");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stopped promptly, not after the 30 s step"
+    );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
     let v = common::bin::json_of(&out);
     assert_eq!(v["status"], "interrupted");
