@@ -786,3 +786,128 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
     );
     assert!(out.ends_with("rc=100\n"), "{out}");
 }
+
+/// A captured `pvesh` answer from tests/fixtures/pvesh-tasks.
+fn fixture(name: &str) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/pvesh-tasks/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// The keys of a JSON object, sorted.
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
+/// Migration tasks (pve-manager PVE/API2/Tasks.pm): the active list shows a running
+/// `qmigrate` with the fields a real node gives (tests/fixtures/pvesh-tasks), `status` says
+/// running while the worker lives and stopped with its exit status after; a killed worker is
+/// still listed RUNNING (nothing recorded its end) but its status is stopped.
+#[test]
+fn migration_tasks_are_listed_and_their_status_follows_the_worker() {
+    let Some(lab) = Lab::up("migration_tasks", 142, 3, &[]) else {
+        return;
+    };
+    let real = fixture("node-tasks-all.json");
+    let real_status = fixture("task-status-stopped.json");
+    let list = "pvesh get /nodes/pve1/tasks --source active --vmid 101 --typefilter qmigrate --output-format json";
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["migrate-slow", "4"]);
+    assert_eq!(json(&lab, "pve1", list), serde_json::json!([]));
+    let upid = std::thread::scope(|s| {
+        let m = s.spawn(|| lab.ssh("pve1", "qm migrate 101 pve2 --online"));
+        let mut upid = String::new();
+        assert!(eventually(10, || {
+            let v = json(&lab, "pve1", list);
+            match v.as_array().and_then(|a| a.first()) {
+                Some(t) => {
+                    assert_eq!(keys(t), keys(&real[0]), "the fields of a running task: {t}");
+                    assert_eq!(t["status"], "RUNNING");
+                    assert_eq!(
+                        (t["type"].as_str(), t["id"].as_str()),
+                        (Some("qmigrate"), Some("101"))
+                    );
+                    upid = t["upid"].as_str().unwrap().to_string();
+                    true
+                }
+                None => false,
+            }
+        }));
+        let st = json(
+            &lab,
+            "pve1",
+            &format!("pvesh get /nodes/pve1/tasks/{upid}/status --output-format json"),
+        );
+        assert_eq!(st["status"], "running", "{st}");
+        assert!(st.get("exitstatus").is_none(), "{st}");
+        let (code, out, _) = m.join().unwrap();
+        assert_eq!(code, 0, "{out}");
+        upid
+    });
+    let v = json(&lab, "pve1", list);
+    assert_eq!(v[0]["status"], "OK", "{v}");
+    assert!(v[0]["endtime"].as_u64().is_some(), "{v}");
+    let st = json(
+        &lab,
+        "pve1",
+        &format!("pvesh get /nodes/pve1/tasks/{upid}/status --output-format json"),
+    );
+    assert_eq!(
+        keys(&st),
+        keys(&real_status),
+        "the fields of a stopped task: {st}"
+    );
+    assert_eq!(
+        (st["status"].as_str(), st["exitstatus"].as_str()),
+        (Some("stopped"), Some("OK"))
+    );
+    // Filters: another type or guest lists nothing; a finished task of another guest is not ours.
+    assert_eq!(
+        json(&lab, "pve1", "pvesh get /nodes/pve1/tasks --source active --vmid 101 --typefilter vzmigrate --output-format json"),
+        serde_json::json!([])
+    );
+    // A worker killed with SIGKILL: still listed RUNNING, but its status is stopped.
+    lab.fault("pve2", &["migrate-slow", "30"]);
+    lab.sh(
+        "pve2",
+        "setsid -f qm migrate 101 pve1 --online </dev/null >/dev/null 2>&1",
+    );
+    let list2 = list.replace("/nodes/pve1/", "/nodes/pve2/");
+    let mut upid2 = String::new();
+    assert!(eventually(10, || {
+        let v = json(&lab, "pve2", &list2);
+        match v.as_array().and_then(|a| a.first()) {
+            Some(t) => {
+                upid2 = t["upid"].as_str().unwrap().to_string();
+                true
+            }
+            None => false,
+        }
+    }));
+    let pid = i64::from_str_radix(upid2.split(':').nth(2).unwrap(), 16).unwrap();
+    lab.sh("pve2", &format!("kill -9 {pid}"));
+    assert!(eventually(5, || {
+        let st = json(
+            &lab,
+            "pve2",
+            &format!("pvesh get /nodes/pve2/tasks/{upid2}/status --output-format json"),
+        );
+        st["status"] == "stopped" && st["exitstatus"] == "unexpected status"
+    }));
+    assert_eq!(json(&lab, "pve2", &list2)[0]["status"], "RUNNING");
+    assert!(
+        lab.sh("pve2", "qm config 101").contains("lock: migrate"),
+        "the dead migration's lock stays"
+    );
+    // Another node's tasks are not simulated here (the real pvesh proxies them).
+    let (code, _, err) = lab.ssh(
+        "pve1",
+        "pvesh get /nodes/pve2/tasks --source active --output-format json",
+    );
+    assert_eq!(code, 255);
+    assert!(err.contains("not simulated"), "{err}");
+}

@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::bin::text;
 use common::lab::Lab;
 use common::runs::{shipped, signal, write_playbook, Env};
+use std::time::Duration;
 
 /// A rolling playbook: one line written, then a draining reboot when it changed.
 const DRAIN_REBOOT: &str = r#"
@@ -272,6 +274,67 @@ fn a_failed_migration_halts_before_the_reboot() {
     );
 }
 
+/// The playbook README's promise: when a migration fails halfway through a drain, the guests
+/// already moved go back to their node before the run halts, and the node is not rebooted.
+/// `migrate-fails 2`: the first migration from pve1 works, the second fails.
+#[test]
+fn a_migration_failing_halfway_moves_the_guests_already_moved_back() {
+    let Some(lab) = Lab::up("drain_migrate_fails_halfway", 140, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["guest", "102", "name=db", "mem=2048"]);
+    lab.fault("pve1", &["migrate-fails", "2"]);
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["status"], "halted");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(err.contains("the node is not rebooted"), "{err}");
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(lab.boots(n), 1, "{n} not rebooted");
+    }
+    // Both guests are on pve1 and running: one never left, the other came back.
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    assert_eq!(where_is(&lab, 102), ("pve1".into(), "running".into()));
+    // The lab saw exactly one guest leave pve1 and the same guest come back.
+    // Lines read `NODE migrated VMID FROM TO qm|pct` (tests/lab/sim/bin/qm).
+    let migrated: Vec<Vec<String>> = lab_events(&lab)
+        .iter()
+        .map(|e| {
+            e.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.first().is_some_and(|w| w == "migrated"))
+        .collect();
+    assert_eq!(migrated.len(), 2, "{migrated:?}");
+    let (away, back) = (&migrated[0], &migrated[1]);
+    assert_eq!(away[1], back[1], "the same guest: {migrated:?}");
+    assert_eq!(
+        (away[2].as_str(), back[3].as_str()),
+        ("pve1", "pve1"),
+        "{migrated:?}"
+    );
+    assert_eq!(away[3], back[2], "back from where it went: {migrated:?}");
+    // The journal says so too: moved (intent, done), then returned.
+    let events = env.events();
+    let vmid: u64 = away[1].parse().unwrap();
+    let returned = events
+        .iter()
+        .filter(|e| e["event"] == "guest_returned" && e["data"]["guest"]["vmid"] == vmid)
+        .count();
+    assert_eq!(returned, 1, "one guest_returned for {vmid}");
+    assert_eq!(
+        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1")
+            .0,
+        1,
+        "maintenance is off again"
+    );
+}
+
 #[test]
 fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
     let Some(lab) = Lab::up("ceph_unhealthy", 120, 3, &["--profile", "all:ceph=yes"]) else {
@@ -344,6 +407,71 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
             ("pve1".into(), "running".into()),
             "guest {id} back home"
         );
+    }
+    assert!(
+        !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),
+        "no guest was on a node when it rebooted"
+    );
+}
+
+/// A migration in flight when the controller is killed goes on without it (it runs detached
+/// from the SSH session), and the resume waits for its task to end instead of taking the lock
+/// and moving the guest a second time. On the old code the kill cut `qm migrate` (its output
+/// pipe gone), and the resume unlocked the guest after 60 s and migrated it again.
+#[test]
+fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
+    let Some(lab) = Lab::up("drain_migration_outlives", 141, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["migrate-slow", "12"]);
+    let child = env.spawn(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert!(env.wait_event(60, |e| e["node"] == "pve1"
+        && e["event"] == "guest_moved"
+        && e["data"]["phase"] == "intent"));
+    let conf = lab.dir.path().join("pve/nodes/pve1/qemu-server/101.conf");
+    let locked = || {
+        std::fs::read_to_string(&conf)
+            .map(|c| c.lines().any(|l| l == "lock: migrate"))
+            .unwrap_or(false)
+    };
+    let t = std::time::Instant::now();
+    while !locked() && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(locked(), "the migration started");
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(locked(), "the migration goes on after the kill");
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("pve1: waiting for the migration of qm 101 (web) the stopped run started (task UPID:pve1:"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unlocking"), "{stderr}");
+    // The lab saw 101 leave pve1 once (the migration the killed run started) and come back once.
+    let moves: Vec<Vec<String>> = lab_events(&lab)
+        .iter()
+        .map(|e| {
+            e.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.len() >= 4 && w[0] == "migrated" && w[1] == "101")
+        .collect();
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert_eq!(moves[0][2], "pve1", "{moves:?}");
+    assert_eq!(moves[1][3], "pve1", "{moves:?}");
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");
     }
     assert!(
         !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),

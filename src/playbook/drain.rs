@@ -207,6 +207,122 @@ async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootErr
 mod tests {
     use super::*;
 
+    fn fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/pvesh-tasks/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn running_tasks_are_the_ones_listed_without_an_end() {
+        // A real node's task list: one vzdump RUNNING, two ended OK.
+        let upids = listed_running_upids(&fixture("node-tasks-all.json")).unwrap();
+        assert_eq!(
+            upids,
+            vec!["UPID:mini-pve-0:000CFFFA:03E8EF53:619480BA:vzdump:103:root@pam:".to_string()]
+        );
+        assert_eq!(listed_running_upids("[]").unwrap(), Vec::<String>::new());
+        // A finished task's status answer is not a list.
+        let status = fixture("task-status-stopped.json");
+        assert!(listed_running_upids(&status).is_err());
+        let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+        assert_eq!(v["status"], "stopped");
+    }
+
+    #[test]
+    fn a_upid_that_is_not_one_is_refused() {
+        for bad in [
+            r#"[{"upid":"UPID:n:1:2:3:qmigrate:100:root@pam:;reboot"}]"#,
+            r#"[{"upid":"$(reboot)"}]"#,
+            r#"[{"status":"RUNNING"}]"#,
+            "not json",
+        ] {
+            assert!(listed_running_upids(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn migration_words() {
+        assert_eq!(
+            migrate_argv("qm", 101, "pve 2", true).join(" "),
+            "qm migrate 101 pve 2 --online --with-local-disks"
+        );
+        assert_eq!(
+            migrate_argv("pct", 200, "pve2", true).join(" "),
+            "pct migrate 200 pve2 --restart"
+        );
+    }
+
+    /// The detached script, run by /bin/sh here: the command's stdout, stderr and exit code come
+    /// back as its own, arguments arrive as single words whatever they hold, the command runs in
+    /// a session of its own (so the SSH session's end does not reach it), and nothing is left
+    /// in /run.
+    #[test]
+    fn a_detached_command_reports_as_if_run_in_place() {
+        if !std::path::Path::new("/run").is_dir() || !nix_root() {
+            assert!(
+                std::env::var_os("PVEFLEET_SKIP_LAB").is_some(),
+                "needs root (writes under /run); set PVEFLEET_SKIP_LAB=1 to skip"
+            );
+            return;
+        }
+        let argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "printf '%s|' \"$1\" \"$2\"; echo; echo \"sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$\" >&2; exit 7",
+            "sh",
+            "it's $(not) run",
+            "two words",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let before = leftover_dirs();
+        let script = detached_migration_script(&argv);
+        let o = std::process::Command::new("/bin/sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(7));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "it's $(not) run|two words|\n"
+        );
+        // The command runs in a new session (setsid), not in the caller's, which an SSH
+        // session's end would reach.
+        let err = String::from_utf8_lossy(&o.stderr);
+        let w: Vec<&str> = err.split_whitespace().collect();
+        assert_eq!(w.len(), 2, "{err}");
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+        let mine = stat.rsplit(") ").next().unwrap().split(' ').nth(3).unwrap();
+        assert_ne!(w[0], format!("sid={mine}"), "{err}");
+        assert!(w[0].len() > 4, "{err}");
+        assert_eq!(leftover_dirs(), before, "nothing left under /run");
+    }
+
+    fn nix_root() -> bool {
+        std::fs::read_to_string("/proc/self/status")
+            .map(|s| {
+                s.lines()
+                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+            })
+            .unwrap_or(false)
+    }
+
+    fn leftover_dirs() -> usize {
+        std::fs::read_dir("/run")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("pvefleet-migrate.")
+            })
+            .count()
+    }
+
     #[test]
     fn vmids_are_validated() {
         assert_eq!(parse_vmid("100"), Some(100));
@@ -346,33 +462,63 @@ pub async fn plan_drain(
     Ok(plan)
 }
 
-/// The migration command for a guest to `target`.
-pub fn migrate_cmd(kind: &str, vmid: u32, target: &str, local_disks: bool) -> String {
-    let t = shell_quote(target);
+/// How long one migration may take, and how long a resumed drain waits for a migration the
+/// stopped run had started.
+pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The migration command for a guest to `target`, as words.
+pub fn migrate_argv(kind: &str, vmid: u32, target: &str, local_disks: bool) -> Vec<String> {
+    let mut argv: Vec<String> = match kind {
+        "pct" => vec!["pct".into(), "migrate".into()],
+        _ => vec!["qm".into(), "migrate".into()],
+    };
+    argv.push(vmid.to_string());
+    argv.push(target.to_string());
     match kind {
-        "pct" => format!("pct migrate {vmid} {t} --restart"),
-        _ => format!(
-            "qm migrate {vmid} {t} --online{}",
+        "pct" => argv.push("--restart".into()),
+        _ => {
+            argv.push("--online".into());
             if local_disks {
-                " --with-local-disks"
-            } else {
-                ""
+                argv.push("--with-local-disks".into());
             }
-        ),
+        }
     }
+    argv
 }
 
-/// Run a migration on the node the guest is on (`r`).
+/// The shell text that runs a migration detached from the SSH session and waits for it.
+///
+/// `qm migrate` run in the session would die with it: if the controller is killed (or quits on
+/// a second signal) in the middle, the CLI process loses its output pipe and kills its worker
+/// (pve-common RESTEnvironment fork_worker: the synchronous CLI parent kills the worker's
+/// process group when it stops), which leaves the source guest locked and the target's incoming
+/// VM behind. Started with `setsid -f`, writing to files under /run, the migration ends on its
+/// own; the session only waits for its exit code, and a resume finds the task still running
+/// (see [`running_migration_tasks`]) or done.
+pub fn detached_migration_script(argv: &[String]) -> String {
+    let words: Vec<String> = argv.iter().map(|w| shell_quote(w)).collect();
+    format!(
+        "d=$(mktemp -d /run/pvefleet-migrate.XXXXXX) || exit 125\n\
+         setsid -f /bin/sh -c 'd=$1; shift; \"$@\" >\"$d/out\" 2>\"$d/err\" </dev/null; echo $? >\"$d/rc.new\"; mv \"$d/rc.new\" \"$d/rc\"' sh \"$d\" {} </dev/null >/dev/null 2>&1 || {{ rm -rf \"$d\"; echo 'setsid -f failed' >&2; exit 125; }}\n\
+         while [ ! -e \"$d/rc\" ]; do sleep 0.5; done\n\
+         rc=$(cat \"$d/rc\"); out=$(cat \"$d/out\"; echo x); err=$(cat \"$d/err\"; echo x); rm -rf \"$d\"\n\
+         printf '%s' \"${{out%x}}\"; printf '%s' \"${{err%x}}\" >&2; exit \"$rc\"\n",
+        words.join(" ")
+    )
+}
+
+/// Run a migration on the node the guest is on (`r`), detached from the session (see
+/// [`detached_migration_script`]), and wait for it.
 pub async fn migrate(
     r: &Remote,
     g: &GuestRef,
     target: &str,
     local_disks: bool,
 ) -> Result<(), RebootError> {
-    let cmd = migrate_cmd(&g.kind, g.vmid, target, local_disks);
+    let argv = migrate_argv(&g.kind, g.vmid, target, local_disks);
     let o = r
         .session
-        .exec(&cmd, std::time::Duration::from_secs(3600))
+        .exec(&detached_migration_script(&argv), MIGRATION_TIMEOUT)
         .await?;
     if o.exit != ExitStatus::Code(0) {
         let mut detail = super::remote::first_line(&o.stderr);
@@ -391,6 +537,89 @@ pub async fn migrate(
         });
     }
     Ok(())
+}
+
+/// The migration tasks (`qmigrate` / `vzmigrate`) of a guest that are still running on `node`
+/// (the node `r` is connected to), by UPID.
+///
+/// The active task list alone cannot tell: a worker that died is listed without a status until
+/// the list is next refreshed. So each listed task is asked for its status, which pve-manager
+/// (PVE/API2/Tasks.pm read_task_status) answers from the worker's pid and start time.
+pub async fn running_migration_tasks(
+    r: &Remote,
+    node: &str,
+    g: &GuestRef,
+) -> Result<Vec<String>, RebootError> {
+    let kind = if g.kind == "pct" {
+        "vzmigrate"
+    } else {
+        "qmigrate"
+    };
+    let n = shell_quote(node);
+    let list = format!(
+        "pvesh get /nodes/{n}/tasks --source active --vmid {} --typefilter {kind} --output-format json",
+        g.vmid
+    );
+    let cannot = |why: String| {
+        RebootError::Command(format!(
+            "cannot tell whether a migration of {} is still running on {node} ({why}); check its tasks by hand",
+            describe(std::slice::from_ref(g))
+        ))
+    };
+    let o = r.sh(&list).await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(cannot(super::remote::first_line(&o.stderr)));
+    }
+    let listed = listed_running_upids(&String::from_utf8_lossy(&o.stdout)).map_err(cannot)?;
+    let mut running = Vec::new();
+    for upid in listed {
+        let o = r
+            .sh(&format!(
+                "pvesh get /nodes/{n}/tasks/{}/status --output-format json",
+                shell_quote(&upid)
+            ))
+            .await?;
+        if o.exit != ExitStatus::Code(0) {
+            return Err(cannot(super::remote::first_line(&o.stderr)));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).map_err(|e| cannot(format!("task status: {e}")))?;
+        if v["status"] == "running" {
+            running.push(upid);
+        }
+    }
+    Ok(running)
+}
+
+/// The UPIDs of the tasks a `pvesh get /nodes/N/tasks --source active` answer lists as running
+/// (status `RUNNING`, which the API gives a task that has not recorded an end). A UPID that does
+/// not look like one (`UPID:` and no characters a shell would act on) is refused.
+pub fn listed_running_upids(json: &str) -> Result<Vec<String>, String> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("task list: {e}"))?;
+    let Some(tasks) = v.as_array() else {
+        return Err("task list: not a JSON array".into());
+    };
+    let mut out = Vec::new();
+    for t in tasks {
+        if t["status"].as_str().is_some_and(|s| s != "RUNNING") {
+            continue;
+        }
+        let Some(upid) = t["upid"].as_str() else {
+            return Err("task list: a task without a upid".into());
+        };
+        let sane = upid.starts_with("UPID:")
+            && upid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b":@._-!".contains(&b));
+        if !sane {
+            return Err(format!(
+                "task list: not a UPID: {}",
+                crate::sanitize::first_line(upid, 80)
+            ));
+        }
+        out.push(upid.to_string());
+    }
+    Ok(out)
 }
 
 /// Nodes in HA maintenance now (`lrm NODE (maintenance mode, ...)`).

@@ -94,10 +94,6 @@ impl RebootState {
     }
 }
 
-/// How long a resumed drain waits for a migration the stopped run had started before it takes
-/// the guest's lock for one that died.
-pub const UNFINISHED_MIGRATION_WAIT: Duration = Duration::from_secs(60);
-
 /// What a reboot needs besides the node.
 pub struct RebootCtx<'a> {
     /// Index of the reboot step (journal key).
@@ -226,29 +222,52 @@ impl Machine<'_, '_> {
         Ok((stuck, Some(plan)))
     }
 
-    /// A migration the stopped controller left unfinished: if the guest reached its target, the
-    /// move is recorded as done; if it is still here and still locked by the migration (`lock:
-    /// migrate`, which nothing else would have set on a guest this run was moving) once
-    /// [`UNFINISHED_MIGRATION_WAIT`] has passed, the migration died with the run and the lock
-    /// is released so the drain can move it again.
+    /// A migration the stopped controller left unfinished. Its task may still be running on
+    /// the node (migrations run detached from the session, see
+    /// [`drain::detached_migration_script`]): wait while the node lists it as running, up to
+    /// [`drain::MIGRATION_TIMEOUT`]. Then, if the guest reached its target, the move is recorded
+    /// as done; if it is still here and still locked by the migration (`lock: migrate`, which
+    /// nothing else would have set on a guest this run was moving) with no migration task
+    /// running, the migration died and the lock is released so the drain can move it again.
     async fn settle_unfinished_moves(&mut self, r: &Remote) -> Result<(), RebootError> {
         if self.moving.is_empty() {
             return Ok(());
         }
-        // The migration may still be running on the node (the task outlives the SSH session
-        // that started it): give it time to finish or give up before touching its lock.
-        let deadline = Instant::now() + UNFINISHED_MIGRATION_WAIT;
-        let mut res = drain::resources(r).await?;
-        while Instant::now() < deadline
-            && self.moving.iter().any(|(g, from, _)| {
-                res.guests.iter().any(|x| {
+        let deadline = Instant::now() + drain::MIGRATION_TIMEOUT;
+        let mut told = false;
+        let res = loop {
+            let res = drain::resources(r).await?;
+            let mut running = Vec::new();
+            for (g, from, _) in &self.moving {
+                let locked_here = res.guests.iter().any(|x| {
                     x.vmid == g.vmid && &x.node == from && x.lock.as_deref() == Some("migrate")
-                })
-            })
-        {
-            self.sleep(Duration::from_secs(1)).await?;
-            res = drain::resources(r).await?;
-        }
+                });
+                if locked_here {
+                    for upid in drain::running_migration_tasks(r, from, g).await? {
+                        running.push((g.clone(), upid));
+                    }
+                }
+            }
+            let Some((g, upid)) = running.first() else {
+                break res;
+            };
+            let what = drain::describe(std::slice::from_ref(g));
+            if Instant::now() > deadline {
+                return Err(RebootError::Command(format!(
+                    "the migration of {what} the stopped run started (task {upid}) is still running after {}; let it end or stop it, then resume",
+                    humantime::format_duration(drain::MIGRATION_TIMEOUT)
+                )));
+            }
+            if !told {
+                told = true;
+                eprintln!(
+                    "pvefleet: {}: waiting for the migration of {what} the stopped run started (task {upid}) to end",
+                    r.node.name
+                );
+                tracing::info!(node = %r.node.name, guest = g.vmid, %upid, "waiting for an unfinished migration");
+            }
+            self.sleep(Duration::from_secs(2)).await?;
+        };
         for (g, from, to) in std::mem::take(&mut self.moving) {
             let now = res.guests.iter().find(|x| x.vmid == g.vmid);
             match now {
@@ -269,7 +288,7 @@ impl Machine<'_, '_> {
                 Some(x) if x.node == from && x.lock.as_deref() == Some("migrate") => {
                     tracing::warn!(node = %from, guest = g.vmid, "unlocking a migration the stopped run left");
                     eprintln!(
-                        "pvefleet: {}: {} was left locked by the migration the stopped run had started; unlocking it to move it again",
+                        "pvefleet: {}: {} was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again",
                         r.node.name,
                         drain::describe(std::slice::from_ref(&g))
                     );

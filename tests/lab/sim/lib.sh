@@ -63,6 +63,27 @@ local_disks() {
 # A migration's task log line (pve-guest-common PVE/AbstractMigrate.pm `log`: "%F %H:%M:%S" and
 # "ERROR: " before error lines).
 mlog() { printf '%s %s\n' "$(date '+%F %H:%M:%S')" "$*"; }
+# Tasks (pve-common PVE/RESTEnvironment.pm fork_worker, PVE/UPID.pm, PVE/INotify.pm active
+# workers): a worker is named by its UPID "UPID:NODE:PID:PSTART:STARTTIME:TYPE:ID:USER:" (PID,
+# PSTART and STARTTIME as %08X; PSTART is field 22 of /proc/PID/stat) and listed in
+# /var/log/pve/tasks/active, one line each: "UPID 0" while it runs, "UPID 0 ENDTIME(%08X) STATUS"
+# once it ended (STATUS "OK" or the error, as upid_read_status gives it). Here the worker is the
+# calling process itself.
+TASKS_ACTIVE=/var/log/pve/tasks/active
+task_begin() { # TYPE ID: sets TASK_UPID
+  local stat pstart
+  stat=$(cat /proc/$$/stat); stat=${stat##*) }
+  pstart=$(awk '{ print $20 }' <<<"$stat")  # field 22 counted from the pid
+  TASK_UPID=$(printf 'UPID:%s:%08X:%08X:%08X:%s:%s:root@pam:' "$NODE" $$ "$pstart" "$(date +%s)" "$1" "$2")
+  mkdir -p "${TASKS_ACTIVE%/*}"
+  ( flock 9; echo "$TASK_UPID 0" >> "$TASKS_ACTIVE" ) 9>"$TASKS_ACTIVE.lock"
+}
+task_end() { # STATUS
+  [ -n "${TASK_UPID:-}" ] || return 0
+  local line; line=$(printf '%s 0 %08X %s' "$TASK_UPID" "$(date +%s)" "$1")
+  ( flock 9; sed -i "s|^$TASK_UPID 0\$|$line|" "$TASKS_ACTIVE" ) 9>"$TASKS_ACTIVE.lock"
+  TASK_UPID=""
+}
 mduration() { local d=$(( $(date +%s) - $1 )); printf '%02d:%02d:%02d' $((d / 3600)) $((d % 3600 / 60)) $((d % 60)); }
 # Move a guest's config to another node (pmxcfs: a rename between the nodes' directories).
 guest_move() { # ID TARGET
