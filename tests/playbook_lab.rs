@@ -40,6 +40,24 @@ fn fix_rrd_plans_without_changing_fixes_the_errors_and_then_is_a_no_op() {
         .collect();
     let (code, plan) = env.json(&lab, &["plan", &playbook("fix-rrd.toml")]);
     assert_eq!(code, Some(0));
+    // By name, the JSON names the file that was read: the shipped one, as an absolute path.
+    let by_name = env
+        .cmd(&lab, &["--json", "plan", "fix-rrd"])
+        .current_dir(env.state.path())
+        .env(
+            "PVEFLEET_SHIPPED_PLAYBOOKS",
+            format!("{}/playbooks", env!("CARGO_MANIFEST_DIR")),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(by_name.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&by_name.stdout).unwrap();
+    assert_eq!(
+        v["playbook"].as_str().map(std::path::PathBuf::from),
+        Some(std::fs::canonicalize(playbook("fix-rrd.toml")).unwrap()),
+        "{}",
+        v["playbook"]
+    );
     let after: Vec<String> = ["pve1", "pve2", "pve3"]
         .iter()
         .map(|n| fingerprint(&lab, n))
@@ -254,6 +272,50 @@ fn a_node_that_never_returns_halts_the_run_and_resume_finishes_it() {
         assert_eq!(lab.sh(n, "cat /etc/pvefleet-test"), "touched\n");
     }
     assert_eq!(v["nodes"][1]["rebooted"], true);
+}
+
+/// The gate counts the nodes the run's plan says will reboot: on a 2-node cluster a playbook
+/// whose reboot depends on a change runs where nothing needs changing (no reboot, no refusal),
+/// and is refused, before anything changes, on the node where the reboot would happen. On the
+/// old code every batch of a playbook with a reboot step met the gate, so nothing ran at all.
+#[test]
+fn the_quorum_gate_counts_only_the_reboots_the_plan_expects() {
+    let Some(lab) = Lab::up("quorum_gate_planned", 143, 2, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), SLOW_REBOOT);
+    // Both nodes already have the line: the plan predicts no reboot anywhere.
+    for n in ["pve1", "pve2"] {
+        lab.sh(n, "echo touched > /etc/pvefleet-test");
+    }
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    for (i, n) in ["pve1", "pve2"].iter().enumerate() {
+        assert_eq!(v["nodes"][i]["status"], "ok", "{v}");
+        assert_eq!(v["nodes"][i]["rebooted"], false, "{v}");
+        assert_eq!(lab.boots(n), 1, "{n}");
+    }
+    // pve2 loses the line: its reboot would happen, and is refused before the line is written;
+    // pve1 (first, nothing to do) is not held back by it.
+    lab.sh("pve2", "rm /etc/pvefleet-test");
+    let env = Env::new();
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    assert_eq!(v["nodes"][0]["status"], "ok", "{v}");
+    let err = v["nodes"][1]["error"].as_str().unwrap();
+    assert!(
+        err.contains("quorum gate") && err.contains("2-node cluster"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.ssh("pve2", "test -e /etc/pvefleet-test").0,
+        1,
+        "nothing changed on pve2"
+    );
+    for n in ["pve1", "pve2"] {
+        assert_eq!(lab.boots(n), 1, "{n}");
+    }
 }
 
 #[test]

@@ -538,3 +538,42 @@ fn a_parallel_playbook_that_reboots_meets_the_quorum_gate() {
         assert_eq!(lab.boots(n), 1, "{n} not rebooted");
     }
 }
+
+/// The batch's quorum gate passed, then another node of the cluster went down while the node
+/// was busy with its steps: the reboot itself checks quorum again and refuses, instead of
+/// taking the cluster below quorum.
+#[test]
+fn a_node_lost_after_the_gate_stops_the_reboot_that_would_cost_quorum() {
+    let Some(lab) = Lab::up("gate_at_reboot", 144, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let child = env.spawn(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "--json",
+            "run",
+            "--yes",
+            "-e",
+            "pause=4",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert!(env.wait_event(30, |e| e["node"] == "pve1"
+        && e["event"] == "step_started"
+        && e["data"]["step"] == "pause"));
+    lab.fault("pve3", &["unreachable"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let v = common::bin::json_of(&out);
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("quorum gate: 2 of 3 votes present, taking 1 down leaves 1 < quorum 2"),
+        "{err}"
+    );
+    assert_eq!(lab.boots("pve1"), 1, "pve1 not rebooted");
+    assert_eq!(v["nodes"][0]["rebooted"], false);
+}

@@ -169,7 +169,23 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         resume: BTreeMap::new(),
         cluster: p.inv.nodes.clone(),
         rolling: Default::default(),
+        planned_reboots: None,
     }
+}
+
+/// The nodes whose plan has a reboot step that would run, or whose plan failed (counted as
+/// rebooting: nothing is known of them).
+fn planned_reboots(pb: &Playbook, plan: &[NodeRun]) -> std::collections::BTreeSet<String> {
+    let reboot_steps = pb.reboot_step_names();
+    plan.iter()
+        .filter(|r| {
+            r.failed()
+                || r.steps
+                    .iter()
+                    .any(|st| st.status == StepStatus::Changed && reboot_steps.contains(&st.step))
+        })
+        .map(|r| r.node.clone())
+        .collect()
 }
 
 async fn plan_runs(p: &Params, skip: &HashSet<String>) -> Vec<NodeRun> {
@@ -210,8 +226,11 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
     };
     let runs = plan_runs(&p, &HashSet::new()).await;
     if g.json {
+        // The file that was read (a shipped playbook found by name, made absolute), not the
+        // name given.
+        let file = std::fs::canonicalize(&p.pb.path).unwrap_or_else(|_| p.pb.path.clone());
         print_json(
-            &serde_json::json!({"version": 1, "playbook": path, "check": true, "nodes": runs}),
+            &serde_json::json!({"version": 1, "playbook": file, "check": true, "nodes": runs}),
         );
     } else {
         print!("{}", render_plan(&runs));
@@ -537,6 +556,11 @@ async fn execute_run(
     });
     let mut s = settings(&p, false, run_id.clone(), Some(journal.clone()));
     s.on_step = Some(sink);
+    // A resumed run reuses the journal's step results, which the plan does not see: there every
+    // node counts as rebooting.
+    if histories.is_empty() {
+        s.planned_reboots = Some(planned_reboots(&p.pb, &plan));
+    }
     s.resume = histories;
     let cancel = s.cancel.clone();
     let json = g.json;

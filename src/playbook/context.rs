@@ -47,6 +47,10 @@ pub struct RunSettings {
     /// Which nodes of the run are still to come and which are in the running batch (drain
     /// targets avoid both when they can).
     pub rolling: std::sync::Mutex<RollingView>,
+    /// The nodes whose plan (made just before the run) has a reboot step that would run, or
+    /// could not be planned. `None`: not known, every node counts as rebooting. The quorum gate
+    /// of a batch counts only these; the reboot itself checks quorum again before it starts.
+    pub planned_reboots: Option<std::collections::BTreeSet<String>>,
 }
 
 /// The rolling run as a drain sees it.

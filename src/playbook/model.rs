@@ -286,6 +286,16 @@ impl Playbook {
             .any(|st| *st.kind.get_ref() == StepKind::Reboot)
     }
 
+    /// The names of the reboot steps.
+    pub fn reboot_step_names(&self) -> Vec<String> {
+        self.file
+            .steps
+            .iter()
+            .filter(|st| *st.kind.get_ref() == StepKind::Reboot)
+            .map(|st| st.name.get_ref().clone())
+            .collect()
+    }
+
     /// The playbook has a reboot step that drains its node.
     pub fn drains(&self) -> bool {
         self.file

@@ -831,7 +831,13 @@ pub async fn reboot_and_wait(
 
 async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, RebootError> {
     if m.state < RebootState::RebootIssued {
-        m.votes_before = health::votes(r).await?.map(|(_, total, _)| total);
+        let votes = health::votes(r).await?;
+        // The batch's gate counted the nodes the plan said would reboot; this one is about to,
+        // whatever the plan said: it must not cost the cluster its quorum now.
+        if let Some((expected, total, _)) = votes {
+            health::gate(expected, total, 1).map_err(RebootError::Quorum)?;
+        }
+        m.votes_before = votes.map(|(_, total, _)| total);
         m.ceph_before(r).await?;
         m.drain(r).await?;
         m.cancelled()?;
