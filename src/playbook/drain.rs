@@ -300,6 +300,40 @@ mod tests {
         assert_ne!(w[0], format!("sid={mine}"), "{err}");
         assert!(w[0].len() > 4, "{err}");
         assert_eq!(leftover_dirs(), before, "nothing left under /run");
+
+        // The session dies (its whole process group killed) while the command runs: the command
+        // goes on and ends on its own.
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("done");
+        let argv: Vec<String> = [
+            "/bin/sh",
+            "-c",
+            "sleep 1; touch \"$1\"",
+            "sh",
+            marker.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut session = std::process::Command::new("/bin/sh")
+            .args(["-c", &detached_migration_script(&argv)])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let killed = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", session.id())])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let _ = session.wait();
+        assert!(!marker.exists(), "killed before the command ended");
+        let t = std::time::Instant::now();
+        while !marker.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(marker.exists(), "the command outlived its session");
     }
 
     fn nix_root() -> bool {
@@ -492,16 +526,18 @@ pub fn migrate_argv(kind: &str, vmid: u32, target: &str, local_disks: bool) -> V
 /// a second signal) in the middle, the CLI process loses its output pipe and kills its worker
 /// (pve-common RESTEnvironment fork_worker: the synchronous CLI parent kills the worker's
 /// process group when it stops), which leaves the source guest locked and the target's incoming
-/// VM behind. Started with `setsid -f`, writing to files under /run, the migration ends on its
-/// own; the session only waits for its exit code, and a resume finds the task still running
-/// (see [`running_migration_tasks`]) or done.
+/// VM behind. Run in a session of its own (`setsid -w`, in the background of the session's
+/// shell, which waits for it), writing to files under /run, the migration ends on its own if the
+/// session goes away; the session's shell reports its output and exit status as if it had run
+/// in place, and a resume finds the task still running (see [`running_migration_tasks`]) or
+/// done.
 pub fn detached_migration_script(argv: &[String]) -> String {
     let words: Vec<String> = argv.iter().map(|w| shell_quote(w)).collect();
     format!(
         "d=$(mktemp -d /run/pvefleet-migrate.XXXXXX) || exit 125\n\
-         setsid -f /bin/sh -c 'd=$1; shift; \"$@\" >\"$d/out\" 2>\"$d/err\" </dev/null; echo $? >\"$d/rc.new\"; mv \"$d/rc.new\" \"$d/rc\"' sh \"$d\" {} </dev/null >/dev/null 2>&1 || {{ rm -rf \"$d\"; echo 'setsid -f failed' >&2; exit 125; }}\n\
-         while [ ! -e \"$d/rc\" ]; do sleep 0.5; done\n\
-         rc=$(cat \"$d/rc\"); out=$(cat \"$d/out\"; echo x); err=$(cat \"$d/err\"; echo x); rm -rf \"$d\"\n\
+         setsid -w {} <\"/dev/null\" >\"$d/out\" 2>\"$d/err\" &\n\
+         wait $!; rc=$?\n\
+         out=$(cat \"$d/out\"; echo x); err=$(cat \"$d/err\"; echo x); rm -rf \"$d\"\n\
          printf '%s' \"${{out%x}}\"; printf '%s' \"${{err%x}}\" >&2; exit \"$rc\"\n",
         words.join(" ")
     )
