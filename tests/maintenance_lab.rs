@@ -603,3 +603,48 @@ fn a_drain_that_the_cluster_cannot_hold_is_refused_before_anything_moves() {
     }
     assert!(lab_events(&lab).iter().all(|e| !e.contains("migrated")));
 }
+
+/// An inventory that names a node otherwise than Proxmox does: HA maintenance, the drain's
+/// moves and Ceph's CRUSH host would all name the wrong node while the node goes down. A
+/// draining reboot refuses the node in the plan, before anything changes on it; commands that
+/// hand Proxmox no node name (here `exec`) still run.
+#[test]
+fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
+    let Some(lab) = Lab::up("name_mismatch", 145, 3, &[]) else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    // Beside the lab's inventory: its relative key and known_hosts paths stay right.
+    let inv = lab.dir.path().join("aliased.toml");
+    let text_inv = std::fs::read_to_string(lab.inventory()).unwrap();
+    assert!(text_inv.contains("[nodes.pve1]"), "{text_inv}");
+    std::fs::write(&inv, text_inv.replace("[nodes.pve1]", "[nodes.web1]")).unwrap();
+    let pb = write_playbook(state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    let run = |args: &[&str]| {
+        common::bin::command()
+            .arg("-i")
+            .arg(&inv)
+            .args(args)
+            .env("PVEFLEET_STATE_DIR", state.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["-l", "web1", "--json", "run", "--yes", pb.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("the inventory calls this node `web1`, but Proxmox VE knows it as `pve1` (uname -n): the drain's guest moves would name the wrong node; name it [nodes.pve1] in the inventory"),
+        "{err}"
+    );
+    assert_eq!(
+        lab.ssh("pve1", "test -e /etc/pvefleet-test").0,
+        1,
+        "nothing changed"
+    );
+    assert_eq!(lab.boots("pve1"), 1);
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    // Without a reboot the name does not matter.
+    let exec = run(&["-l", "web1", "exec", "--", "uname -n"]);
+    assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
+}

@@ -174,6 +174,18 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         .await;
         return run;
     }
+    if s.playbook.reboots() {
+        if let Err(e) = super::reboot::check_node_name(&remote, s.playbook.drains()).await {
+            run.status = NodeStatus::Error;
+            run.error = Some(e.to_string());
+            record(Event::NodeFailed {
+                error: e.to_string(),
+            })
+            .await;
+            remote.session.close().await;
+            return run;
+        }
+    }
     let mut backed_up = BTreeMap::new();
     if let Some(j) = &s.journal {
         for b in j.backups().into_iter().filter(|b| b.node == node.name) {

@@ -829,6 +829,51 @@ pub async fn reboot_and_wait(
     }
 }
 
+/// The node's Proxmox VE name: `uname -n` up to the first dot (pve-common PVE::INotify
+/// nodename, which is how Proxmox names the node in the cluster, HA and Ceph's CRUSH map).
+pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
+    let (_, out) = r.text("uname -n").await?;
+    let full = out.trim();
+    Ok(full.split('.').next().unwrap_or(full).to_string())
+}
+
+/// Before a playbook that reboots touches the node: the inventory's name for it must be its
+/// Proxmox name wherever a reboot hands that name to Proxmox: HA maintenance and the HA
+/// services on the node, the guests a drain moves (where they are, and back), Ceph's CRUSH host
+/// (its OSDs, ok-to-stop, noout). With another name each of those would act on, or look for,
+/// the wrong node (no maintenance, no OSDs to check) while the node itself goes down. A name
+/// that differs where none of them is in play is accepted.
+pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError> {
+    let pve = pve_node_name(r).await?;
+    if pve.is_empty() || pve == r.node.name {
+        return Ok(());
+    }
+    let mut uses = Vec::new();
+    if drains {
+        uses.push("the drain's guest moves");
+    }
+    let (_, ha) = r.text("ha-manager status 2>/dev/null").await?;
+    if !crate::probe::cluster::parse_ha_status(&ha)
+        .services
+        .is_empty()
+    {
+        uses.push("HA maintenance");
+    }
+    // Unknown Ceph state counts as Ceph.
+    if super::ceph_gate::detect(r).await.unwrap_or(true) {
+        uses.push("Ceph's CRUSH host");
+    }
+    if uses.is_empty() {
+        return Ok(());
+    }
+    let pve = crate::sanitize::first_line(&pve, 64);
+    Err(RebootError::Command(format!(
+        "the inventory calls this node `{}`, but Proxmox VE knows it as `{pve}` (uname -n): {} would name the wrong node; name it [nodes.{pve}] in the inventory",
+        r.node.name,
+        uses.join(", ")
+    )))
+}
+
 async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, RebootError> {
     if m.state < RebootState::RebootIssued {
         let votes = health::votes(r).await?;
