@@ -647,4 +647,18 @@ fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
     // Without a reboot the name does not matter.
     let exec = run(&["-l", "web1", "exec", "--", "uname -n"]);
     assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
+    // The audit says so beforehand.
+    let audit = run(&["--json", "audit", "--probes", "cluster"]);
+    let v = common::bin::json_of(&audit);
+    let names = v["cluster"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["check"] == "cluster.names")
+        .unwrap_or_else(|| panic!("no cluster.names in {}", v["cluster"]));
+    assert_eq!(names["grade"], "WARN", "{names}");
+    assert_eq!(
+        names["detail"],
+        "inventory names that are not the Proxmox node name: web1 is pve1"
+    );
 }

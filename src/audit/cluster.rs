@@ -157,9 +157,54 @@ pub fn quorum(
     })
 }
 
+/// `cluster.names`: every audited node's inventory name is its Proxmox VE node name (the
+/// cluster probe's `hostname`, up to the first dot, as pve-common's nodename takes it). A reboot
+/// hands that name to HA maintenance, to guest moves and to Ceph's CRUSH host, so a playbook that
+/// reboots refuses a node whose name differs while any of those is in play.
+pub fn names(rows: &[NodeAudit]) -> Option<Finding> {
+    let pairs: Vec<(&str, String)> = rows
+        .iter()
+        .filter_map(|r| {
+            let h = r.facts.get("cluster")?.get("hostname")?.as_str()?;
+            let short = h.split('.').next().unwrap_or(h);
+            (!short.is_empty()).then(|| (r.node.as_str(), crate::sanitize::first_line(short, 64)))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let wrong: Vec<String> = pairs
+        .iter()
+        .filter(|(n, h)| n != h)
+        .map(|(n, h)| format!("{n} is {h}"))
+        .collect();
+    Some(if wrong.is_empty() {
+        finding(
+            "cluster.names",
+            Grade::Pass,
+            format!(
+                "{} inventory name(s) are the Proxmox node names",
+                pairs.len()
+            ),
+            None,
+        )
+    } else {
+        finding(
+            "cluster.names",
+            Grade::Warn,
+            format!(
+                "inventory names that are not the Proxmox node name: {}",
+                wrong.join(", ")
+            ),
+            Some("name each [nodes.NAME] table after the node's Proxmox name (`pvecm nodes`; `pvefleet inventory discover` writes them): a playbook that reboots refuses the node while drains, HA or Ceph would be handed the wrong name"),
+        )
+    })
+}
+
 /// All cluster-level findings, in a fixed order.
 pub fn cluster_findings(rows: &[NodeAudit], t: &Thresholds) -> Vec<Finding> {
     let mut out = vec![nodes_down(rows)];
+    out.extend(names(rows));
     out.extend(quorum(rows, super::evaluate::quorate_of));
     out.extend(versions(rows, super::evaluate::manager_version_of));
     out.extend(clock_spread(rows, t));
@@ -249,6 +294,31 @@ mod capacity_tests {
     }
 
     const GIB: u64 = 1 << 30;
+
+    fn named(node: &str, hostname: &str) -> NodeAudit {
+        let mut r = row("[]");
+        r.node = node.into();
+        r.facts.insert(
+            "cluster".to_string(),
+            serde_json::json!({ "hostname": hostname }),
+        );
+        r
+    }
+
+    #[test]
+    fn inventory_names_must_be_the_proxmox_node_names() {
+        let ok = names(&[named("pve1", "pve1"), named("pve2", "pve2.example.com")]).unwrap();
+        assert_eq!(ok.grade, Grade::Pass, "{}", ok.detail);
+        let bad = names(&[named("pve1", "pve1"), named("web1", "pve2")]).unwrap();
+        assert_eq!(bad.grade, Grade::Warn);
+        assert_eq!(
+            bad.detail,
+            "inventory names that are not the Proxmox node name: web1 is pve2"
+        );
+        assert!(bad.remediation.unwrap().contains("[nodes.NAME]"));
+        // No cluster probe ran: nothing to say.
+        assert!(names(&[row("[]")]).is_none());
+    }
 
     fn resources(pve2_mem_gib: u64) -> String {
         serde_json::json!([
