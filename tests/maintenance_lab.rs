@@ -42,21 +42,7 @@ fn lab_events(lab: &Lab) -> Vec<String> {
 
 /// Which node's config holds guest ID, and its run state.
 fn where_is(lab: &Lab, id: u32) -> (String, String) {
-    let pve = lab.dir.path().join("pve/nodes");
-    for node in std::fs::read_dir(&pve).unwrap().flatten() {
-        for dir in ["qemu-server", "lxc"] {
-            if node.path().join(dir).join(format!("{id}.conf")).exists() {
-                let state =
-                    std::fs::read_to_string(lab.dir.path().join(format!("cluster/guests/{id}")))
-                        .unwrap_or_default();
-                return (
-                    node.file_name().to_string_lossy().into_owned(),
-                    state.trim().to_string(),
-                );
-            }
-        }
-    }
-    panic!("guest {id} has no config in {}", pve.display());
+    lab.guest(id)
 }
 
 fn journal_events(env: &Env, node: &str, kind: &str) -> Vec<serde_json::Value> {

@@ -269,3 +269,85 @@ fn md5_of(bytes: &[u8]) -> String {
         .unwrap()
         .to_string()
 }
+
+/// A run that halted with its node down left the cluster changed: a guest moved away, a guest
+/// shut down, HA maintenance on. Once the node is back, rollback puts all of it back (and the
+/// file the run wrote), and journals each.
+#[test]
+fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
+    let Some(lab) = Lab::up("rollback_cluster_state", 146, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = common::runs::write_playbook(
+        env.state.path(),
+        "pb.toml",
+        "name = \"drain\"\n[strategy]\nmode = \"rolling\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n[[step]]\nname = \"reboot\"\nkind = \"reboot\"\ndrain = true\ntimeout = \"8s\"\non_change = [\"mark\"]\n",
+    );
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["guest", "102", "name=media", "hostpci"]);
+    lab.fault("pve1", &["ha"]);
+    lab.fault("pve1", &["no-return"]);
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--guests",
+            "shutdown",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(2), "{v}");
+    assert!(
+        v["left_on"]
+            .to_string()
+            .contains("HA maintenance left ON for pve1"),
+        "{v}"
+    );
+    assert_ne!(lab.guest(101).0, "pve1", "moved away");
+    assert_eq!(lab.guest(102), ("pve1".into(), "stopped".into()));
+    lab.clear("pve1", Some("no-return"));
+    assert!(lab.wait("pve1", "up", 30));
+    let out = env.run(&lab, &["rollback", &env.run_id(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("pve1: HA maintenance off"), "{stdout}");
+    assert!(
+        stdout.contains("pve1: qm 101 (web) moved back from pve"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("pve1: qm 102 (media) started again"),
+        "{stdout}"
+    );
+    assert_eq!(lab.guest(101), ("pve1".into(), "running".into()));
+    assert_eq!(lab.guest(102), ("pve1".into(), "running".into()));
+    assert_eq!(
+        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1")
+            .0,
+        1,
+        "maintenance off"
+    );
+    assert_eq!(
+        lab.ssh("pve1", "test -e /etc/pvefleet-test").0,
+        1,
+        "the file the run created is gone"
+    );
+    let ev = env.events();
+    for kind in ["guest_returned", "guest_started"] {
+        assert!(
+            ev.iter().any(|e| e["node"] == "pve1" && e["event"] == kind),
+            "{kind} journaled"
+        );
+    }
+    // The journal now says nothing is left: a second rollback has no guest or maintenance to put back.
+    let again = env.run(&lab, &["rollback", &env.run_id(), "--yes"]);
+    let stdout = text(&again.stdout);
+    assert!(
+        !stdout.contains("moved back") && !stdout.contains("maintenance off"),
+        "{stdout}"
+    );
+}

@@ -3,14 +3,21 @@
 //! (content, mode and owner, from the backup on the node) or removed when the run created it,
 //! then what makes the restored files take effect (update-initramfs before the boot loader's
 //! refresh, since proxmox-boot-tool copies the initramfs to the ESPs). A file that changed since
-//! the run (drift: its SHA-1 is not what the run wrote) is refused unless `--force`.
+//! the run (drift: its SHA-1 is not what the run wrote) is refused unless `--force`. Then what the
+//! run left in the cluster and never put back (a run that halted or was stopped): guests it moved
+//! away go back to their node, guests it shut down are started, its HA maintenance is switched
+//! off and its Ceph noout unset, each journaled as the run itself would have.
 
 use super::playbook::journal_error;
 use super::{load_inventory, signals, AppError};
+use crate::capacity::resources::Resources;
 use crate::cli::GlobalOpts;
 use crate::exit;
 use crate::inventory::limit;
-use crate::journal::{BackupRecord, Event, Journal, UndoRecord};
+use crate::inventory::{Inventory, Node};
+use crate::journal::{BackupRecord, Event, GuestRef, Journal, NodeHistory, UndoRecord};
+use crate::playbook::remote::Remote;
+use crate::playbook::{ceph_gate, drain};
 use crate::quote::shell_quote;
 use crate::sanitize::{first_line, sanitize_str};
 use crate::ssh::{self, ExitStatus, Session};
@@ -209,6 +216,11 @@ pub async fn cmd_rollback(
     let meta = j.meta().map_err(journal_error)?;
     let mut files = files_by_node(&j.backups());
     let mut undos = undos_by_node(&j.undos());
+    let mut left: BTreeMap<String, NodeHistory> = j
+        .histories()
+        .into_iter()
+        .filter(|(_, h)| leaves_something(h))
+        .collect();
     let mut g2 = g.clone();
     if g2.inventory.is_none() {
         g2.inventory = meta.inventory_path.clone();
@@ -222,10 +234,12 @@ pub async fn cmd_rollback(
             .collect();
         files.retain(|n, _| keep.contains(n));
         undos.retain(|n, _| keep.contains(n));
+        left.retain(|n, _| keep.contains(n));
     }
     let nodes: Vec<String> = files
         .keys()
         .chain(undos.keys())
+        .chain(left.keys())
         .cloned()
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
@@ -236,9 +250,17 @@ pub async fn cmd_rollback(
     }
     let nfiles: usize = files.values().map(Vec::len).sum();
     let nundo: usize = undos.values().map(Vec::len).sum();
+    let nguests: usize = left
+        .values()
+        .map(|h| h.moved_guests.len() + h.moving_guests.len() + h.stopped_guests.len())
+        .sum();
+    let nstate = left
+        .values()
+        .filter(|h| h.maintenance_on || h.noout.is_some())
+        .count();
     if !yes {
         match signals::confirm(&format!(
-            "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s)?",
+            "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s), {nguests} guest(s) to put back, HA maintenance / Ceph noout left on {nstate} node(s)?",
             nodes.len()
         ))
         .await
@@ -307,6 +329,9 @@ pub async fn cmd_rollback(
                 nr.say("a reboot is needed for the restored boot configuration to take effect");
             }
         }
+        if let Some(h) = left.get(&node) {
+            nr.cluster_state(n, &inv, h, &j).await;
+        }
         if nr.failed {
             code = code.max(exit::FAILED);
         }
@@ -321,6 +346,148 @@ pub async fn cmd_rollback(
         session.close().await;
     }
     Ok(code)
+}
+
+/// What a run left in the cluster for a node and never put back.
+fn leaves_something(h: &NodeHistory) -> bool {
+    h.maintenance_on
+        || h.noout.is_some()
+        || !h.stopped_guests.is_empty()
+        || !h.moved_guests.is_empty()
+        || !h.moving_guests.is_empty()
+}
+
+impl NodeRollback<'_> {
+    /// Put back what the run left in the cluster for this node (see the module header). Each
+    /// part goes on when another fails; failures are said and make the rollback fail.
+    async fn cluster_state(&mut self, node: &Node, inv: &Inventory, h: &NodeHistory, j: &Journal) {
+        let r = Remote {
+            session: self.session.clone(),
+            node: node.clone(),
+            timeout: std::time::Duration::from_secs(300),
+        };
+        if let Some(scope) = h.noout.as_deref().and_then(ceph_gate::NooutScope::parse) {
+            match ceph_gate::unset_noout(&r, &node.name, scope).await {
+                Ok(()) => {
+                    self.say(&format!("Ceph noout ({}) unset", scope.as_str()));
+                    j.record(
+                        &node.name,
+                        Event::Noout {
+                            state: "unset".into(),
+                            scope: scope.as_str().into(),
+                            why: Some("rollback".into()),
+                        },
+                    )
+                    .await;
+                }
+                Err(e) => self.fail(&format!("Ceph noout: {e}")),
+            }
+        }
+        if h.maintenance_on {
+            match drain::set_maintenance(&r, false).await {
+                Ok(()) => {
+                    self.say("HA maintenance off");
+                    j.record(
+                        &node.name,
+                        Event::Maintenance {
+                            state: "off".into(),
+                            why: Some("rollback".into()),
+                        },
+                    )
+                    .await;
+                }
+                Err(e) => self.fail(&format!("HA maintenance: {e}")),
+            }
+        }
+        let away: Vec<&(GuestRef, String, String)> =
+            h.moved_guests.iter().chain(&h.moving_guests).collect();
+        if !away.is_empty() {
+            match drain::resources(&r).await {
+                Ok(res) => {
+                    for (g, origin, _) in away {
+                        self.return_guest(&r, inv, &res, g, origin, j).await;
+                    }
+                }
+                Err(e) => self.fail(&format!("cannot see where the guests are: {e}")),
+            }
+        }
+        for g in &h.stopped_guests {
+            match drain::start(&r, g).await {
+                Ok(()) => {
+                    self.say(&format!(
+                        "{} started again",
+                        drain::describe(std::slice::from_ref(g))
+                    ));
+                    j.record(&node.name, Event::GuestStarted { guest: g.clone() })
+                        .await;
+                }
+                Err(e) => self.fail(&format!("{e}")),
+            }
+        }
+    }
+
+    /// Move one guest the run moved away back to `origin`, from wherever it is now. A guest
+    /// still locked (a migration running) is left alone and said.
+    async fn return_guest(
+        &mut self,
+        r: &Remote,
+        inv: &Inventory,
+        res: &Resources,
+        g: &GuestRef,
+        origin: &str,
+        j: &Journal,
+    ) {
+        let what = drain::describe(std::slice::from_ref(g));
+        let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
+            self.fail(&format!(
+                "{what}: not in the cluster any more; nothing moved"
+            ));
+            return;
+        };
+        if now.node == origin {
+            self.say(&format!("{what} is on {origin} already"));
+            return;
+        }
+        if let Some(lock) = &now.lock {
+            self.fail(&format!(
+                "{what} is locked ({lock}) on {}; move it back to {origin} when that is over",
+                now.node
+            ));
+            return;
+        }
+        let Some(there) = inv.node(&now.node) else {
+            self.fail(&format!(
+                "{what} is on {}, which is not in the inventory; move it back to {origin} by hand",
+                now.node
+            ));
+            return;
+        };
+        let remote = match Remote::connect(there, r.timeout).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.fail(&format!("{what}: {}: {e}", now.node));
+                return;
+            }
+        };
+        // With local disks allowed: a guest that has some was moved with them (a drain moves
+        // no other way), and for one without the flag changes nothing.
+        let moved = drain::migrate(&remote, g, origin, true).await;
+        remote.session.close().await;
+        match moved {
+            Ok(()) => {
+                self.say(&format!("{what} moved back from {} to {origin}", now.node));
+                j.record(
+                    &r.node.name,
+                    Event::GuestReturned {
+                        guest: g.clone(),
+                        to: origin.to_string(),
+                    },
+                )
+                .await;
+            }
+            Err(e) => self.fail(&format!("{e}")),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,27 @@ impl Lab {
         .unwrap()
     }
 
+    /// Which node's config holds guest ID (in the lab's shared /etc/pve), and its run state.
+    #[allow(dead_code)]
+    pub fn guest(&self, id: u32) -> (String, String) {
+        let pve = self.dir.path().join("pve/nodes");
+        for node in std::fs::read_dir(&pve).unwrap().flatten() {
+            for dir in ["qemu-server", "lxc"] {
+                if node.path().join(dir).join(format!("{id}.conf")).exists() {
+                    let state = std::fs::read_to_string(
+                        self.dir.path().join(format!("cluster/guests/{id}")),
+                    )
+                    .unwrap_or_default();
+                    return (
+                        node.file_name().to_string_lossy().into_owned(),
+                        state.trim().to_string(),
+                    );
+                }
+            }
+        }
+        panic!("guest {id} has no config in {}", pve.display());
+    }
+
     /// The node's current boot id.
     pub fn boot_id(&self, node: &str) -> String {
         self.sh(node, "cat /proc/sys/kernel/random/boot_id")
