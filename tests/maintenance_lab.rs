@@ -509,19 +509,16 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     assert_eq!(overlapping(&env), 1, "one node at a time");
 }
 
-#[test]
-fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
-    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=yes"]) else {
-        return;
-    };
-    let env = Env::new();
+/// A rolling drain on a Ceph lab whose pve1 never comes back from its reboot: the run halts with
+/// Ceph noout left set for pve1, on purpose, said and journaled.
+fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
     let pb = write_playbook(
         env.state.path(),
         "pb.toml",
         &DRAIN_REBOOT.replace("timeout = \"60s\"", "timeout = \"15s\""),
     );
     lab.fault("pve1", &["no-return"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.json(lab, &["run", "--yes", pb.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{v}");
     let left = v["left_on"].to_string();
     assert!(
@@ -529,7 +526,7 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
             && left.contains("ceph osd unset-group noout pve1"),
         "{left}"
     );
-    let noout: Vec<String> = lab_events(&lab)
+    let noout: Vec<String> = lab_events(lab)
         .into_iter()
         .filter(|e| e.contains("noout"))
         .collect();
@@ -545,6 +542,15 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
             && e["data"]["state"] == "left-set"),
         "journaled"
     );
+}
+
+#[test]
+fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
+    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    halt_with_noout_left_set(&lab, &env);
     // Back, and resumed: PGs clean, noout unset, the run finishes.
     lab.clear("pve1", Some("no-return"));
     assert!(lab.wait("pve1", "up", 30));
@@ -555,6 +561,34 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
         .any(|e| e.contains("unset-group noout pve1")));
     assert!(lab.sh("pve2", "ceph status -f json").contains("HEALTH_OK"));
     assert_eq!(lab.boots("pve1"), 2, "rebooted once");
+}
+
+/// The same halted run, rolled back instead of resumed once the node is back: rollback waits for
+/// the node's OSDs, then unsets the noout the run left, and journals it.
+#[test]
+fn rollback_unsets_the_noout_a_halted_run_left() {
+    let Some(lab) = Lab::up("noout_rollback", 147, 3, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    halt_with_noout_left_set(&lab, &env);
+    lab.clear("pve1", Some("no-return"));
+    assert!(lab.wait("pve1", "up", 30));
+    let out = env.run(&lab, &["rollback", &env.run_id(), "--yes"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("pve1: Ceph noout (host) unset"), "{stdout}");
+    assert!(lab_events(&lab)
+        .iter()
+        .any(|e| e.contains("unset-group noout pve1")));
+    assert!(env
+        .events()
+        .iter()
+        .any(|e| e["node"] == "pve1" && e["event"] == "noout" && e["data"]["state"] == "unset"));
+    assert!(
+        !lab.sh("pve2", "ceph osd dump -f json").contains("noout"),
+        "no noout flag left"
+    );
 }
 
 #[test]

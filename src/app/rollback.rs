@@ -367,7 +367,16 @@ impl NodeRollback<'_> {
             timeout: std::time::Duration::from_secs(300),
         };
         if let Some(scope) = h.noout.as_deref().and_then(ceph_gate::NooutScope::parse) {
-            match ceph_gate::unset_noout(&r, &node.name, scope).await {
+            // As after the run's own reboots: the node's OSDs up first, or noout stays (unset
+            // while they are down, Ceph would start moving their data away).
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+            let up =
+                ceph_gate::wait_osds_up(&r, &node.name, deadline, &super::ctrl_c_token()).await;
+            let unset = match up {
+                Ok(()) => ceph_gate::unset_noout(&r, &node.name, scope).await,
+                Err(e) => Err(e),
+            };
+            match unset {
                 Ok(()) => {
                     self.say(&format!("Ceph noout ({}) unset", scope.as_str()));
                     j.record(
