@@ -238,17 +238,24 @@ impl Machine<'_, '_> {
         let res = loop {
             let res = drain::resources(r).await?;
             let mut running = Vec::new();
+            let mut asked = false;
             for (g, from, _) in &self.moving {
                 let locked_here = res.guests.iter().any(|x| {
                     x.vmid == g.vmid && &x.node == from && x.lock.as_deref() == Some("migrate")
                 });
                 if locked_here {
+                    asked = true;
                     for upid in drain::running_migration_tasks(r, from, g).await? {
                         running.push((g.clone(), upid));
                     }
                 }
             }
             let Some((g, upid)) = running.first() else {
+                // No migration task runs now; one may have ended between the guest list and
+                // the task list, so the final picture is read after the tasks were asked.
+                if asked {
+                    break drain::resources(r).await?;
+                }
                 break res;
             };
             let what = drain::describe(std::slice::from_ref(g));
