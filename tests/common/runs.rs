@@ -60,11 +60,16 @@ impl Env {
             .expect("spawn pvefleet")
     }
 
+    /// The run directories so far.
+    fn runs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.state.path().join("runs"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
     /// The only run's directory.
     pub fn run_dir(&self) -> PathBuf {
-        let runs: Vec<PathBuf> = std::fs::read_dir(self.state.path().join("runs"))
-            .map(|d| d.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default();
+        let runs = self.runs();
         assert_eq!(runs.len(), 1, "expected exactly one run: {runs:?}");
         runs[0].clone()
     }
@@ -97,7 +102,8 @@ impl Env {
     pub fn wait_event(&self, secs: u64, f: impl Fn(&serde_json::Value) -> bool) -> bool {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
         while std::time::Instant::now() < end {
-            if self.state.path().join("runs").exists() && self.events().iter().any(&f) {
+            // `runs/` is made a moment before the run's own directory: wait for that one.
+            if self.runs().len() == 1 && self.events().iter().any(&f) {
                 return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
