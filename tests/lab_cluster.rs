@@ -816,7 +816,7 @@ fn migration_tasks_are_listed_and_their_status_follows_the_worker() {
     let real_status = fixture("task-status-stopped.json");
     let list = "pvesh get /nodes/pve1/tasks --source active --vmid 101 --typefilter qmigrate --output-format json";
     lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
-    lab.fault("pve1", &["migrate-slow", "4"]);
+    lab.fault("pve1", &["migrate-slow", "8"]);
     assert_eq!(json(&lab, "pve1", list), serde_json::json!([]));
     let upid = std::thread::scope(|s| {
         let m = s.spawn(|| lab.ssh("pve1", "qm migrate 101 pve2 --online"));

@@ -453,6 +453,14 @@ impl NodeRollback<'_> {
             ));
             return;
         };
+        // A migration the run started may still be running, even from the guest's home.
+        if now.lock.as_deref() == Some("migrate") {
+            self.fail(&format!(
+                "{what} is being migrated (lock: migrate) on {}; put it on {origin} when that is over",
+                now.node
+            ));
+            return;
+        }
         if now.node == origin {
             self.say(&format!("{what} is on {origin} already"));
             return;
