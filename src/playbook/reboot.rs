@@ -240,10 +240,13 @@ impl Machine<'_, '_> {
             let mut running = Vec::new();
             let mut asked = false;
             for (g, from, _) in &self.moving {
-                let locked_here = res.guests.iter().any(|x| {
-                    x.vmid == g.vmid && &x.node == from && x.lock.as_deref() == Some("migrate")
-                });
-                if locked_here {
+                // Still here, locked or not: a migration that had just started may not have
+                // taken its lock yet.
+                let here = res
+                    .guests
+                    .iter()
+                    .any(|x| x.vmid == g.vmid && &x.node == from);
+                if here {
                     asked = true;
                     for upid in drain::running_migration_tasks(r, from, g).await? {
                         running.push((g.clone(), upid));
