@@ -309,6 +309,20 @@ fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
     );
     assert_ne!(lab.guest(101).0, "pve1", "moved away");
     assert_eq!(lab.guest(102), ("pve1".into(), "stopped".into()));
+    // `runs show` says what the run left, and the two ways to settle it.
+    let show = text(&env.run(&lab, &["runs", "show", &env.run_id()]).stdout);
+    let pve1 = show
+        .lines()
+        .find(|l| l.trim_start().starts_with("pve1 "))
+        .unwrap_or("");
+    assert!(
+        pve1.contains("HA maintenance ON")
+            && pve1.contains("qm 101 (web) moved to pve")
+            && pve1.contains("(belongs on pve1)")
+            && pve1.contains("shut down: qm 102 (media)"),
+        "{show}"
+    );
+    assert!(show.contains("`pvefleet rollback "), "{show}");
     lab.clear("pve1", Some("no-return"));
     assert!(lab.wait("pve1", "up", 30));
     let out = env.run(&lab, &["rollback", &env.run_id(), "--yes"]);

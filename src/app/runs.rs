@@ -197,6 +197,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
                 if h.maintenance_on {
                     w.push_str("; HA maintenance ON");
                 }
+                w.push_str(&left_in_cluster(h));
                 w
             }
         };
@@ -217,7 +218,43 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
     for l in &meta.left_on {
         println!("left on: {}", sanitize_str(l));
     }
+    let leftovers = histories
+        .values()
+        .any(|h| !h.done && (h.maintenance_on || !left_in_cluster(h).is_empty()));
+    if leftovers {
+        println!(
+            "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",
+            j.id, j.id
+        );
+    }
     Ok(exit::OK)
+}
+
+/// What a run that did not finish left in the cluster for a node, besides HA maintenance:
+/// guests moved away (and where they are), guests it shut down, a migration it did not see
+/// end, Ceph noout. Empty when nothing.
+fn left_in_cluster(h: &crate::journal::NodeHistory) -> String {
+    use crate::playbook::drain::describe;
+    let mut w = String::new();
+    for (g, origin, at) in &h.moved_guests {
+        w.push_str(&format!(
+            "; {} moved to {at} (belongs on {origin})",
+            describe(std::slice::from_ref(g))
+        ));
+    }
+    for (g, from, to) in &h.moving_guests {
+        w.push_str(&format!(
+            "; {} was being moved from {from} to {to}",
+            describe(std::slice::from_ref(g))
+        ));
+    }
+    if !h.stopped_guests.is_empty() {
+        w.push_str(&format!("; shut down: {}", describe(&h.stopped_guests)));
+    }
+    if let Some(scope) = &h.noout {
+        w.push_str(&format!("; Ceph noout set ({scope})"));
+    }
+    w
 }
 
 /// `pvefleet maintenance on|off NODE...`.
