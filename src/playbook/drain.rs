@@ -309,7 +309,7 @@ mod tests {
         let argv: Vec<String> = [
             "/bin/sh",
             "-c",
-            "sleep 1; touch \"$1\"",
+            "sleep 3; touch \"$1\"",
             "sh",
             marker.to_str().unwrap(),
         ]
