@@ -792,6 +792,18 @@ pub struct NodeHistory {
     pub interrupted: Option<StopPoint>,
 }
 
+impl NodeHistory {
+    /// The run left something in the cluster for this node and has not put it back: HA
+    /// maintenance, Ceph noout, guests shut down, moved away or in the middle of a move.
+    pub fn left_in_cluster(&self) -> bool {
+        self.maintenance_on
+            || self.noout.is_some()
+            || !self.stopped_guests.is_empty()
+            || !self.moved_guests.is_empty()
+            || !self.moving_guests.is_empty()
+    }
+}
+
 /// Rebuild every node's history from the events, in order.
 pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
     let mut out: BTreeMap<String, NodeHistory> = BTreeMap::new();
@@ -846,7 +858,10 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                         .push((guest.clone(), from.clone(), to.clone()));
                 }
             }
-            Event::GuestReturned { guest, .. } => h.moved_guests.retain(|(g, _, _)| g != guest),
+            Event::GuestReturned { guest, .. } => {
+                h.moved_guests.retain(|(g, _, _)| g != guest);
+                h.moving_guests.retain(|(g, _, _)| g != guest);
+            }
             Event::Noout { state, scope, .. } => {
                 h.noout = (state != "unset").then(|| scope.clone());
             }
@@ -1048,5 +1063,25 @@ mod move_tests {
             p1.moving_guests,
             vec![(g(103), "pve1".into(), "pve2".into())]
         );
+        assert!(p1.left_in_cluster());
+        // Returned (by a resume or a rollback): neither moved nor moving any more.
+        let returned = |vmid| Record {
+            time: now(),
+            node: "pve1".into(),
+            event: Event::GuestReturned {
+                guest: g(vmid),
+                to: "pve1".into(),
+            },
+        };
+        let h = histories(&[
+            moved(101, "intent"),
+            moved(101, "done"),
+            moved(103, "intent"),
+            returned(101),
+            returned(103),
+        ]);
+        let p1 = &h["pve1"];
+        assert!(p1.moved_guests.is_empty() && p1.moving_guests.is_empty());
+        assert!(!p1.left_in_cluster());
     }
 }

@@ -219,7 +219,7 @@ pub async fn cmd_rollback(
     let mut left: BTreeMap<String, NodeHistory> = j
         .histories()
         .into_iter()
-        .filter(|(_, h)| leaves_something(h))
+        .filter(|(_, h)| h.left_in_cluster())
         .collect();
     let mut g2 = g.clone();
     if g2.inventory.is_none() {
@@ -348,15 +348,6 @@ pub async fn cmd_rollback(
     Ok(code)
 }
 
-/// What a run left in the cluster for a node and never put back.
-fn leaves_something(h: &NodeHistory) -> bool {
-    h.maintenance_on
-        || h.noout.is_some()
-        || !h.stopped_guests.is_empty()
-        || !h.moved_guests.is_empty()
-        || !h.moving_guests.is_empty()
-}
-
 impl NodeRollback<'_> {
     /// Put back what the run left in the cluster for this node (see the module header). Each
     /// part goes on when another fails; failures are said and make the rollback fail.
@@ -472,24 +463,9 @@ impl NodeRollback<'_> {
             ));
             return;
         }
-        let Some(there) = inv.node(&now.node) else {
-            self.fail(&format!(
-                "{what} is on {}, which is not in the inventory; move it back to {origin} by hand",
-                now.node
-            ));
-            return;
-        };
-        let remote = match Remote::connect(there, r.timeout).await {
-            Ok(x) => x,
-            Err(e) => {
-                self.fail(&format!("{what}: {}: {e}", now.node));
-                return;
-            }
-        };
         // With local disks allowed: a guest that has some was moved with them (a drain moves
         // no other way), and for one without the flag changes nothing.
-        let moved = drain::migrate(&remote, g, origin, true).await;
-        remote.session.close().await;
+        let moved = drain::migrate_from(&inv.nodes, &now.node, g, origin, true, r.timeout).await;
         match moved {
             Ok(()) => {
                 self.say(&format!("{what} moved back from {} to {origin}", now.node));
@@ -502,7 +478,7 @@ impl NodeRollback<'_> {
                 )
                 .await;
             }
-            Err(e) => self.fail(&format!("{e}")),
+            Err(e) => self.fail(&format!("{what}: moving it back from {}: {e}", now.node)),
         }
     }
 }

@@ -197,7 +197,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
                 if h.maintenance_on {
                     w.push_str("; HA maintenance ON");
                 }
-                w.push_str(&left_in_cluster(h));
+                w.push_str(&what_is_left(h));
                 w
             }
         };
@@ -218,9 +218,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
     for l in &meta.left_on {
         println!("left on: {}", sanitize_str(l));
     }
-    let leftovers = histories
-        .values()
-        .any(|h| !h.done && (h.maintenance_on || !left_in_cluster(h).is_empty()));
+    let leftovers = histories.values().any(|h| !h.done && h.left_in_cluster());
     if leftovers {
         println!(
             "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",
@@ -233,7 +231,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
 /// What a run that did not finish left in the cluster for a node, besides HA maintenance:
 /// guests moved away (and where they are), guests it shut down, a migration it did not see
 /// end, Ceph noout. Empty when nothing.
-fn left_in_cluster(h: &crate::journal::NodeHistory) -> String {
+fn what_is_left(h: &crate::journal::NodeHistory) -> String {
     use crate::playbook::drain::describe;
     let mut w = String::new();
     for (g, origin, at) in &h.moved_guests {

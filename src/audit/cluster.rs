@@ -166,7 +166,7 @@ pub fn names(rows: &[NodeAudit]) -> Option<Finding> {
         .iter()
         .filter_map(|r| {
             let h = r.facts.get("cluster")?.get("hostname")?.as_str()?;
-            let short = h.split('.').next().unwrap_or(h);
+            let short = crate::inventory::proxmox_node_name(h);
             (!short.is_empty()).then(|| (r.node.as_str(), crate::sanitize::first_line(short, 64)))
         })
         .collect();

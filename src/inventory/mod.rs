@@ -493,6 +493,14 @@ impl Node {
     }
 }
 
+/// A node's Proxmox VE name from its host name (`uname -n`, `hostname`): up to the first dot,
+/// as pve-common's PVE::INotify nodename takes it. The inventory's table keys must be these
+/// names wherever a name is handed to Proxmox (HA, guest moves, Ceph's CRUSH host).
+pub fn proxmox_node_name(hostname: &str) -> &str {
+    let h = hostname.trim();
+    h.split('.').next().unwrap_or(h)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

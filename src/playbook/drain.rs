@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::RebootError;
 use super::remote::Remote;
+use crate::inventory::Node;
 use crate::journal::GuestRef;
 use crate::probe::cluster::parse_ha_status;
 use crate::quote::shell_quote;
@@ -185,6 +186,32 @@ pub async fn start(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
     guest_cmd(r, g, "start").await
 }
 
+/// Release a guest's lock (`qm unlock ID` / `pct unlock ID`).
+pub async fn unlock(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+    guest_cmd(r, g, "unlock").await
+}
+
+/// Migrate a guest from `at`, the node it is on (found in `nodes`, the inventory), to `target`.
+pub async fn migrate_from(
+    nodes: &[Node],
+    at: &str,
+    g: &GuestRef,
+    target: &str,
+    local_disks: bool,
+    timeout: Duration,
+) -> Result<(), RebootError> {
+    let Some(node) = nodes.iter().find(|n| n.name == at) else {
+        return Err(RebootError::Command(format!(
+            "cannot move {} to {target}: it is on {at}, which is not in the inventory",
+            describe(std::slice::from_ref(g))
+        )));
+    };
+    let there = Remote::connect(node, timeout).await?;
+    let res = migrate(&there, g, target, local_disks).await;
+    there.session.close().await;
+    res
+}
+
 async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootError> {
     let tool = match g.kind.as_str() {
         "qm" => "qm",
@@ -253,108 +280,6 @@ mod tests {
             migrate_argv("pct", 200, "pve2", true).join(" "),
             "pct migrate 200 pve2 --restart"
         );
-    }
-
-    /// The detached script, run by /bin/sh here: the command's stdout, stderr and exit code come
-    /// back as its own, arguments arrive as single words whatever they hold, the command runs in
-    /// a session of its own (so the SSH session's end does not reach it), and nothing is left
-    /// in /run.
-    #[test]
-    fn a_detached_command_reports_as_if_run_in_place() {
-        if !std::path::Path::new("/run").is_dir() || !nix_root() {
-            assert!(
-                std::env::var_os("PVEFLEET_SKIP_LAB").is_some(),
-                "needs root (writes under /run); set PVEFLEET_SKIP_LAB=1 to skip"
-            );
-            return;
-        }
-        let argv: Vec<String> = [
-            "/bin/sh",
-            "-c",
-            "printf '%s|' \"$1\" \"$2\"; echo; echo \"sid=$(cut -d' ' -f6 /proc/$$/stat) pid=$$\" >&2; exit 7",
-            "sh",
-            "it's $(not) run",
-            "two words",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let before = leftover_dirs();
-        let script = detached_migration_script(&argv);
-        let o = std::process::Command::new("/bin/sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(7));
-        assert_eq!(
-            String::from_utf8_lossy(&o.stdout),
-            "it's $(not) run|two words|\n"
-        );
-        // The command runs in a new session (setsid), not in the caller's, which an SSH
-        // session's end would reach.
-        let err = String::from_utf8_lossy(&o.stderr);
-        let w: Vec<&str> = err.split_whitespace().collect();
-        assert_eq!(w.len(), 2, "{err}");
-        let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-        let mine = stat.rsplit(") ").next().unwrap().split(' ').nth(3).unwrap();
-        assert_ne!(w[0], format!("sid={mine}"), "{err}");
-        assert!(w[0].len() > 4, "{err}");
-        assert_eq!(leftover_dirs(), before, "nothing left under /run");
-
-        // The session dies (its whole process group killed) while the command runs: the command
-        // goes on and ends on its own.
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let marker = dir.path().join("done");
-        let argv: Vec<String> = [
-            "/bin/sh",
-            "-c",
-            "sleep 3; touch \"$1\"",
-            "sh",
-            marker.to_str().unwrap(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut session = std::process::Command::new("/bin/sh")
-            .args(["-c", &detached_migration_script(&argv)])
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(300));
-        let killed = std::process::Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", session.id())])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        let _ = session.wait();
-        assert!(!marker.exists(), "killed before the command ended");
-        let t = std::time::Instant::now();
-        while !marker.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        assert!(marker.exists(), "the command outlived its session");
-    }
-
-    fn nix_root() -> bool {
-        std::fs::read_to_string("/proc/self/status")
-            .map(|s| {
-                s.lines()
-                    .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-            })
-            .unwrap_or(false)
-    }
-
-    fn leftover_dirs() -> usize {
-        std::fs::read_dir("/run")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .starts_with("pvefleet-migrate.")
-            })
-            .count()
     }
 
     #[test]

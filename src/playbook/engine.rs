@@ -165,26 +165,23 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     vars.insert("run_id".into(), serde_json::json!(s.run_id));
     let mut known: HashSet<String> = vars.keys().cloned().collect();
     known.extend(BUILTIN_VARS.iter().map(|s| s.to_string()));
-    if let Err(e) = check_variables(&s.playbook, &known) {
-        run.status = NodeStatus::Error;
-        run.error = Some(e.to_string());
-        record(Event::NodeFailed {
-            error: e.to_string(),
-        })
-        .await;
-        return run;
-    }
-    if s.playbook.reboots() {
-        if let Err(e) = super::reboot::check_node_name(&remote, s.playbook.drains()).await {
-            run.status = NodeStatus::Error;
-            run.error = Some(e.to_string());
-            record(Event::NodeFailed {
-                error: e.to_string(),
-            })
-            .await;
-            remote.session.close().await;
-            return run;
+    // Refused before any step: undefined variables, or a node a reboot would name wrongly.
+    let refused = match check_variables(&s.playbook, &known) {
+        Err(e) => Some(e.to_string()),
+        Ok(()) if s.playbook.reboots() => {
+            super::reboot::check_node_name(&remote, s.playbook.drains())
+                .await
+                .err()
+                .map(|e| e.to_string())
         }
+        Ok(()) => None,
+    };
+    if let Some(error) = refused {
+        run.status = NodeStatus::Error;
+        run.error = Some(error.clone());
+        record(Event::NodeFailed { error }).await;
+        remote.session.close().await;
+        return run;
     }
     let mut backed_up = BTreeMap::new();
     if let Some(j) = &s.journal {

@@ -278,30 +278,29 @@ pub struct Playbook {
 }
 
 impl Playbook {
-    /// The playbook has a reboot step.
-    pub fn reboots(&self) -> bool {
-        self.file
-            .steps
-            .iter()
-            .any(|st| *st.kind.get_ref() == StepKind::Reboot)
-    }
-
-    /// The names of the reboot steps.
-    pub fn reboot_step_names(&self) -> Vec<String> {
+    /// The reboot steps, in order.
+    fn reboot_steps(&self) -> impl Iterator<Item = &Step> {
         self.file
             .steps
             .iter()
             .filter(|st| *st.kind.get_ref() == StepKind::Reboot)
+    }
+
+    /// The playbook has a reboot step.
+    pub fn reboots(&self) -> bool {
+        self.reboot_steps().next().is_some()
+    }
+
+    /// The names of the reboot steps.
+    pub fn reboot_step_names(&self) -> Vec<String> {
+        self.reboot_steps()
             .map(|st| st.name.get_ref().clone())
             .collect()
     }
 
     /// The playbook has a reboot step that drains its node.
     pub fn drains(&self) -> bool {
-        self.file
-            .steps
-            .iter()
-            .any(|st| *st.kind.get_ref() == StepKind::Reboot && Step::flag(&st.drain, false))
+        self.reboot_steps().any(|st| Step::flag(&st.drain, false))
     }
 
     /// An error at a span of this playbook.

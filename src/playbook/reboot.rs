@@ -302,15 +302,7 @@ impl Machine<'_, '_> {
                         r.node.name,
                         drain::describe(std::slice::from_ref(&g))
                     );
-                    let tool = if g.kind == "pct" { "pct" } else { "qm" };
-                    let o = r.sh(&format!("{tool} unlock {}", g.vmid)).await?;
-                    if o.exit != crate::ssh::ExitStatus::Code(0) {
-                        return Err(RebootError::Command(format!(
-                            "{tool} unlock {} failed: {}",
-                            g.vmid,
-                            super::remote::first_line(&o.stderr)
-                        )));
-                    }
+                    drain::unlock(r, &g).await?;
                 }
                 _ => {}
             }
@@ -535,16 +527,15 @@ impl Machine<'_, '_> {
             return Ok(());
         }
         for (g, origin, at) in std::mem::take(&mut self.moved) {
-            let Some(node) = self.cx.cluster.iter().find(|n| n.name == at) else {
-                return Err(RebootError::Command(format!(
-                    "cannot move {} back: its node {at} is not in the inventory",
-                    drain::describe(std::slice::from_ref(&g))
-                )));
-            };
-            let there = Remote::connect(node, r.timeout).await?;
-            let res = drain::migrate(&there, &g, &origin, opts.local_disks).await;
-            there.session.close().await;
-            res?;
+            drain::migrate_from(
+                self.cx.cluster,
+                &at,
+                &g,
+                &origin,
+                opts.local_disks,
+                r.timeout,
+            )
+            .await?;
             self.record(
                 r,
                 Event::GuestReturned {
@@ -839,12 +830,10 @@ pub async fn reboot_and_wait(
     }
 }
 
-/// The node's Proxmox VE name: `uname -n` up to the first dot (pve-common PVE::INotify
-/// nodename, which is how Proxmox names the node in the cluster, HA and Ceph's CRUSH map).
+/// The node's Proxmox VE name, from `uname -n` ([`crate::inventory::proxmox_node_name`]).
 pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
     let (_, out) = r.text("uname -n").await?;
-    let full = out.trim();
-    Ok(full.split('.').next().unwrap_or(full).to_string())
+    Ok(crate::inventory::proxmox_node_name(&out).to_string())
 }
 
 /// Before a playbook that reboots touches the node: the inventory's name for it must be its
@@ -862,11 +851,7 @@ pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError
     if drains {
         uses.push("the drain's guest moves");
     }
-    let (_, ha) = r.text("ha-manager status 2>/dev/null").await?;
-    if !crate::probe::cluster::parse_ha_status(&ha)
-        .services
-        .is_empty()
-    {
+    if !drain::ha_vmids(r).await?.is_empty() {
         uses.push("HA maintenance");
     }
     // Unknown Ceph state counts as Ceph.

@@ -70,11 +70,14 @@ mlog() { printf '%s %s\n' "$(date '+%F %H:%M:%S')" "$*"; }
 # once it ended (STATUS "OK" or the error, as upid_read_status gives it). Here the worker is the
 # calling process itself.
 TASKS_ACTIVE=/var/log/pve/tasks/active
+proc_starttime() { # PID: its start time (field 22 of /proc/PID/stat), nothing when it is gone
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  stat=${stat##*) }  # past the command name, which may hold spaces and parentheses
+  awk '{ print $20 }' <<<"$stat"
+}
 task_begin() { # TYPE ID: sets TASK_UPID
-  local stat pstart
-  stat=$(cat /proc/$$/stat); stat=${stat##*) }
-  pstart=$(awk '{ print $20 }' <<<"$stat")  # field 22 counted from the pid
-  TASK_UPID=$(printf 'UPID:%s:%08X:%08X:%08X:%s:%s:root@pam:' "$NODE" $$ "$pstart" "$(date +%s)" "$1" "$2")
+  TASK_UPID=$(printf 'UPID:%s:%08X:%08X:%08X:%s:%s:root@pam:' "$NODE" $$ "$(proc_starttime $$)" "$(date +%s)" "$1" "$2")
   mkdir -p "${TASKS_ACTIVE%/*}"
   ( flock 9; echo "$TASK_UPID 0" >> "$TASKS_ACTIVE" ) 9>"$TASKS_ACTIVE.lock"
 }
