@@ -40,6 +40,22 @@ fn lab_events(lab: &Lab) -> Vec<String> {
         .collect()
 }
 
+/// The lab's record of migrations, in order, each `[migrated, VMID, FROM, TO, qm|pct]` (its
+/// lines read `NODE migrated VMID FROM TO qm|pct`, tests/lab/sim/bin/qm); one guest's or all.
+fn migrations(lab: &Lab, vmid: Option<u32>) -> Vec<Vec<String>> {
+    lab_events(lab)
+        .iter()
+        .map(|e| {
+            e.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.len() >= 4 && w[0] == "migrated")
+        .filter(|w| vmid.is_none_or(|id| w[1] == id.to_string()))
+        .collect()
+}
+
 /// Which node's config holds guest ID, and its run state.
 fn where_is(lab: &Lab, id: u32) -> (String, String) {
     lab.guest(id)
@@ -285,17 +301,7 @@ fn a_migration_failing_halfway_moves_the_guests_already_moved_back() {
     assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
     assert_eq!(where_is(&lab, 102), ("pve1".into(), "running".into()));
     // The lab saw exactly one guest leave pve1 and the same guest come back.
-    // Lines read `NODE migrated VMID FROM TO qm|pct` (tests/lab/sim/bin/qm).
-    let migrated: Vec<Vec<String>> = lab_events(&lab)
-        .iter()
-        .map(|e| {
-            e.split_whitespace()
-                .skip(1)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter(|w| w.first().is_some_and(|w| w == "migrated"))
-        .collect();
+    let migrated = migrations(&lab, None);
     assert_eq!(migrated.len(), 2, "{migrated:?}");
     let (away, back) = (&migrated[0], &migrated[1]);
     assert_eq!(away[1], back[1], "the same guest: {migrated:?}");
@@ -400,29 +406,17 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
     );
 }
 
-/// A migration in flight when the controller is killed goes on without it (it runs detached
-/// from the SSH session), and the resume waits for its task to end instead of taking the lock
-/// and moving the guest a second time. On the old code the kill cut `qm migrate` (its output
-/// pipe gone), and the resume unlocked the guest after 60 s and migrated it again.
-#[test]
-fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
-    let Some(lab) = Lab::up("drain_migration_outlives", 141, 3, &[]) else {
-        return;
-    };
-    let env = Env::new();
+/// A rolling drain of pve1 whose one guest (101) takes 12 s to migrate; the controller is
+/// SIGKILLed in the middle of that migration, which goes on (101 still locked `migrate`).
+fn kill_the_controller_mid_migration(lab: &Lab, env: &Env) {
     let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["migrate-slow", "12"]);
-    let child = env.spawn(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let child = env.spawn(lab, &["run", "--yes", pb.to_str().unwrap()]);
     assert!(env.wait_event(60, |e| e["node"] == "pve1"
         && e["event"] == "guest_moved"
         && e["data"]["phase"] == "intent"));
-    let conf = lab.dir.path().join("pve/nodes/pve1/qemu-server/101.conf");
-    let locked = || {
-        std::fs::read_to_string(&conf)
-            .map(|c| c.lines().any(|l| l == "lock: migrate"))
-            .unwrap_or(false)
-    };
+    let locked = || locked_on_pve1(lab);
     let t = std::time::Instant::now();
     while !locked() && t.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
@@ -433,6 +427,26 @@ fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
     let _ = child.wait_with_output();
     std::thread::sleep(Duration::from_secs(1));
     assert!(locked(), "the migration goes on after the kill");
+}
+
+/// Whether guest 101's config on pve1 holds the migration's lock.
+fn locked_on_pve1(lab: &Lab) -> bool {
+    std::fs::read_to_string(lab.dir.path().join("pve/nodes/pve1/qemu-server/101.conf"))
+        .map(|c| c.lines().any(|l| l == "lock: migrate"))
+        .unwrap_or(false)
+}
+
+/// A migration in flight when the controller is killed goes on without it (it runs detached
+/// from the SSH session), and the resume waits for its task to end instead of taking the lock
+/// and moving the guest a second time. On the old code the kill cut `qm migrate` (its output
+/// pipe gone), and the resume unlocked the guest after 60 s and migrated it again.
+#[test]
+fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
+    let Some(lab) = Lab::up("drain_migration_outlives", 141, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    kill_the_controller_mid_migration(&lab, &env);
     let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -442,16 +456,7 @@ fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
     );
     assert!(!stderr.contains("unlocking"), "{stderr}");
     // The lab saw 101 leave pve1 once (the migration the killed run started) and come back once.
-    let moves: Vec<Vec<String>> = lab_events(&lab)
-        .iter()
-        .map(|e| {
-            e.split_whitespace()
-                .skip(1)
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter(|w| w.len() >= 4 && w[0] == "migrated" && w[1] == "101")
-        .collect();
+    let moves = migrations(&lab, Some(101));
     assert_eq!(moves.len(), 2, "{moves:?}");
     assert_eq!(moves[0][2], "pve1", "{moves:?}");
     assert_eq!(moves[1][3], "pve1", "{moves:?}");
@@ -463,6 +468,48 @@ fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
         !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),
         "no guest was on a node when it rebooted"
     );
+}
+
+/// The other case: the migration the killed controller had started dies too (its worker
+/// killed). The resume finds the guest still locked `migrate` with no migration task running,
+/// unlocks it (saying so), moves it again, and the run completes.
+#[test]
+fn a_migration_that_died_with_the_controller_is_unlocked_and_done_again() {
+    let Some(lab) = Lab::up("drain_migration_died", 148, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    kill_the_controller_mid_migration(&lab, &env);
+    // The worker dies too: its pid is in the task's UPID (tests/lab/sim/lib.sh task_begin).
+    let tasks = lab.sh(
+        "pve1",
+        "pvesh get /nodes/pve1/tasks --source active --vmid 101 --typefilter qmigrate --output-format json",
+    );
+    let v: serde_json::Value = serde_json::from_str(&tasks).unwrap();
+    let upid = v[0]["upid"].as_str().unwrap().to_string();
+    let pid = i64::from_str_radix(upid.split(':').nth(2).unwrap(), 16).unwrap();
+    lab.sh("pve1", &format!("kill -9 {pid}"));
+    assert!(locked_on_pve1(&lab), "the dead migration's lock stays");
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("pve1: qm 101 (web) was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("waiting for the migration"), "{stderr}");
+    // 101 left pve1 once (the second attempt) and came back once.
+    let moves = migrations(&lab, Some(101));
+    assert_eq!(moves.len(), 2, "{moves:?}");
+    assert_eq!(
+        (moves[0][2].as_str(), moves[1][3].as_str()),
+        ("pve1", "pve1"),
+        "{moves:?}"
+    );
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    for n in ["pve1", "pve2", "pve3"] {
+        assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");
+    }
 }
 
 /// Nodes whose reboots overlapped in time (one was issued before another was done).
