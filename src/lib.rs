@@ -14,6 +14,7 @@ pub mod exit;
 pub mod fanout;
 pub mod inventory;
 pub mod journal;
+pub mod maintenance;
 pub mod nodeset;
 pub mod outcome;
 pub mod paths;

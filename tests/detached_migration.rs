@@ -1,11 +1,11 @@
 //! The shell text that runs a migration detached from the SSH session
-//! (`playbook::drain::detached_migration_script`), run by /bin/sh on this machine: it writes
+//! (`maintenance::drain::detached_migration_script`), run by /bin/sh on this machine: it writes
 //! under /run, so it needs root like the lab tests.
 
 mod common;
 
 use common::sshd::require_root;
-use pvefleet::playbook::drain::detached_migration_script;
+use pvefleet::maintenance::drain::detached_migration_script;
 
 /// The detached script, run by /bin/sh here: the command's stdout, stderr and exit code come
 /// back as its own, arguments arrive as single words whatever they hold, the command runs in

@@ -232,7 +232,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
 /// guests moved away (and where they are), guests it shut down, a migration it did not see
 /// end, Ceph noout. Empty when nothing.
 fn what_is_left(h: &crate::journal::NodeHistory) -> String {
-    use crate::playbook::drain::describe;
+    use crate::maintenance::drain::describe;
     let mut w = String::new();
     for (g, origin, at) in &h.moved_guests {
         w.push_str(&format!(
@@ -274,7 +274,7 @@ pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Resu
                 continue;
             }
         };
-        let cmd = crate::playbook::drain::maintenance_cmd(name, on);
+        let cmd = crate::maintenance::drain::maintenance_cmd(name, on);
         let timeout = g.timeout.unwrap_or(n.command_timeout);
         match session.exec(&cmd, timeout).await {
             Ok(o) if o.exit == ExitStatus::Code(0) => {

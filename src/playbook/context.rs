@@ -46,20 +46,11 @@ pub struct RunSettings {
     pub cluster: Vec<Node>,
     /// Which nodes of the run are still to come and which are in the running batch (drain
     /// targets avoid both when they can).
-    pub rolling: std::sync::Mutex<RollingView>,
+    pub rolling: std::sync::Mutex<crate::maintenance::RollingView>,
     /// The nodes whose plan (made just before the run) has a reboot step that would run, or
     /// could not be planned. `None`: not known, every node counts as rebooting. The quorum gate
     /// of a batch counts only these; the reboot itself checks quorum again before it starts.
     pub planned_reboots: Option<std::collections::BTreeSet<String>>,
-}
-
-/// The rolling run as a drain sees it.
-#[derive(Debug, Clone, Default)]
-pub struct RollingView {
-    /// Nodes not finished yet (this batch and later ones).
-    pub pending: std::collections::BTreeSet<String>,
-    /// Nodes of the batch running now.
-    pub current: std::collections::BTreeSet<String>,
 }
 
 /// Variables every playbook has without declaring them: `node`, `facts`, `vars`, `run_id`,

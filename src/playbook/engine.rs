@@ -9,17 +9,18 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::context::{backup_dir, RollingView, RunSettings, StepSink, BUILTIN_VARS};
+pub use super::context::{backup_dir, RunSettings, StepSink, BUILTIN_VARS};
 use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::StepKind;
-use super::remote::Remote;
 use super::steps;
 use super::template::Templates;
 use super::validate::{check_variables, kind_name};
 use crate::exec::NodeStatus;
 use crate::inventory::Node;
 use crate::journal::{Event, StopPoint};
+use crate::maintenance::remote::Remote;
+pub use crate::maintenance::RollingView;
 pub use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 
 /// One node's whole run.
@@ -169,7 +170,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     let refused = match check_variables(&s.playbook, &known) {
         Err(e) => Some(e.to_string()),
         Ok(()) if s.playbook.reboots() => {
-            super::reboot::check_node_name(&remote, s.playbook.drains())
+            crate::maintenance::reboot::check_node_name(&remote, s.playbook.drains())
                 .await
                 .err()
                 .map(|e| e.to_string())
@@ -272,7 +273,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
                 if matches!(e, StepError::Interrupted)
                     || matches!(
                         &e,
-                        StepError::Reboot(super::error::RebootError::Interrupted(_))
+                        StepError::Reboot(crate::maintenance::error::RebootError::Interrupted(_))
                     )
                 {
                     run.status = NodeStatus::Cancelled;
@@ -352,7 +353,9 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
 fn status_of(e: &StepError) -> NodeStatus {
     match e {
         StepError::Ssh(s) => NodeStatus::of_exec_error(s),
-        StepError::Reboot(super::error::RebootError::Ssh(s)) => NodeStatus::of_exec_error(s),
+        StepError::Reboot(crate::maintenance::error::RebootError::Ssh(s)) => {
+            NodeStatus::of_exec_error(s)
+        }
         StepError::Interrupted => NodeStatus::Cancelled,
         _ => NodeStatus::Failed,
     }

@@ -1,7 +1,10 @@
-//! Typed errors of playbook execution: what stopped a step, and why a reboot did not complete.
+//! Typed errors of playbook execution: what stopped a step (a reboot's own errors are
+//! `maintenance::error::RebootError`).
 //! The application layer matches on these (a lost connection is `unreachable`, an interruption
 //! is not a failure) instead of reading prefixes of strings.
 
+use crate::maintenance::error::RebootError;
+use crate::maintenance::remote::RemoteError;
 use crate::ssh::SshError;
 
 /// Why a step could not complete.
@@ -16,6 +19,9 @@ pub enum StepError {
     /// A remote command the step relies on failed.
     #[error("{0}")]
     Remote(String),
+    /// A remote command that had to succeed did not (command, exit status, stderr).
+    #[error(transparent)]
+    Command(#[from] RemoteError),
     /// The reboot did not complete.
     #[error(transparent)]
     Reboot(#[from] RebootError),
@@ -24,64 +30,13 @@ pub enum StepError {
     Interrupted,
 }
 
-/// Why the reboot of a node did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum RebootError {
-    /// Guests are running and the policy is `refuse`.
-    #[error("guests are running: {0}; migrate them, or pass --guests shutdown|ignore")]
-    GuestsRunning(String),
-    /// Taking the node down would cost the cluster its quorum.
-    #[error("{0}")]
-    Quorum(String),
-    /// No new boot id within the deadline.
-    #[error("did not come back with a new boot id within {0}")]
-    NeverReturned(String),
-    /// Back with a new boot id, but a service or the cluster is not healthy.
-    #[error("came back (new boot id), but not healthy within {within}: {why}")]
-    Unhealthy {
-        /// The deadline.
-        within: String,
-        /// What is not healthy (each unit named).
-        why: String,
-    },
-    /// HA guests did not leave the node.
-    #[error("HA services did not leave the node within {within}: {left}")]
-    DrainTimeout {
-        /// The deadline.
-        within: String,
-        /// Services still on the node.
-        left: String,
-    },
-    /// A command of the reboot sequence failed.
-    #[error("{0}")]
-    Command(String),
-    /// A guest could not be moved away: the node is not rebooted.
-    #[error("migration of {guest} to {target} failed: {detail}; the node is not rebooted")]
-    Migration {
-        /// `qm 100 (web)`.
-        guest: String,
-        /// Target node.
-        target: String,
-        /// What the tool said.
-        detail: String,
-    },
-    /// Ceph is not safe, or its state is unknown.
-    #[error("ceph: {0}")]
-    Ceph(String),
-    /// The connection failed where the node was expected to answer.
-    #[error("{0}")]
-    Ssh(#[from] SshError),
-    /// Interrupted; the state says where.
-    #[error("interrupted while {0}")]
-    Interrupted(String),
-}
-
 impl From<StepError> for RebootError {
     fn from(e: StepError) -> Self {
         match e {
             StepError::Ssh(s) => RebootError::Ssh(s),
             StepError::Reboot(r) => r,
             StepError::Interrupted => RebootError::Interrupted("waiting".into()),
+            StepError::Command(c) => RebootError::Remote(c),
             other => RebootError::Command(other.to_string()),
         }
     }

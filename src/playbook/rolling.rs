@@ -13,12 +13,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::{run_node, NodeRun, RunSettings};
-use super::health::{gate, votes};
 use super::model::Mode;
-use super::remote::Remote;
 use crate::exec::NodeStatus;
 use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
+use crate::maintenance::health::{gate, votes};
+use crate::maintenance::remote::Remote;
 
 /// Order nodes: the strategy's explicit order first, then inventory order.
 pub fn ordered(nodes: Vec<Node>, order: &[String]) -> Vec<Node> {
@@ -108,7 +108,7 @@ async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
         Ok(x) => x,
         Err(e) => return Some(format!("drain preflight: {}: {e}", node.name)),
     };
-    let res = super::drain::resources(&r).await;
+    let res = crate::maintenance::drain::resources(&r).await;
     r.session.close().await;
     let res = match res {
         Ok(x) => x,
@@ -131,18 +131,21 @@ async fn auto_batch(s: &RunSettings, rest: &[Node]) -> usize {
     let mut k = rest.len();
     match votes(&r).await {
         Ok(Some((expected, total, _))) => {
-            k = k.min(total.saturating_sub(super::health::quorum_of(expected)) as usize)
+            k = k
+                .min(total.saturating_sub(crate::maintenance::health::quorum_of(expected)) as usize)
         }
         Ok(None) => {}
         // Quorum cannot be told: one node at a time (its gate then decides).
         Err(_) => k = 1,
     }
     let res = if s.playbook.drains() {
-        super::drain::resources(&r).await.ok()
+        crate::maintenance::drain::resources(&r).await.ok()
     } else {
         None
     };
-    let ceph = super::ceph_gate::detect(&r).await.unwrap_or(false);
+    let ceph = crate::maintenance::ceph_gate::detect(&r)
+        .await
+        .unwrap_or(false);
     while k > 1 {
         let group: Vec<String> = rest[..k].iter().map(|n| n.name.clone()).collect();
         let room = res
@@ -162,12 +165,14 @@ async fn auto_batch(s: &RunSettings, rest: &[Node]) -> usize {
 async fn ceph_ok_to_stop(r: &Remote, group: &[String]) -> bool {
     let mut ids = Vec::new();
     for h in group {
-        match super::ceph_gate::osds_of(r, h).await {
+        match crate::maintenance::ceph_gate::osds_of(r, h).await {
             Ok(v) => ids.extend(v),
             Err(_) => return false,
         }
     }
-    super::ceph_gate::osds_ok_to_stop(r, &ids).await.is_ok()
+    crate::maintenance::ceph_gate::osds_ok_to_stop(r, &ids)
+        .await
+        .is_ok()
 }
 
 /// Run the playbook on `nodes` following its strategy; `done` nodes (resume) are skipped.

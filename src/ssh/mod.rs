@@ -87,6 +87,15 @@ pub enum ExitStatus {
     Signal(String),
 }
 
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit {c}"),
+            ExitStatus::Signal(s) => write!(f, "killed by SIG{s}"),
+        }
+    }
+}
+
 /// The result of one remote command.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExecOutput {

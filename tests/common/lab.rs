@@ -14,6 +14,38 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     /// Number of nodes.
     pub n: usize,
+    /// Held for the lab's life: one lab per `net` on this machine, whichever checkout or test
+    /// binary starts it (two work trees running the same test would otherwise share addresses).
+    _net_lock: std::fs::File,
+}
+
+/// Take the machine-wide lock of `net` (`/run/lock/pvefleet-lab-net-NET`), waiting while another
+/// lab holds it; the kernel drops it with the file, also when the test process dies.
+fn lock_net(net: u8) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let dir = Path::new("/run/lock");
+    let path = if dir.is_dir() {
+        dir.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+    .join(format!("pvefleet-lab-net-{net}"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor this function owns; it blocks until the lock is free.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(
+        rc,
+        0,
+        "flock {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+    file
 }
 
 fn lab_script() -> PathBuf {
@@ -32,7 +64,8 @@ impl Lab {
             .prefix("pvefleet-lab")
             .tempdir()
             .unwrap();
-        let lab = Lab { dir, n };
+        let _net_lock = lock_net(net);
+        let lab = Lab { dir, n, _net_lock };
         let mut args = vec![
             "up".to_string(),
             n.to_string(),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ReadOnly, Step};
-use super::super::remote::{first_line, Remote};
 use crate::journal::UndoRecord;
+use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
 use crate::ssh::{ExecOutput, ExitStatus};
 

@@ -9,7 +9,7 @@
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::Step;
-use super::super::remote::Remote;
+use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
 
 /// Gather probe facts over the session (one exec for all of them).

@@ -13,8 +13,8 @@ use std::time::Duration;
 use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::{Step, StepKind};
-use super::reboot::{self, RebootCtx, RebootState};
-use super::remote::Remote;
+use crate::maintenance::reboot::{self, RebootCtx, RebootState};
+use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
 
 pub(crate) use facts::gather;
@@ -138,7 +138,7 @@ async fn reboot_step(
                         .iter()
                         .map(|(g, to)| format!(
                             "{} to {to}",
-                            super::drain::describe(std::slice::from_ref(g))
+                            crate::maintenance::drain::describe(std::slice::from_ref(g))
                         ))
                         .collect::<Vec<_>>()
                         .join(", ")
@@ -147,7 +147,7 @@ async fn reboot_step(
             if !rep.restarted.is_empty() {
                 detail.push_str(&format!(
                     "; started again: {}",
-                    super::drain::describe(&rep.restarted)
+                    crate::maintenance::drain::describe(&rep.restarted)
                 ));
             }
             Ok(result(step, StepStatus::Changed, detail))

@@ -4,7 +4,7 @@
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::Step;
-use super::super::remote::{first_line, Remote};
+use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;

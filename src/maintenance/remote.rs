@@ -1,12 +1,45 @@
-//! One node's open SSH session as the playbook engine uses it: commands with the node's
-//! deadline, file reads, and the node's identity.
+//! One node's open SSH session as the playbook engine and maintenance use it: commands with the
+//! node's deadline, commands that must succeed (a typed [`RemoteError`] naming the command, its
+//! exit status and the first line of its stderr), file reads, and the node's identity.
 
 use std::time::Duration;
 
-use super::error::StepError;
 use crate::inventory::Node;
 use crate::quote::shell_quote;
 use crate::ssh::{ExecOutput, ExitStatus, Session, SshError};
+
+/// A remote command that had to succeed and did not, or could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The connection failed or the command timed out.
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    /// The command ran and failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Failed {
+        /// What ran (as sent, at most one line of it).
+        command: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// The first line of its stderr (sanitised), or of its stdout when stderr was empty.
+        stderr: String,
+    },
+}
+
+impl RemoteError {
+    /// The failure of `command` as `out` reports it.
+    pub fn failed(command: &str, out: &ExecOutput) -> RemoteError {
+        let mut stderr = first_line(&out.stderr);
+        if stderr.is_empty() {
+            stderr = first_line(&out.stdout);
+        }
+        RemoteError::Failed {
+            command: crate::sanitize::first_line(command, 120),
+            status: out.exit.clone(),
+            stderr,
+        }
+    }
+}
 
 /// A node and its session (replaced after a reboot).
 pub struct Remote {
@@ -46,19 +79,24 @@ impl Remote {
         Ok((o.exit, String::from_utf8_lossy(&o.stdout).into_owned()))
     }
 
+    /// Run `cmd`, which must exit 0: its stdout as text.
+    pub async fn ok(&self, cmd: &str) -> Result<String, RemoteError> {
+        let o = self.sh(cmd).await?;
+        if o.exit != ExitStatus::Code(0) {
+            return Err(RemoteError::failed(cmd, &o));
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
     /// A file's content, or `None` when it does not exist.
-    pub async fn read(&self, path: &str) -> Result<Option<String>, StepError> {
+    pub async fn read(&self, path: &str) -> Result<Option<String>, RemoteError> {
         let p = shell_quote(path);
-        let out = self
-            .sh(&format!("if [ -e {p} ]; then cat {p}; else exit 3; fi"))
-            .await?;
+        let cmd = format!("if [ -e {p} ]; then cat {p}; else exit 3; fi");
+        let out = self.sh(&cmd).await?;
         match out.exit {
             ExitStatus::Code(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())),
             ExitStatus::Code(3) => Ok(None),
-            _ => Err(StepError::Remote(format!(
-                "cannot read {path}: {}",
-                first_line(&out.stderr)
-            ))),
+            _ => Err(RemoteError::failed(&format!("cat {p}"), &out)),
         }
     }
 }

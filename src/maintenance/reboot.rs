@@ -119,7 +119,16 @@ pub struct RebootCtx<'a> {
     /// Every node of the inventory (to reach where a moved guest is).
     pub cluster: &'a [crate::inventory::Node],
     /// Which nodes are still to come / rebooting now.
-    pub rolling: &'a std::sync::Mutex<super::context::RollingView>,
+    pub rolling: &'a std::sync::Mutex<RollingView>,
+}
+
+/// The rolling run as a drain sees it.
+#[derive(Debug, Clone, Default)]
+pub struct RollingView {
+    /// Nodes not finished yet (this batch and later ones).
+    pub pending: std::collections::BTreeSet<String>,
+    /// Nodes of the batch running now.
+    pub current: std::collections::BTreeSet<String>,
 }
 
 /// A drain's options (the reboot step's fields).

@@ -1,0 +1,18 @@
+//! A node's maintenance as the rolling path needs it, apart from the playbook language that asks
+//! for it: the reboot state machine (journaled at every transition), the drain (HA maintenance,
+//! placement, migrations away and back), the Ceph gate, cluster and node health, and the open
+//! session commands go through. Used by the playbook engine's reboot step, by `rollback` and by
+//! `pvefleet maintenance`.
+//!
+//! Layers, each using only those above it: `remote` and `error` (one node's session and what
+//! can fail) -> `health`, `ceph_gate`, `drain` (asking and changing one node or the cluster) ->
+//! `reboot` (the state machine).
+
+pub mod ceph_gate;
+pub mod drain;
+pub mod error;
+pub mod health;
+pub mod reboot;
+pub mod remote;
+
+pub use reboot::RollingView;
