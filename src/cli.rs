@@ -211,6 +211,9 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
     /// did not come back (the run says so, and `pvefleet run --resume` also clears it).
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+    /// Show or break the cluster-wide lock a `run` holds (one driver per cluster).
+    #[command(subcommand)]
+    Lock(LockCommand),
     /// List recorded runs, or show one.
     Runs {
         /// `show RUN_ID`.
@@ -301,6 +304,21 @@ pub enum MaintenanceCommand {
         /// Node names (from the inventory).
         #[arg(required = true)]
         nodes: Vec<String>,
+    },
+}
+
+/// `pvefleet lock ...`
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds each targeted cluster's lock (run id, controller, pid, when, renewed or stale).
+    #[command(after_help = "Example:\n  pvefleet lock show")]
+    Show,
+    /// Break the lock held by RUN_ID on each targeted cluster, once you are sure nothing drives
+    /// it any more (a lock held by another run is left alone).
+    #[command(after_help = "Example:\n  pvefleet lock break 20261201-220102-3fa9")]
+    Break {
+        /// The run id the lock names (`pvefleet lock show`).
+        run_id: String,
     },
 }
 

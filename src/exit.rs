@@ -13,6 +13,9 @@ pub const UNREACHABLE: u8 = 3;
 pub const USAGE: u8 = 64;
 /// An input file (inventory, playbook) is invalid.
 pub const BAD_INPUT: u8 = 65;
+/// Another run holds the cluster's lock (or its lock could not be checked): nothing was done;
+/// try again later (sysexits' EX_TEMPFAIL).
+pub const LOCKED: u8 = 75;
 /// An internal error (a bug, or the local machine failed us, e.g. cannot write a file).
 pub const INTERNAL: u8 = 70;
 /// Interrupted by Ctrl-C (128 + SIGINT).

@@ -175,6 +175,10 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 runs::cmd_maintenance(g, nodes, true).await
             }
         },
+        Command::Lock(l) => match l {
+            crate::cli::LockCommand::Show => runs::cmd_lock(g, None).await,
+            crate::cli::LockCommand::Break { run_id } => runs::cmd_lock(g, Some(run_id)).await,
+        },
         Command::Runs { action } => match action {
             Some(crate::cli::RunsCommand::Show { run_id }) => runs::cmd_runs(g, Some(run_id)),
             None => runs::cmd_runs(g, None),

@@ -14,6 +14,7 @@ use crate::exec::NodeStatus;
 use crate::exit;
 use crate::inventory::{Inventory, Node};
 use crate::journal::{self, Event, Journal, JournalError, NodeHistory, RunMeta, StopPoint};
+use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
 use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
 use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
@@ -454,15 +455,50 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
             }
         }
     }
-    let journal = match resumed {
-        Some(j) => j,
-        None => create_journal(&p)?,
+    // One driver per cluster: the cluster-wide lock, taken before the run's first change and
+    // held (renewed) to its end; a resume takes over its own run's lock.
+    let run_id = match &resumed {
+        Some(j) => j.id.clone(),
+        None => journal::new_run_id(),
     };
-    execute_run(g, p, journal, histories, done, plan).await
+    let owner = LockOwner::this_process(&run_id, &p.pb.file.name);
+    let lock_timeout = p
+        .timeout
+        .or_else(|| p.nodes.first().map(|n| n.command_timeout))
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let resume_of = resumed.as_ref().map(|j| j.id.clone());
+    let locks = match ClusterLocks::take(&p.nodes, &owner, resume_of.as_deref(), lock_timeout).await
+    {
+        Ok(l) => l,
+        Err(refusals) => {
+            for r in &refusals {
+                eprintln!("pvefleet: {}", sanitize_str(&r.describe()));
+            }
+            eprintln!("nothing done");
+            return Ok(exit::LOCKED);
+        }
+    };
+    let journal = match resumed {
+        Some(j) => Ok(j),
+        None => create_journal(&p, run_id),
+    };
+    let journal = match journal {
+        Ok(j) => j,
+        Err(e) => {
+            locks.release().await;
+            return Err(e);
+        }
+    };
+    let stop_renewing = tokio_util::sync::CancellationToken::new();
+    let renewing = locks.keep_renewed(stop_renewing.clone());
+    let code = execute_run(g, p, journal, histories, done, plan).await;
+    stop_renewing.cancel();
+    let _ = renewing.await;
+    locks.release().await;
+    code
 }
 
-fn create_journal(p: &Params) -> Result<Journal, AppError> {
-    let id = journal::new_run_id();
+fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
     let path = std::fs::canonicalize(&p.pb.path).unwrap_or(p.pb.path.clone());
     let meta = RunMeta {
         id,

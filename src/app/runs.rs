@@ -256,6 +256,56 @@ fn what_is_left(h: &crate::journal::NodeHistory) -> String {
 }
 
 /// `pvefleet maintenance on|off NODE...`.
+/// `pvefleet lock show` (`brk` `None`) and `pvefleet lock break RUN_ID`: per targeted cluster.
+pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError> {
+    use crate::maintenance::cluster_lock::{break_all, show_all};
+    let inv = load_inventory(g)?;
+    let nodes = super::targets(&inv, g)?;
+    let timeout = g
+        .timeout
+        .or_else(|| nodes.first().map(|n| n.command_timeout))
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let name = |c: &Option<String>| c.clone().unwrap_or_else(|| "(unnamed)".into());
+    let mut code = exit::OK;
+    match brk {
+        None => {
+            for (c, got) in show_all(&nodes, timeout).await {
+                match got {
+                    Ok(None) => println!("{}: free", name(&c)),
+                    Ok(Some(h)) => {
+                        println!("{}: held by {}", name(&c), sanitize_str(&h.describe()))
+                    }
+                    Err(why) => {
+                        eprintln!("{}: cannot read the lock: {}", name(&c), sanitize_str(&why));
+                        code = code.max(exit::UNREACHABLE);
+                    }
+                }
+            }
+        }
+        Some(run) => {
+            for (c, got) in break_all(&nodes, run, timeout).await {
+                match got {
+                    Ok(true) => println!("{}: lock of run {run} broken", name(&c)),
+                    Ok(false) => {
+                        println!("{}: not held by run {run}; left as it is", name(&c));
+                        code = code.max(exit::FAILED);
+                    }
+                    Err(why) => {
+                        eprintln!(
+                            "{}: cannot break the lock: {}",
+                            name(&c),
+                            sanitize_str(&why)
+                        );
+                        code = code.max(exit::UNREACHABLE);
+                    }
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// `pvefleet maintenance on|off NODE...`.
 pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Result<u8, AppError> {
     let inv = load_inventory(g)?;
     let mut code = exit::OK;

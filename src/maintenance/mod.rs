@@ -9,6 +9,7 @@
 //! `reboot` (the state machine).
 
 pub mod ceph_gate;
+pub mod cluster_lock;
 pub mod drain;
 pub mod error;
 pub mod health;
