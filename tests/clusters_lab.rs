@@ -187,3 +187,57 @@ fn discover_appends_a_second_cluster_to_an_inventory() {
     assert_eq!(again.status.code(), Some(64), "{}", text(&again.stderr));
     assert!(text(&again.stderr).contains("already has node(s) pve1, pve2"));
 }
+
+/// A node of cluster b that cannot be planned (unreachable) stops cluster b before anything
+/// changes there, and cluster a runs (README: "a failure in one cluster does not stop the
+/// others"); the exit code says a node was unreachable. The old code stopped the whole run.
+#[test]
+fn an_unplannable_node_stops_only_its_own_cluster() {
+    let Some(a) = Lab::up("clusters_plan_a", 253, 2, &[]) else {
+        return;
+    };
+    let Some(b) = Lab::up("clusters_plan_b", 254, 2, &[]) else {
+        return;
+    };
+    b.fault("pve2", &["unreachable"]);
+    let state = tempfile::tempdir().unwrap();
+    let inv = combined(state.path(), &[("a", &a), ("b", &b)]);
+    let pb = write_playbook(
+        state.path(),
+        "pb.toml",
+        "name = \"m\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n",
+    );
+    let out = command()
+        .arg("-i")
+        .arg(&inv)
+        .args(["--json", "run", "--yes", pb.to_str().unwrap()])
+        .env("PVEFLEET_STATE_DIR", state.path())
+        .output()
+        .unwrap();
+    let v = json_of(&out);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}{v}");
+    assert!(
+        err.contains("cluster b is not started (b2 could not be planned)"),
+        "{err}"
+    );
+    let node = |name: &str| {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == name)
+            .unwrap_or_else(|| panic!("{name} in {v}"))
+            .clone()
+    };
+    for n in ["a1", "a2"] {
+        assert_eq!(node(n)["status"], "ok", "{v}");
+    }
+    for n in ["b1", "b2"] {
+        assert_eq!(node(n)["not_started"], true, "{v}");
+    }
+    assert_eq!(a.sh("pve1", "cat /etc/pvefleet-test").trim(), "x");
+    assert_eq!(a.sh("pve2", "cat /etc/pvefleet-test").trim(), "x");
+    let (code, _, _) = b.ssh("pve1", "test -e /etc/pvefleet-test");
+    assert_ne!(code, 0, "nothing changed in cluster b");
+}

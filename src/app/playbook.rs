@@ -413,19 +413,64 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         eprint!("{}", render_plan(&plan));
         eprintln!("{}", plan_summary(&plan));
     }
-    if let Some(bad) = plan.iter().find(|r| r.failed()) {
-        if bad.status.is_connection_failure() || bad.status == NodeStatus::Error {
-            eprintln!(
-                "pvefleet: planning failed on {}: {}",
-                bad.node,
-                sanitize_str(bad.error.as_deref().unwrap_or(""))
-            );
-            // A node that is down after a reboot the run left unfinished is why a resume is
-            // needed; let the run itself report it (maintenance stays on, journaled).
-            if resumed.is_none() {
-                return Ok(exit_code(&plan, false));
-            }
+    // A node that could not be planned (unreachable, an error) stops its own cluster before
+    // anything changes there, never the other clusters of the inventory.
+    let mut p = p;
+    let mut refused: Vec<NodeRun> = Vec::new();
+    let unplanned: Vec<&NodeRun> = plan
+        .iter()
+        .filter(|r| {
+            r.failed() && (r.status.is_connection_failure() || r.status == NodeStatus::Error)
+        })
+        .collect();
+    for bad in &unplanned {
+        eprintln!(
+            "pvefleet: planning failed on {}: {}",
+            bad.node,
+            sanitize_str(bad.error.as_deref().unwrap_or(""))
+        );
+    }
+    // A node that is down after a reboot the run left unfinished is why a resume is needed;
+    // let the run itself report it (maintenance stays on, journaled).
+    if resumed.is_none() && !unplanned.is_empty() {
+        let cluster_of = |name: &str| {
+            p.nodes
+                .iter()
+                .find(|n| n.name == name)
+                .map(|n| n.cluster.clone())
+        };
+        let stopped: BTreeMap<Option<String>, &NodeRun> = unplanned
+            .iter()
+            .filter_map(|r| cluster_of(&r.node).map(|c| (c, *r)))
+            .collect();
+        if p.nodes.iter().all(|n| stopped.contains_key(&n.cluster)) {
+            return Ok(exit_code(&plan, false));
         }
+        for n in p.nodes.iter().filter(|n| stopped.contains_key(&n.cluster)) {
+            let bad = stopped[&n.cluster];
+            let c = n.cluster.as_deref().unwrap_or("(unnamed)");
+            let mut r = plan
+                .iter()
+                .find(|r| r.node == n.name && r.node == bad.node)
+                .cloned()
+                .unwrap_or_else(|| {
+                    NodeRun::not_started(
+                        &n.name,
+                        &format!("cluster {c} not started: {} could not be planned", bad.node),
+                    )
+                });
+            r.not_started = true;
+            refused.push(r);
+        }
+        for (c, bad) in &stopped {
+            eprintln!(
+                "pvefleet: cluster {} is not started ({} could not be planned); the other \
+                 clusters go on",
+                c.as_deref().unwrap_or("(unnamed)"),
+                bad.node
+            );
+        }
+        p.nodes.retain(|n| !stopped.contains_key(&n.cluster));
     }
     if ctrl_c_token().is_cancelled() {
         eprintln!("nothing done");
@@ -491,7 +536,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
     };
     let stop_renewing = tokio_util::sync::CancellationToken::new();
     let renewing = locks.keep_renewed(stop_renewing.clone());
-    let code = execute_run(g, p, journal, histories, done, plan).await;
+    let code = execute_run(g, p, journal, histories, done, plan, refused).await;
     stop_renewing.cancel();
     let _ = renewing.await;
     locks.release().await;
@@ -528,6 +573,7 @@ async fn execute_run(
     histories: BTreeMap<String, NodeHistory>,
     done: HashSet<String>,
     plan: Vec<NodeRun>,
+    refused: Vec<NodeRun>,
 ) -> Result<u8, AppError> {
     let run_id = journal.id.clone();
     journal
@@ -617,6 +663,9 @@ async fn execute_run(
     )
     .await;
     steps.finish();
+    // The clusters refused at the plan: in the result, and in the exit code.
+    let mut runs = runs;
+    runs.extend(refused);
     let code = exit_code(&runs, cancel.is_cancelled());
     let status = match code {
         exit::OK => "ok",
