@@ -158,7 +158,8 @@ pvefleet audit --compare last.json --save-json last.json"
     Plan {
         /// The playbook (TOML).
         playbook: PathBuf,
-        /// Set a variable (`key=value`, value parsed as TOML, else a string); repeatable.
+        /// Set a variable the playbook declares (`key=value`, read as the type of its default: bool
+        /// true/false/yes/no/on/off/1/0, integer, number, list, string); repeatable.
         #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
         extra: Vec<String>,
     },

@@ -20,20 +20,50 @@ use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
 use crate::sanitize::sanitize_str;
 
-/// `-e KEY=VALUE` items into variables (a value parsed as TOML, else a string).
-pub fn parse_extra(items: &[String]) -> Result<BTreeMap<String, toml::Value>, AppError> {
-    let mut out = BTreeMap::new();
-    for it in items {
-        let (k, v) = it
-            .split_once('=')
-            .ok_or_else(|| AppError::Usage(format!("-e {it}: expected KEY=VALUE")))?;
-        let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
-            .ok()
-            .and_then(|t| t.get("v").cloned())
-            .unwrap_or_else(|| toml::Value::String(v.to_string()));
-        out.insert(k.trim().to_string(), value);
+/// `-e KEY=VALUE` items as the playbook declares each KEY (see `playbook::extra`); a value of
+/// the wrong type or an undeclared name is invalid input (65).
+pub fn parse_extra(
+    items: &[String],
+    pb: &Playbook,
+) -> Result<BTreeMap<String, toml::Value>, AppError> {
+    crate::playbook::extra::typed_extra(items, &pb.file.vars, &pb.file.name)
+        .map(|m| m.into_iter().collect())
+        .map_err(|e| match *e {
+            crate::playbook::extra::ExtraVarError::Syntax(_) => AppError::Usage(e.to_string()),
+            _ => AppError::BadInput(e.to_string()),
+        })
+}
+
+/// Before any node is asked: the targets' inventory variables the playbook declares have its
+/// types, and every variable the templates use is defined for each target (invalid input, 65,
+/// with file:line:column, instead of a failed node at run time).
+fn check_inputs(
+    pb: &Playbook,
+    extra: &BTreeMap<String, toml::Value>,
+    nodes: &[Node],
+) -> Result<(), AppError> {
+    use crate::playbook::engine::BUILTIN_VARS;
+    for n in nodes {
+        crate::playbook::extra::check_inventory_vars(
+            &pb.file.vars,
+            &n.name,
+            &n.vars,
+            &pb.file.name,
+        )
+        .map_err(|e| AppError::BadInput(e.to_string()))?;
+        let known: HashSet<String> = pb
+            .file
+            .vars
+            .keys()
+            .chain(n.vars.keys())
+            .chain(extra.keys())
+            .cloned()
+            .chain(BUILTIN_VARS.iter().map(|s| s.to_string()))
+            .collect();
+        crate::playbook::validate::check_variables(pb, &known)
+            .map_err(|e| AppError::BadInput(format!("{e} (node {})", n.name)))?;
     }
-    Ok(out)
+    Ok(())
 }
 
 fn load_playbook(path: &Path) -> Result<Playbook, AppError> {
@@ -214,9 +244,9 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     let p = Params {
+        extra: parse_extra(extra, &pb)?,
         pb,
         extra_items: extra.to_vec(),
-        extra: parse_extra(extra)?,
         guests: GuestPolicy::Refuse,
         nodes,
         inv,
@@ -225,6 +255,7 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
         timeout: g.timeout,
         limit: g.limit.clone(),
     };
+    check_inputs(&p.pb, &p.extra, &p.nodes)?;
     let runs = plan_runs(&p, &HashSet::new()).await;
     if g.json {
         // The file that was read (a shipped playbook found by name, made absolute), not the
@@ -279,9 +310,9 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     Ok(Params {
+        extra: parse_extra(a.extra, &pb)?,
         pb,
         extra_items: a.extra.to_vec(),
-        extra: parse_extra(a.extra)?,
         guests: a.guests.unwrap_or(GuestPolicy::Refuse),
         nodes,
         inv,
@@ -360,8 +391,8 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         }
     }
     Ok(Params {
+        extra: parse_extra(&meta.extra_vars, &pb)?,
         pb,
-        extra: parse_extra(&meta.extra_vars)?,
         extra_items: meta.extra_vars.clone(),
         guests: meta.guests,
         nodes,
@@ -407,6 +438,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
             p.nodes.len()
         );
     }
+    check_inputs(&p.pb, &p.extra, &p.nodes)?;
     // The plan first.
     let plan = plan_runs(&p, &done).await;
     if !g.json {

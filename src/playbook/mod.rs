@@ -9,6 +9,7 @@ pub mod context;
 pub mod edit;
 pub mod engine;
 pub mod error;
+pub mod extra;
 pub mod model;
 pub mod rolling;
 mod steps;
