@@ -47,10 +47,10 @@ pub struct GlobalOpts {
     #[arg(short = 'l', long, global = true, value_name = "PATTERN",
           value_parser = crate::inventory::limit::parse_pattern)]
     pub limit: Option<String>,
-    /// How many nodes to work on at once.
-    #[arg(short = 'f', long, global = true, default_value_t = 64, value_name = "N",
+    /// How many nodes to work on at once [default: 64; a resumed run: the run's own].
+    #[arg(short = 'f', long, global = true, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
-    pub forks: u16,
+    pub forks: Option<u16>,
     /// Per-command timeout, overriding the inventory's (e.g. 30s, 5m).
     #[arg(long, global = true, value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Option<Duration>,
@@ -63,6 +63,16 @@ pub struct GlobalOpts {
     /// More logging on stderr (-v info, -vv debug, -vvv trace). Secrets are never logged.
     #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+/// `--forks` when not given.
+pub const DEFAULT_FORKS: u16 = 64;
+
+impl GlobalOpts {
+    /// `--forks`, or its default.
+    pub fn forks(&self) -> u16 {
+        self.forks.unwrap_or(DEFAULT_FORKS)
+    }
 }
 
 /// `--host-key-policy` values.
@@ -162,6 +172,10 @@ pvefleet audit --compare last.json --save-json last.json"
         /// true/false/yes/no/on/off/1/0, integer, number, list, string); repeatable.
         #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
         extra: Vec<String>,
+        /// Exit 0 when nothing would change, 2 when something would, 1 when a node could not
+        /// be planned (as terraform's), so a cron job can tell; input errors keep 64/65.
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
     /// Apply a playbook: plan, confirm, then run with backups and a journal.
     #[command(after_help = "Examples:\n  pvefleet run playbooks/fix-rrd.toml\n  \

@@ -16,6 +16,10 @@ pub const BAD_INPUT: u8 = 65;
 /// Another run holds the cluster's lock (or its lock could not be checked): nothing was done;
 /// try again later (sysexits' EX_TEMPFAIL).
 pub const LOCKED: u8 = 75;
+/// `plan --detailed-exitcode`: a node could not be planned.
+pub const PLAN_ERROR: u8 = 1;
+/// `plan --detailed-exitcode`: something would change.
+pub const PLAN_CHANGES: u8 = 2;
 /// An internal error (a bug, or the local machine failed us, e.g. cannot write a file).
 pub const INTERNAL: u8 = 70;
 /// Interrupted by Ctrl-C (128 + SIGINT).

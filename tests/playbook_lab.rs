@@ -579,3 +579,35 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
 fn shell(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
+
+/// `plan --detailed-exitcode` (as terraform's): 2 while something would change, 0 once the run
+/// made it so, 1 when a node cannot be planned; without the flag a plan with changes exits 0.
+#[test]
+fn plan_detailed_exitcode_tells_changes_from_nothing_to_do() {
+    let Some(lab) = Lab::up("plan_detailed_exitcode", 50, 2, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"m\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n",
+    );
+    let pb = pb.to_str().unwrap();
+    let plan = |extra: &[&str]| {
+        let mut a = vec!["plan", pb];
+        a.extend_from_slice(extra);
+        env.run(&lab, &a).status.code()
+    };
+    assert_eq!(plan(&[]), Some(0));
+    assert_eq!(plan(&["--detailed-exitcode"]), Some(2));
+    let out = env.run(&lab, &["run", "--yes", pb]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(plan(&["--detailed-exitcode"]), Some(0));
+    lab.fault("pve2", &["sshd-stop"]);
+    assert_eq!(plan(&["--detailed-exitcode"]), Some(1));
+}

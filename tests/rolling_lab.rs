@@ -329,6 +329,22 @@ changed_when = "false"
     );
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("keeps the parameters"));
+    // So is another inventory file, even one with the same nodes (it was taken silently).
+    let other = env.state.path().join("other-inventory.toml");
+    std::fs::copy(lab.inventory(), &other).unwrap();
+    let out = common::bin::command()
+        .arg("-i")
+        .arg(&other)
+        .args(["run", "--resume", &id, "--yes"])
+        .env("PVEFLEET_STATE_DIR", env.state.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("-i ") && text(&out.stderr).contains("other-inventory.toml"),
+        "{}",
+        text(&out.stderr)
+    );
     // A changed playbook is refused, then accepted with --force.
     let original = std::fs::read_to_string(&pb).unwrap();
     std::fs::write(

@@ -52,7 +52,7 @@ async fn run_audit(
     let opts = AuditOptions {
         probes,
         thresholds,
-        forks: usize::from(g.forks),
+        forks: usize::from(g.forks()),
         timeout: g.timeout,
         inventory: inv.source.clone(),
     };

@@ -143,7 +143,11 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             names,
             thresholds,
         } => audit::cmd_probe(g, *list, *script, names, thresholds.as_deref()).await,
-        Command::Plan { playbook, extra } => playbook::cmd_plan(g, playbook, extra).await,
+        Command::Plan {
+            playbook,
+            extra,
+            detailed_exitcode,
+        } => playbook::cmd_plan(g, playbook, extra, *detailed_exitcode).await,
         Command::Run {
             playbook,
             check,
@@ -251,7 +255,7 @@ async fn cmd_exec(g: &GlobalOpts, command: &str, max_output: usize) -> Result<u8
     let cancel = ctrl_c_token();
     let progress = Progress::new("exec", nodes.len());
     let opts = ExecOptions {
-        forks: usize::from(g.forks),
+        forks: usize::from(g.forks()),
         timeout: g.timeout,
         max_output,
     };

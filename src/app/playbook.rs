@@ -10,6 +10,7 @@ use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
 
 use super::{ctrl_c_token, load_inventory, print_json, signals, targets, use_color, AppError};
 use crate::cli::GlobalOpts;
+use crate::cli::DEFAULT_FORKS;
 use crate::exec::NodeStatus;
 use crate::exit;
 use crate::inventory::{Inventory, Node};
@@ -239,7 +240,12 @@ async fn plan_runs(p: &Params, skip: &HashSet<String>) -> Vec<NodeRun> {
 }
 
 /// `pvefleet plan`.
-pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u8, AppError> {
+pub async fn cmd_plan(
+    g: &GlobalOpts,
+    path: &Path,
+    extra: &[String],
+    detailed: bool,
+) -> Result<u8, AppError> {
     let pb = load_playbook(path)?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
@@ -251,7 +257,7 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
         nodes,
         inv,
         inventory_path: None,
-        forks: g.forks,
+        forks: g.forks(),
         timeout: g.timeout,
         limit: g.limit.clone(),
     };
@@ -268,7 +274,15 @@ pub async fn cmd_plan(g: &GlobalOpts, path: &Path, extra: &[String]) -> Result<u
         print!("{}", render_plan(&runs));
         println!("{}; nothing was changed", plan_summary(&runs));
     }
-    Ok(if runs.iter().any(|r| r.failed()) {
+    let failed = runs.iter().any(|r| r.failed());
+    Ok(if detailed {
+        let changes = runs.iter().any(|r| r.count(StepStatus::Changed) > 0);
+        match (failed, changes) {
+            (true, _) => exit::PLAN_ERROR,
+            (false, true) => exit::PLAN_CHANGES,
+            (false, false) => exit::OK,
+        }
+    } else if failed {
         exit_code(&runs, false).max(exit::FAILED)
     } else {
         exit::OK
@@ -317,7 +331,7 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         nodes,
         inv,
         inventory_path: inventory_file(g),
-        forks: g.forks,
+        forks: g.forks(),
         timeout: g.timeout,
         limit: g.limit.clone(),
     })
@@ -335,6 +349,19 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
     }
     if g.limit.is_some() && g.limit != meta.limit {
         conflicts.push(format!("--limit (the run has: {:?})", meta.limit));
+    }
+    // Another inventory file would be other nodes, addresses or variables.
+    if let (Some(_), Some(given)) = (&g.inventory, inventory_file(g)) {
+        if meta.inventory_path.as_ref().is_some_and(|p| *p != given) {
+            conflicts.push(format!(
+                "-i {} (the run has: {})",
+                given.display(),
+                meta.inventory_path
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
     }
     if !conflicts.is_empty() {
         return Err(AppError::Usage(format!(
@@ -398,11 +425,11 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         nodes,
         inv,
         inventory_path: inventory_file(&g2),
-        forks: meta.forks.unwrap_or(g.forks),
-        timeout: meta
-            .timeout_ms
-            .map(std::time::Duration::from_millis)
-            .or(g.timeout),
+        forks: g.forks.or(meta.forks).unwrap_or(DEFAULT_FORKS),
+        // Pace, not what is done: --forks and --timeout given to a resume are honoured.
+        timeout: g
+            .timeout
+            .or(meta.timeout_ms.map(std::time::Duration::from_millis)),
         limit: meta.limit.clone(),
     })
 }
@@ -413,7 +440,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         let path = a
             .playbook
             .ok_or_else(|| AppError::Usage("--check needs a playbook".into()))?;
-        return cmd_plan(g, path, a.extra).await;
+        return cmd_plan(g, path, a.extra, false).await;
     }
     let resumed = match a.resume {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
