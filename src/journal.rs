@@ -296,6 +296,9 @@ pub enum Event {
         files: usize,
         /// Undo commands run.
         undone: usize,
+        /// Everything the run had changed on the node was put back (false: something failed).
+        #[serde(default)]
+        complete: bool,
     },
 }
 
@@ -790,6 +793,8 @@ pub struct NodeHistory {
     pub noout: Option<String>,
     /// Last interruption point.
     pub interrupted: Option<StopPoint>,
+    /// A rollback ran on the node: `Some(true)` when it put everything back.
+    pub rolled_back: Option<bool>,
 }
 
 impl NodeHistory {
@@ -818,6 +823,7 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 h.interrupted = None;
             }
             Event::StepStarted { index, step } => h.in_step = Some((*index, step.clone())),
+            Event::RolledBack { complete, .. } => h.rolled_back = Some(*complete),
             Event::StepDone { index, result } => {
                 h.in_step = None;
                 h.steps.insert(*index, result.clone());

@@ -43,8 +43,22 @@ fn rollback_after_igpu_passthrough_is_byte_identical_and_refuses_drift() {
     assert_eq!(code, Some(0), "{run}");
     let id = run["run"].as_str().unwrap().to_string();
     assert_ne!(snapshot(&lab, "pve1", IGPU_FILES), before[0]);
+    // Without a terminal and without --yes: refused, as `run` is (it said "nothing done", 0).
+    let out = env.run(&lab, &["rollback", &id]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("pass --yes"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_ne!(
+        snapshot(&lab, "pve1", IGPU_FILES),
+        before[0],
+        "nothing rolled back"
+    );
     // Drift: someone edits a file the run changed on pve3.
     lab.sh("pve3", "echo 'kvm # added by hand' >> /etc/modules");
+    let left_by_run = snapshot(&lab, "pve3", IGPU_FILES);
     let out = env.run(&lab, &["rollback", &id, "--yes"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
@@ -59,14 +73,22 @@ fn rollback_after_igpu_passthrough_is_byte_identical_and_refuses_drift() {
             "{n} byte for byte"
         );
     }
+    // All or nothing: the drifted node is refused whole, none of its files restored (the old
+    // code restored the others and left pve3 half rolled back).
     assert!(
-        lab.sh("pve3", "cat /etc/modules").contains("added by hand"),
-        "drift kept"
+        text(&out.stderr).contains("pve3: not rolled back: nothing on it was changed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        snapshot(&lab, "pve3", IGPU_FILES),
+        left_by_run,
+        "pve3 untouched"
     );
     assert_eq!(
         lab.ssh("pve3", "test -e /etc/modprobe.d/vfio.conf").0,
-        1,
-        "created file removed"
+        0,
+        "the file the run created is still there"
     );
     // The restored files take effect: the next boot's command line is the original again.
     assert_eq!(
@@ -357,6 +379,29 @@ fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
             "{kind} journaled"
         );
     }
+    // `runs` and `runs show` say it was rolled back, and the stale "left ON" line is gone.
+    let show = text(&env.run(&lab, &["runs", "show", &env.run_id()]).stdout);
+    assert!(show.contains("(rolled back)"), "{show}");
+    assert!(!show.contains("left on:"), "{show}");
+    assert!(
+        !show.contains("the cluster is not as the run found it"),
+        "{show}"
+    );
+    let pve1 = show
+        .lines()
+        .find(|l| l.trim_start().starts_with("pve1 "))
+        .unwrap_or("");
+    assert!(pve1.contains("rolled back"), "{show}");
+    let list = text(&env.run(&lab, &["runs"]).stdout);
+    assert!(list.contains("rolled back"), "{list}");
+    // A resume of a rolled-back run would apply it again: refused without --force.
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("it was rolled back"),
+        "{}",
+        text(&out.stderr)
+    );
     // The journal now says nothing is left: a second rollback has no guest or maintenance to put back.
     let again = env.run(&lab, &["rollback", &env.run_id(), "--yes"]);
     let stdout = text(&again.stdout);

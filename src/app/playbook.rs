@@ -340,6 +340,13 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
 /// The parameters of the run being resumed, checked against what the command line says.
 fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, AppError> {
     let meta = j.meta().map_err(journal_error)?;
+    if meta.status.contains("rolled back") && !a.force {
+        return Err(AppError::Usage(format!(
+            "run {}: it was {}; resuming it would apply it again over the rollback (pass --force \
+             to do so anyway, or start a new run)",
+            meta.id, meta.status
+        )));
+    }
     let mut conflicts = Vec::new();
     if !a.extra.is_empty() && a.extra != meta.extra_vars.as_slice() {
         conflicts.push(format!("-e (the run has: {:?})", meta.extra_vars));

@@ -22,6 +22,7 @@ use crate::quote::shell_quote;
 use crate::sanitize::{first_line, sanitize_str};
 use crate::ssh::{self, ExitStatus, Session};
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 
 /// One file as the journal knows it.
 #[derive(Debug, Clone)]
@@ -136,7 +137,10 @@ impl NodeRollback<'_> {
         }
     }
 
-    async fn file(&mut self, f: &FileRec) {
+    /// What restoring `f` would do, checked without changing anything; a file that changed
+    /// since the run (drift, without `--force`), a missing backup or a failed check is recorded
+    /// as this node's failure and gives `None`.
+    async fn check_file(&mut self, f: &FileRec) -> Option<FileAction> {
         let (p, b) = (shell_quote(&f.path), shell_quote(&f.backup));
         let probe = format!(
             "if [ -e {p} ]; then sha1sum < {p} | cut -d' ' -f1; else echo absent; fi; \
@@ -150,8 +154,14 @@ impl NodeRollback<'_> {
                     l.next().unwrap_or("").to_string(),
                 )
             }
-            Ok((false, _, err)) => return self.fail(&format!("{}: {err}", f.path)),
-            Err(e) => return self.fail(&format!("{}: {e}", f.path)),
+            Ok((false, _, err)) => {
+                self.fail(&format!("{}: {err}", f.path));
+                return None;
+            }
+            Err(e) => {
+                self.fail(&format!("{}: {e}", f.path));
+                return None;
+            }
         };
         let expected = match &f.written {
             Some(Some(sha)) => Some(sha.as_str()),
@@ -161,30 +171,46 @@ impl NodeRollback<'_> {
         };
         let original = if f.existed { backup.as_str() } else { "absent" };
         if current == original {
-            self.say(&format!("{} already as before the run", f.path));
-            return;
+            return Some(FileAction::AsBefore);
         }
         if let Some(exp) = expected {
             if current != exp && !self.force {
-                return self.fail(&format!(
-                    "{} changed since the run (drift: now {}, the run left {}); not restored (pass --force to restore it anyway)",
+                self.fail(&format!(
+                    "{} changed since the run (drift: now {}, the run left {}); pass --force to restore it anyway",
                     f.path,
                     short(&current),
                     short(exp)
                 ));
+                return None;
             }
         }
         if f.existed && backup == "absent" {
-            return self.fail(&format!(
-                "{}: the backup {} is missing on the node; not restored",
+            self.fail(&format!(
+                "{}: the backup {} is missing on the node",
                 f.path, f.backup
             ));
+            return None;
         }
-        let cmd = if f.existed {
-            let tmp = shell_quote(&format!("{}.pvefleet-restore", f.path));
-            format!("cp -a {b} {tmp} && mv -f {tmp} {p} && cmp -s {b} {p}")
+        Some(if f.existed {
+            FileAction::Restore
         } else {
-            format!("rm -f {p}")
+            FileAction::Remove
+        })
+    }
+
+    /// Do what [`Self::check_file`] found.
+    async fn file(&mut self, f: &FileRec, action: FileAction) {
+        let (p, b) = (shell_quote(&f.path), shell_quote(&f.backup));
+        let cmd = match action {
+            FileAction::AsBefore => {
+                self.say(&format!("{} already as before the run", f.path));
+                return;
+            }
+            FileAction::Restore => {
+                let tmp = shell_quote(&format!("{}.pvefleet-restore", f.path));
+                format!("cp -a {b} {tmp} && mv -f {tmp} {p} && cmp -s {b} {p}")
+            }
+            FileAction::Remove => format!("rm -f {p}"),
         };
         match sh(self.session, &cmd).await {
             Ok((true, _, _)) => {
@@ -199,6 +225,17 @@ impl NodeRollback<'_> {
             Err(e) => self.fail(&format!("{}: {e}", f.path)),
         }
     }
+}
+
+/// What rolling a file back does, decided before anything on the node changes.
+#[derive(Debug, Clone, Copy)]
+enum FileAction {
+    /// Already as before the run.
+    AsBefore,
+    /// Copy the backup back.
+    Restore,
+    /// Remove it (the run created it).
+    Remove,
 }
 
 fn short(sha: &str) -> &str {
@@ -258,6 +295,11 @@ pub async fn cmd_rollback(
         .values()
         .filter(|h| h.maintenance_on || h.noout.is_some())
         .count();
+    if !yes && !std::io::stdin().is_terminal() {
+        return Err(AppError::Usage(
+            "not on a terminal: pass --yes to roll back".into(),
+        ));
+    }
     if !yes {
         match signals::confirm(&format!(
             "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s), {nguests} guest(s) to put back, HA maintenance / Ceph noout left on {nstate} node(s)?",
@@ -295,13 +337,31 @@ pub async fn cmd_rollback(
             restored: 0,
             undone: 0,
         };
+        // All or nothing on a node: every file is checked (drift, backups) before any of them,
+        // or any undo command, changes it; a node that fails a check is refused whole (the
+        // others go on), never left half restored in a configuration nobody wrote.
+        let list = files.get(&node).cloned().unwrap_or_default();
+        let mut actions = Vec::new();
+        for f in list.iter().rev() {
+            if let Some(a) = nr.check_file(f).await {
+                actions.push((f, a));
+            }
+        }
+        if nr.failed {
+            eprintln!(
+                "{node}: not rolled back: nothing on it was changed (a file that changed since \
+                 the run is restored only with --force)"
+            );
+            code = code.max(exit::FAILED);
+            session.close().await;
+            continue;
+        }
         for u in undos.get(&node).into_iter().flatten().rev() {
             nr.undo(u).await;
         }
-        let list = files.get(&node).cloned().unwrap_or_default();
         let mut refresh: Vec<String> = Vec::new();
-        for f in list.iter().rev() {
-            nr.file(f).await;
+        for (f, action) in actions {
+            nr.file(f, action).await;
             for r in &f.refresh {
                 if !refresh.contains(r) {
                     refresh.push(r.clone());
@@ -340,12 +400,66 @@ pub async fn cmd_rollback(
             Event::RolledBack {
                 files: nr.restored,
                 undone: nr.undone,
+                complete: !nr.failed,
             },
         )
         .await;
         session.close().await;
     }
+    settle_status(&j, &meta);
     Ok(code)
+}
+
+/// After a rollback the run's record tells it: `rolled back` when every node of the run that had
+/// something to put back was put back whole, else `partly rolled back (NODES)`; what the run had
+/// left on is recomputed (an entry stays only for a node that still has something left).
+fn settle_status(j: &Journal, meta: &crate::journal::RunMeta) {
+    let histories = j.histories();
+    let (backups, undos) = (j.backups(), j.undos());
+    let needing: Vec<&String> = meta
+        .nodes
+        .iter()
+        .filter(|n| {
+            let files = backups.iter().any(|b| &b.node == *n);
+            let undo = undos.iter().any(|u| &u.node == *n);
+            let left = histories.get(*n).is_some_and(|h| h.left_in_cluster());
+            files || undo || left || histories.get(*n).is_some_and(|h| h.rolled_back.is_some())
+        })
+        .collect();
+    let done: Vec<&String> = needing
+        .iter()
+        .copied()
+        .filter(|n| {
+            histories
+                .get(*n)
+                .is_some_and(|h| h.rolled_back == Some(true) && !h.left_in_cluster())
+        })
+        .collect();
+    let status = if !needing.is_empty() && done.len() == needing.len() {
+        "rolled back".to_string()
+    } else if done.is_empty() {
+        return;
+    } else {
+        format!(
+            "partly rolled back ({})",
+            done.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let still: Vec<&String> = histories
+        .iter()
+        .filter(|(_, h)| h.left_in_cluster())
+        .map(|(n, _)| n)
+        .collect();
+    let left_on: Vec<String> = meta
+        .left_on
+        .iter()
+        .filter(|l| still.iter().any(|n| l.contains(n.as_str())))
+        .cloned()
+        .collect();
+    j.set_status(&status, meta.stopped_at.clone(), left_on);
 }
 
 impl NodeRollback<'_> {

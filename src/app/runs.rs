@@ -177,6 +177,10 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
     for node in &meta.nodes {
         let where_ = match histories.get(node) {
             None => "not started".to_string(),
+            Some(h) if h.rolled_back == Some(true) => "rolled back".to_string(),
+            Some(h) if h.done && h.rolled_back == Some(false) => {
+                "done; rollback incomplete (see the events)".to_string()
+            }
             Some(h) if h.done => "done".to_string(),
             Some(h) => {
                 let mut w = match (&h.in_step, &h.interrupted) {
@@ -218,7 +222,9 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
     for l in &meta.left_on {
         println!("left on: {}", sanitize_str(l));
     }
-    let leftovers = histories.values().any(|h| !h.done && h.left_in_cluster());
+    let leftovers = histories
+        .values()
+        .any(|h| !h.done && h.left_in_cluster() && h.rolled_back != Some(true));
     if leftovers {
         println!(
             "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",
@@ -255,7 +261,6 @@ fn what_is_left(h: &crate::journal::NodeHistory) -> String {
     w
 }
 
-/// `pvefleet maintenance on|off NODE...`.
 /// `pvefleet lock show` (`brk` `None`) and `pvefleet lock break RUN_ID`: per targeted cluster.
 pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError> {
     use crate::maintenance::cluster_lock::{break_all, show_all};
