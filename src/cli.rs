@@ -375,9 +375,10 @@ impl From<FormatArg> for crate::report::audit::Format {
 /// Options of `pvefleet audit`.
 #[derive(Debug, Args, Clone)]
 pub struct AuditArgs {
-    /// Output format (`--json` is the same as `--format json`).
-    #[arg(long, value_enum, default_value = "terminal")]
-    pub format: FormatArg,
+    /// Output format (`--json` is the same as `--format json`) [default: from the extension of
+    /// `-o FILE` (.json, .md, .html, .htm), else terminal].
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
     /// Write the report to FILE instead of stdout.
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,

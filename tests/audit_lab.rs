@@ -401,3 +401,45 @@ fn offload_configured_but_not_applied_until_ifreload() {
     let persist = finding(&findings, "offload.persist");
     assert_eq!(persist["grade"], "PASS", "{persist}");
 }
+
+/// `audit -o FILE` without `--format` writes the format FILE's extension names (it wrote the
+/// terminal table into report.html); `--format` still wins.
+#[test]
+fn audit_output_takes_its_format_from_the_extension() {
+    let Some(lab) = Lab::up("audit_output_extension", 52, 1, &[]) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let inv = lab.inventory();
+    let write = |name: &str, extra: &[&str]| {
+        let path = dir.path().join(name);
+        let mut a = vec![
+            "-i",
+            inv.to_str().unwrap(),
+            "audit",
+            "-o",
+            path.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        let out = pvefleet(&a);
+        assert!(out.status.code().is_some_and(|c| c <= 2), "{out:?}");
+        std::fs::read_to_string(path).unwrap()
+    };
+    let html = write("report.html", &[]);
+    assert!(
+        html.trim_start().starts_with("<!DOCTYPE html"),
+        "{}",
+        &html[..80.min(html.len())]
+    );
+    let md = write("report.md", &[]);
+    assert!(md.starts_with("# "), "{}", &md[..80.min(md.len())]);
+    let json = write("report.json", &[]);
+    assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
+    let forced = write("report.html", &["--format", "json"]);
+    assert!(serde_json::from_str::<serde_json::Value>(&forced).is_ok());
+    let plain = write("report.txt", &[]);
+    assert!(
+        !plain.contains("<!DOCTYPE") && !plain.trim_start().starts_with('{'),
+        "{plain}"
+    );
+}

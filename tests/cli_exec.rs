@@ -339,3 +339,53 @@ fn output_past_max_output_is_cut_at_the_cap_and_the_dropped_bytes_are_reported()
     let row2 = stdout.lines().find(|l| l.contains("node2 ")).unwrap();
     assert!(!row2.contains("truncated"), "{row2}");
 }
+
+/// A command that reads its standard input gets end of file at once, as `ssh host cmd
+/// </dev/null` gives it, instead of waiting for the command's deadline.
+#[test]
+fn a_command_that_reads_stdin_gets_end_of_file_at_once() {
+    if !require_root("a_command_that_reads_stdin_gets_end_of_file_at_once") {
+        return;
+    }
+    let fleet = Fleet::start(40, 2);
+    let inv = fleet.inventory("");
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--timeout",
+        "60s",
+        "--json",
+        "exec",
+        "--",
+        "cat; read x || echo eof",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    for n in 0..2 {
+        assert_eq!(v["nodes"][n]["status"], "ok", "{v}");
+        assert_eq!(v["nodes"][n]["stdout"], "eof\n", "{v}");
+    }
+}
+
+/// Warnings on stderr carry no colour codes into a pipe (a file, cron mail): the
+/// `--host-key-policy insecure` warning is written plain.
+#[test]
+fn warnings_piped_to_a_file_have_no_escape_codes() {
+    if !require_root("warnings_piped_to_a_file_have_no_escape_codes") {
+        return;
+    }
+    let fleet = Fleet::start(41, 1);
+    let inv = fleet.inventory("");
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "--host-key-policy",
+        "insecure",
+        "exec",
+        "--",
+        "true",
+    ]);
+    let err = text(&out.stderr);
+    assert!(err.contains("INSECURE: accepting host key"), "{err}");
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}

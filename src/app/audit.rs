@@ -125,8 +125,23 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
     }
     let format = if g.json {
         Format::Json
+    } else if let Some(f) = args.format {
+        f.into()
     } else {
-        args.format.into()
+        // `-o report.html` means HTML, as the operator wrote it.
+        match args
+            .output
+            .as_deref()
+            .and_then(|p| p.extension())
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") => Format::Json,
+            Some("md" | "markdown") => Format::Markdown,
+            Some("html" | "htm") => Format::Html,
+            _ => Format::Terminal,
+        }
     };
     let old = match &args.compare {
         Some(path) => {

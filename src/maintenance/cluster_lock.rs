@@ -294,7 +294,7 @@ impl Refusal {
                 if let Some(o) = &lock.owner {
                     if lock.dead().is_some() {
                         s.push_str(&format!(
-                            "; resume that run (pvefleet run --resume {r}) or, once you are sure                              nothing drives the cluster, break its lock: pvefleet lock break {r}",
+                            "; resume that run (pvefleet run --resume {r}) or, once you are sure nothing drives the cluster, break its lock: pvefleet lock break {r}",
                             r = o.run
                         ));
                     } else {
@@ -414,7 +414,7 @@ impl ClusterLocks {
                         Ok(false) => {
                             if lost.insert(cluster.clone()) {
                                 eprintln!(
-                                    "pvefleet: WARNING: the lock of cluster {} is no longer this                                      run's (broken by an operator?): another run may now act on it",
+                                    "pvefleet: WARNING: the lock of cluster {} is no longer this run's (broken by an operator?): another run may now act on it",
                                     cluster_name(cluster)
                                 );
                             }
@@ -441,7 +441,7 @@ impl ClusterLocks {
                 .await
             {
                 eprintln!(
-                    "pvefleet: WARNING: the lock of cluster {} could not be released ({why});                      break it with: pvefleet lock break {run}",
+                    "pvefleet: WARNING: the lock of cluster {} could not be released ({why}); break it with: pvefleet lock break {run}",
                     cluster_name(cluster)
                 );
             }

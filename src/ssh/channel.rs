@@ -146,6 +146,12 @@ impl Session {
                 Ok(Err(e)) => return Err(SshError::Protocol(format!("sending input: {e}"))),
                 Err(_) => return Err(SshError::Timeout(timeout)),
             }
+        } else {
+            // No input: end of file at once, as `ssh host cmd </dev/null`, so a command that
+            // reads its standard input (`cat`, a prompt, `read`) ends instead of waiting for
+            // the command's deadline.
+            // A command quick enough to have ended already has closed its channel: not an error.
+            let _ = tokio::time::timeout(self.inner.answer_within, channel.eof()).await;
         }
         let (mut stdout, mut stderr) = (CappedBuf::new(cap), CappedBuf::new(cap));
         let mut exit: Option<ExitStatus> = None;
