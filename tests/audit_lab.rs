@@ -443,3 +443,45 @@ fn audit_output_takes_its_format_from_the_extension() {
         "{plain}"
     );
 }
+
+/// The README's cron recipe, run twice from nothing: the first run has no `last.json` (every
+/// finding is new: exit 1 with one, and the report is saved), the second finds nothing new (0).
+/// The old code exited 65 on the missing file and never saved one, forever.
+#[test]
+fn the_cron_compare_recipe_starts_from_no_earlier_report() {
+    let Some(lab) = Lab::up("audit_cron_recipe", 53, 1, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["rrd-zero", "2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let last = dir.path().join("last.json");
+    let inv = lab.inventory();
+    let cron = || {
+        pvefleet(&[
+            "-i",
+            inv.to_str().unwrap(),
+            "audit",
+            "--compare",
+            last.to_str().unwrap(),
+            "--save-json",
+            last.to_str().unwrap(),
+        ])
+    };
+    let first = cron();
+    let err = String::from_utf8_lossy(&first.stderr);
+    assert_eq!(first.status.code(), Some(1), "{err}");
+    assert!(err.contains("every finding counts as new"), "{err}");
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("rrd"),
+        "the RRD finding is new"
+    );
+    assert!(last.exists(), "the report was saved for the next run");
+    let second = cron();
+    assert_eq!(
+        second.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&second.stdout),
+        String::from_utf8_lossy(&second.stderr)
+    );
+}

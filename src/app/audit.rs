@@ -73,9 +73,14 @@ fn terminal_width() -> Option<usize> {
     Table::new().width().map(usize::from)
 }
 
-fn read_old_report(path: &Path) -> Result<audit::AuditReport, AppError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
+/// The earlier report for `--compare`; `None` when the file does not exist yet (the first run
+/// of the cron recipe: everything is new, and `--save-json` writes the file for the next one).
+fn read_old_report(path: &Path) -> Result<Option<audit::AuditReport>, AppError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(AppError::BadInput(format!("{}: {e}", path.display()))),
+    };
     let old: audit::AuditReport = serde_json::from_str(&text).map_err(|e| {
         AppError::BadInput(format!(
             "{}:{}:{}: not an audit JSON report (`pvefleet audit --format json`): {e}",
@@ -92,7 +97,7 @@ fn read_old_report(path: &Path) -> Result<audit::AuditReport, AppError> {
             audit::AUDIT_SCHEMA_VERSION
         )));
     }
-    Ok(old)
+    Ok(Some(old))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), AppError> {
@@ -150,7 +155,16 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
                     "--compare prints terminal text or JSON (--format terminal|json)".into(),
                 ));
             }
-            Some(read_old_report(path)?)
+            match read_old_report(path)? {
+                Some(r) => Some(Some(r)),
+                None => {
+                    eprintln!(
+                        "pvefleet: no earlier report {} yet: every finding counts as new",
+                        path.display()
+                    );
+                    Some(None)
+                }
+            }
         }
         None => None,
     };
@@ -169,6 +183,17 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
         },
         wide: args.wide,
     };
+    // No earlier report: an audit of nothing, so every finding of this one is new.
+    let old = old.map(|o| {
+        o.unwrap_or_else(|| audit::AuditReport {
+            generated_at: String::new(),
+            nodes: Vec::new(),
+            cluster: Vec::new(),
+            findings: Vec::new(),
+            summary: Default::default(),
+            ..report.clone()
+        })
+    });
     let (text, code) = match &old {
         Some(old) => {
             let c = audit::compare::compare(old, &report);
