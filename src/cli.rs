@@ -238,6 +238,10 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
     /// Show or create inventories.
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// List the playbooks `plan`/`run` find by name: ./playbooks/ and the shipped ones (name,
+    /// purpose, where found; a local one shadows a shipped one of the same name).
+    #[command(after_help = "Example:\n  pvefleet playbooks")]
+    Playbooks,
     /// Print shell completions for bash, zsh, fish, elvish or powershell.
     #[command(
         after_help = "Example:\n  pvefleet completions bash > /etc/bash_completion.d/pvefleet"

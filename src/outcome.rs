@@ -44,3 +44,13 @@ pub enum GuestPolicy {
     /// Leave them running and reboot anyway (the operator's choice; `--guests skip` too).
     Ignore,
 }
+
+impl std::fmt::Display for GuestPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuestPolicy::Refuse => "refuse",
+            GuestPolicy::Shutdown => "shutdown",
+            GuestPolicy::Ignore => "ignore",
+        })
+    }
+}

@@ -322,6 +322,12 @@ changed_when = "false"
         .as_str()
         .unwrap()
         .ends_with("inventory.toml"));
+    // `runs show` gives them as they would be typed, not as Rust values (`Some(..)`, `Ignore`).
+    let show = text(&env.run(&lab, &["runs", "show", &id]).stdout);
+    assert!(
+        show.contains("parameters: -e marker=custom --limit pve1,pve2 --guests ignore --forks 64"),
+        "{show}"
+    );
     // Changing a parameter on resume is refused.
     let out = env.run(
         &lab,

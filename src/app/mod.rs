@@ -193,6 +193,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             Some(crate::cli::RunsCommand::Show { run_id }) => runs::cmd_runs(g, Some(run_id)),
             None => runs::cmd_runs(g, None),
         },
+        Command::Playbooks => shipped::cmd_playbooks(g),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "pvefleet", &mut std::io::stdout());

@@ -168,12 +168,22 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         meta.started,
         j.dir.display()
     );
-    if !meta.extra_vars.is_empty() || meta.limit.is_some() {
-        println!(
-            "parameters: -e {:?}; --limit {:?}; --guests {:?}",
-            meta.extra_vars, meta.limit, meta.guests
-        );
+    // The run's parameters as they would be typed.
+    let mut params: Vec<String> = meta.extra_vars.iter().map(|e| format!("-e {e}")).collect();
+    if let Some(l) = &meta.limit {
+        params.push(format!("--limit {l}"));
     }
+    params.push(format!("--guests {}", meta.guests));
+    if let Some(f) = meta.forks {
+        params.push(format!("--forks {f}"));
+    }
+    if let Some(t) = meta.timeout_ms {
+        params.push(format!(
+            "--timeout {}",
+            humantime::format_duration(std::time::Duration::from_millis(t))
+        ));
+    }
+    println!("parameters: {}", sanitize_str(&params.join(" ")));
     for node in &meta.nodes {
         let where_ = match histories.get(node) {
             None => "not started".to_string(),

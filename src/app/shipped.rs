@@ -152,6 +152,79 @@ fn playbook_name(arg: &Path) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// One playbook `plan`/`run` can find by name.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    /// The name to give (`pvefleet run NAME`).
+    pub name: String,
+    /// The first line of its `description` (empty when it has none or cannot be read).
+    pub purpose: String,
+    /// The file.
+    pub path: PathBuf,
+    /// `local` (./playbooks) or `shipped`.
+    pub source: &'static str,
+    /// A local playbook of the same name is found first.
+    pub shadowed: bool,
+}
+
+/// The playbooks found by name, local ones first (the order `find` tries them in).
+pub fn list(search: &PlaybookSearch) -> Vec<Listed> {
+    let mut out: Vec<Listed> = Vec::new();
+    let local = search.cwd.join(LOCAL_DIR);
+    for (dir, source) in [(&local, "local"), (&search.shipped_dir, "shipped")] {
+        for name in shipped_names(dir) {
+            let path = dir.join(format!("{name}.toml"));
+            let purpose = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+                .and_then(|t| t.get("description")?.as_str().map(str::to_string))
+                .and_then(|d| d.lines().next().map(str::to_string))
+                .unwrap_or_default();
+            let shadowed = out.iter().any(|l| l.name == name);
+            out.push(Listed {
+                name,
+                purpose,
+                path,
+                source,
+                shadowed,
+            });
+        }
+    }
+    out
+}
+
+/// `pvefleet playbooks`.
+pub fn cmd_playbooks(g: &crate::cli::GlobalOpts) -> Result<u8, AppError> {
+    let found = list(&PlaybookSearch::from_env());
+    if g.json {
+        super::print_json(&serde_json::json!({"version": 1, "playbooks": found}));
+        return Ok(crate::exit::OK);
+    }
+    if found.is_empty() {
+        println!(
+            "no playbooks in ./{LOCAL_DIR} or {}",
+            PlaybookSearch::from_env().shipped_dir.display()
+        );
+    }
+    for l in &found {
+        let note = if l.shadowed {
+            " (shadowed by the local one)"
+        } else {
+            ""
+        };
+        println!(
+            "{:18} {}
+{:18} {} {}{note}",
+            l.name,
+            crate::sanitize::sanitize_str(&l.purpose),
+            "",
+            l.source,
+            l.path.display()
+        );
+    }
+    Ok(crate::exit::OK)
+}
+
 /// The names (file stems) of the `*.toml` files in `dir`, sorted; empty when it cannot be read.
 pub fn shipped_names(dir: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -204,6 +277,31 @@ mod tests {
             std::fs::write(path, "name = \"x\"\n").unwrap();
             path.to_path_buf()
         }
+    }
+
+    #[test]
+    fn the_list_has_each_playbook_with_its_purpose_and_marks_a_shadowed_one() {
+        let d = Dirs::new();
+        std::fs::write(
+            d.shipped.join("fix-rrd.toml"),
+            "name = \"fix-rrd\"\ndescription = \"Fix RRD errors\\nmore\"\n",
+        )
+        .unwrap();
+        d.touch(&d.shipped.join("upgrade.toml"));
+        d.touch(&d.cwd.join("playbooks/upgrade.toml"));
+        let l = list(&d.search());
+        let got: Vec<(&str, &str, &str, bool)> = l
+            .iter()
+            .map(|l| (l.name.as_str(), l.purpose.as_str(), l.source, l.shadowed))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("upgrade", "", "local", false),
+                ("fix-rrd", "Fix RRD errors", "shipped", false),
+                ("upgrade", "", "shipped", true),
+            ]
+        );
     }
 
     #[test]
