@@ -611,3 +611,66 @@ fn plan_detailed_exitcode_tells_changes_from_nothing_to_do() {
     lab.fault("pve2", &["sshd-stop"]);
     assert_eq!(plan(&["--detailed-exitcode"]), Some(1));
 }
+
+/// At 80 columns (tmux) the run's result table and `pvefleet runs` fit: no line is wider than
+/// the terminal (the joined capture shows what the terminal had to wrap), and a long error is
+/// printed whole below the table, words intact (in a column it was squeezed to a few
+/// characters: `duratio`/`n`).
+#[test]
+fn the_result_table_and_runs_fit_80_columns_with_errors_below() {
+    let Some(lab) = Lab::up("results_80_columns", 54, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"long-error\"\n[[step]]\nname = \"fail\"\nkind = \"run\"\ncommand = \"echo 'ERROR: migration aborted (duration 00:00:01): cannot migrate VM which uses local devices: hostpci0 and usb0 and more words' >&2; exit 1\"\n",
+    );
+    let session = format!("pvefleet-80-{}", std::process::id());
+    let done = env.state.path().join("done");
+    let bin = env!("CARGO_BIN_EXE_pvefleet");
+    let cmd = format!(
+        "export PVEFLEET_STATE_DIR={}; {bin} -i {} run --yes {}; {bin} runs; touch {}; sleep 60",
+        env.state.path().display(),
+        lab.inventory().display(),
+        pb.display(),
+        done.display()
+    );
+    common::sshd::sh(&format!(
+        "tmux new-session -d -s {session} -x 80 -y 60 '{}'",
+        cmd.replace('\'', "'\\''")
+    ));
+    struct Kill(String);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("tmux")
+                .args(["kill-session", "-t", &self.0])
+                .status();
+        }
+    }
+    let _kill = Kill(session.clone());
+    for _ in 0..240 {
+        if done.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(done.exists(), "the run and `runs` finished");
+    let screen = common::sshd::sh(&format!("tmux capture-pane -p -J -S -60 -t {session}"));
+    for line in screen.lines() {
+        assert!(
+            line.chars().count() <= 80,
+            "wider than 80: {line:?}\n{screen}"
+        );
+    }
+    assert!(screen.contains("│ pve1 "), "{screen}");
+    assert!(screen.contains("(duration 00:00:01)"), "{screen}");
+    assert!(
+        screen.contains("┆ pb "),
+        "`runs` lists the run by its playbook: {screen}"
+    );
+    assert!(
+        screen.contains("== pve[1-3] (3) =="),
+        "identical plans folded: {screen}"
+    );
+}

@@ -65,7 +65,7 @@ async fn run_audit(
 }
 
 /// The terminal's width when stdout is one (what the matrix must fit), else none.
-fn terminal_width() -> Option<usize> {
+pub(super) fn terminal_width() -> Option<usize> {
     use std::io::IsTerminal;
     if !std::io::stdout().is_terminal() {
         return None;

@@ -80,12 +80,15 @@ pub(super) fn journal_error(e: JournalError) -> AppError {
 }
 
 /// Per-node plan, as text: what would change.
-pub fn render_plan(runs: &[NodeRun]) -> String {
-    let mut out = String::new();
+pub fn render_plan(runs: &[NodeRun], width: Option<usize>) -> String {
+    use crate::report::wrap::wrap;
+    // Each node's plan, then the nodes whose plans are identical folded under one header
+    // (`pve[1-4]`), as exec folds identical output.
+    let mut groups: Vec<(Vec<&str>, String)> = Vec::new();
     for r in runs {
-        out.push_str(&format!("== {} ==\n", r.node));
+        let mut body = String::new();
         if let Some(e) = &r.error {
-            out.push_str(&format!("  ERROR: {}\n", sanitize_str(e)));
+            body.push_str(&wrap(&sanitize_str(e), "  ERROR: ", "          ", width));
         }
         for s in &r.steps {
             let mark = match s.status {
@@ -94,22 +97,59 @@ pub fn render_plan(runs: &[NodeRun]) -> String {
                 StepStatus::Skipped => "skip   ",
                 StepStatus::Failed => "FAILED ",
             };
-            out.push_str(&format!(
-                "  {mark} {}: {}\n",
-                sanitize_str(&s.step),
-                sanitize_str(&s.detail)
-            ));
+            let line = format!("{}: {}", sanitize_str(&s.step), sanitize_str(&s.detail));
+            body.push_str(&wrap(&line, &format!("  {mark} "), "           ", width));
             for c in &s.commands {
-                out.push_str(&format!("           $ {}\n", sanitize_str(c)));
+                // A multi-line command stays indented under its step, each line wrapped.
+                for (i, l) in c.lines().enumerate() {
+                    let first = if i == 0 {
+                        "           $ "
+                    } else {
+                        "             "
+                    };
+                    body.push_str(&wrap(&sanitize_str(l), first, "               ", width));
+                }
             }
             if let Some(d) = &s.diff {
                 for l in d.lines() {
-                    out.push_str(&format!("           {}\n", sanitize_str(l)));
+                    body.push_str(&wrap(
+                        &sanitize_str(l),
+                        "           ",
+                        "             ",
+                        width,
+                    ));
                 }
             }
         }
+        match groups.iter_mut().find(|(_, b)| *b == body) {
+            Some((names, _)) => names.push(&r.node),
+            None => groups.push((vec![&r.node], body)),
+        }
+    }
+    let mut out = String::new();
+    for (names, body) in groups {
+        let header = if names.len() == 1 {
+            names[0].to_string()
+        } else {
+            format!("{} ({})", crate::nodeset::fold(&names), names.len())
+        };
+        out.push_str(&format!("== {header} ==\n{body}"));
     }
     out
+}
+
+/// The width of the terminal the plan is shown on (`stderr` for `run`, `stdout` for `plan`).
+fn plan_width(on_stderr: bool) -> Option<usize> {
+    use std::io::IsTerminal;
+    let tty = if on_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    if !tty {
+        return None;
+    }
+    comfy_table::Table::new().width().map(usize::from)
 }
 
 /// `plan: N change(s) on M node(s)`.
@@ -128,7 +168,7 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
     t.load_preset(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(vec![
-            "node", "status", "ok", "changed", "skipped", "failed", "reboot", "duration", "error",
+            "node", "status", "ok", "changed", "skipped", "failed", "reboot", "duration",
         ]);
     if !color {
         t.force_no_tty();
@@ -155,10 +195,32 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
                 r.duration_ms,
             )))
             .set_alignment(CellAlignment::Right),
-            Cell::new(sanitize_str(r.error.as_deref().unwrap_or(""))),
         ]);
     }
-    t.to_string()
+    // Errors below the table, each node's in full and word-wrapped with a hanging indent (in a
+    // column they were squeezed to a few characters and broke words).
+    let mut out = t.to_string();
+    let width = super::audit::terminal_width();
+    let name_w = runs
+        .iter()
+        .map(|r| r.node.chars().count())
+        .max()
+        .unwrap_or(0);
+    for r in runs.iter().filter(|r| r.error.is_some()) {
+        let first = format!("  {:name_w$}  ", r.node);
+        let rest = " ".repeat(first.chars().count());
+        out.push('\n');
+        out.push_str(
+            crate::report::wrap::wrap(
+                &sanitize_str(r.error.as_deref().unwrap_or("")),
+                &first,
+                &rest,
+                width,
+            )
+            .trim_end_matches('\n'),
+        );
+    }
+    out
 }
 
 fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
@@ -271,7 +333,7 @@ pub async fn cmd_plan(
             &serde_json::json!({"version": 1, "playbook": file, "check": true, "nodes": runs}),
         );
     } else {
-        print!("{}", render_plan(&runs));
+        print!("{}", render_plan(&runs, plan_width(false)));
         println!("{}; nothing was changed", plan_summary(&runs));
     }
     let failed = runs.iter().any(|r| r.failed());
@@ -476,7 +538,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
     // The plan first.
     let plan = plan_runs(&p, &done).await;
     if !g.json {
-        eprint!("{}", render_plan(&plan));
+        eprint!("{}", render_plan(&plan, plan_width(true)));
         eprintln!("{}", plan_summary(&plan));
     }
     // A node that could not be planned (unreachable, an error) stops its own cluster before
@@ -771,7 +833,7 @@ async fn execute_run(
             if status == "ok" {
                 String::new()
             } else {
-                format!(" (resume with: pvefleet run --resume {run_id})")
+                format!("\n  resume with: pvefleet run --resume {run_id}")
             }
         );
     }

@@ -132,8 +132,11 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             print_json(&runs);
             return Ok(exit::OK);
         }
+        // Fits 80 columns: the playbook by name (its path is in `runs show`), nodes folded as
+        // exec folds them (pve[1-4]), the start to the minute.
         let mut t = Table::new();
         t.load_preset(presets::UTF8_FULL_CONDENSED)
+            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
             .set_header(vec!["run", "status", "playbook", "nodes", "started"]);
         if !use_color() {
             t.force_no_tty();
@@ -143,7 +146,19 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
                 Ok(j) => shown_status(&j, &r.status),
                 Err(_) => r.status.clone(),
             };
-            t.add_row(vec![r.id, status, r.playbook, r.nodes.join(","), r.started]);
+            let playbook = std::path::Path::new(&r.playbook)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| r.playbook.clone());
+            let names: Vec<&str> = r.nodes.iter().map(String::as_str).collect();
+            let started = r.started.get(..16).unwrap_or(&r.started).replace('T', " ");
+            t.add_row(vec![
+                r.id,
+                sanitize_str(&status),
+                sanitize_str(&playbook),
+                crate::nodeset::fold(&names),
+                started,
+            ]);
         }
         println!("{t}");
         return Ok(exit::OK);
