@@ -349,6 +349,23 @@ pub enum RunsCommand {
         /// Run id.
         run_id: String,
     },
+    /// Remove old run journals and their backups on the nodes
+    /// (`/var/lib/pvefleet/backups/RUN`). A run that can still be rolled back, or that a
+    /// process still drives, is kept unless `--force` (a driven one always).
+    #[command(
+        after_help = "Examples:\n  pvefleet runs prune --keep 20\n  pvefleet runs prune --older-than 90d"
+    )]
+    Prune {
+        /// Keep the N newest runs.
+        #[arg(long, value_name = "N")]
+        keep: Option<usize>,
+        /// Only runs started longer ago than this (e.g. 90d, 2w).
+        #[arg(long, value_parser = parse_duration, value_name = "AGE")]
+        older_than: Option<Duration>,
+        /// Prune runs that could still be rolled back too.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// `--format` values (the clap face of [`crate::report::audit::Format`]).

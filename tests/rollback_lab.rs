@@ -410,3 +410,53 @@ fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
         "{stdout}"
     );
 }
+
+/// `runs prune` keeps what can still be rolled back unless `--force`, and removes a pruned run's
+/// backups on the nodes with its journal; the kept run still rolls back.
+#[test]
+fn runs_prune_keeps_rollback_possible_and_removes_backups_with_the_run() {
+    let Some(lab) = Lab::up("runs_prune", 57, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = common::runs::write_playbook(
+        env.state.path(),
+        "pb.toml",
+        "name = \"mark\"\n[vars]\nmarker = \"a\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"{{ marker }}\"\n",
+    );
+    let pb = pb.to_str().unwrap();
+    lab.sh("pve1", "echo base > /etc/pvefleet-test");
+    let (code, first) = env.json(&lab, &["run", "--yes", pb]);
+    assert_eq!(code, Some(0), "{first}");
+    let old = first["run"].as_str().unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // run ids have second resolution
+    let (code, second) = env.json(&lab, &["run", "--yes", "-e", "marker=b", pb]);
+    assert_eq!(code, Some(0), "{second}");
+    let new = second["run"].as_str().unwrap().to_string();
+    let backups = |id: &str| {
+        lab.ssh("pve1", &format!("test -d /var/lib/pvefleet/backups/{id}"))
+            .0
+            == 0
+    };
+    assert!(backups(&old) && backups(&new));
+
+    let out = env.run(&lab, &["runs", "prune"]);
+    assert_eq!(out.status.code(), Some(64), "say which runs");
+    let out = env.run(&lab, &["runs", "prune", "--keep", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("{old}: kept: it can still be rolled back")));
+    assert!(env.state.path().join("runs").join(&old).exists());
+
+    let out = env.run(&lab, &["runs", "prune", "--keep", "1", "--force"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains(&format!("{old}: pruned")),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!env.state.path().join("runs").join(&old).exists());
+    assert!(!backups(&old), "its backups on the node went with it");
+    assert!(backups(&new), "the kept run's backups stay");
+    let out = env.run(&lab, &["rollback", &new, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

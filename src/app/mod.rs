@@ -191,6 +191,11 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         },
         Command::Runs { action } => match action {
             Some(crate::cli::RunsCommand::Show { run_id }) => runs::cmd_runs(g, Some(run_id)),
+            Some(crate::cli::RunsCommand::Prune {
+                keep,
+                older_than,
+                force,
+            }) => runs::cmd_prune(g, *keep, *older_than, *force).await,
             None => runs::cmd_runs(g, None),
         },
         Command::Playbooks => shipped::cmd_playbooks(g),

@@ -286,6 +286,120 @@ fn what_is_left(h: &crate::journal::NodeHistory) -> String {
     w
 }
 
+/// `pvefleet runs prune`: the runs beyond the `keep` newest and/or started more than
+/// `older_than` ago, their backups on the nodes first (a node that cannot be reached keeps the
+/// run's journal, so nothing is orphaned), then the journal.
+pub async fn cmd_prune(
+    g: &GlobalOpts,
+    keep: Option<usize>,
+    older_than: Option<std::time::Duration>,
+    force: bool,
+) -> Result<u8, AppError> {
+    if keep.is_none() && older_than.is_none() {
+        return Err(AppError::Usage(
+            "runs prune: say which runs: --keep N and/or --older-than AGE".into(),
+        ));
+    }
+    let now = std::time::SystemTime::now();
+    let mut code = exit::OK;
+    let (mut pruned, mut kept) = (0usize, 0usize);
+    for (i, meta) in journal::list().into_iter().enumerate() {
+        if keep.is_some_and(|k| i < k) {
+            continue;
+        }
+        let old_enough = older_than.is_none_or(|age| {
+            humantime::parse_rfc3339(&meta.started)
+                .ok()
+                .and_then(|t| now.duration_since(t).ok())
+                .is_some_and(|d| d > age)
+        });
+        if !old_enough {
+            continue;
+        }
+        let Ok(j) = Journal::open(&meta.id) else {
+            continue;
+        };
+        if journal::is_driven(&j.dir) {
+            println!("{}: kept: a pvefleet process drives it", meta.id);
+            kept += 1;
+            continue;
+        }
+        let backups: Vec<_> = j
+            .backups()
+            .into_iter()
+            .filter(|b| b.phase != "intent")
+            .collect();
+        let undoable = j.undos().iter().any(|u| u.phase == "applied");
+        let rollbackable =
+            (!backups.is_empty() || undoable) && !meta.status.contains("rolled back");
+        if rollbackable && !force {
+            println!(
+                "{}: kept: it can still be rolled back (pvefleet rollback {}); --force prunes it",
+                meta.id, meta.id
+            );
+            kept += 1;
+            continue;
+        }
+        // The backups on the nodes first.
+        let nodes: std::collections::BTreeSet<&str> =
+            backups.iter().map(|b| b.node.as_str()).collect();
+        let mut all_gone = true;
+        if !nodes.is_empty() {
+            let mut g2 = g.clone();
+            if g2.inventory.is_none() {
+                g2.inventory = meta.inventory_path.clone();
+            }
+            let inv = load_inventory(&g2)?;
+            let dir = crate::playbook::engine::backup_dir(&meta.id);
+            for name in nodes {
+                let gone = match inv.node(name) {
+                    Some(n) => match crate::maintenance::remote::Remote::connect(
+                        n,
+                        g.timeout.unwrap_or(n.command_timeout),
+                    )
+                    .await
+                    {
+                        Ok(r) => {
+                            let done = r
+                                .ok(&format!("rm -rf -- {}", crate::quote::shell_quote(&dir)))
+                                .await;
+                            r.session.close().await;
+                            done.map_err(|e| e.to_string())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                    None => Err(format!("not in the inventory {}", inv.source)),
+                };
+                if let Err(why) = gone {
+                    eprintln!(
+                        "{}: {name}: its backups {dir} could not be removed ({}); the run is kept",
+                        meta.id,
+                        sanitize_str(&why)
+                    );
+                    all_gone = false;
+                    code = code.max(exit::UNREACHABLE);
+                }
+            }
+        }
+        if !all_gone {
+            kept += 1;
+            continue;
+        }
+        match std::fs::remove_dir_all(&j.dir) {
+            Ok(()) => {
+                println!("{}: pruned ({})", meta.id, meta.status);
+                pruned += 1;
+            }
+            Err(e) => {
+                eprintln!("{}: cannot remove {}: {e}", meta.id, j.dir.display());
+                code = code.max(exit::INTERNAL);
+            }
+        }
+    }
+    println!("{pruned} run(s) pruned, {kept} kept");
+    Ok(code)
+}
+
 /// `pvefleet lock show` (`brk` `None`) and `pvefleet lock break RUN_ID`: per targeted cluster.
 pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError> {
     use crate::maintenance::cluster_lock::{break_all, show_all};
