@@ -198,6 +198,10 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// shut them down and start them again once the node is back, or ignore.
         #[arg(long, value_enum)]
         guests: Option<GuestsArg>,
+        /// Go on with a node that is already in HA maintenance someone else switched on (refused
+        /// by default); its maintenance is never switched off by the run.
+        #[arg(long)]
+        allow_maintained: bool,
         /// Continue an interrupted, halted or killed run with the parameters it was started with
         /// (playbook, -e, --guests, --limit, inventory); nodes already done are not redone, a
         /// reboot in progress is continued, not repeated.

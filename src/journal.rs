@@ -106,6 +106,10 @@ pub struct RunMeta {
     /// `--guests`.
     #[serde(default = "default_guests")]
     pub guests: GuestPolicy,
+    /// `--allow-maintained`: nodes already in HA maintenance (someone else's) may be rebooted;
+    /// their maintenance is never switched off by the run.
+    #[serde(default)]
+    pub allow_maintained: bool,
     /// `--forks`.
     #[serde(default)]
     pub forks: Option<u16>,
@@ -843,7 +847,12 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                     p.old_boot_id = old_boot_id.clone();
                 }
             }
-            Event::Maintenance { state, .. } => h.maintenance_on = state != "off",
+            // Only what the run switched on: `found-on` (someone else's maintenance) is not.
+            Event::Maintenance { state, .. } => match state.as_str() {
+                "on" | "left-on" => h.maintenance_on = true,
+                "off" => h.maintenance_on = false,
+                _ => {}
+            },
             Event::GuestStopped { guest, .. } if !h.stopped_guests.contains(guest) => {
                 h.stopped_guests.push(guest.clone());
             }
@@ -868,9 +877,12 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 h.moved_guests.retain(|(g, _, _)| g != guest);
                 h.moving_guests.retain(|(g, _, _)| g != guest);
             }
-            Event::Noout { state, scope, .. } => {
-                h.noout = (state != "unset").then(|| scope.clone());
-            }
+            // Only what the run set: `found-set` (an operator's noout) is left alone.
+            Event::Noout { state, scope, .. } => match state.as_str() {
+                "set" | "left-set" => h.noout = Some(scope.clone()),
+                "unset" => h.noout = None,
+                _ => {}
+            },
             Event::NodeDone { .. } => h.done = true,
             Event::NodeInterrupted { step, state } => {
                 h.interrupted = Some(StopPoint {

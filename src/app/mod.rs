@@ -160,6 +160,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             yes,
             extra,
             guests,
+            allow_maintained,
             resume,
             force,
         } => {
@@ -169,6 +170,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 yes: *yes,
                 extra,
                 guests: guests.map(Into::into),
+                allow_maintained: *allow_maintained,
                 resume: resume.as_deref(),
                 force: *force,
             };

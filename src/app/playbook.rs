@@ -241,6 +241,7 @@ struct Params {
     extra_items: Vec<String>,
     extra: BTreeMap<String, toml::Value>,
     guests: GuestPolicy,
+    allow_maintained: bool,
     nodes: Vec<Node>,
     inv: Inventory,
     inventory_path: Option<PathBuf>,
@@ -258,6 +259,7 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         journal,
         timeout: p.timeout,
         guests: p.guests,
+        allow_maintained: p.allow_maintained,
         on_step: None,
         cancel: ctrl_c_token(),
         resume: BTreeMap::new(),
@@ -316,6 +318,7 @@ pub async fn cmd_plan(
         pb,
         extra_items: extra.to_vec(),
         guests: GuestPolicy::Refuse,
+        allow_maintained: false,
         nodes,
         inv,
         inventory_path: None,
@@ -375,6 +378,8 @@ pub struct RunArgs<'a> {
     pub extra: &'a [String],
     /// `--guests`.
     pub guests: Option<GuestPolicy>,
+    /// `--allow-maintained`.
+    pub allow_maintained: bool,
     /// `--resume ID`.
     pub resume: Option<&'a str>,
     /// `--force` (with --resume).
@@ -390,6 +395,7 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         pb,
         extra_items: a.extra.to_vec(),
         guests: a.guests.unwrap_or(GuestPolicy::Refuse),
+        allow_maintained: a.allow_maintained,
         nodes,
         inv,
         inventory_path: inventory_file(g),
@@ -491,6 +497,7 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         pb,
         extra_items: meta.extra_vars.clone(),
         guests: meta.guests,
+        allow_maintained: meta.allow_maintained || a.allow_maintained,
         nodes,
         inv,
         inventory_path: inventory_file(&g2),
@@ -685,6 +692,7 @@ fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
         limit: p.limit.clone(),
         extra_vars: p.extra_items.clone(),
         guests: p.guests,
+        allow_maintained: p.allow_maintained,
         forks: Some(p.forks),
         timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
         stopped_at: Vec::new(),

@@ -157,13 +157,25 @@ pub async fn osds_ok_to_stop(r: &Remote, ids: &[i64]) -> Result<(), RebootError>
 /// `ceph osd ok-to-stop` for the node's OSDs and `ceph mon ok-to-stop` if it runs a monitor.
 pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
     osds_ok_to_stop(r, &osds_of(r, host).await?).await?;
-    let (_, dump) = r
-        .text("timeout 30 ceph mon dump -f json 2>/dev/null")
-        .await?;
-    let is_mon = serde_json::from_str::<serde_json::Value>(dump.trim())
+    // Whether the node runs a monitor: a dump that fails or cannot be read is unknown, and
+    // unknown is a stop (it used to skip `mon ok-to-stop`).
+    let o = r.sh("timeout 30 ceph mon dump -f json").await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Ceph(format!(
+            "ceph mon dump failed, so whether {host} runs a monitor is unknown: {}",
+            first_line(&o.stderr)
+        )));
+    }
+    let mons = serde_json::from_slice::<serde_json::Value>(&o.stdout)
         .ok()
         .and_then(|v| v["mons"].as_array().cloned())
-        .is_some_and(|m| m.iter().any(|x| x["name"] == host));
+        .ok_or_else(|| {
+            RebootError::Ceph(format!(
+                "ceph mon dump gave no monitor list, so whether {host} runs a monitor is unknown: {}",
+                first_line(&o.stdout)
+            ))
+        })?;
+    let is_mon = mons.iter().any(|x| x["name"] == host);
     if is_mon {
         let o = r
             .sh(&format!(
@@ -179,6 +191,42 @@ pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
         }
     }
     Ok(())
+}
+
+/// noout as it is now for `host`: cluster-wide (`flags` of `ceph osd dump`), for the host
+/// (`crush_node_flags`), or not set; a dump that fails or cannot be read is unknown, a stop.
+pub async fn noout_found(r: &Remote, host: &str) -> Result<Option<NooutScope>, RebootError> {
+    let o = r.sh("timeout 30 ceph osd dump -f json").await?;
+    if o.exit != ExitStatus::Code(0) {
+        return Err(RebootError::Ceph(format!(
+            "ceph osd dump failed, so whether noout is already set is unknown: {}",
+            first_line(&o.stderr)
+        )));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).map_err(|e| {
+        RebootError::Ceph(format!(
+            "ceph osd dump is not JSON ({e}), so whether noout is already set is unknown"
+        ))
+    })?;
+    let flags = v["flags"].as_str().ok_or_else(|| {
+        RebootError::Ceph("ceph osd dump has no flags: whether noout is set is unknown".into())
+    })?;
+    Ok(noout_scope_in(flags, &v["crush_node_flags"], host))
+}
+
+/// Which noout `flags` (the cluster's) and `crush_node_flags` (per CRUSH node) hold for `host`.
+pub fn noout_scope_in(
+    flags: &str,
+    crush_node_flags: &serde_json::Value,
+    host: &str,
+) -> Option<NooutScope> {
+    if flags.split(',').any(|f| f == "noout") {
+        return Some(NooutScope::Cluster);
+    }
+    crush_node_flags[host]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|f| f == "noout"))
+        .then_some(NooutScope::Host)
 }
 
 /// Set noout for the node: per host, else cluster-wide.
@@ -269,14 +317,31 @@ pub async fn wait_clean(
             return Ok(());
         }
         if Instant::now() > deadline {
+            if !s.pg_stats_known() {
+                return Err(RebootError::Ceph(format!(
+                    "PG state unknown in time: no PG statistics ({} PGs known; is a mgr active?{}); noout stays set",
+                    s.num_pgs,
+                    if s.checks.iter().any(|c| c.code == "MGR_DOWN") {
+                        " MGR_DOWN"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             let states: Vec<String> = s
                 .pgs_by_state
                 .iter()
                 .map(|(st, c)| format!("{c} {st}"))
                 .collect();
+            let unavailable = s.inactive_pgs();
             return Err(RebootError::Ceph(format!(
-                "PGs not all active+clean in time: {}",
-                states.join(", ")
+                "PGs not all active+clean in time: {}{}",
+                states.join(", "),
+                if unavailable > 0 {
+                    format!(" ({unavailable} with data unavailable: inactive or stale)")
+                } else {
+                    String::new()
+                }
             )));
         }
         pause(cancel, "waiting for PGs to be clean").await?;

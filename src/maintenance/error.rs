@@ -11,6 +11,9 @@ pub enum RebootError {
     /// Guests are running and the policy is `refuse`.
     #[error("guests are running: {0}; migrate them, or pass --guests shutdown|ignore")]
     GuestsRunning(String),
+    /// The node is already in HA maintenance that this run did not switch on.
+    #[error("the node is already in HA maintenance that this run did not switch on ({0}); someone else may be working on it: pass --allow-maintained to go on (its maintenance is then left on), or wait")]
+    Maintained(String),
     /// Taking the node down would cost the cluster its quorum.
     #[error("{0}")]
     Quorum(String),

@@ -102,6 +102,9 @@ pub struct RebootCtx<'a> {
     pub timeout: Duration,
     /// Running guests that are not HA-managed.
     pub guests: GuestPolicy,
+    /// A node already in HA maintenance (someone else's) may be rebooted; its maintenance is
+    /// never switched off.
+    pub allow_maintained: bool,
     /// The run journal.
     pub journal: Option<&'a Journal>,
     /// Ctrl-C, SIGTERM, SIGHUP.
@@ -336,7 +339,31 @@ impl Machine<'_, '_> {
             };
             return Err(RebootError::GuestsRunning(why));
         }
-        if drain::has_ha(r).await? {
+        // The run's own maintenance (a resume) is not someone else's.
+        let foreign = if self.maintenance {
+            None
+        } else {
+            maintained(r).await?
+        };
+        if let Some(holder) = foreign {
+            // Someone else's maintenance: refused unless allowed; then waited on like ours
+            // (its HA guests must be gone) but never switched off by this run.
+            if !self.cx.allow_maintained {
+                return Err(RebootError::Maintained(holder));
+            }
+            self.record(
+                r,
+                Event::Maintenance {
+                    state: "found-on".into(),
+                    why: Some(format!(
+                        "already on before the run ({holder}); left as found"
+                    )),
+                },
+            )
+            .await;
+            drain::wait_ha_drained(r, self.cx.cancel).await?;
+            self.to(r, RebootState::MaintenanceOn, None).await;
+        } else if drain::has_ha(r).await? {
             // Intent first: if we die between the two, resume knows to switch it off again.
             self.record(
                 r,
@@ -471,6 +498,21 @@ impl Machine<'_, '_> {
         }
         // Checked again right before: the drain took time and another node may be down now.
         super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+        // noout already set (an operator's, cluster-wide or for this host): left exactly as
+        // found, never unset by this run.
+        if let Some(found) = super::ceph_gate::noout_found(r, &r.node.name).await? {
+            self.record(
+                r,
+                Event::Noout {
+                    state: "found-set".into(),
+                    scope: found.as_str().into(),
+                    why: Some("set before the run; left as found".into()),
+                },
+            )
+            .await;
+            self.to(r, RebootState::NooutSet, None).await;
+            return Ok(());
+        }
         // Intent first (as host scope, the usual one); the scope used is recorded after.
         self.record(
             r,
@@ -836,6 +878,43 @@ pub async fn reboot_and_wait(
             let left = m.settle(r, &why).await;
             Err((e, left))
         }
+    }
+}
+
+/// Whether the node is already in HA maintenance that this run did not switch on, and what the
+/// cluster says of it (`ha-manager status`'s lrm line); `None` when it is not.
+pub async fn maintained(r: &Remote) -> Result<Option<String>, RebootError> {
+    let node = r.node.name.as_str();
+    if !drain::nodes_in_maintenance(r)
+        .await?
+        .iter()
+        .any(|n| n == node)
+    {
+        return Ok(None);
+    }
+    let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
+    let line = s
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("lrm {node} ")))
+        .map(|l| crate::sanitize::first_line(l.trim(), 120))
+        .unwrap_or_else(|| format!("lrm {node} (maintenance mode)"));
+    Ok(Some(format!("ha-manager status: {line}")))
+}
+
+/// Before a playbook that reboots touches the node: a node already in someone else's HA
+/// maintenance is refused unless `allow` (`--allow-maintained`); `history` is the run's own
+/// record (a resumed run's own maintenance is not someone else's).
+pub async fn check_not_maintained(
+    r: &Remote,
+    allow: bool,
+    history: Option<&NodeHistory>,
+) -> Result<(), RebootError> {
+    if allow || history.is_some_and(|h| h.maintenance_on) {
+        return Ok(());
+    }
+    match maintained(r).await? {
+        Some(holder) => Err(RebootError::Maintained(holder)),
+        None => Ok(()),
     }
 }
 

@@ -36,6 +36,9 @@ pub struct RunSettings {
     pub timeout: Option<Duration>,
     /// Guests on a node to reboot.
     pub guests: GuestPolicy,
+    /// `--allow-maintained`: a node already in HA maintenance is not refused (and its
+    /// maintenance is never switched off).
+    pub allow_maintained: bool,
     /// Live display.
     pub on_step: Option<StepSink>,
     /// Ctrl-C, SIGTERM, SIGHUP: nodes stop at the next safe point.

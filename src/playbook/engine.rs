@@ -170,10 +170,20 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     let refused = match check_variables(&s.playbook, &known) {
         Err(e) => Some(e.to_string()),
         Ok(()) if s.playbook.reboots() => {
-            crate::maintenance::reboot::check_node_name(&remote, s.playbook.drains())
+            // Before anything on the node changes: its name is the one Proxmox knows, and it is
+            // not in HA maintenance someone else switched on (unless --allow-maintained).
+            let history = s.resume.get(&node.name);
+            match crate::maintenance::reboot::check_node_name(&remote, s.playbook.drains()).await {
+                Err(e) => Some(e.to_string()),
+                Ok(()) => crate::maintenance::reboot::check_not_maintained(
+                    &remote,
+                    s.allow_maintained,
+                    history,
+                )
                 .await
                 .err()
-                .map(|e| e.to_string())
+                .map(|e| e.to_string()),
+            }
         }
         Ok(()) => None,
     };

@@ -59,17 +59,30 @@ pub struct CephStatus {
 }
 
 impl CephStatus {
-    /// Every PG `active+clean` (the only state, its count the total).
+    /// The PG statistics are known: the mgr reports them (DOMAIN.md §12: with no active mgr,
+    /// `ceph status` has `num_pgs` 0 and an empty `pgs_by_state`, which says nothing about the
+    /// PGs' health). Zero known PGs is unknown, never "all clean".
+    pub fn pg_stats_known(&self) -> bool {
+        self.num_pgs > 0 && !self.pgs_by_state.is_empty()
+    }
+
+    /// Every PG `active+clean` (the only state, its count the total), and PGs are known.
     pub fn all_clean(&self) -> bool {
-        self.pgs_by_state.iter().all(|(s, _)| s == "active+clean")
+        self.pg_stats_known()
+            && self.pgs_by_state.iter().all(|(s, _)| s == "active+clean")
             && self.pgs_by_state.iter().map(|(_, c)| c).sum::<u64>() == self.num_pgs
     }
 
-    /// PGs not active (unavailable data).
+    /// PGs whose data is unavailable: not active, or `stale` (no OSD has reported them to the
+    /// monitors; Ceph raises PG_AVAILABILITY for both), whatever else they say
+    /// (`stale+active+clean` included).
     pub fn inactive_pgs(&self) -> u64 {
         self.pgs_by_state
             .iter()
-            .filter(|(s, _)| !s.split('+').any(|p| p == "active"))
+            .filter(|(s, _)| {
+                let mut parts = s.split('+');
+                !s.split('+').any(|p| p == "active") || parts.any(|p| p == "stale")
+            })
             .map(|(_, c)| c)
             .sum()
     }
@@ -320,6 +333,13 @@ pub fn grade(f: &CephFacts, _t: &Thresholds) -> Vec<Finding> {
             Grade::Pass,
             format!("{} PGs active+clean", s.num_pgs),
         )
+    } else if !s.pg_stats_known() {
+        Finding::new(
+            "ceph.pgs",
+            Grade::Fail,
+            "PG state unknown: no PG statistics (no active mgr?)".to_string(),
+        )
+        .fix("ceph mgr stat; systemctl status ceph-mgr@NODE")
     } else if s.inactive_pgs() > 0 {
         Finding::new(
             "ceph.pgs",
@@ -383,6 +403,29 @@ mod tests {
         assert_eq!(d.inactive_pgs(), 0);
         assert_eq!(d.checks_except(&[]).len(), 2);
         assert!(parse_status("Error initializing cluster client").is_err());
+    }
+
+    // With no active mgr the monitors have no PG statistics: Ceph's MgrStatMonitor serves an
+    // empty PGMapDigest (pgs_by_state [], num_pgs 0) and raises MGR_DOWN "no active mgr"
+    // (DOMAIN.md §12; the layout of Pacific's `ceph status -f json`).
+    const STATUS_NO_MGR: &str = r#"{"fsid":"x","health":{"status":"HEALTH_WARN","checks":{"MGR_DOWN":{"severity":"HEALTH_WARN","summary":{"message":"no active mgr","count":1},"muted":false},"OSDMAP_FLAGS":{"severity":"HEALTH_WARN","summary":{"message":"noout flag(s) set","count":1},"muted":false}},"mutes":[]},"pgmap":{"pgs_by_state":[],"num_pgs":0,"num_pools":0,"num_objects":0,"data_bytes":0,"bytes_used":0,"bytes_avail":0,"bytes_total":0}}"#;
+    // PGs whose OSDs stopped reporting keep their last state with `stale` in front: their data
+    // is unavailable (PG_AVAILABILITY), whatever the rest says.
+    const STATUS_STALE: &str = r#"{"health":{"status":"HEALTH_WARN","checks":{"PG_AVAILABILITY":{"severity":"HEALTH_WARN","summary":{"message":"Reduced data availability: 4 pgs stale"}}}},"pgmap":{"pgs_by_state":[{"state_name":"active+clean","count":124},{"state_name":"stale+active+clean","count":4}],"num_pgs":128}}"#;
+
+    #[test]
+    fn zero_known_pgs_are_unknown_never_clean() {
+        let s = parse_status(STATUS_NO_MGR).unwrap();
+        assert!(!s.pg_stats_known());
+        assert!(!s.all_clean(), "no mgr: nothing is known of the PGs");
+        assert!(s.checks.iter().any(|c| c.code == "MGR_DOWN"));
+    }
+
+    #[test]
+    fn stale_pgs_are_data_unavailable() {
+        let s = parse_status(STATUS_STALE).unwrap();
+        assert!(!s.all_clean());
+        assert_eq!(s.inactive_pgs(), 4, "stale+active+clean is not available");
     }
 
     #[test]

@@ -102,6 +102,7 @@ async fn reboot_step(
         index: st.index,
         timeout: step.timeout_or(Duration::from_secs(600)),
         guests: st.s.guests,
+        allow_maintained: st.s.allow_maintained,
         journal: st.s.journal.as_ref(),
         cancel: &st.s.cancel,
         resume: st.history,
