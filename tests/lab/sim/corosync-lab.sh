@@ -22,7 +22,9 @@
 # rewrites the node's own .members.
 #
 # A standalone lab (`lab up --standalone`) has no corosync.conf, no corosync unit and no corosync
-# binaries: whiteouts in each node's layer hide the host's.
+# binaries: whiteouts in each node's layer hide the host's. `lab up --corosync sim` (for labs too
+# large to run one corosync per node: each costs ~90 MB, and knet pings every other node) keeps the
+# older model: no daemon, quorum computed from which nodes are up (pvecm-sim).
 
 # Host paths of the corosync package that a standalone node must not see (usr-merged Debian 12).
 COROSYNC_LAB_HIDE="/usr/sbin/corosync /usr/sbin/corosync-cfgtool /usr/sbin/corosync-cmapctl
@@ -41,6 +43,19 @@ corosync_lab_setup() {
   local n=$1 standalone=$2 spec=$3 i kv k v quorum_opts=""
   if [ "$standalone" = 1 ]; then
     echo "mode=standalone" > "$DIR/cluster/corosync"
+    return 0
+  fi
+  if [ "$(corosync_lab_mode)" = sim ]; then
+    # No corosync: a corosync.conf that says "cluster" (pvecm checks it), quorum from up markers.
+    {
+      echo "totem {"; echo "  cluster_name: $(cat "$DIR/cluster/name")"; echo "  config_version: $n"; echo "}"
+      echo "nodelist {"
+      local name id ip
+      while read -r name id ip; do
+        printf '  node {\n    name: %s\n    nodeid: %s\n    quorum_votes: 1\n    ring0_addr: %s\n  }\n' "$name" "$id" "$ip"
+      done < "$DIR/cluster/nodes"
+      echo "}"
+    } > "$DIR/pve/corosync.conf"
     return 0
   fi
   command -v corosync >/dev/null || [ -x /usr/sbin/corosync ] || { echo "lab: corosync is not installed (tests/lab/setup.sh)" >&2; return 1; }
@@ -160,6 +175,16 @@ corosync_lab_provision() {
       mkdir -p "$u$(dirname "$p")"; rm -rf "${u:?}$p"; mknod "$u$p" c 0 0
     done
     rm -f "$sim/services/corosync"
+    return 0
+  fi
+  if [ "$(corosync_lab_mode)" = sim ]; then
+    # The stand-in at corosync-quorumtool's path; no corosync daemon to run.
+    for p in $COROSYNC_LAB_HIDE; do
+      [ -e "$p" ] || [ -L "$p" ] || continue
+      case "$p" in /etc/corosync|/var/lib/corosync|/var/log/corosync) continue ;; esac
+      mkdir -p "$u$(dirname "$p")"; rm -rf "${u:?}$p"; mknod "$u$p" c 0 0
+    done
+    rm -f "$u/usr/sbin/corosync-quorumtool"; ln -s /usr/lib/pvelab/pvecm-sim "$u/usr/sbin/corosync-quorumtool"
     return 0
   fi
   corosync_lab_real || return 0
