@@ -215,10 +215,22 @@ corosync_lab_members() {
     "$NAME" "$now" "$(cat "$DIR/cluster/name")" "${cv:-1}" "$expected" "$quorate" "$list" > "$out"
 }
 
+# corosync_lab_pve_rw 0|1: pmxcfs makes /etc/pve read-only while the node is not quorate
+# (pve-cluster src/pmxcfs: writes fail until quorum); here the node's bind mounts of the shared
+# /etc/pve are remounted read-only (writes fail with EROFS, not pmxcfs's EACCES). .members is a
+# mount of its own and stays writable for the loop.
+corosync_lab_pve_rw() {
+  local m opt=ro; [ "$1" = 1 ] && opt=rw
+  for m in "$M/etc/pve" "$M/etc/pve/qemu-server" "$M/etc/pve/lxc"; do
+    mount -o "remount,bind,$opt" "$m" 2>/dev/null || true
+  done
+}
+
 # The members loop (in the node's PID 1, outside its chroot): one block of `corosync-quorumtool
-# -m -H` per membership or quorum change; between runs of corosync, nobody is online.
+# -m -H` per membership or quorum change; between runs of corosync, nobody is online. /etc/pve
+# follows the quorum (corosync_lab_pve_rw).
 corosync_lab_members_loop() {
-  local out=$ND/run/members line quorate ids inrows
+  local out=$ND/run/members line quorate ids inrows rw=1
   while :; do
     quorate=0; ids=""; inrows=0
     while IFS= read -r line; do
@@ -231,12 +243,14 @@ corosync_lab_members_loop() {
           if [ $inrows = 1 ]; then
             # shellcheck disable=SC2086
             corosync_lab_members "$out" "$quorate" $ids
+            [ "$quorate" = "$rw" ] || { corosync_lab_pve_rw "$quorate"; rw=$quorate; }
             : > "$ND/run/corosync-view"
             inrows=0
           fi ;;
       esac
     done < <(chroot "$M" stdbuf -oL /usr/sbin/corosync-quorumtool -m -H 2>/dev/null)
     corosync_lab_members "$out" 0
+    [ "$rw" = 0 ] || { corosync_lab_pve_rw 0; rw=0; }
     rm -f "$ND/run/corosync-view"
     sleep 0.3
   done

@@ -35,8 +35,8 @@ COROSYNC_MODE=
 [ -f "$CL/corosync" ] && { read -r COROSYNC_MODE < "$CL/corosync"; COROSYNC_MODE=${COROSYNC_MODE#mode=}; }
 corosync_running() { # builtins only: the audit asks often
   local p c
-  read -r p < /run/corosync.pid 2>/dev/null || return 1
-  read -r c < "/proc/$p/comm" 2>/dev/null || return 1
+  { read -r p < /run/corosync.pid; } 2>/dev/null || return 1
+  { read -r c < "/proc/$p/comm"; } 2>/dev/null || return 1
   [ "$c" = corosync ]
 }
 # The running kernel: chosen at boot (sim/boot writes it), else the profile's.
