@@ -127,12 +127,23 @@ fn a_reboot_costs_the_node_its_vote_as_corosync_reports_it() {
     assert!(lab
         .sh("pve1", "ha-manager status")
         .starts_with("quorum No quorum\n"));
+    // Without quorum pmxcfs takes writes away: /etc/pve is read-only on that node.
+    let (code, _, err) = lab.ssh("pve1", "touch /etc/pve/probe");
+    assert_ne!(code, 0);
+    assert!(err.contains("Read-only file system"), "{err}");
     lab.sh("pve2", "systemctl start corosync");
     let back = votes(&lab, "pve1", 2, 10);
     assert_eq!(field(&back, "Quorate:"), "Yes", "{back}");
     assert!(lab
         .sh("pve1", "ha-manager status")
         .starts_with("quorum OK\n"));
+    until(
+        &lab,
+        "pve1",
+        "touch /etc/pve/probe && echo written",
+        5,
+        |o| o == "written\n",
+    );
 }
 
 #[test]
