@@ -176,6 +176,19 @@ fn two_nodes_without_two_node_lose_quorum_with_one_down() {
         pvecm.contains("Quorate:          No") && pvecm.contains("Activity blocked"),
         "{pvecm}"
     );
+    assert!(lab.ssh("pve1", "touch /etc/pve/probe").0 != 0, "read-only");
+    // The operator's way out (pvecm expected 1, which sets votequorum's expected votes): quorate
+    // alone, and .members and /etc/pve follow although corosync's membership did not change.
+    lab.sh("pve1", "pvecm expected 1");
+    let s = lab.sh("pve1", "corosync-quorumtool -s");
+    assert!(
+        s.contains("Expected votes:   1\n") && s.contains("Quorate:          Yes\n"),
+        "{s}"
+    );
+    until(&lab, "pve1", "cat /etc/pve/.members", 6, |m| {
+        m.contains("\"quorate\": 1 }")
+    });
+    lab.sh("pve1", "touch /etc/pve/probe");
     lab.clear("pve2", Some("no-return"));
     assert!(lab.wait("pve2", "up", 30));
     let s = votes(&lab, "pve1", 2, 10);

@@ -227,29 +227,44 @@ corosync_lab_pve_rw() {
 }
 
 # The members loop (in the node's PID 1, outside its chroot): one block of `corosync-quorumtool
-# -m -H` per membership or quorum change; between runs of corosync, nobody is online. /etc/pve
-# follows the quorum (corosync_lab_pve_rw).
+# -m -H` per membership or quorum change, and `corosync-quorumtool -s -H` after 2 s without one
+# (the monitor misses changes that come only from votequorum, e.g. `pvecm expected 1`); between
+# runs of corosync, nobody is online. /etc/pve follows the quorum (corosync_lab_pve_rw).
 corosync_lab_members_loop() {
-  local out=$ND/run/members line quorate ids inrows rw=1
+  local out=$ND/run/members line quorate ids inrows rw=1 applied="" rc
+  set +e   # a background loop of `node init` (set -e): a failing read or query must not end it
+  view_line() { # one line of quorumtool's status output; a blank line ends a block
+    case "$1" in
+      "Quorate:"*Yes*) quorate=1 ;;
+      "Quorate:"*) quorate=0 ;;
+      *Nodeid*) inrows=1; ids="" ;;
+      0x*) [ "$inrows" = 1 ] && ids="$ids $(( ${1%% *} ))" ;;
+      "")
+        [ "$inrows" = 1 ] || return 0
+        inrows=0
+        [ "$applied" = "$quorate:$ids" ] && return 0
+        # shellcheck disable=SC2086
+        corosync_lab_members "$out" "$quorate" $ids
+        applied="$quorate:$ids"
+        [ "$quorate" = "$rw" ] || { corosync_lab_pve_rw "$quorate"; rw=$quorate; }
+        : > "$ND/run/corosync-view" ;;
+    esac
+  }
   while :; do
     quorate=0; ids=""; inrows=0
-    while IFS= read -r line; do
-      case "$line" in
-        "Quorate:"*Yes*) quorate=1 ;;
-        "Quorate:"*) quorate=0 ;;
-        *Nodeid*) inrows=1; ids="" ;;
-        0x*) [ $inrows = 1 ] && ids="$ids $(( ${line%% *} ))" ;;
-        "")
-          if [ $inrows = 1 ]; then
-            # shellcheck disable=SC2086
-            corosync_lab_members "$out" "$quorate" $ids
-            [ "$quorate" = "$rw" ] || { corosync_lab_pve_rw "$quorate"; rw=$quorate; }
-            : > "$ND/run/corosync-view"
-            inrows=0
-          fi ;;
-      esac
+    while :; do
+      rc=0; IFS= read -r -t 2 line || rc=$?
+      if [ $rc = 0 ]; then view_line "$line"
+      elif [ $rc -gt 128 ]; then
+        # No change for 2 s: ask for the status once (a block of its own).
+        local st; st=$(chroot "$M" /usr/sbin/corosync-quorumtool -s -H 2>/dev/null)
+        if [ -n "$st" ] && [ "$inrows" = 0 ]; then
+          while IFS= read -r line; do view_line "$line"; done <<< "$st"
+          view_line ""
+        fi
+      else break; fi
     done < <(chroot "$M" stdbuf -oL /usr/sbin/corosync-quorumtool -m -H 2>/dev/null)
-    corosync_lab_members "$out" 0
+    corosync_lab_members "$out" 0; applied=""
     [ "$rw" = 0 ] || { corosync_lab_pve_rw 0; rw=0; }
     rm -f "$ND/run/corosync-view"
     sleep 0.3
