@@ -348,13 +348,22 @@ fn chrony_without_sources_warns_even_when_timedatectl_is_silent() {
 
 #[test]
 fn a_standalone_node_is_not_failed_for_corosync() {
-    let Some(lab) = Lab::up("a_standalone_node_is_not_failed_for_corosync", 135, 1, &[]) else {
+    let Some(lab) = Lab::up(
+        "a_standalone_node_is_not_failed_for_corosync",
+        135,
+        1,
+        &["--standalone"],
+    ) else {
         return;
     };
-    // Outside a cluster there is no corosync.conf, and corosync does not run.
-    lab.sh(
-        "pve1",
-        "rm /etc/pve/corosync.conf && systemctl stop corosync",
+    // Outside a cluster there is no corosync.conf, and corosync does not run; the host's
+    // corosync package (installed for the cluster labs) does not show through.
+    assert_eq!(
+        lab.sh(
+            "pve1",
+            "ls /etc/pve/corosync.conf /etc/corosync/corosync.conf /usr/sbin/corosync 2>/dev/null | wc -l; pgrep -c corosync; systemctl is-active corosync; true"
+        ),
+        "0\n0\ninactive\n"
     );
     let (_, findings) = probe_findings(&lab, "services");
     let corosync = finding(&findings, "services.corosync");

@@ -100,7 +100,9 @@ fn pvecm_status_matches_the_real_sections_and_quorum_arithmetic() {
     assert_eq!(v["nodelist"]["pve3"]["online"], 0);
     assert_eq!(v["nodelist"]["pve2"]["online"], 1);
     lab.fault("pve2", &["unreachable"]);
-    let out = lab.sh("pve1", "pvecm status");
+    // Inquorate, pvecm status exits 2: it execs corosync-quorumtool, whose exit says so.
+    let (code, out, _) = lab.ssh("pve1", "pvecm status");
+    assert_eq!(code, 2, "{out}");
     assert!(out.contains("Quorate:          No"), "{out}");
     assert!(
         out.contains("Quorum:           2 Activity blocked"),

@@ -19,7 +19,26 @@ journal_add() {
 }
 # Kernel version as a comparable number: 6.8.12-5-pve -> 608
 kver_num() { echo "$KERNEL" | awk -F'[.-]' '{print $1 * 100 + $2}'; }
-svc_state() { local s; if read -r s < "$SIM/services/$1" 2>/dev/null; then printf '%s\n' "$s"; else echo inactive; fi; }
+svc_state() {
+  local s
+  if ! read -r s < "$SIM/services/$1" 2>/dev/null; then echo inactive; return; fi
+  # The real corosync (corosync-lab.sh): active while its process runs; gone without being
+  # stopped, the unit failed (as systemd marks a Type=notify service whose process died).
+  if [ "$1" = corosync ] && [ "$COROSYNC_MODE" = real ]; then
+    if corosync_running; then s=active; elif [ "$s" = active ]; then s=failed; fi
+  fi
+  printf '%s\n' "$s"
+}
+# The lab's corosync: "real" (every cluster node runs corosync), "standalone" (no cluster), or
+# empty (an older lab directory: the up markers stand in for the membership).
+COROSYNC_MODE=
+[ -f "$CL/corosync" ] && { read -r COROSYNC_MODE < "$CL/corosync"; COROSYNC_MODE=${COROSYNC_MODE#mode=}; }
+corosync_running() { # builtins only: the audit asks often
+  local p c
+  { read -r p < /run/corosync.pid; } 2>/dev/null || return 1
+  { read -r c < "/proc/$p/comm"; } 2>/dev/null || return 1
+  [ "$c" = corosync ]
+}
 # The running kernel: chosen at boot (sim/boot writes it), else the profile's.
 [ -s "$SIM/running_kernel" ] && read -r KERNEL < "$SIM/running_kernel"
 
@@ -44,7 +63,19 @@ guest_state() { local s=stopped; [ -f "$CL/guests/$1" ] && read -r s < "$CL/gues
 guest_set_state() { mkdir -p "$CL/guests"; printf '%s\n' "$2" > "$CL/guests/$1"; }
 ha_sid() { if [ "$2" = lxc ]; then echo "ct:$1"; else echo "vm:$1"; fi; }
 ha_managed() { [ -f "$CL/ha-resources" ] && grep -qx "$1" "$CL/ha-resources"; }
-node_online() { [ -f "$CL/up/$1" ]; }
+# Online and quorate as this node's pmxcfs sees them: /etc/pve/.members, which follows the real
+# corosync's membership and quorum (corosync-lab.sh).
+node_online() {
+  if [ "$COROSYNC_MODE" = real ]; then
+    grep -q "\"$1\": { \"id\": [0-9]*, \"online\": 1" /etc/pve/.members 2>/dev/null
+  else [ -f "$CL/up/$1" ]; fi
+}
+cluster_quorate() {
+  if [ "$COROSYNC_MODE" = real ]; then grep -q '"quorate": 1 }' /etc/pve/.members 2>/dev/null; return; fi
+  local expected total
+  expected=$(wc -l < "$CL/nodes"); total=$(find "$CL/up" -type f | wc -l)
+  [ "$total" -ge $((expected / 2 + 1)) ]
+}
 node_known() { awk -v n="$1" '$1 == n {f = 1} END {exit !f}' "$CL/nodes"; }
 node_ip() { awk -v n="$1" '$1 == n {print $3}' "$CL/nodes"; }
 in_maintenance() { [ -f "$CL/maintenance-$1" ]; }
