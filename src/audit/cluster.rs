@@ -236,13 +236,13 @@ pub fn capacity(rows: &[NodeAudit]) -> Finding {
         .collect();
     let mut failing = Vec::new();
     for n in &online {
-        if let Err(e) = placement::preflight(&res, std::slice::from_ref(n)) {
+        if let Err(e) = placement::preflight(&res, std::slice::from_ref(n), &Default::default()) {
             failing.push(e);
         }
     }
     let biggest = online
         .iter()
-        .map(|n| (res.running_on(n).map(|g| g.maxmem).sum::<u64>(), n))
+        .map(|n| (res.running_on(n).filter_map(|g| g.maxmem).sum::<u64>(), n))
         .max();
     if failing.is_empty() {
         finding(

@@ -41,20 +41,45 @@ impl Placer {
         }
     }
 
-    /// The target for a guest needing `mem` bytes, reserved; or why none fits.
+    /// The target for a guest needing `mem` bytes, reserved; or why none fits. The roomiest
+    /// node first (spreading); nodes rebooted later in the run only when nothing else fits.
     pub fn place(&mut self, g: &GuestRes) -> Result<String, String> {
+        let mem = need(g)?;
         let pick = |later: bool| {
             self.free
                 .iter()
-                .filter(|(n, f)| self.later.contains(*n) == later && **f >= g.maxmem)
+                .filter(|(n, f)| self.later.contains(*n) == later && **f >= mem)
                 .max_by_key(|(n, f)| (**f, std::cmp::Reverse((*n).clone())))
                 .map(|(n, _)| n.clone())
         };
         let target = pick(false).or_else(|| pick(true));
+        self.reserve(g, mem, target)
+    }
+
+    /// Best fit: the node with the least room that still holds the guest (later nodes last).
+    fn place_tight(&mut self, g: &GuestRes) -> Result<String, String> {
+        let mem = need(g)?;
+        let pick = |later: bool| {
+            self.free
+                .iter()
+                .filter(|(n, f)| self.later.contains(*n) == later && **f >= mem)
+                .min_by_key(|(n, f)| (**f, (*n).clone()))
+                .map(|(n, _)| n.clone())
+        };
+        let target = pick(false).or_else(|| pick(true));
+        self.reserve(g, mem, target)
+    }
+
+    fn reserve(
+        &mut self,
+        g: &GuestRes,
+        mem: u64,
+        target: Option<String>,
+    ) -> Result<String, String> {
         match target {
             Some(t) => {
                 if let Some(f) = self.free.get_mut(&t) {
-                    *f -= g.maxmem;
+                    *f -= mem;
                 }
                 Ok(t)
             }
@@ -63,9 +88,10 @@ impl Placer {
                 g.kind.tool(),
                 g.vmid,
                 g.name,
-                gib(g.maxmem),
+                gib(mem),
                 if self.free.is_empty() {
-                    "no other online node out of maintenance".to_string()
+                    "no other node can take guests (online, reachable, out of maintenance)"
+                        .to_string()
                 } else {
                     self.free
                         .iter()
@@ -76,43 +102,89 @@ impl Placer {
             )),
         }
     }
+
+    /// Targets for all of `guests` (in the order given), reserved: spread (roomiest first) when
+    /// that fits; when it does not, packed with care (best fit, biggest guest first), which
+    /// fits wherever first-fit decreasing does and more often. The spreading answer's error
+    /// when neither fits.
+    pub fn place_all(&mut self, guests: &[&GuestRes]) -> Result<Vec<String>, String> {
+        let mut spread = self.clone();
+        let first = guests
+            .iter()
+            .map(|g| spread.place(g))
+            .collect::<Result<Vec<_>, _>>();
+        let err = match first {
+            Ok(t) => {
+                *self = spread;
+                return Ok(t);
+            }
+            Err(e) => e,
+        };
+        let mut order: Vec<usize> = (0..guests.len()).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(guests[*i].maxmem));
+        let mut packed = self.clone();
+        let mut targets = vec![String::new(); guests.len()];
+        for i in order {
+            match packed.place_tight(guests[i]) {
+                Ok(t) => targets[i] = t,
+                Err(_) => return Err(err),
+            }
+        }
+        *self = packed;
+        Ok(targets)
+    }
+}
+
+/// A guest's memory, or why it cannot be placed (unknown is not 0 bytes).
+fn need(g: &GuestRes) -> Result<u64, String> {
+    g.maxmem.ok_or_else(|| {
+        format!(
+            "the memory of {} {} ({}) is unknown (no maxmem in /cluster/resources, no memory: in its config): it cannot be placed",
+            g.kind.tool(),
+            g.vmid,
+            g.name
+        )
+    })
 }
 
 /// N-1: for each node of `nodes` (those the run will drain), its running guests must fit on
-/// the other online nodes (first fit, biggest guest first). The first node that does not fit,
-/// with the numbers.
-pub fn preflight(res: &Resources, nodes: &[String]) -> Result<(), String> {
+/// the other nodes that can take guests: online and not in `excluded` (in HA maintenance,
+/// unreachable, rebooting in the run with it). The first node that does not fit, with the
+/// numbers.
+pub fn preflight(
+    res: &Resources,
+    nodes: &[String],
+    excluded: &BTreeSet<String>,
+) -> Result<(), String> {
     for n in nodes {
-        let mut guests: Vec<&GuestRes> = res.running_on(n).collect();
-        guests.sort_by_key(|g| std::cmp::Reverse(g.maxmem));
-        let mut placer = Placer::new(res, n, &BTreeSet::new(), &BTreeSet::new());
-        let need: u64 = guests.iter().map(|g| g.maxmem).sum();
+        let guests: Vec<&GuestRes> = res.running_on(n).collect();
+        let mut placer = Placer::new(res, n, excluded, &BTreeSet::new());
+        let need: u64 = guests.iter().filter_map(|g| g.maxmem).sum();
         let free: u64 = placer.free.values().sum();
-        for g in guests {
-            if let Err(e) = placer.place(g) {
-                return Err(format!(
-                    "the cluster cannot hold {n}'s running guests ({}) on the other nodes ({} free in all): {e}",
-                    gib(need),
-                    gib(free)
-                ));
-            }
+        if let Err(e) = placer.place_all(&guests) {
+            return Err(format!(
+                "the cluster cannot hold {n}'s running guests ({}) on the other nodes ({} free in all): {e}",
+                gib(need),
+                gib(free)
+            ));
         }
     }
     Ok(())
 }
 
 /// Whether the running guests of every node of `group` (rebooted together) fit on the online
-/// nodes outside it.
-pub fn group_fits(res: &Resources, group: &[String]) -> Result<(), String> {
-    let excluded: BTreeSet<String> = group.iter().cloned().collect();
-    let mut guests: Vec<&GuestRes> = group.iter().flat_map(|n| res.running_on(n)).collect();
-    guests.sort_by_key(|g| std::cmp::Reverse(g.maxmem));
+/// nodes outside it (and outside `excluded`).
+pub fn group_fits(
+    res: &Resources,
+    group: &[String],
+    excluded: &BTreeSet<String>,
+) -> Result<(), String> {
+    let mut excluded = excluded.clone();
+    excluded.extend(group.iter().cloned());
+    let guests: Vec<&GuestRes> = group.iter().flat_map(|n| res.running_on(n)).collect();
     let first = group.first().map(String::as_str).unwrap_or("");
     let mut placer = Placer::new(res, first, &excluded, &BTreeSet::new());
-    for g in guests {
-        placer.place(g)?;
-    }
-    Ok(())
+    placer.place_all(&guests).map(|_| ())
 }
 
 #[cfg(test)]
@@ -141,7 +213,7 @@ mod tests {
                     node: node.to_string(),
                     running: true,
                     name: format!("g{id}"),
-                    maxmem: mem * G,
+                    maxmem: Some(mem * G),
                     ha: false,
                     lock: None,
                     template: false,
@@ -196,7 +268,7 @@ mod tests {
         assert!(p
             .place(&r.guests[0])
             .unwrap_err()
-            .contains("no other online node"));
+            .contains("no other node can take guests"));
     }
 
     #[test]
@@ -209,8 +281,8 @@ mod tests {
             ],
             &[(100, "pve1", 8), (101, "pve2", 8)],
         );
-        assert!(group_fits(&r, &["pve1".into()]).is_ok());
-        let e = group_fits(&r, &["pve1".into(), "pve2".into()]).unwrap_err();
+        assert!(group_fits(&r, &["pve1".into()], &BTreeSet::new()).is_ok());
+        let e = group_fits(&r, &["pve1".into(), "pve2".into()], &BTreeSet::new()).unwrap_err();
         assert!(e.contains("pve3 4.0 GiB free"), "{e}");
     }
 
@@ -224,11 +296,50 @@ mod tests {
             ],
             &[(100, "pve1", 16), (101, "pve1", 16), (200, "pve2", 4)],
         );
-        let e = preflight(&r, &["pve2".into(), "pve1".into()]).unwrap_err();
+        let e = preflight(&r, &["pve2".into(), "pve1".into()], &BTreeSet::new()).unwrap_err();
         assert!(
             e.starts_with("the cluster cannot hold pve1's running guests (32.0 GiB)"),
             "{e}"
         );
-        assert!(preflight(&r, &["pve2".into(), "pve3".into()]).is_ok());
+        assert!(preflight(&r, &["pve2".into(), "pve3".into()], &BTreeSet::new()).is_ok());
+    }
+
+    #[test]
+    fn what_fits_packed_with_care_is_not_refused() {
+        // pve2 10 GiB free, pve3 6 GiB free; guests 6, 5, 5: roomiest first puts 6 on pve2 and
+        // then has no room for the second 5; best fit puts 6 on pve3 and both 5 on pve2.
+        let r = res(
+            &[
+                ("pve1", true, 32, 20),
+                ("pve2", true, 32, 22),
+                ("pve3", true, 32, 26),
+            ],
+            &[(100, "pve1", 6), (101, "pve1", 5), (102, "pve1", 5)],
+        );
+        let guests: Vec<&GuestRes> = r.running_on("pve1").collect();
+        let mut spread = Placer::new(&r, "pve1", &BTreeSet::new(), &BTreeSet::new());
+        assert!(guests.iter().map(|g| spread.place(g)).any(|t| t.is_err()));
+        let mut p = Placer::new(&r, "pve1", &BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(p.place_all(&guests).unwrap(), vec!["pve3", "pve2", "pve2"]);
+        assert!(preflight(&r, &["pve1".into()], &BTreeSet::new()).is_ok());
+        // Spreading is kept when it fits.
+        let mut p = Placer::new(&r, "pve1", &BTreeSet::new(), &BTreeSet::new());
+        assert_eq!(p.place_all(&guests[1..]).unwrap(), vec!["pve2", "pve3"]);
+    }
+
+    #[test]
+    fn unknown_memory_is_not_zero_and_excluded_nodes_give_no_room() {
+        let mut r = res(
+            &[("pve1", true, 32, 20), ("pve2", true, 32, 4)],
+            &[(100, "pve1", 6)],
+        );
+        r.guests[0].maxmem = None;
+        let e = preflight(&r, &["pve1".into()], &BTreeSet::new()).unwrap_err();
+        assert!(e.contains("memory of qm 100 (g100) is unknown"), "{e}");
+        r.guests[0].maxmem = Some(6 * G);
+        assert!(preflight(&r, &["pve1".into()], &BTreeSet::new()).is_ok());
+        // pve2 in HA maintenance (or unreachable): its room does not count.
+        let ex: BTreeSet<String> = ["pve2".to_string()].into();
+        assert!(preflight(&r, &["pve1".into()], &ex).is_err());
     }
 }

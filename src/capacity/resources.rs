@@ -57,8 +57,9 @@ pub struct GuestRes {
     pub running: bool,
     /// Name.
     pub name: String,
-    /// Configured memory, bytes.
-    pub maxmem: u64,
+    /// Configured memory, bytes; `None` when the cluster did not say (no `maxmem`), until read
+    /// from the guest's configuration ([`config_memory`]). Never taken as 0.
+    pub maxmem: Option<u64>,
     /// HA-managed (`hastate` present).
     pub ha: bool,
     /// `lock`, when locked.
@@ -124,7 +125,7 @@ pub fn parse(json: &str) -> Result<Resources, String> {
                     node: s("node").ok_or("a guest without `node`")?,
                     running: it["status"] == "running",
                     name: s("name").unwrap_or_default(),
-                    maxmem: it["maxmem"].as_u64().unwrap_or(0),
+                    maxmem: it["maxmem"].as_u64().filter(|m| *m > 0),
                     ha: it.get("hastate").is_some_and(|h| !h.is_null()),
                     lock: s("lock").filter(|l| !l.is_empty()),
                     template: it["template"].as_u64() == Some(1),
@@ -134,6 +135,19 @@ pub fn parse(json: &str) -> Result<Resources, String> {
         }
     }
     Ok(out)
+}
+
+/// The memory a guest's configuration gives it (`memory: MIB`, the current config, not a
+/// snapshot section), bytes; `None` without the line (then the guest's memory is unknown).
+pub fn config_memory(config: &str) -> Option<u64> {
+    config
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim() == "memory")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .filter(|m| *m > 0)
+        .map(|m| m << 20)
 }
 
 /// Why a guest cannot be live-migrated, from its configuration lines (qemu-server refuses
@@ -242,7 +256,16 @@ mod tests {
         assert!(r.guests[0].ha);
         assert_eq!(r.guests[1].lock.as_deref(), Some("backup"));
         assert_eq!(r.running_on("pve1").count(), 2);
+        assert_eq!(r.guests[0].maxmem, Some(2147483648));
         assert!(parse("{}").is_err());
+        // No `maxmem`: unknown, not 0.
+        let r = parse(r#"[{"type":"qemu","vmid":105,"node":"pve1","status":"running"}]"#).unwrap();
+        assert_eq!(r.guests[0].maxmem, None);
+        assert_eq!(
+            config_memory("memory: 6144\n[snap]\nmemory: 1\n"),
+            Some(6144 << 20)
+        );
+        assert_eq!(config_memory("cores: 2\n[snap]\nmemory: 1024\n"), None);
         assert!(parse(r#"[{"type":"qemu","vmid":5,"node":"x"}]"#).is_err());
     }
 

@@ -282,6 +282,40 @@ mod tests {
         );
     }
 
+    fn qm_fixture(name: &str) -> String {
+        std::fs::read_to_string(format!(
+            "{}/tests/fixtures/qm-migrate/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refused_migration_says_why() {
+        // Real task output on stdout, the CLI's die line on stderr.
+        let d = migration_detail(&qm_fixture("hostkey-stdout.txt"), "migration aborted\n");
+        assert_eq!(
+            d,
+            "migration aborted: Can't connect to destination address using public key"
+        );
+        // A terminal paste (stdout and stderr mixed): the reason is still found.
+        let d = migration_detail(&qm_fixture("local-devices-terminal.txt"), "");
+        assert!(
+            d.starts_with("can't migrate VM which uses local devices: usb1"),
+            "{d}"
+        );
+        // A failure without `migration aborted`: the last ERROR line.
+        let out = "2026-01-01 10:00:00 ERROR: online migrate failure - aborting\n2026-01-01 10:00:00 aborting phase 2 - cleanup resources\n2026-01-01 10:00:01 ERROR: migration finished with problems (duration 00:00:01)\n";
+        assert_eq!(
+            migration_detail(out, "migration problems\n"),
+            "migration problems: online migrate failure - aborting"
+        );
+        assert_eq!(
+            migration_detail("", "no such cluster node 'x'\n"),
+            "no such cluster node 'x'"
+        );
+    }
+
     #[test]
     fn vmids_are_validated() {
         assert_eq!(parse_vmid("100"), Some(100));
@@ -321,7 +355,9 @@ mod tests {
     }
 }
 
-/// The cluster picture from one `pvesh get /cluster/resources` call.
+/// The cluster picture from one `pvesh get /cluster/resources` call. A guest the answer gives no
+/// memory (`maxmem`) has it read from its configuration (`memory:`, MiB; pmxcfs shows every
+/// node's configs on each node); without that line it stays unknown, and placing it is refused.
 pub async fn resources(r: &Remote) -> Result<crate::capacity::resources::Resources, RebootError> {
     let o = r
         .sh("pvesh get /cluster/resources --output-format json")
@@ -332,8 +368,80 @@ pub async fn resources(r: &Remote) -> Result<crate::capacity::resources::Resourc
             super::remote::first_line(&o.stderr)
         )));
     }
-    crate::capacity::resources::parse(&String::from_utf8_lossy(&o.stdout))
-        .map_err(RebootError::Command)
+    let mut res = crate::capacity::resources::parse(&String::from_utf8_lossy(&o.stdout))
+        .map_err(RebootError::Command)?;
+    let unknown: Vec<String> = res
+        .guests
+        .iter()
+        .filter(|g| g.maxmem.is_none())
+        .map(|g| {
+            let dir = match g.kind {
+                crate::capacity::resources::GuestType::Qemu => "qemu-server",
+                crate::capacity::resources::GuestType::Lxc => "lxc",
+            };
+            format!(
+                "echo '==> {} <=='; cat /etc/pve/nodes/{}/{dir}/{}.conf 2>/dev/null",
+                g.vmid,
+                shell_quote(&g.node),
+                g.vmid
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        let (_, text) = r.text(&unknown.join("; ")).await?;
+        let mut current: Option<u32> = None;
+        let mut bodies: Vec<(u32, String)> = Vec::new();
+        for l in text.lines() {
+            if let Some(id) = l.strip_prefix("==> ").and_then(|f| f.strip_suffix(" <==")) {
+                current = parse_vmid(id);
+                if let Some(id) = current {
+                    bodies.push((id, String::new()));
+                }
+            } else if let (Some(_), Some((_, b))) = (current, bodies.last_mut()) {
+                b.push_str(l);
+                b.push('\n');
+            }
+        }
+        for g in res.guests.iter_mut().filter(|g| g.maxmem.is_none()) {
+            g.maxmem = bodies
+                .iter()
+                .find(|(id, _)| *id == g.vmid)
+                .and_then(|(_, b)| crate::capacity::resources::config_memory(b));
+        }
+    }
+    Ok(res)
+}
+
+/// Of the online nodes other than `me`, those a drain must not send guests to because the
+/// controller could not bring them back from there: not in the run's inventory, or SSH to
+/// them does not work now (asked before the drain). Each with why.
+pub async fn unreachable_targets(
+    cluster: &[Node],
+    res: &crate::capacity::resources::Resources,
+    me: &str,
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for n in res.nodes.iter().filter(|n| n.online && n.name != me) {
+        let Some(node) = cluster.iter().find(|c| c.name == n.name) else {
+            out.push((n.name.clone(), "not in the inventory".to_string()));
+            continue;
+        };
+        match Remote::connect(node, timeout).await {
+            Ok(there) => {
+                let ok = there
+                    .sh("true")
+                    .await
+                    .map(|o| o.exit == ExitStatus::Code(0));
+                there.session.close().await;
+                if !matches!(ok, Ok(true)) {
+                    out.push((n.name.clone(), "SSH does not work".to_string()));
+                }
+            }
+            Err(e) => out.push((n.name.clone(), format!("SSH does not work: {e}"))),
+        }
+    }
+    out
 }
 
 /// A guest the drain will move, and one it cannot.
@@ -396,7 +504,10 @@ pub async fn plan_drain(
         movable: Vec::new(),
         unmovable: Vec::new(),
     };
-    for g in res.running_on(&r.node.name).filter(|g| !g.ha) {
+    // HA-managed guests leave through node maintenance, but one that cannot move (local
+    // devices, local disks: the HA stack's migration meets the same refusals) would keep the
+    // node in maintenance until the drain timed out: it is unmovable as well.
+    for g in res.running_on(&r.node.name) {
         let gref = GuestRef {
             kind: g.kind.tool().into(),
             vmid: g.vmid,
@@ -412,8 +523,16 @@ pub async fn plan_drain(
                 allow_local_disks,
             )
         };
+        // HA moves its guests with its own migration, which copies no local disks.
+        let why = if g.ha {
+            unmovable_reason(g.kind, &config_of(g.kind, g.vmid), &local, false)
+                .map(|w| format!("(HA-managed) {w}"))
+        } else {
+            why
+        };
         match why {
             Some(w) => plan.unmovable.push((gref, w)),
+            None if g.ha => {}
             None => plan.movable.push(g.clone()),
         }
     }
@@ -468,8 +587,56 @@ pub fn detached_migration_script(argv: &[String]) -> String {
     )
 }
 
+/// What a failed `qm migrate` / `pct migrate` said. qemu-server logs the reason on stdout
+/// (pve-guest-common PVE/AbstractMigrate.pm: `log('err', "migration aborted (duration D):
+/// ERR")`, each line as `DATE TIME ERROR: ...`) and the CLI writes only the task's final die
+/// message to stderr (pve-common PVE/RESTEnvironment.pm tee_worker: `TASK ERROR: MSG` ->
+/// `MSG` on STDERR), e.g. `migration aborted`. So: stderr's line, with the reason from stdout
+/// (`migration aborted (...): REASON`, else the last `ERROR:` line).
+pub fn migration_detail(stdout: &str, stderr: &str) -> String {
+    let err = super::remote::first_line(stderr.as_bytes());
+    let errors: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_once("ERROR: ").map(|(_, m)| m.trim()))
+        .filter(|m| !m.is_empty())
+        .collect();
+    let reason = errors
+        .iter()
+        .rev()
+        .find_map(|m| {
+            m.strip_prefix("migration aborted (")
+                .and_then(|rest| rest.split_once("): ").map(|(_, why)| why))
+        })
+        .or_else(|| {
+            errors
+                .iter()
+                .find(|m| !m.starts_with("migration finished with problems"))
+                .or(errors.last())
+                .copied()
+        })
+        .map(|m| crate::sanitize::first_line(m, 200));
+    match reason {
+        Some(why) if err.is_empty() => why,
+        Some(why) if why.contains(&err) => why,
+        Some(why) => format!("{err}: {why}"),
+        None if !err.is_empty() => err,
+        None => stdout
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(|l| crate::sanitize::first_line(l, 160))
+            .unwrap_or_default(),
+    }
+}
+
+/// How long a migration that the command handed on (an HA-managed guest's `qm migrate` only
+/// queues a request to the HA manager, "Requesting HA migration for VM ID to node T", and
+/// exits 0: qemu-server PVE/API2/Qemu.pm migrate_vm) may take to put the guest on its target.
+pub const HANDED_ON_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Run a migration on the node the guest is on (`r`), detached from the session (see
-/// [`detached_migration_script`]), and wait for it.
+/// [`detached_migration_script`]), and wait for it. The move is done when the cluster shows
+/// the guest on `target`, not when the command exits 0.
 pub async fn migrate(
     r: &Remote,
     g: &GuestRef,
@@ -481,23 +648,58 @@ pub async fn migrate(
         .session
         .exec(&detached_migration_script(&argv), MIGRATION_TIMEOUT)
         .await?;
+    let failed = |detail: String| RebootError::Migration {
+        guest: describe(std::slice::from_ref(g)),
+        target: target.to_string(),
+        detail,
+    };
     if o.exit != ExitStatus::Code(0) {
-        let mut detail = super::remote::first_line(&o.stderr);
-        if detail.is_empty() {
-            detail = String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| crate::sanitize::first_line(l, 160))
-                .unwrap_or_default();
-        }
-        return Err(RebootError::Migration {
-            guest: describe(std::slice::from_ref(g)),
-            target: target.to_string(),
-            detail,
-        });
+        return Err(failed(migration_detail(
+            &String::from_utf8_lossy(&o.stdout),
+            &String::from_utf8_lossy(&o.stderr),
+        )));
     }
-    Ok(())
+    wait_on(r, g, target, HANDED_ON_TIMEOUT)
+        .await
+        .map_err(|e| match e {
+            RebootError::Command(d) => failed(d),
+            e => e,
+        })
+}
+
+/// Wait until the cluster shows `g` on `target` (bounded).
+pub async fn wait_on(
+    r: &Remote,
+    g: &GuestRef,
+    target: &str,
+    within: Duration,
+) -> Result<(), RebootError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let res = resources(r).await?;
+        let now = res.guests.iter().find(|x| x.vmid == g.vmid);
+        match now {
+            Some(x) if x.node == target && x.lock.is_none() => return Ok(()),
+            None => {
+                return Err(RebootError::Command(format!(
+                    "the command ended, but the cluster no longer lists {}",
+                    describe(std::slice::from_ref(g))
+                )))
+            }
+            Some(x) if Instant::now() > deadline => {
+                return Err(RebootError::Command(format!(
+                    "the command ended, but after {} the guest is still on {}{}",
+                    humantime::format_duration(within),
+                    x.node,
+                    x.lock
+                        .as_deref()
+                        .map(|l| format!(" (lock {l})"))
+                        .unwrap_or_default()
+                )))
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
 }
 
 /// The migration tasks (`qmigrate` / `vzmigrate`) of a guest that are still running on `node`
@@ -602,4 +804,110 @@ pub async fn ha_vmids(r: &Remote) -> Result<Vec<u32>, RebootError> {
         .iter()
         .filter_map(|(sid, _, _)| sid.split_once(':').and_then(|(_, id)| parse_vmid(id)))
         .collect())
+}
+
+/// What bringing the drain's guests back did.
+#[derive(Debug, Default)]
+pub struct Returned {
+    /// Back on their node (moved back now, or found there).
+    pub returned: Vec<GuestRef>,
+    /// Back, but stopped, and starting them failed.
+    pub not_started: Vec<GuestRef>,
+    /// Still away: (guest, origin, where it is now).
+    pub away: Vec<(GuestRef, String, String)>,
+    /// Each guest not brought back as it left, with why.
+    pub failed: Vec<String>,
+}
+
+fn say(node: &str, msg: &str) {
+    tracing::warn!(node = %node, "{msg}");
+    eprintln!("pvefleet: {node}: {msg}");
+}
+
+/// Bring the guests a drain moved away from `r`'s node back as they left. Each is looked up in
+/// the cluster first and moved back from where it is now (an operator may have moved it on);
+/// one the cluster no longer lists (deleted) is said and skipped; with `return_guests = false`
+/// they stay where they are (said when that is not where the drain put them). Every guest the
+/// drain moved was running: one found back but stopped (something else stopped it while it
+/// was away, e.g. its host rebooted) is started again, loudly. What could not be done is in
+/// `failed`, with the guest named.
+pub async fn return_guests(
+    r: &Remote,
+    cluster: &[Node],
+    moved: &[(GuestRef, String, String)],
+    opts: super::reboot::DrainOpts,
+) -> Result<Returned, RebootError> {
+    let me = r.node.name.clone();
+    let mut out = Returned::default();
+    let res = resources(r).await?;
+    for (g, origin, at) in moved {
+        let what = describe(std::slice::from_ref(g));
+        let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
+            say(
+                &me,
+                &format!("{what}, moved to {at} by this run, is no longer in the cluster (deleted?): nothing to bring back"),
+            );
+            continue;
+        };
+        if now.node != *at && now.node != *origin {
+            say(
+                &me,
+                &format!(
+                    "{what} is on {} now, not on {at} where this run moved it (moved by someone else){}",
+                    now.node,
+                    if opts.return_guests {
+                        "; moving it back from there"
+                    } else {
+                        "; left there (return_guests = false)"
+                    }
+                ),
+            );
+        }
+        if !opts.return_guests {
+            out.away.push((g.clone(), origin.clone(), now.node.clone()));
+            continue;
+        }
+        if now.node == *origin {
+            out.returned.push(g.clone());
+            continue;
+        }
+        match migrate_from(cluster, &now.node, g, origin, opts.local_disks, r.timeout).await {
+            Ok(()) => out.returned.push(g.clone()),
+            Err(e) => {
+                let why = match e {
+                    RebootError::Migration { detail, .. } => detail,
+                    e => e.to_string(),
+                };
+                out.failed.push(format!(
+                    "{what} could not be moved back from {}: {why}",
+                    now.node
+                ));
+                out.away.push((g.clone(), origin.clone(), now.node.clone()));
+            }
+        }
+    }
+    if out.returned.is_empty() {
+        return Ok(out);
+    }
+    let res = resources(r).await?;
+    for g in &out.returned {
+        let what = describe(std::slice::from_ref(g));
+        let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
+            continue;
+        };
+        if now.running || now.node != me {
+            continue;
+        }
+        say(
+            &me,
+            &format!("{what} was running before the drain and is back STOPPED (something else stopped it while it was away); starting it again"),
+        );
+        if let Err(e) = start(r, g).await {
+            out.failed.push(format!(
+                "{what} is back but stopped and could not be started: {e}"
+            ));
+            out.not_started.push(g.clone());
+        }
+    }
+    Ok(out)
 }

@@ -52,6 +52,10 @@ pub enum RebootError {
         /// What the tool said.
         detail: String,
     },
+    /// After the reboot, guests of the drain could not be brought back as they left (back on
+    /// their node and running, when they were): each named with why.
+    #[error("guests not brought back as they left: {0}")]
+    GuestsNotRestored(String),
     /// Ceph is not safe, or its state is unknown.
     #[error("ceph: {0}")]
     Ceph(String),

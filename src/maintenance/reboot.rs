@@ -436,10 +436,16 @@ impl Machine<'_, '_> {
             }
             Err(_) => Default::default(),
         };
+        // Only nodes the controller can bring the guests back from (DrainOpts: README).
+        for (n, why) in drain::unreachable_targets(self.cx.cluster, &res, &me, r.timeout).await {
+            tracing::info!(node = %me, target = %n, %why, "not a drain target");
+            excluded.insert(n);
+        }
         let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
-        for g in &plan.movable {
+        let movable: Vec<&crate::capacity::resources::GuestRes> = plan.movable.iter().collect();
+        let targets = placer.place_all(&movable).map_err(RebootError::Command)?;
+        for (g, target) in plan.movable.iter().zip(targets) {
             self.cancelled()?;
-            let target = placer.place(g).map_err(RebootError::Command)?;
             let gref = GuestRef {
                 kind: g.kind.tool().into(),
                 vmid: g.vmid,
@@ -568,35 +574,48 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    /// Move the guests the drain moved back to this node, from wherever they are.
+    /// Move the guests the drain moved back to this node, from wherever they are now (see
+    /// [`drain::return_guests`]).
     async fn return_guests(&mut self, r: &Remote) -> Result<(), RebootError> {
         let opts = self.cx.drain.unwrap_or(DrainOpts {
             local_disks: false,
             return_guests: true,
         });
-        if !opts.return_guests || self.moved.is_empty() {
+        if self.moved.is_empty() {
             return Ok(());
         }
-        for (g, origin, at) in std::mem::take(&mut self.moved) {
-            drain::migrate_from(
-                self.cx.cluster,
-                &at,
-                &g,
-                &origin,
-                opts.local_disks,
-                r.timeout,
-            )
-            .await?;
+        let moved = std::mem::take(&mut self.moved);
+        let back = drain::return_guests(r, self.cx.cluster, &moved, opts).await?;
+        for g in &back.returned {
+            if let Some((_, origin, _)) = moved.iter().find(|(m, _, _)| m == g) {
+                self.record(
+                    r,
+                    Event::GuestReturned {
+                        guest: g.clone(),
+                        to: origin.clone(),
+                    },
+                )
+                .await;
+            }
+        }
+        for g in &back.not_started {
+            // Listed by `runs show` and started by a resume.
             self.record(
                 r,
-                Event::GuestReturned {
-                    guest: g,
-                    to: origin,
+                Event::GuestStopped {
+                    guest: g.clone(),
+                    phase: "done".into(),
                 },
             )
             .await;
         }
-        self.to(r, RebootState::GuestsReturned, None).await;
+        self.moved = back.away;
+        if !back.failed.is_empty() {
+            return Err(RebootError::GuestsNotRestored(back.failed.join("; ")));
+        }
+        if opts.return_guests {
+            self.to(r, RebootState::GuestsReturned, None).await;
+        }
         Ok(())
     }
 

@@ -109,13 +109,26 @@ async fn drain_preflight(s: &RunSettings, todo: &[Node]) -> Option<String> {
         Err(e) => return Some(format!("drain preflight: {}: {e}", node.name)),
     };
     let res = crate::maintenance::drain::resources(&r).await;
+    // Room counts only on nodes that can take guests: out of HA maintenance and reachable.
+    let maintained = crate::maintenance::drain::nodes_in_maintenance(&r).await;
     r.session.close().await;
-    let res = match res {
-        Ok(x) => x,
-        Err(e) => return Some(format!("drain preflight: {e}")),
+    let (res, maintained) = match (res, maintained) {
+        (Ok(x), Ok(m)) => (x, m),
+        (Err(e), _) | (_, Err(e)) => return Some(format!("drain preflight: {e}")),
     };
+    let mut excluded: std::collections::BTreeSet<String> = maintained.into_iter().collect();
+    for (n, _) in crate::maintenance::drain::unreachable_targets(
+        &s.cluster,
+        &res,
+        "",
+        Duration::from_secs(15),
+    )
+    .await
+    {
+        excluded.insert(n);
+    }
     let names: Vec<String> = todo.iter().map(|n| n.name.clone()).collect();
-    crate::capacity::placement::preflight(&res, &names)
+    crate::capacity::placement::preflight(&res, &names, &excluded)
         .err()
         .map(|e| format!("drain preflight (N-1): {e}"))
 }
@@ -148,9 +161,9 @@ async fn auto_batch(s: &RunSettings, rest: &[Node]) -> usize {
         .unwrap_or(false);
     while k > 1 {
         let group: Vec<String> = rest[..k].iter().map(|n| n.name.clone()).collect();
-        let room = res
-            .as_ref()
-            .is_none_or(|res| crate::capacity::placement::group_fits(res, &group).is_ok());
+        let room = res.as_ref().is_none_or(|res| {
+            crate::capacity::placement::group_fits(res, &group, &Default::default()).is_ok()
+        });
         let safe = !ceph || ceph_ok_to_stop(&r, &group).await;
         if room && safe {
             break;

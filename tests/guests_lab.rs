@@ -1,0 +1,191 @@
+//! The drain's guests on a cluster where others act too (issue 14 §2, §3, §3b): a guest moved
+//! on or stopped while its node rebooted comes back as it left; a guest deleted meanwhile is
+//! said, not fatal; drain targets are nodes the controller reaches; an HA guest that cannot
+//! leave is refused before maintenance; a target that goes down mid-migration fails it.
+
+mod common;
+
+use common::bin::text;
+use common::lab::Lab;
+use common::runs::{write_playbook, Env};
+use std::time::Duration;
+
+const DRAIN_REBOOT: &str = r#"
+name = "drain-and-reboot"
+[[step]]
+name = "reboot"
+kind = "reboot"
+drain = true
+timeout = "90s"
+"#;
+
+fn lab_events(lab: &Lab) -> Vec<String> {
+    std::fs::read_to_string(lab.dir.path().join("cluster/events"))
+        .expect("the lab's event file")
+        .lines()
+        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+        .collect()
+}
+
+/// While pve1 reboots, an operator moves guest 101 on to the third node and stops it there,
+/// and deletes guest 102. The return follows 101 to where it is now, brings it home and starts
+/// it again (said loudly); 102 is reported, not fatal. On the old code the return migrated
+/// 101 from the node the journal recorded ("Configuration file ... does not exist") and the
+/// node failed, saying it "is not rebooted".
+#[test]
+fn a_guest_moved_on_and_stopped_while_away_comes_back_running_and_a_deleted_one_is_said() {
+    let Some(lab) = Lab::up("guests_follow", 220, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["guest", "102", "name=tmp", "mem=1024"]);
+    lab.fault("pve1", &["slow-boot", "8"]);
+    let child = env.spawn(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert!(
+        env.wait_event(120, |e| e["node"] == "pve1"
+            && e["event"] == "reboot"
+            && e["data"]["state"] == "down-seen"),
+        "pve1 went down"
+    );
+    let (at, _) = lab.guest(101);
+    assert_ne!(at, "pve1");
+    let other = if at == "pve2" { "pve3" } else { "pve2" };
+    let (rc, out, err) = lab.ssh(&at, &format!("qm migrate 101 {other} --online"));
+    assert_eq!(rc, 0, "{out}{err}");
+    let (rc, out, err) = lab.ssh(other, "qm stop 101");
+    assert_eq!(rc, 0, "{out}{err}");
+    let (at102, _) = lab.guest(102);
+    let (rc, _, err) = lab.ssh(
+        &at102,
+        &format!("rm /etc/pve/nodes/{at102}/qemu-server/102.conf"),
+    );
+    assert_eq!(rc, 0, "{err}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{}{stderr}", text(&out.stdout));
+    assert_eq!(
+        lab.guest(101),
+        ("pve1".into(), "running".into()),
+        "home and running"
+    );
+    assert!(
+        stderr.contains(&format!("qm 101 (web) is on {other} now, not on {at}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("qm 101 (web) was running before the drain and is back STOPPED"));
+    assert!(
+        stderr.contains("qm 102 (tmp), moved to") && stderr.contains("no longer in the cluster"),
+        "{stderr}"
+    );
+    let ev = lab_events(&lab);
+    assert!(
+        ev.iter()
+            .any(|e| e.contains(&format!("migrated 101 {other} pve1"))),
+        "{ev:#?}"
+    );
+}
+
+/// pve3 has the most room but its sshd is down: the controller could not bring a guest back
+/// from there, so the drain sends pve1's guest to pve2. On the old code the placer took pve3
+/// (roomiest) and the return after the reboot failed there.
+#[test]
+fn a_drain_target_the_controller_cannot_reach_is_not_used() {
+    let Some(lab) = Lab::up("guests_reachable", 221, 3, &["--profile", "pve3:mem=64"]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve3", &["sshd-stop"]);
+    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    let ev = lab_events(&lab);
+    assert!(
+        ev.iter().any(|e| e.contains("migrated 101 pve1 pve2")),
+        "{ev:#?}"
+    );
+    assert!(!ev.iter().any(|e| e.contains("pve3 qm")), "{ev:#?}");
+    assert_eq!(lab.guest(101), ("pve1".into(), "running".into()));
+}
+
+/// An HA-managed VM with a PCI device cannot leave: under `--guests refuse` the node is refused
+/// before maintenance, naming the device. On the old code maintenance went on and the run
+/// failed after the HA drain timeout without naming it.
+#[test]
+fn an_ha_guest_that_cannot_leave_is_refused_before_maintenance() {
+    let Some(lab) = Lab::up("guests_ha_unmovable", 222, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "105", "name=gpu", "hostpci", "ha"]);
+    let t = std::time::Instant::now();
+    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{v}");
+    let err = v["nodes"][0]["error"].as_str().unwrap();
+    assert!(
+        err.contains("qm 105 (gpu) (HA-managed) uses local devices: hostpci0"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(120));
+    assert!(
+        !env.events().iter().any(|e| e["event"] == "maintenance"),
+        "maintenance never switched on"
+    );
+    assert_eq!(
+        lab.ssh("pve2", "test -e /var/lib/pvelab-cluster/maintenance-pve1")
+            .0,
+        1
+    );
+    assert_eq!(lab.boots("pve1"), 1);
+}
+
+/// The lab's `qm migrate`: a target that goes down during the transfer fails the migration as
+/// qemu-server does (reason on stdout, `migration problems` on stderr, exit 255), the guest
+/// left on the source, running and unlocked; pvefleet's error carries the reason. A live
+/// migration of a stopped VM says qemu-server's offline line.
+#[test]
+fn a_target_that_goes_down_mid_migration_fails_it_with_the_reason() {
+    let Some(lab) = Lab::up("guests_target_down", 223, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["guest", "103", "name=off", "mem=1024", "stopped"]);
+    lab.fault("pve1", &["migrate-slow", "6"]);
+    let child = {
+        let lab = &lab;
+        std::thread::scope(|s| {
+            let h = s.spawn(|| lab.ssh("pve1", "qm migrate 101 pve2 --online"));
+            // Wait for the transfer to run, then take the target down.
+            let t = std::time::Instant::now();
+            while !lab
+                .sh("pve1", "cat /etc/pve/nodes/pve1/qemu-server/101.conf")
+                .contains("lock: migrate")
+                && t.elapsed() < Duration::from_secs(20)
+            {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            lab.fault("pve2", &["no-return"]);
+            lab.run(&["reboot", "pve2"]);
+            h.join().unwrap()
+        })
+    };
+    let (rc, out, err) = child;
+    assert_eq!(rc, 255, "{out}{err}");
+    assert!(
+        out.contains("ERROR: online migrate failure - aborting"),
+        "{out}"
+    );
+    assert_eq!(err.trim(), "migration problems");
+    assert_eq!(lab.guest(101), ("pve1".into(), "running".into()));
+    let conf = lab.sh("pve1", "cat /etc/pve/nodes/pve1/qemu-server/101.conf");
+    assert!(!conf.contains("lock:"), "{conf}");
+    let (rc, out, err) = lab.ssh("pve1", "qm migrate 103 pve3 --online");
+    assert_eq!(rc, 0, "{out}{err}");
+    assert!(
+        out.starts_with("VM isn't running. Doing offline migration instead.\n"),
+        "{out}"
+    );
+}
