@@ -41,17 +41,27 @@ const UPGRADE_ARGS: [&str; 6] = ["-l", "pve1", "run", "--yes", "-e", "min_free_m
 /// Start the upgrade of pve1 with a dist-upgrade that waits 6 s between unpacking and setting
 /// up, and SIGKILL the controller while dpkg is halfway (pve-manager unpacked).
 fn kill_the_controller_mid_upgrade(lab: &Lab, env: &Env) {
-    lab.fault("pve1", &["pending", "pve-manager=8.3.5"]);
+    kill_the_controller_mid_upgrade_of(lab, env, "pve-manager", "8.3.5");
+}
+
+fn kill_the_controller_mid_upgrade_of(lab: &Lab, env: &Env, pkg: &str, version: &str) {
+    lab.fault("pve1", &["pending", &format!("{pkg}={version}")]);
     lab.fault("pve1", &["dpkg-slow", "6"]);
     let pb = shipped("upgrade.toml");
     let mut args = UPGRADE_ARGS.to_vec();
     args.push(&pb);
     let child = env.spawn(lab, &args);
-    assert!(
-        wait_until(60, || half(lab, "pve1")
-            .contains("pve-manager unpacked 8.3.5")),
-        "the dist-upgrade unpacked"
-    );
+    if !wait_until(60, || {
+        half(lab, "pve1").contains(&format!("{pkg} unpacked {version}"))
+    }) {
+        signal(&child, "KILL");
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the dist-upgrade did not unpack {pkg}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
     signal(&child, "KILL");
     let _ = child.wait_with_output();
 }
@@ -157,6 +167,23 @@ fn a_dist_upgrade_outlives_a_killed_controller_and_the_resume_goes_on() {
     let detail = done["data"]["result"]["detail"].to_string();
     assert!(detail.contains("not run again"), "{detail}");
     assert_eq!(lab.boots("pve1"), 1);
+
+    // Resumed while dpkg still runs: the resume waits for it, then takes its result.
+    let env = Env::new();
+    kill_the_controller_mid_upgrade_of(&lab, &env, "qemu-server", "8.3.5");
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("pve1: waiting for `dist-upgrade` the stopped run started to end"),
+        "{stderr}"
+    );
+    assert_eq!(
+        upgrades(&lab, "pve1"),
+        2,
+        "dist-upgrade ran once more, not twice"
+    );
+    assert!(half(&lab, "pve1").trim().is_empty());
 }
 
 /// The run's own dist-upgrade cut off on the node (its session killed, as by an OOM kill or a
