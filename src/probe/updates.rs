@@ -493,7 +493,7 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
     })
 }
 
-/// Grade: `updates.pending`, `updates.reboot`, `updates.repos`.
+/// Grade: `updates.pending`, `updates.reboot`, `updates.dpkg`, `updates.repos`.
 pub fn grade(f: &UpdatesFacts, _t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
     out.push(if f.pending_count == 0 {
@@ -534,6 +534,23 @@ pub fn grade(f: &UpdatesFacts, _t: &Thresholds) -> Vec<Finding> {
             Grade::Pass,
             format!("running the kernel that boots next ({})", f.running_kernel),
         )
+    });
+    out.push(if f.dpkg_audit.is_empty() {
+        Finding::new(
+            "updates.dpkg",
+            Grade::Pass,
+            "dpkg --audit finds nothing half-way",
+        )
+    } else {
+        Finding::new(
+            "updates.dpkg",
+            Grade::Fail,
+            format!(
+                "dpkg stopped half-way (dpkg --audit): {}; apt refuses to install until it is finished",
+                f.dpkg_audit.join(", ")
+            ),
+        )
+        .fix("find out why it stopped (/var/log/dpkg.log), then dpkg --configure -a")
     });
     out.push(if f.repo_problems.is_empty() {
         Finding::new(
@@ -646,6 +663,20 @@ mod tests {
         assert_eq!(a[0], "nagios3-common (unpacked but not yet configured)");
         assert_eq!(a[5], "postfix (only half configured)");
         assert!(parse_dpkg_audit("").is_empty());
+        let fx = crate::probe::fixture("dpkg-audit/unpacked-and-half-configured.txt");
+        let text = format!(
+            "@@running_kernel 6.8.12-4-pve\n@@sub dpkg_audit\n{fx}@@dpkg_audit_rc 0\n@@sub pending\n@@pending_rc 1\n@@sub repos\n@@sub end\n"
+        );
+        let f = parse(&text).unwrap();
+        assert_eq!(f.dpkg_audit.len(), 6);
+        let g = grade(&f, &Thresholds::default());
+        let d = g.iter().find(|x| x.check == "updates.dpkg").unwrap();
+        assert_eq!(d.grade, Grade::Fail);
+        assert!(
+            d.detail.contains("postfix (only half configured)"),
+            "{}",
+            d.detail
+        );
     }
 
     #[test]
