@@ -134,6 +134,15 @@ fn a_next_boot_pin_or_a_held_kernel_means_no_reboot() {
     // pve1 got the new kernel, which boots after the one pinned for the next boot.
     assert!(lab.sh("pve1", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
     assert!(!lab.sh("pve2", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
+    // The lab's boot uses the next-boot pin once (proxmox-boot-cleanup.service drops it), then
+    // the newest kernel.
+    lab.reboot_and_wait("pve1");
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-5-pve\n");
+    assert!(!lab
+        .sh("pve1", "proxmox-boot-tool kernel list")
+        .contains("next-boot"));
+    lab.reboot_and_wait("pve1");
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
 }
 
 /// A dist-upgrade in flight when the controller is SIGKILLed goes on without it (detached from
