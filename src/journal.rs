@@ -294,6 +294,16 @@ pub enum Event {
         /// Final status.
         status: String,
     },
+    /// A resume repaired what the run's own detached command left when it was cut off
+    /// without an exit status (a step's `repair`, e.g. `dpkg --configure -a`).
+    Repaired {
+        /// Index of the step whose command was cut off.
+        index: usize,
+        /// The repair command.
+        command: String,
+        /// Its exit status and first line of output.
+        detail: String,
+    },
     /// A rollback ran.
     RolledBack {
         /// Files restored or removed.

@@ -214,6 +214,18 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         left_on: Vec::new(),
         reboot_state: None,
     };
+    // Resume: what the stopped run's own detached command left halfway is repaired before
+    // anything reads the node (a killed dist-upgrade: `dpkg --configure -a`).
+    if let Err(e) = steps::repair_interrupted(&remote, &st).await {
+        run.status = status_of(&e);
+        run.error = Some(e.to_string());
+        record(Event::NodeFailed {
+            error: e.to_string(),
+        })
+        .await;
+        remote.session.close().await;
+        return run;
+    }
     let gather_names: Vec<String> = s
         .playbook
         .file

@@ -180,6 +180,15 @@ pub struct Step {
     /// check). Without it a plan evaluates no `unless` / `only_if` (only `creates`, which is
     /// pvefleet's own `test -e`) and shows the step as "would run".
     pub read_only: Option<Spanned<String>>,
+    /// run: run the command detached from the SSH session (its own session, output and exit
+    /// status in files under `/run/pvefleet/` on the node): a killed controller or a dropped
+    /// connection does not stop it halfway, and a resume reads how it ended (or waits while it
+    /// still runs) instead of running it again.
+    pub detach: Option<Spanned<bool>>,
+    /// run with `detach`: what repairs the step's own command when it was cut off without an
+    /// exit status (e.g. `dpkg --configure -a` after a killed dist-upgrade). A resume runs it,
+    /// journaled, before the node's facts are gathered, then runs the step again.
+    pub repair: Option<Spanned<String>>,
 
     // files
     /// Target file.

@@ -25,6 +25,8 @@ fn allowed(kind: StepKind) -> &'static [&'static str] {
             "failed_when",
             "undo",
             "read_only",
+            "detach",
+            "repair",
         ],
         Line => &["path", "line", "regexp", "after", "state"],
         Lines => &["path", "lines", "state"],
@@ -87,6 +89,8 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
     opt!(failed_when);
     opt!(undo);
     opt!(read_only);
+    opt!(detach);
+    opt!(repair);
     opt!(path);
     opt!(line);
     if let Some(l) = &s.lines {
@@ -118,8 +122,8 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
 pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
     let mut v: Vec<(&Spanned<String>, bool)> = Vec::new();
     for t in [
-        &s.command, &s.creates, &s.unless, &s.only_if, &s.undo, &s.path, &s.line, &s.block,
-        &s.content,
+        &s.command, &s.creates, &s.unless, &s.only_if, &s.undo, &s.repair, &s.path, &s.line,
+        &s.block, &s.content,
     ]
     .into_iter()
     .flatten()
@@ -249,6 +253,15 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
                 }
             }
         }
+        if let Some(rep) = &s.repair {
+            if !Step::flag(&s.detach, false) {
+                return Err(pb.error_at(
+                    rep.span(),
+                    "`repair` needs `detach = true` (it repairs a detached command cut off halfway)"
+                        .into(),
+                ));
+            }
+        }
         if matches!(kind, StepKind::Line) {
             if let Some(r) = &s.regexp {
                 if let Err(e) = regex::Regex::new(r.get_ref()) {
@@ -364,6 +377,7 @@ mod tests {
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"yes\"\n", "pb.toml:6:13: read_only `yes`: expected \"guards\""),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"guards\"\n", "pb.toml:6:13: read_only = \"guards\" needs an `unless` or `only_if` guard"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"wait_for\"\ncommand = \"x\"\nread_only = \"all\"\n", "pb.toml:6:13: `read_only` does not apply to a `wait_for` step"),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nrepair = \"y\"\n", "pb.toml:6:10: `repair` needs `detach = true`"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

@@ -17,6 +17,8 @@ pub const SNIPPET: &str = r#"echo "@@running_kernel $(uname -r)"
 echo "@@pve $(pveversion 2>/dev/null | head -n 1)"
 echo "@@sub installed_kernels"; ls /boot 2>/dev/null | sed -n 's/^vmlinuz-\(.*-pve\)$/\1/p'
 if command -v proxmox-boot-tool >/dev/null 2>&1; then echo "@@sub pbt_kernels"; proxmox-boot-tool kernel list 2>/dev/null; fi
+echo "@@sub held"; apt-mark showhold 2>/dev/null
+echo "@@sub dpkg_audit"; LC_ALL=C dpkg --audit 2>&1; echo "@@dpkg_audit_rc $?"
 echo "@@sub pending"; LC_ALL=C apt-get -s -o Debug::NoLocking=true dist-upgrade 2>&1 | grep -E '^(Inst|Remv) ' ; echo "@@pending_rc $?"
 echo "@@subscription $(pvesubscription get 2>/dev/null | sed -n 's/^status: //p' | head -n 1)"
 echo "@@sub repos"
@@ -64,8 +66,21 @@ impl Repo {
 pub struct UpdatesFacts {
     /// `uname -r`.
     pub running_kernel: String,
-    /// The kernel the next boot starts: the pinned one, else the newest installed.
+    /// The kernel the next boot starts: the next-boot pin, else the permanent pin, else the
+    /// newest installed.
     pub boot_kernel: Option<String>,
+    /// Why that kernel boots: `next-boot pin`, `pin` or `newest`.
+    pub boot_by: Option<String>,
+    /// Packages on hold (`apt-mark showhold`): apt never upgrades them.
+    pub held: Vec<String>,
+    /// A kernel meta-package is on hold, so no new kernel comes with a dist-upgrade.
+    pub kernel_held: bool,
+    /// `dpkg --audit` findings: packages left half-way (unpacked, half-configured ...), each
+    /// `PKG (state)`; empty when dpkg is consistent.
+    pub dpkg_audit: Vec<String>,
+    /// Proxmox VE packages the pending dist-upgrade would remove (`Remv` of `proxmox-ve` or
+    /// `pve-manager`): such an upgrade is refused.
+    pub removes_pve: Vec<String>,
     /// The next boot starts another kernel than the running one.
     pub reboot_needed: bool,
     /// Pending changes.
@@ -162,11 +177,16 @@ pub fn parse_pending(text: &str) -> Vec<Pending> {
         .collect()
 }
 
-/// The kernel `proxmox-boot-tool kernel list` will boot: the pinned one, else the newest of the
-/// manually and automatically selected ones.
-pub fn pbt_boot_kernel(text: &str) -> Option<String> {
+/// The kernel `proxmox-boot-tool kernel list` will boot, and why: the one pinned for the next
+/// boot only (`kernel pin VERSION --next-boot`, section "Kernel pinned on next-boot:", file
+/// /etc/kernel/next-boot-pin), else the permanently pinned one ("Pinned kernel:",
+/// /etc/kernel/proxmox-boot-pin), else the newest of the manually and automatically selected
+/// ones. Sections as `list_kernels` in proxmox-kernel-helper's src/bin/proxmox-boot-tool prints
+/// them; the boot loader default follows the next-boot pin before the pin (zz-proxmox-boot,
+/// `pin_kernel`), and proxmox-boot-cleanup.service drops the next-boot pin once booted.
+pub fn pbt_boot_kernel(text: &str) -> Option<(String, &'static str)> {
     let mut section = "";
-    let mut pinned = None;
+    let (mut pinned, mut next_boot) = (None, None);
     let mut all = Vec::new();
     for l in text.lines().map(str::trim) {
         if l.ends_with(':') {
@@ -176,13 +196,82 @@ pub fn pbt_boot_kernel(text: &str) -> Option<String> {
         if l.is_empty() || l.eq_ignore_ascii_case("none.") {
             continue;
         }
-        if section.starts_with("Pinned kernel") {
-            pinned = Some(l.to_string());
+        if section.starts_with("Kernel pinned on next-boot") {
+            next_boot.get_or_insert_with(|| l.to_string());
+        } else if section.starts_with("Pinned kernel") {
+            pinned.get_or_insert_with(|| l.to_string());
         } else if section.contains("selected kernels") {
             all.push(l.to_string());
         }
     }
-    pinned.or_else(|| all.into_iter().max_by(|a, b| cmp_version(a, b)))
+    next_boot
+        .map(|k| (k, "next-boot pin"))
+        .or_else(|| pinned.map(|k| (k, "pin")))
+        .or_else(|| {
+            all.into_iter()
+                .max_by(|a, b| cmp_version(a, b))
+                .map(|k| (k, "newest"))
+        })
+}
+
+/// A kernel meta-package (`proxmox-default-kernel`, `proxmox-kernel-6.8`, `pve-kernel-6.2`):
+/// held, it keeps every new kernel out (the new `proxmox-kernel-VERSION-signed` comes only as
+/// its dependency).
+pub fn is_kernel_meta(name: &str) -> bool {
+    let name = name.split(':').next().unwrap_or(name);
+    if name == "proxmox-default-kernel" || name == "pve-kernel" {
+        return true;
+    }
+    let rest = name
+        .strip_prefix("proxmox-kernel-")
+        .or_else(|| name.strip_prefix("pve-kernel-"));
+    rest.is_some_and(|r| {
+        let mut it = r.split('.');
+        matches!((it.next(), it.next(), it.next()), (Some(a), Some(b), None)
+            if !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit()))
+    })
+}
+
+/// `dpkg --audit` output (dpkg's src/main/audit.c): per problem class a paragraph of
+/// explanation, then the affected packages indented, one per line, as ` NAME  SUMMARY`
+/// (`audit.c` `report_problems`, printed with `pkg_name` and the package's summary). The
+/// packages are returned with the class they were listed under.
+pub fn parse_dpkg_audit(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut class = String::new();
+    let mut in_list = false;
+    for l in text.lines() {
+        if l.trim().is_empty() {
+            in_list = false;
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix(' ') {
+            if let Some(name) = rest.split_whitespace().next() {
+                in_list = true;
+                out.push(if class.is_empty() {
+                    name.to_string()
+                } else {
+                    format!("{name} ({class})")
+                });
+            }
+            continue;
+        }
+        if !in_list {
+            // "The following packages are only half configured, probably due to problems
+            // configuring them the first time. ..." -> "only half configured".
+            let t = l.trim();
+            if let Some(r) = t.strip_prefix("The following packages ") {
+                class = r
+                    .split([',', '.'])
+                    .next()
+                    .unwrap_or(r)
+                    .trim_start_matches("are ")
+                    .trim_start_matches("have been ")
+                    .to_string();
+            }
+        }
+    }
+    out
 }
 
 /// Parse APT source files (one-line `.list` and deb822 `.sources`).
@@ -302,9 +391,27 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
         .collect();
-    let boot_kernel = sub(text, "pbt_kernels")
-        .and_then(pbt_boot_kernel)
-        .or_else(|| installed.iter().max_by(|a, b| cmp_version(a, b)).cloned());
+    let (boot_kernel, boot_by) = match sub(text, "pbt_kernels").and_then(pbt_boot_kernel) {
+        Some((k, by)) => (Some(k), Some(by.to_string())),
+        None => match installed.iter().max_by(|a, b| cmp_version(a, b)) {
+            Some(k) => (Some(k.clone()), Some("newest".to_string())),
+            None => (None, None),
+        },
+    };
+    let held: Vec<String> = sub(text, "held")
+        .unwrap_or("")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    let kernel_held = held.iter().any(|h| is_kernel_meta(h));
+    let audit_text = sub(text, "dpkg_audit").unwrap_or("");
+    let mut dpkg_audit = parse_dpkg_audit(audit_text);
+    if dpkg_audit.is_empty() && !audit_text.trim().is_empty() {
+        // Output that names no package is still not "clean" (unknown is not an answer).
+        dpkg_audit.push(crate::sanitize::first_line(audit_text.trim(), 160));
+    }
     let pending = parse_pending(sub(text, "pending").unwrap_or(""));
     let new_kernel = pending
         .iter()
@@ -319,6 +426,11 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
         .iter()
         .find(|p| p.name == "pve-manager")
         .and_then(|p| p.new.clone());
+    let removes_pve: Vec<String> = pending
+        .iter()
+        .filter(|p| p.new.is_none() && matches!(p.name.as_str(), "proxmox-ve" | "pve-manager"))
+        .map(|p| p.name.clone())
+        .collect();
     let major_change = match (&pve_version, &pve_version_after) {
         (Some(a), Some(b)) => major_of(a) != major_of(b),
         _ => false,
@@ -362,6 +474,11 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
     Ok(UpdatesFacts {
         running_kernel: running,
         boot_kernel,
+        boot_by,
+        held,
+        kernel_held,
+        dpkg_audit,
+        removes_pve,
         reboot_needed,
         pending_count: pending.len(),
         pending,
@@ -376,7 +493,7 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
     })
 }
 
-/// Grade: `updates.pending`, `updates.reboot`, `updates.repos`.
+/// Grade: `updates.pending`, `updates.reboot`, `updates.dpkg`, `updates.repos`.
 pub fn grade(f: &UpdatesFacts, _t: &Thresholds) -> Vec<Finding> {
     let mut out = Vec::new();
     out.push(if f.pending_count == 0 {
@@ -417,6 +534,23 @@ pub fn grade(f: &UpdatesFacts, _t: &Thresholds) -> Vec<Finding> {
             Grade::Pass,
             format!("running the kernel that boots next ({})", f.running_kernel),
         )
+    });
+    out.push(if f.dpkg_audit.is_empty() {
+        Finding::new(
+            "updates.dpkg",
+            Grade::Pass,
+            "dpkg --audit finds nothing half-way",
+        )
+    } else {
+        Finding::new(
+            "updates.dpkg",
+            Grade::Fail,
+            format!(
+                "dpkg stopped half-way (dpkg --audit): {}; apt refuses to install until it is finished",
+                f.dpkg_audit.join(", ")
+            ),
+        )
+        .fix("find out why it stopped (/var/log/dpkg.log), then dpkg --configure -a")
     });
     out.push(if f.repo_problems.is_empty() {
         Finding::new(
@@ -469,9 +603,91 @@ mod tests {
     fn proxmox_boot_tool_kernel_list_prefers_the_pinned_kernel() {
         // Headers as printed by proxmox-boot-tool's `kernel list` (proxmox-kernel-helper).
         let list = "Manually selected kernels:\nNone.\n\nAutomatically selected kernels:\n6.8.12-4-pve\n6.8.12-10-pve\n\nPinned kernel:\n6.8.12-4-pve\n";
-        assert_eq!(pbt_boot_kernel(list).as_deref(), Some("6.8.12-4-pve"));
+        assert_eq!(pbt_boot_kernel(list), Some(("6.8.12-4-pve".into(), "pin")));
         let unpinned = "Manually selected kernels:\nNone.\n\nAutomatically selected kernels:\n6.8.12-4-pve\n6.8.12-10-pve\n";
-        assert_eq!(pbt_boot_kernel(unpinned).as_deref(), Some("6.8.12-10-pve"));
+        assert_eq!(
+            pbt_boot_kernel(unpinned),
+            Some(("6.8.12-10-pve".into(), "newest"))
+        );
+    }
+
+    #[test]
+    fn a_next_boot_pin_wins_over_the_pin_and_the_newest() {
+        let both = crate::probe::fixture("proxmox-boot-tool-kernel-list/pin-and-next-boot.txt");
+        assert_eq!(
+            pbt_boot_kernel(&both),
+            Some(("6.8.12-4-pve".into(), "next-boot pin"))
+        );
+        let next = crate::probe::fixture("proxmox-boot-tool-kernel-list/next-boot-only.txt");
+        assert_eq!(
+            pbt_boot_kernel(&next),
+            Some(("6.8.12-4-pve".into(), "next-boot pin"))
+        );
+        // Running the next-boot kernel: no reboot, although a newer kernel is installed.
+        let text = format!(
+            "@@running_kernel 6.8.12-4-pve\n@@sub installed_kernels\n6.8.12-4-pve\n6.8.12-9-pve\n@@sub pbt_kernels\n{next}@@sub held\nproxmox-kernel-6.8\n@@sub dpkg_audit\n@@dpkg_audit_rc 0\n@@sub pending\n@@pending_rc 1\n@@sub repos\n@@sub end\n"
+        );
+        let f = parse(&text).unwrap();
+        assert!(!f.reboot_needed, "{f:?}");
+        assert_eq!(f.boot_by.as_deref(), Some("next-boot pin"));
+        assert!(f.kernel_held);
+        assert_eq!(f.held, vec!["proxmox-kernel-6.8"]);
+        assert!(f.dpkg_audit.is_empty());
+    }
+
+    #[test]
+    fn kernel_meta_packages() {
+        for m in [
+            "proxmox-kernel-6.8",
+            "proxmox-default-kernel",
+            "pve-kernel-6.2",
+            "proxmox-kernel-6.8:amd64",
+        ] {
+            assert!(is_kernel_meta(m), "{m}");
+        }
+        for m in [
+            "proxmox-kernel-6.8.12-9-pve-signed",
+            "proxmox-kernel-helper",
+            "pve-manager",
+        ] {
+            assert!(!is_kernel_meta(m), "{m}");
+        }
+    }
+
+    #[test]
+    fn dpkg_audit_names_each_package_with_its_state() {
+        let a = parse_dpkg_audit(&crate::probe::fixture(
+            "dpkg-audit/unpacked-and-half-configured.txt",
+        ));
+        assert_eq!(a.len(), 6, "{a:?}");
+        assert_eq!(a[0], "nagios3-common (unpacked but not yet configured)");
+        assert_eq!(a[5], "postfix (only half configured)");
+        assert!(parse_dpkg_audit("").is_empty());
+        let fx = crate::probe::fixture("dpkg-audit/unpacked-and-half-configured.txt");
+        let text = format!(
+            "@@running_kernel 6.8.12-4-pve\n@@sub dpkg_audit\n{fx}@@dpkg_audit_rc 0\n@@sub pending\n@@pending_rc 1\n@@sub repos\n@@sub end\n"
+        );
+        let f = parse(&text).unwrap();
+        assert_eq!(f.dpkg_audit.len(), 6);
+        let g = grade(&f, &Thresholds::default());
+        let d = g.iter().find(|x| x.check == "updates.dpkg").unwrap();
+        assert_eq!(d.grade, Grade::Fail);
+        assert!(
+            d.detail.contains("postfix (only half configured)"),
+            "{}",
+            d.detail
+        );
+    }
+
+    #[test]
+    fn a_removal_of_proxmox_ve_is_named() {
+        let f = parse(&sample(
+            "active",
+            "Remv proxmox-ve [8.3.0]\nRemv pve-manager [8.3.2]\nInst foo (1 x [amd64])\n",
+            "6.8.12-9-pve",
+        ))
+        .unwrap();
+        assert_eq!(f.removes_pve, vec!["proxmox-ve", "pve-manager"]);
     }
 
     #[test]

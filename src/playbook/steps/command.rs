@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ReadOnly, Step};
+use super::detached::{self, Status};
 use crate::journal::UndoRecord;
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
@@ -138,7 +139,34 @@ pub(super) async fn run(
     if let (Some(j), Some(rec)) = (&st.s.journal, undo_record("intent")) {
         j.undo(rec).await;
     }
-    let o = interruptible(r, st, &cmd).await?;
+    let mut note = "";
+    let o = if Step::flag(&step.detach, false) {
+        let dir = detached::dir(&st.s.run_id, st.index);
+        // The interrupted attempt started this very step: how did its command end?
+        let resumed = st
+            .history
+            .and_then(|h| h.in_step.as_ref())
+            .is_some_and(|(i, _)| *i == st.index);
+        let earlier = if resumed {
+            match detached::settle(r, &dir, &st.s.cancel).await? {
+                None => return Err(StepError::Interrupted),
+                Some(s) => Some(s),
+            }
+        } else {
+            None
+        };
+        match earlier {
+            Some(Status::Ended(o)) => {
+                note = " (it ended while no controller was there; not run again)";
+                o
+            }
+            // Never started, cut off (repaired before the facts were gathered), or gone with a
+            // reboot of the node: run it (again).
+            _ => interruptible(r, st, &detached::start_script(&dir, &cmd)).await?,
+        }
+    } else {
+        interruptible(r, st, &cmd).await?
+    };
     let vars = serde_json::json!({
         "rc": rc_of(&o),
         "stdout": String::from_utf8_lossy(&o.stdout),
@@ -172,10 +200,97 @@ pub(super) async fn run(
     let detail = match status {
         StepStatus::Failed => format!("exit {}: {}", rc_of(&o), first_line(&o.stderr)),
         _ => first_line(&o.stdout),
-    };
+    } + note;
     let mut res = result(step, status, detail);
     res.commands.push(cmd);
     Ok(res)
+}
+
+/// On a resume: this detached `run` step is the one the stopped run was in, and its command has
+/// ended on the node since (its exit status is there to read).
+pub(super) async fn ended_while_away(
+    r: &Remote,
+    st: &NodeState<'_>,
+    step: &Step,
+) -> Result<bool, StepError> {
+    let resumed = st
+        .history
+        .and_then(|h| h.in_step.as_ref())
+        .is_some_and(|(i, _)| *i == st.index);
+    if st.s.check
+        || !resumed
+        || *step.kind.get_ref() != super::super::model::StepKind::Run
+        || !Step::flag(&step.detach, false)
+    {
+        return Ok(false);
+    }
+    let dir = detached::dir(&st.s.run_id, st.index);
+    Ok(matches!(detached::status(r, &dir).await?, Status::Ended(_)))
+}
+
+/// On a resume: the step the interrupted attempt was in, if it is a detached `run` step whose
+/// command was cut off without an exit status, gets its `repair` (journaled) before anything
+/// reads the node; one still running is waited for. Returns what was said.
+pub(crate) async fn repair_interrupted(
+    r: &Remote,
+    st: &NodeState<'_>,
+) -> Result<Option<String>, StepError> {
+    let Some((index, _)) = st.history.and_then(|h| h.in_step.clone()) else {
+        return Ok(None);
+    };
+    let Some(step) = st.s.playbook.file.steps.get(index) else {
+        return Ok(None);
+    };
+    if st.s.check || *step.kind.get_ref() != super::super::model::StepKind::Run {
+        return Ok(None);
+    }
+    if !Step::flag(&step.detach, false) {
+        return Ok(None);
+    }
+    let dir = detached::dir(&st.s.run_id, index);
+    if matches!(detached::status(r, &dir).await?, Status::Running) {
+        eprintln!(
+            "pvefleet: {}: waiting for `{}` the stopped run started to end",
+            r.node.name,
+            step.name.get_ref()
+        );
+    }
+    let Some(state) = detached::settle(r, &dir, &st.s.cancel).await? else {
+        return Err(StepError::Interrupted);
+    };
+    let (Status::Dead, Some(repair)) = (state, st.render(&step.repair, true)?) else {
+        return Ok(None);
+    };
+    let o = interruptible(r, st, &repair).await?;
+    let detail = format!(
+        "exit {}: {}",
+        rc_of(&o),
+        if o.exit == ExitStatus::Code(0) {
+            first_line(&o.stdout)
+        } else {
+            first_line(&o.stderr)
+        }
+    );
+    if let Some(j) = &st.s.journal {
+        j.record(
+            &r.node.name,
+            crate::journal::Event::Repaired {
+                index,
+                command: repair.clone(),
+                detail: detail.clone(),
+            },
+        )
+        .await;
+    }
+    let said = format!(
+        "`{}` of the stopped run was cut off halfway: repaired with `{repair}` ({detail})",
+        step.name.get_ref()
+    );
+    eprintln!("pvefleet: {}: {said}", r.node.name);
+    if o.exit != ExitStatus::Code(0) {
+        return Err(StepError::Remote(said));
+    }
+    Ok(Some(said))
 }
 
 pub(super) async fn wait_for(

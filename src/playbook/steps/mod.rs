@@ -4,6 +4,7 @@
 //! `when` / `on_change` guards and the dispatch.
 
 mod command;
+pub(crate) mod detached;
 mod facts;
 mod files;
 mod service;
@@ -17,6 +18,7 @@ use crate::maintenance::reboot::{self, RebootCtx, RebootState};
 use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
 
+pub(crate) use command::repair_interrupted;
 pub(crate) use facts::gather;
 pub use files::refresh_for;
 
@@ -27,7 +29,9 @@ pub(super) async fn run_step(
     step: &Step,
 ) -> Result<StepResult, StepError> {
     if let Some(w) = &step.when {
-        if !st.truth(w, None)? {
+        // A detached command the stopped run started and that has ended since is taken as
+        // done, whatever the guard now says (the guard read the node before it ran).
+        if !st.truth(w, None)? && !command::ended_while_away(r, st, step).await? {
             return Ok(result(
                 step,
                 StepStatus::Skipped,

@@ -172,3 +172,31 @@ dpkg_lock_holder() {
   local ino; ino=$(stat -c %i "$DPKG_FRONTEND" 2>/dev/null) || return 0
   awk -v ino=":$ino" '$2 == "POSIX" && substr($6, length($6) - length(ino) + 1) == ino { print $5; exit }' /proc/locks
 }
+
+# dpkg's configure step for one package of the lab (apt-get dist-upgrade, dpkg --configure -a):
+# "Setting up NAME (VER) ...", the package installed at VER, its pending upgrade and its entry in
+# the unpacked/half-configured list (/var/lib/pvelab/pkgs/half, "NAME STATE VERSION") gone; a
+# kernel package adds the kernel (/boot/vmlinuz-K, `proxmox-boot-tool kernel list`) with its
+# postinst hooks' output (/etc/kernel/postinst.d).
+pkg_setup() {
+  local name=$1 new=$2 P=$SIM/pkgs
+  echo "Setting up $name ($new) ..."
+  sed -i "/^$name /d" "$P/installed"; echo "$name $new" >> "$P/installed"
+  sed -i "/^$name /d" "$P/pending"
+  sed -i "/^$name /d" "$P/half" 2>/dev/null || true
+  if [[ $name =~ ^proxmox-kernel-(.*-pve)-signed$ ]]; then
+    local k=${BASH_REMATCH[1]}
+    grep -qx "$k" "$SIM/kernels" || echo "$k" >> "$SIM/kernels"
+    : > "/boot/vmlinuz-$k"; : > "/boot/initrd.img-$k"
+    echo "Examining /etc/kernel/postinst.d."
+    echo "run-parts: executing /etc/kernel/postinst.d/initramfs-tools $k /boot/vmlinuz-$k"
+    echo "update-initramfs: Generating /boot/initrd.img-$k"
+    echo "run-parts: executing /etc/kernel/postinst.d/proxmox-auto-removal $k /boot/vmlinuz-$k"
+    echo "run-parts: executing /etc/kernel/postinst.d/zz-proxmox-boot $k /boot/vmlinuz-$k"
+    echo "Re-executing '/etc/kernel/postinst.d/zz-proxmox-boot' in new private mount namespace.."
+    echo "No /etc/kernel/proxmox-boot-uuids found, skipping ESP sync."
+    echo "run-parts: executing /etc/kernel/postinst.d/zz-update-grub $k /boot/vmlinuz-$k"
+    echo "Generating grub configuration file ..."
+    echo "done"
+  fi
+}

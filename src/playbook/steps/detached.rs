@@ -1,0 +1,156 @@
+//! `run` steps with `detach = true`: the command runs in its own session (`setsid`), detached
+//! from the SSH session, with its output and exit status in files under `/run/pvefleet/` on the
+//! node, as migrations do ([`crate::maintenance::drain::detached_migration_script`]). A killed
+//! controller or a dropped connection no longer kills it halfway (a `dist-upgrade` leaving dpkg
+//! half-configured); the resume reads how it ended, or waits while it still runs, instead of
+//! starting it a second time.
+//!
+//! The files live in `/run/pvefleet/RUN.stepINDEX/`: `pid` (the session leader, a `sh` whose
+//! `$0` is `pvefleet-detached`), `out`, `err`, and `rc` once it ended (written to `rc.new`, then
+//! renamed). `/run` is a tmpfs: after the node rebooted nothing is left, and the command's fate is
+//! unknown (the resume does not call that "ended").
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::maintenance::remote::Remote;
+use crate::quote::shell_quote;
+use crate::ssh::{ExecOutput, SshError};
+
+/// Where a step's detached command keeps its files on the node.
+pub fn dir(run_id: &str, index: usize) -> String {
+    let id: String = run_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect();
+    format!("/run/pvefleet/{id}.step{index}")
+}
+
+/// Start `cmd` detached and wait for it: the script's own output and exit status are the
+/// command's (exit 125 and a line on stderr when it ended without an exit status).
+pub fn start_script(dir: &str, cmd: &str) -> String {
+    let d = shell_quote(dir);
+    format!(
+        "d={d}; rm -rf \"$d\"; mkdir -p \"$d\" || exit 125\n\
+         setsid -w sh -c 'echo $$ >\"$1/pid\"; sh -c \"$2\" </dev/null >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.new\"; mv \"$1/rc.new\" \"$1/rc\"' pvefleet-detached \"$d\" {} &\n\
+         wait $!\n{}",
+        shell_quote(cmd),
+        collect_tail()
+    )
+}
+
+fn collect_tail() -> &'static str {
+    "if [ -f \"$d/rc\" ]; then cat \"$d/out\"; cat \"$d/err\" >&2; exit \"$(cat \"$d/rc\")\"; fi\n\
+     echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n"
+}
+
+/// What the node says about a step's detached command.
+#[derive(Debug)]
+pub enum Status {
+    /// It ended: its output and exit status, as if it had run in the session.
+    Ended(ExecOutput),
+    /// Still running.
+    Running,
+    /// Started (its files are there) and gone without an exit status: killed with its session
+    /// (or the whole node's processes), cut off halfway.
+    Dead,
+    /// No trace of it (never started, or the node rebooted since: `/run` is a tmpfs).
+    Absent,
+}
+
+/// Look the detached command up.
+pub async fn status(r: &Remote, dir: &str) -> Result<Status, SshError> {
+    let d = shell_quote(dir);
+    let o = r
+        .sh(&format!(
+            "d={d}; if [ -f \"$d/rc\" ]; then echo ended; \
+             elif [ -f \"$d/pid\" ] && grep -qa pvefleet-detached \"/proc/$(cat \"$d/pid\")/cmdline\" 2>/dev/null; then echo running; \
+             elif [ -d \"$d\" ]; then echo dead; else echo absent; fi"
+        ))
+        .await?;
+    Ok(match String::from_utf8_lossy(&o.stdout).trim() {
+        "ended" => Status::Ended(r.sh(&format!("d={d}\n{}", collect_tail())).await?),
+        "running" => Status::Running,
+        "dead" => Status::Dead,
+        _ => Status::Absent,
+    })
+}
+
+/// Wait while the detached command runs; then how it ended (never [`Status::Running`]).
+/// `None`: cancelled.
+pub async fn settle(
+    r: &Remote,
+    dir: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<Status>, SshError> {
+    loop {
+        match status(r, dir).await? {
+            Status::Running => {}
+            other => return Ok(Some(other)),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_directory_names_the_run_and_the_step_only() {
+        assert_eq!(
+            dir("20261201T221300-1f2e", 5),
+            "/run/pvefleet/20261201T221300-1f2e.step5"
+        );
+        assert_eq!(dir("../x y", 1), "/run/pvefleet/xy.step1");
+    }
+
+    /// The script runs the command in its own session and hands back its output and status;
+    /// killing the caller's session (SIGHUP from sshd, SIGKILL) does not stop the command.
+    #[test]
+    fn a_detached_command_outlives_its_caller() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("s").to_string_lossy().into_owned();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(start_script(&d, "echo hello; echo oops >&2; exit 3"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+
+        let d2 = tmp.path().join("t").to_string_lossy().into_owned();
+        let marker = tmp.path().join("done");
+        let mut child = std::process::Command::new("setsid")
+            .arg("sh")
+            .arg("-c")
+            .arg(start_script(
+                &d2,
+                &format!("sleep 2; echo finished > {}", marker.display()),
+            ))
+            .spawn()
+            .unwrap();
+        let pid = std::path::Path::new(&d2).join("pid");
+        let t = std::time::Instant::now();
+        while !pid.exists() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The caller's whole process group goes, as a dropped SSH session's does.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", child.id())])
+            .status();
+        let _ = child.wait();
+        let rc = std::path::Path::new(&d2).join("rc");
+        let t = std::time::Instant::now();
+        while !rc.exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(std::fs::read_to_string(&rc).unwrap().trim(), "0");
+        assert!(marker.exists());
+    }
+}

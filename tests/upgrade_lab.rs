@@ -1,0 +1,270 @@
+//! The upgrade playbook against what really boots next and what apt and dpkg really do: a
+//! next-boot pin or a held kernel means no reboot; a dist-upgrade outlives a killed controller.
+
+mod common;
+
+use common::bin::text;
+use common::lab::Lab;
+use common::runs::{shipped, signal, Env};
+use std::time::{Duration, Instant};
+
+/// Wait up to `secs` for `f`.
+fn wait_until(secs: u64, f: impl Fn() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// What dpkg left unpacked or half-configured on the node (the lab's dpkg state).
+fn half(lab: &Lab, node: &str) -> String {
+    lab.sh(node, "cat /var/lib/pvelab/pkgs/half 2>/dev/null; true")
+}
+
+/// How many real dist-upgrades installed something on the node (the stand-in's journal line).
+fn upgrades(lab: &Lab, node: &str) -> usize {
+    lab.sh(
+        node,
+        "grep -c 'upgraded [0-9]* packages' /var/lib/pvelab/journal; true",
+    )
+    .trim()
+    .parse()
+    .unwrap_or(0)
+}
+
+const UPGRADE_ARGS: [&str; 6] = ["-l", "pve1", "run", "--yes", "-e", "min_free_mib=64"];
+
+/// Start the upgrade of pve1 with a dist-upgrade that waits 6 s between unpacking and setting
+/// up, and SIGKILL the controller while dpkg is halfway (pve-manager unpacked).
+fn kill_the_controller_mid_upgrade(lab: &Lab, env: &Env) {
+    kill_the_controller_mid_upgrade_of(lab, env, "pve-manager", "8.3.5");
+}
+
+fn kill_the_controller_mid_upgrade_of(lab: &Lab, env: &Env, pkg: &str, version: &str) {
+    lab.fault("pve1", &["pending", &format!("{pkg}={version}")]);
+    lab.fault("pve1", &["dpkg-slow", "6"]);
+    let pb = shipped("upgrade.toml");
+    let mut args = UPGRADE_ARGS.to_vec();
+    args.push(&pb);
+    let child = env.spawn(lab, &args);
+    if !wait_until(60, || {
+        half(lab, "pve1").contains(&format!("{pkg} unpacked {version}"))
+    }) {
+        signal(&child, "KILL");
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "the dist-upgrade did not unpack {pkg}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+}
+
+/// An operator pinned the running kernel for the next boot (`proxmox-boot-tool kernel pin
+/// VERSION --next-boot`); the upgrade installs a newer kernel, but the next boot starts the
+/// pinned one: no drain, no reboot. Another node holds the kernel meta-package: no new kernel
+/// comes, the plan names the hold, no reboot. On the old code the next-boot section was
+/// dropped: pve1 was drained and rebooted, came back on the pinned kernel, and the run failed
+/// "running the kernel meant to boot".
+#[test]
+fn a_next_boot_pin_or_a_held_kernel_means_no_reboot() {
+    let Some(lab) = Lab::up("upgrade_next_boot_pin", 230, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    for n in ["pve1", "pve2"] {
+        lab.fault(n, &["pending-kernel", "6.8.12-9-pve"]);
+        lab.fault(n, &["pending", "pve-manager=8.3.5"]);
+    }
+    let pin = lab.sh(
+        "pve1",
+        "proxmox-boot-tool kernel pin 6.8.12-5-pve --next-boot; proxmox-boot-tool kernel list",
+    );
+    assert!(pin.contains("Pinned for next boot only."), "{pin}");
+    assert!(
+        pin.contains("\nKernel pinned on next-boot:\n6.8.12-5-pve\n"),
+        "{pin}"
+    );
+    let hold = lab.sh(
+        "pve2",
+        "apt-mark hold proxmox-kernel-6.8; apt-mark showhold",
+    );
+    assert_eq!(
+        hold,
+        "proxmox-kernel-6.8 set on hold.\nproxmox-kernel-6.8\n"
+    );
+    let sim = lab.sh("pve2", "apt-get -s dist-upgrade");
+    assert!(
+        sim.contains("The following packages have been kept back:\n  proxmox-kernel-6.8\n"),
+        "{sim}"
+    );
+    assert!(!sim.contains("Inst proxmox-kernel-6.8.12-9"), "{sim}");
+
+    let (code, plan) = env.json(
+        &lab,
+        &["plan", "-e", "min_free_mib=64", &shipped("upgrade.toml")],
+    );
+    assert_eq!(code, Some(0), "{plan}");
+    let steps = plan["nodes"][1]["steps"].to_string();
+    assert!(steps.contains("held: proxmox-kernel-6.8"), "{steps}");
+    assert!(steps.contains("new kernel: no"), "{steps}");
+
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            "-e",
+            "min_free_mib=64",
+            &shipped("upgrade.toml"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    for n in ["pve1", "pve2"] {
+        assert_eq!(lab.boots(n), 1, "{n} was not rebooted: {v}");
+        assert_eq!(lab.sh(n, "uname -r"), "6.8.12-5-pve\n");
+        assert!(lab.sh(n, "pveversion").contains("pve-manager/8.3.5"));
+    }
+    // pve1 got the new kernel, which boots after the one pinned for the next boot.
+    assert!(lab.sh("pve1", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
+    assert!(!lab.sh("pve2", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
+    // The lab's boot uses the next-boot pin once (proxmox-boot-cleanup.service drops it), then
+    // the newest kernel.
+    lab.reboot_and_wait("pve1");
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-5-pve\n");
+    assert!(!lab
+        .sh("pve1", "proxmox-boot-tool kernel list")
+        .contains("next-boot"));
+    lab.reboot_and_wait("pve1");
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
+}
+
+/// A dist-upgrade in flight when the controller is SIGKILLed goes on without it (detached from
+/// the SSH session) and finishes; the resume reads how it ended and goes on, without running it
+/// a second time. On the old code the kill cut apt-get (SIGHUP with the session), dpkg stayed
+/// half-way (pve-manager unpacked, not configured), and the resume's dist-upgrade stopped with
+/// "E: dpkg was interrupted".
+#[test]
+fn a_dist_upgrade_outlives_a_killed_controller_and_the_resume_goes_on() {
+    let Some(lab) = Lab::up("upgrade_detached", 231, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    kill_the_controller_mid_upgrade(&lab, &env);
+    assert!(
+        wait_until(30, || half(&lab, "pve1").trim().is_empty()),
+        "dpkg finished on the node after the kill: {}",
+        half(&lab, "pve1")
+    );
+    assert!(lab.sh("pve1", "pveversion").contains("pve-manager/8.3.5"));
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(upgrades(&lab, "pve1"), 1, "dist-upgrade ran once");
+    let done = env
+        .events()
+        .into_iter()
+        .filter(|e| e["node"] == "pve1" && e["event"] == "step_done")
+        .find(|e| e["data"]["result"]["step"] == "dist-upgrade")
+        .expect("dist-upgrade done");
+    let detail = done["data"]["result"]["detail"].to_string();
+    assert!(detail.contains("not run again"), "{detail}");
+    assert_eq!(lab.boots("pve1"), 1);
+
+    // Resumed while dpkg still runs: the resume waits for it, then takes its result.
+    let env = Env::new();
+    kill_the_controller_mid_upgrade_of(&lab, &env, "qemu-server", "8.3.5");
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("pve1: waiting for `dist-upgrade` the stopped run started to end"),
+        "{stderr}"
+    );
+    assert_eq!(
+        upgrades(&lab, "pve1"),
+        2,
+        "dist-upgrade ran once more, not twice"
+    );
+    assert!(half(&lab, "pve1").trim().is_empty());
+}
+
+/// The run's own dist-upgrade cut off on the node (its session killed, as by an OOM kill or a
+/// crash of the node's processes) leaves dpkg half-way: the resume repairs it with
+/// `dpkg --configure -a`, journaled, then goes on. dpkg left half-way by someone else is a
+/// refusal naming the packages, before anything changes; so is an upgrade that would remove
+/// proxmox-ve.
+#[test]
+fn dpkg_half_way_is_repaired_when_the_run_did_it_and_refused_otherwise() {
+    let Some(lab) = Lab::up("upgrade_dpkg_audit", 232, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    kill_the_controller_mid_upgrade(&lab, &env);
+    // The detached dist-upgrade dies too, with its whole session.
+    lab.sh(
+        "pve1",
+        "for p in /run/pvefleet/*/pid; do kill -KILL -- -$(cat $p); done; true",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let audit = lab.sh("pve1", "dpkg --audit");
+    assert!(
+        audit.starts_with("The following packages have been unpacked but not yet configured.\n"),
+        "{audit}"
+    );
+    assert!(audit.contains("\n pve-manager          "), "{audit}");
+    let apt = lab.sh("pve1", "apt-get -y dist-upgrade 2>&1; echo rc=$?");
+    assert!(
+        apt.contains("E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem.\nrc=100"),
+        "{apt}"
+    );
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("`dist-upgrade` of the stopped run was cut off halfway: repaired with `dpkg --configure -a`"),
+        "{stderr}"
+    );
+    assert!(env
+        .events()
+        .iter()
+        .any(|e| e["node"] == "pve1" && e["event"] == "repaired"));
+    assert!(half(&lab, "pve1").trim().is_empty());
+    assert!(lab.sh("pve1", "pveversion").contains("pve-manager/8.3.5"));
+
+    // Someone else's half-way dpkg: refused, named, nothing upgraded.
+    lab.fault("pve2", &["dpkg-interrupted", "pve-manager"]);
+    lab.fault("pve2", &["pending", "pve-manager=8.3.5"]);
+    lab.fault("pve3", &["pending", "pve-manager=8.3.5"]);
+    lab.fault("pve3", &["pending-remove", "proxmox-ve"]);
+    for (node, want) in [
+        ("pve2", "dpkg --audit: pve-manager (only half configured)"),
+        ("pve3", "the dist-upgrade would remove proxmox-ve"),
+    ] {
+        let (code, v) = env.json(
+            &lab,
+            &[
+                "-l",
+                node,
+                "run",
+                "--yes",
+                "-e",
+                "min_free_mib=64",
+                &shipped("upgrade.toml"),
+            ],
+        );
+        assert_ne!(code, Some(0), "{v}");
+        assert!(v.to_string().contains(want), "{node}: {v}");
+        assert!(
+            !lab.sh(node, "pveversion").contains("pve-manager/8.3.5"),
+            "{node} unchanged"
+        );
+        assert_eq!(upgrades(&lab, node), 0, "{node}");
+    }
+}
