@@ -19,14 +19,6 @@ drain = true
 timeout = "90s"
 "#;
 
-fn lab_events(lab: &Lab) -> Vec<String> {
-    std::fs::read_to_string(lab.dir.path().join("cluster/events"))
-        .expect("the lab's event file")
-        .lines()
-        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
-        .collect()
-}
-
 /// While pve1 reboots, an operator moves guest 101 on to the third node and stops it there,
 /// and deletes guest 102. The return follows 101 to where it is now, brings it home and starts
 /// it again (said loudly); 102 is reported, not fatal. On the old code the return migrated
@@ -79,7 +71,7 @@ fn a_guest_moved_on_and_stopped_while_away_comes_back_running_and_a_deleted_one_
         stderr.contains("qm 102 (tmp), moved to") && stderr.contains("no longer in the cluster"),
         "{stderr}"
     );
-    let ev = lab_events(&lab);
+    let ev = lab.events();
     assert!(
         ev.iter()
             .any(|e| e.contains(&format!("migrated 101 {other} pve1"))),
@@ -101,7 +93,7 @@ fn a_drain_target_the_controller_cannot_reach_is_not_used() {
     lab.fault("pve3", &["sshd-stop"]);
     let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{v}");
-    let ev = lab_events(&lab);
+    let ev = lab.events();
     assert!(
         ev.iter().any(|e| e.contains("migrated 101 pve1 pve2")),
         "{ev:#?}"

@@ -31,19 +31,10 @@ timeout = "60s"
 on_change = ["mark"]
 "#;
 
-/// The lab's own record of what happened to guests and Ceph (tests/lab/README.md).
-fn lab_events(lab: &Lab) -> Vec<String> {
-    std::fs::read_to_string(lab.dir.path().join("cluster/events"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
-        .collect()
-}
-
 /// The lab's record of migrations, in order, each `[migrated, VMID, FROM, TO, qm|pct]` (its
 /// lines read `NODE migrated VMID FROM TO qm|pct`, tests/lab/sim/bin/qm); one guest's or all.
 fn migrations(lab: &Lab, vmid: Option<u32>) -> Vec<Vec<String>> {
-    lab_events(lab)
+    lab.events()
         .iter()
         .map(|e| {
             e.split_whitespace()
@@ -129,7 +120,7 @@ fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
     for (id, at) in &placed {
         assert_eq!(&where_is(&lab, *id), at, "guest {id}");
     }
-    let ev = lab_events(&lab);
+    let ev = lab.events();
     assert!(
         !ev.iter()
             .any(|e| e.contains("guest-stopped") && !e.contains("pct-migrate-restart")),
@@ -183,7 +174,7 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
         "{err}"
     );
     assert!(
-        lab_events(&lab).iter().all(|e| !e.contains("migrated")),
+        lab.events().iter().all(|e| !e.contains("migrated")),
         "nothing moved before refusing"
     );
     assert_eq!(lab.boots("pve1"), 1);
@@ -205,7 +196,7 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
     );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(lab.boots("pve1"), 2);
-    let ev = lab_events(&lab);
+    let ev = lab.events();
     assert!(
         ev.iter()
             .any(|e| e.contains("guest-stopped 102 qm-shutdown")),
@@ -344,7 +335,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
     );
     assert_eq!(lab.boots("pve1"), 1);
     assert!(
-        lab_events(&lab).iter().all(|e| !e.contains("noout")),
+        lab.events().iter().all(|e| !e.contains("noout")),
         "no noout was set"
     );
     let accepted = write_playbook(
@@ -401,7 +392,7 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
         );
     }
     assert!(
-        !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),
+        !lab.events().iter().any(|e| e.contains("node-reboot")),
         "no guest was on a node when it rebooted"
     );
 }
@@ -465,7 +456,7 @@ fn a_migration_outlives_a_killed_controller_and_the_resume_waits_for_it() {
         assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");
     }
     assert!(
-        !lab_events(&lab).iter().any(|e| e.contains("node-reboot")),
+        !lab.events().iter().any(|e| e.contains("node-reboot")),
         "no guest was on a node when it rebooted"
     );
 }
@@ -573,7 +564,7 @@ fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
             && left.contains("ceph osd unset-group noout pve1"),
         "{left}"
     );
-    let noout: Vec<String> = lab_events(lab)
+    let noout: Vec<String> = lab.events()
         .into_iter()
         .filter(|e| e.contains("noout"))
         .collect();
@@ -603,7 +594,7 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
     assert!(lab.wait("pve1", "up", 30));
     let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     assert_eq!(code, Some(0), "{v}");
-    assert!(lab_events(&lab)
+    assert!(lab.events()
         .iter()
         .any(|e| e.contains("unset-group noout pve1")));
     assert!(lab.sh("pve2", "ceph status -f json").contains("HEALTH_OK"));
@@ -625,7 +616,7 @@ fn rollback_unsets_the_noout_a_halted_run_left() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("pve1: Ceph noout (host) unset"), "{stdout}");
-    assert!(lab_events(&lab)
+    assert!(lab.events()
         .iter()
         .any(|e| e.contains("unset-group noout pve1")));
     assert!(env
@@ -668,7 +659,7 @@ fn a_drain_that_the_cluster_cannot_hold_is_refused_before_anything_moves() {
         );
         assert_eq!(lab.boots(n), 1, "{n}");
     }
-    assert!(lab_events(&lab).iter().all(|e| !e.contains("migrated")));
+    assert!(lab.events().iter().all(|e| !e.contains("migrated")));
 }
 
 /// An inventory that names a node otherwise than Proxmox does: HA maintenance, the drain's

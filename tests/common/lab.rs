@@ -189,6 +189,19 @@ impl Lab {
         panic!("guest {id} has no config in {}", pve.display());
     }
 
+    /// The lab's own record of what happened to guests and Ceph (tests/lab/README.md), each line
+    /// without its timestamp: `NODE EVENT ARGS...`. The lab writes the file at `up`, so a
+    /// missing one fails here (an `all(!contains)` over it cannot pass on nothing).
+    #[allow(dead_code)]
+    pub fn events(&self) -> Vec<String> {
+        let path = self.dir.path().join("cluster/events");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("the lab's event record {}: {e}", path.display()))
+            .lines()
+            .map(|l| l.split_once(' ').map_or(l, |(_, rest)| rest).to_string())
+            .collect()
+    }
+
     /// The node's current boot id.
     pub fn boot_id(&self, node: &str) -> String {
         self.sh(node, "cat /proc/sys/kernel/random/boot_id")
