@@ -49,6 +49,18 @@ pub enum RebootError {
         /// What the tool said.
         detail: String,
     },
+    /// A moved guest could not be moved back after the reboot (the node is rebooted).
+    #[error("moving {guest} back from {from} to {target} failed: {detail}; the node is rebooted, the guest is still away")]
+    ReturnMigration {
+        /// `qm 100 (web)`.
+        guest: String,
+        /// Where it is.
+        from: String,
+        /// Its node.
+        target: String,
+        /// What the tool said.
+        detail: String,
+    },
     /// Ceph is not safe, or its state is unknown.
     #[error("ceph: {0}")]
     Ceph(String),
