@@ -782,10 +782,9 @@ fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
         &lab,
         &["run", "--yes", "--limit", "pve1", pb.to_str().unwrap()],
     );
-    if !env.wait_event(120, |e| e["node"] == "pve1"
-        && e["event"] == "reboot"
-        && e["data"]["state"] == "up-new-boot")
-    {
+    if !env.wait_event(120, |e| {
+        e["node"] == "pve1" && e["event"] == "reboot" && e["data"]["state"] == "up-new-boot"
+    }) {
         signal(&child, "KILL");
         let out = child.wait_with_output().unwrap();
         panic!("{}", text(&out.stderr));
