@@ -255,6 +255,16 @@ pub enum Event {
         /// `intent` or `done`.
         phase: String,
     },
+    /// A moved guest is about to be migrated back to its node (intent, before `qm migrate`; the
+    /// migration runs detached and may end after a killed controller, which a resume settles).
+    GuestReturning {
+        /// The guest.
+        guest: GuestRef,
+        /// Where it is (the migration's source).
+        from: String,
+        /// Its node.
+        to: String,
+    },
     /// A moved guest is back on its node.
     GuestReturned {
         /// The guest.
@@ -803,6 +813,9 @@ pub struct NodeHistory {
     /// Migrations started and never recorded as done (the controller stopped during one):
     /// (guest, from, to).
     pub moving_guests: Vec<(GuestRef, String, String)>,
+    /// Return migrations started and never recorded as done: (guest, its node, where it was).
+    /// Each is also in `moved_guests` until it is known back.
+    pub returning_guests: Vec<(GuestRef, String, String)>,
     /// Ceph noout the run set for the node and has not unset (`host` or `cluster`).
     pub noout: Option<String>,
     /// Last interruption point.
@@ -883,9 +896,15 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                         .push((guest.clone(), from.clone(), to.clone()));
                 }
             }
+            Event::GuestReturning { guest, from, to } => {
+                h.returning_guests.retain(|(g, _, _)| g != guest);
+                h.returning_guests
+                    .push((guest.clone(), to.clone(), from.clone()));
+            }
             Event::GuestReturned { guest, .. } => {
                 h.moved_guests.retain(|(g, _, _)| g != guest);
                 h.moving_guests.retain(|(g, _, _)| g != guest);
+                h.returning_guests.retain(|(g, _, _)| g != guest);
             }
             // Only what the run set: `found-set` (an operator's noout) is left alone.
             Event::Noout { state, scope, .. } => match state.as_str() {
@@ -1110,6 +1129,53 @@ mod move_tests {
         ]);
         let p1 = &h["pve1"];
         assert!(p1.moved_guests.is_empty() && p1.moving_guests.is_empty());
+        assert!(!p1.left_in_cluster());
+    }
+
+    #[test]
+    fn a_return_with_an_intent_and_no_done_is_unfinished_and_still_away() {
+        let g = GuestRef {
+            kind: "qm".into(),
+            vmid: 101,
+            name: "web".into(),
+        };
+        let rec = |event| Record {
+            time: now(),
+            node: "pve1".into(),
+            event,
+        };
+        let events = [
+            rec(Event::GuestMoved {
+                guest: g.clone(),
+                from: "pve1".into(),
+                to: "pve2".into(),
+                phase: "done".into(),
+            }),
+            rec(Event::GuestReturning {
+                guest: g.clone(),
+                from: "pve2".into(),
+                to: "pve1".into(),
+            }),
+        ];
+        let h = histories(&events);
+        let p1 = &h["pve1"];
+        assert_eq!(
+            p1.returning_guests,
+            vec![(g.clone(), "pve1".into(), "pve2".into())]
+        );
+        // Not known back yet: still counted as moved away.
+        assert_eq!(
+            p1.moved_guests,
+            vec![(g.clone(), "pve1".into(), "pve2".into())]
+        );
+        assert!(p1.left_in_cluster());
+        let mut events = events.to_vec();
+        events.push(rec(Event::GuestReturned {
+            guest: g.clone(),
+            to: "pve1".into(),
+        }));
+        let p1 = &histories(&events)["pve1"];
+        assert!(p1.returning_guests.is_empty() && p1.moved_guests.is_empty());
         assert!(!p1.left_in_cluster());
     }
 }

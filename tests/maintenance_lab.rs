@@ -564,7 +564,8 @@ fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
             && left.contains("ceph osd unset-group noout pve1"),
         "{left}"
     );
-    let noout: Vec<String> = lab.events()
+    let noout: Vec<String> = lab
+        .events()
         .into_iter()
         .filter(|e| e.contains("noout"))
         .collect();
@@ -594,7 +595,8 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
     assert!(lab.wait("pve1", "up", 30));
     let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     assert_eq!(code, Some(0), "{v}");
-    assert!(lab.events()
+    assert!(lab
+        .events()
         .iter()
         .any(|e| e.contains("unset-group noout pve1")));
     assert!(lab.sh("pve2", "ceph status -f json").contains("HEALTH_OK"));
@@ -616,7 +618,8 @@ fn rollback_unsets_the_noout_a_halted_run_left() {
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
     assert!(stdout.contains("pve1: Ceph noout (host) unset"), "{stdout}");
-    assert!(lab.events()
+    assert!(lab
+        .events()
         .iter()
         .any(|e| e.contains("unset-group noout pve1")));
     assert!(env
@@ -718,5 +721,208 @@ fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
     assert_eq!(
         names["detail"],
         "inventory names that are not the Proxmox node name: web1 is pve1"
+    );
+}
+
+/// Whether guest ID's config on NODE holds a migration's lock.
+fn locked_on(lab: &Lab, node: &str, id: u32) -> bool {
+    std::fs::read_to_string(
+        lab.dir
+            .path()
+            .join(format!("pve/nodes/{node}/qemu-server/{id}.conf")),
+    )
+    .map(|c| c.lines().any(|l| l == "lock: migrate"))
+    .unwrap_or(false)
+}
+
+/// Wait (up to `secs`) until `f` holds.
+fn wait_until(secs: u64, f: impl Fn() -> bool) -> bool {
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Whether the lab's HA stack has pve1 in node maintenance.
+fn pve1_in_maintenance(lab: &Lab) -> bool {
+    lab.sh("pve2", "ha-manager status")
+        .contains("lrm pve1 (maintenance")
+}
+
+/// Issue 14 §9: the controller is killed while it moves a guest back after the reboot; that
+/// migration (detached) completes without it. The return was journaled intent-first, so the
+/// resume finds it done (the guest is home) instead of running `qm migrate` again from the
+/// node the guest has left. On the old code nothing was journaled before the return finished:
+/// the resume migrated again from the node it had left, and the run failed ("the node is not
+/// rebooted") though it was.
+#[test]
+fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
+    let Some(lab) = Lab::up("resume_return_killed", 240, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    // The return runs from where 101 went: slow there.
+    for n in ["pve2", "pve3"] {
+        lab.fault(n, &["migrate-slow", "12"]);
+    }
+    let child = env.spawn(
+        &lab,
+        &["run", "--yes", "--limit", "pve1", pb.to_str().unwrap()],
+    );
+    if !env.wait_event(120, |e| {
+        e["node"] == "pve1" && e["event"] == "reboot" && e["data"]["state"] == "up-new-boot"
+    }) {
+        signal(&child, "KILL");
+        let out = child.wait_with_output().unwrap();
+        panic!("{}", text(&out.stderr));
+    }
+    assert!(
+        wait_until(60, || locked_on(&lab, "pve2", 101)
+            || locked_on(&lab, "pve3", 101)),
+        "the return migration started"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    assert_eq!(lab.boots("pve1"), 2, "killed after the reboot");
+    assert!(
+        wait_until(30, || where_is(&lab, 101).0 == "pve1"),
+        "the return goes on without the controller and completes"
+    );
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("pve1: qm 101 (web) is back"), "{stderr}");
+    assert_eq!(lab.boots("pve1"), 2, "rebooted exactly once");
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    assert_eq!(where_is(&lab, 100).1, "running");
+    assert!(!pve1_in_maintenance(&lab), "HA maintenance is off");
+    let moves = migrations(&lab, Some(101));
+    assert_eq!(moves.len(), 2, "away once, back once: {moves:?}");
+    assert_eq!(journal_events(&env, "pve1", "guest_returning").len(), 1);
+}
+
+/// Issue 14 §9: upgrade.toml reboots when the node has a new kernel to boot; once it runs it,
+/// that `when` is false. The controller is killed after the node came back, before the drain
+/// was put back: the resume continues the reboot from its recorded state whatever the guard
+/// says now (the guest is returned, HA maintenance switched off). On the old code the guard
+/// came first: the step was skipped, the run ended ok with 101 still away and pve1 in
+/// maintenance.
+#[test]
+fn a_reboot_in_progress_whose_when_became_false_is_continued_on_resume() {
+    let Some(lab) = Lab::up("resume_when_false", 241, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["pending-kernel", "6.8.12-9-pve"]);
+    let args = [
+        "run",
+        "--yes",
+        "--limit",
+        "pve1",
+        "-e",
+        "min_free_mib=64",
+        &shipped("upgrade.toml"),
+    ];
+    let child = env.spawn(&lab, &args);
+    assert!(env.wait_event(180, |e| e["node"] == "pve1"
+        && e["event"] == "reboot"
+        && e["data"]["state"] == "up-new-boot"));
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    assert_eq!(lab.boots("pve1"), 2);
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
+    let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    assert_eq!(code, Some(0), "{v}");
+    let reboot = v["nodes"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "reboot into the new kernel")
+        .unwrap()
+        .clone();
+    assert_eq!(reboot["status"], "changed", "{reboot}");
+    assert!(
+        reboot["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(continued from up-new-boot)"),
+        "{reboot}"
+    );
+    assert_eq!(lab.boots("pve1"), 2, "not rebooted a second time");
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    assert_eq!(where_is(&lab, 100).1, "running");
+    assert!(!pve1_in_maintenance(&lab), "HA maintenance is off");
+}
+
+/// Issue 14 §9: SIGTERM while the drain moves guests, before the reboot is issued: the
+/// controller undoes the drain (guests back, maintenance off) and stops. The undo is journaled
+/// as `drain-undone`, not as the states of a finished reboot, so the resume drains and reboots
+/// the node. On the old code the undo journaled `maintenance-off` / `guests-returned`, which sort
+/// after `reboot-issued`: the resume went straight to `done`, never rebooting the node, and the
+/// run ended ok saying "rebooted; new boot id".
+#[test]
+fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
+    let Some(lab) = Lab::up("resume_drain_undone", 242, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
+    lab.fault("pve1", &["guest", "103", "name=db", "mem=1024"]);
+    lab.fault("pve1", &["migrate-slow", "6"]);
+    let child = env.spawn(
+        &lab,
+        &["run", "--yes", "--limit", "pve1", pb.to_str().unwrap()],
+    );
+    assert!(env.wait_event(60, |e| e["node"] == "pve1"
+        && e["event"] == "guest_moved"
+        && e["data"]["phase"] == "intent"));
+    assert!(
+        wait_until(20, || locked_on(&lab, "pve1", 101)),
+        "the first migration started"
+    );
+    signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    let stderr = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lab.boots("pve1"), 1, "stopped before the reboot");
+    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
+    assert!(!pve1_in_maintenance(&lab), "the drain was undone");
+    let states: Vec<String> = journal_events(&env, "pve1", "reboot")
+        .iter()
+        .map(|e| e["data"]["state"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        states.last().map(String::as_str),
+        Some("drain-undone"),
+        "{states:?}"
+    );
+    let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(lab.boots("pve1"), 2, "the resume rebooted the node");
+    assert_eq!(v["nodes"][0]["rebooted"], true, "{v}");
+    for id in [101, 103] {
+        assert_eq!(
+            where_is(&lab, id),
+            ("pve1".into(), "running".into()),
+            "{id}"
+        );
+    }
+    assert_eq!(where_is(&lab, 100).1, "running");
+    assert!(!pve1_in_maintenance(&lab), "HA maintenance is off");
+    assert!(
+        !lab.events().iter().any(|e| e.contains("node-reboot")),
+        "no guest was on pve1 when it rebooted"
     );
 }

@@ -836,6 +836,7 @@ pub async fn return_guests(
     cluster: &[Node],
     moved: &[(GuestRef, String, String)],
     opts: super::reboot::DrainOpts,
+    journal: Option<&crate::journal::Journal>,
 ) -> Result<Returned, RebootError> {
     let me = r.node.name.clone();
     let mut out = Returned::default();
@@ -870,6 +871,18 @@ pub async fn return_guests(
         if now.node == *origin {
             out.returned.push(g.clone());
             continue;
+        }
+        // Intent first: a resume that finds this without its `guest_returned` settles it.
+        if let Some(j) = journal {
+            j.record(
+                &me,
+                crate::journal::Event::GuestReturning {
+                    guest: g.clone(),
+                    from: now.node.clone(),
+                    to: origin.clone(),
+                },
+            )
+            .await;
         }
         match migrate_from(cluster, &now.node, g, origin, opts.local_disks, r.timeout).await {
             Ok(()) => out.returned.push(g.clone()),

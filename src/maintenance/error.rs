@@ -56,6 +56,18 @@ pub enum RebootError {
     /// their node and running, when they were): each named with why.
     #[error("guests not brought back as they left: {0}")]
     GuestsNotRestored(String),
+    /// A moved guest could not be moved back after the reboot (the node is rebooted).
+    #[error("moving {guest} back from {from} to {target} failed: {detail}; the node is rebooted, the guest is still away")]
+    ReturnMigration {
+        /// `qm 100 (web)`.
+        guest: String,
+        /// Where it is.
+        from: String,
+        /// Its node.
+        target: String,
+        /// What the tool said.
+        detail: String,
+    },
     /// Ceph is not safe, or its state is unknown.
     #[error("ceph: {0}")]
     Ceph(String),

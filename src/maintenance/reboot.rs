@@ -8,6 +8,11 @@
 //! ceph-clean (OSDs up, every PG active+clean) -> noout-unset -> maintenance-off ->
 //! guests-returned -> guests-started -> done.
 //!
+//! A drain undone before the reboot was issued (a stop or a failure there) ends in
+//! `drain-undone`, which sorts before the drain: the states after `reboot-issued` are only ever
+//! journaled for a node that was rebooted, so a resume never takes an undone drain for a
+//! finished reboot.
+//!
 //! What the run switched on is switched back when the node is back. When it stops with the node
 //! not back (never returned, unhealthy, interrupted while down), HA maintenance stays on on
 //! purpose: recorded in the journal (`maintenance` `left-on`) and reported loudly; `run --resume`
@@ -33,6 +38,9 @@ use crate::ssh;
 pub enum RebootState {
     /// Nothing done yet.
     Preflight,
+    /// A drain undone before the reboot was issued (maintenance off, guests back and started):
+    /// nothing is left, the node was not rebooted, a resume starts again from the preflight.
+    DrainUndone,
     /// HA maintenance on and no HA service left on the node.
     MaintenanceOn,
     /// Movable guests migrated away (`drain`).
@@ -70,6 +78,7 @@ impl RebootState {
     pub fn as_str(self) -> &'static str {
         match self {
             RebootState::Preflight => "preflight",
+            RebootState::DrainUndone => "drain-undone",
             RebootState::MaintenanceOn => "maintenance-on",
             RebootState::GuestsMigrated => "guests-migrated",
             RebootState::GuestsStopped => "guests-stopped",
@@ -167,6 +176,10 @@ struct Machine<'a, 'c> {
     moved: Vec<(GuestRef, String, String)>,
     /// Migrations a stopped controller left unfinished: (guest, from, to).
     moving: Vec<(GuestRef, String, String)>,
+    /// Return migrations a stopped controller left unfinished: (guest, its node, where it was).
+    returning: Vec<(GuestRef, String, String)>,
+    /// Undoing the drain before the reboot: the states of a finished reboot are not journaled.
+    undoing: bool,
     /// Every guest this reboot moved (for the report).
     moved_all: Vec<(GuestRef, String)>,
     /// Ceph present (`None`: not asked yet).
@@ -187,6 +200,13 @@ impl Machine<'_, '_> {
     }
 
     async fn to(&mut self, r: &Remote, state: RebootState, detail: Option<String>) {
+        if self.undoing && state > RebootState::RebootIssued {
+            // Undoing a drain reaches the same steps as the end of a reboot (noout unset,
+            // maintenance off, guests back) but is not one: the events say what was done, the
+            // state stays where the drain stood.
+            tracing::info!(node = %r.node.name, step = state.as_str(), "undoing the drain");
+            return;
+        }
         self.state = state;
         tracing::info!(node = %r.node.name, state = state.as_str(), "reboot");
         (self.cx.on_state)(state);
@@ -320,6 +340,102 @@ impl Machine<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// Return migrations the stopped controller left unfinished (`guest_returning` with no
+    /// `guest_returned`). Settled as the moves away are ([`Self::settle_unfinished_moves`]): the
+    /// migration's task is looked for on the node it runs on (where the guest was) and waited
+    /// for while it runs; then the guest is looked up where it is now. Home: the return is
+    /// recorded as done (not run a second time from a node the guest has left). Still where it
+    /// was and locked `migrate` with no task running: the migration died, the lock is released
+    /// and the return is done again. Elsewhere: it is returned from there.
+    async fn settle_unfinished_returns(&mut self, r: &Remote) -> Result<(), RebootError> {
+        for (g, origin, at) in std::mem::take(&mut self.returning) {
+            let what = drain::describe(std::slice::from_ref(&g));
+            let Some(node) = self.cx.cluster.iter().find(|n| n.name == at) else {
+                return Err(RebootError::Command(format!(
+                    "cannot tell whether the return of {what} from {at} the stopped run started is still running: {at} is not in the inventory"
+                )));
+            };
+            let there = Remote::connect(node, r.timeout).await?;
+            let settled = self.settle_return(r, &there, &g, &origin, &at).await;
+            there.session.close().await;
+            if let Some(now) = settled? {
+                tracing::info!(node = %r.node.name, guest = g.vmid, at = %now, "return to do again");
+                match self.moved.iter_mut().find(|(x, _, _)| *x == g) {
+                    Some(m) => m.2 = now,
+                    None => self.moved.push((g, origin, now)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One unfinished return: `Some(node)` where the guest is when it still has to be returned,
+    /// `None` when it is home (recorded).
+    async fn settle_return(
+        &mut self,
+        r: &Remote,
+        there: &Remote,
+        g: &GuestRef,
+        origin: &str,
+        at: &str,
+    ) -> Result<Option<String>, RebootError> {
+        let what = drain::describe(std::slice::from_ref(g));
+        let deadline = Instant::now() + drain::MIGRATION_TIMEOUT;
+        let mut told = false;
+        loop {
+            let running = drain::running_migration_tasks(there, at, g).await?;
+            let Some(upid) = running.first() else {
+                break;
+            };
+            if Instant::now() > deadline {
+                return Err(RebootError::Command(format!(
+                    "the return of {what} the stopped run started (task {upid} on {at}) is still running after {}; let it end or stop it, then resume",
+                    humantime::format_duration(drain::MIGRATION_TIMEOUT)
+                )));
+            }
+            if !told {
+                told = true;
+                eprintln!(
+                    "pvefleet: {}: waiting for the return of {what} from {at} the stopped run started (task {upid}) to end",
+                    r.node.name
+                );
+            }
+            self.sleep(Duration::from_secs(2)).await?;
+        }
+        // Read after the task list: a task that ended in between has its result in the picture.
+        let res = drain::resources(r).await?;
+        let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
+            return Err(RebootError::Command(format!(
+                "{what}, which the stopped run was moving back from {at}, is not in the cluster's resources; find it by hand"
+            )));
+        };
+        if now.node == origin {
+            eprintln!(
+                "pvefleet: {}: {what} is back (its return, started by the stopped run, completed)",
+                r.node.name
+            );
+            self.moved.retain(|(x, _, _)| x != g);
+            self.record(
+                r,
+                Event::GuestReturned {
+                    guest: g.clone(),
+                    to: origin.to_string(),
+                },
+            )
+            .await;
+            self.moved_all.push((g.clone(), at.to_string()));
+            return Ok(None);
+        }
+        if now.node == at && now.lock.as_deref() == Some("migrate") {
+            eprintln!(
+                "pvefleet: {}: {what} was left locked on {at} by a return the stopped run had started, which is no longer running; unlocking it to move it back again",
+                r.node.name
+            );
+            drain::unlock(there, g).await?;
+        }
+        Ok(Some(now.node.clone()))
     }
 
     /// Maintenance on, HA guests away, movable guests migrated, then the policy for the rest.
@@ -585,7 +701,10 @@ impl Machine<'_, '_> {
             return Ok(());
         }
         let moved = std::mem::take(&mut self.moved);
-        let back = drain::return_guests(r, self.cx.cluster, &moved, opts).await?;
+        // Each return is journaled intent-first (`guest_returning`), as the move away: the migration
+        // runs detached and may end after a killed controller; a resume settles it
+        // ([`Self::settle_unfinished_returns`]).
+        let back = drain::return_guests(r, self.cx.cluster, &moved, opts, self.cx.journal).await?;
         for g in &back.returned {
             if let Some((_, origin, _)) = moved.iter().find(|(m, _, _)| m == g) {
                 self.record(
@@ -757,6 +876,7 @@ impl Machine<'_, '_> {
             .await;
             self.to(r, RebootState::MaintenanceOff, None).await;
         }
+        self.settle_unfinished_returns(r).await?;
         self.return_guests(r).await?;
         let mut started = Vec::new();
         for g in std::mem::take(&mut self.stopped) {
@@ -776,11 +896,19 @@ impl Machine<'_, '_> {
     async fn settle(&mut self, r: &Remote, why: &str) -> Vec<String> {
         let mut left = Vec::new();
         if self.state < RebootState::RebootIssued {
-            if let Err(e) = self.restore(r).await {
-                left.push(format!(
+            self.undoing = true;
+            let undone = self.restore(r).await;
+            self.undoing = false;
+            match undone {
+                Ok(_) => {
+                    if self.state > RebootState::DrainUndone {
+                        self.to(r, RebootState::DrainUndone, None).await;
+                    }
+                }
+                Err(e) => left.push(format!(
                     "could not undo the drain of {} ({e}): check HA maintenance and guests by hand",
                     r.node.name
-                ));
+                )),
             }
             return left;
         }
@@ -872,6 +1000,11 @@ pub async fn reboot_and_wait(
             .resume
             .map(|h| h.moving_guests.clone())
             .unwrap_or_default(),
+        returning: cx
+            .resume
+            .map(|h| h.returning_guests.clone())
+            .unwrap_or_default(),
+        undoing: false,
         moved_all: Vec::new(),
         ceph: None,
         noout: cx
@@ -879,7 +1012,10 @@ pub async fn reboot_and_wait(
             .and_then(|h| h.noout.as_deref())
             .and_then(super::ceph_gate::NooutScope::parse),
     };
-    let resumed_from = progress.map(|_| m.state);
+    // A drain undone (or nothing done) is no reboot to continue: it starts again.
+    let resumed_from = progress
+        .map(|_| m.state)
+        .filter(|s| *s > RebootState::DrainUndone);
     match run(&mut m, r).await {
         Ok(restarted) => Ok(RebootReport {
             left_on: Vec::new(),
@@ -1035,6 +1171,7 @@ mod tests {
         use RebootState::*;
         for s in [
             Preflight,
+            DrainUndone,
             MaintenanceOn,
             GuestsMigrated,
             GuestsStopped,
@@ -1055,6 +1192,8 @@ mod tests {
             assert_eq!(RebootState::parse(s.as_str()), Some(s));
         }
         assert!(RebootState::RebootIssued < RebootState::DownSeen);
+        // An undone drain is before the drain, never among the states of a finished reboot.
+        assert!(RebootState::DrainUndone < RebootState::MaintenanceOn);
         assert!(RebootState::Quorate < RebootState::MaintenanceOff);
         assert_eq!(RebootState::parse("bogus"), None);
     }

@@ -28,7 +28,13 @@ pub(super) async fn run_step(
     st: &mut NodeState<'_>,
     step: &Step,
 ) -> Result<StepResult, StepError> {
-    if let Some(w) = &step.when {
+    // A reboot the stopped run left in progress continues from where it stood, whatever its
+    // guards say now (a reboot into a new kernel is no longer "needed" once the node runs it,
+    // yet what its drain set must be put back).
+    let continuing = *step.kind.get_ref() == StepKind::Reboot
+        && !st.s.check
+        && reboot_in_progress(st.history, st.index).is_some();
+    if let Some(w) = step.when.as_ref().filter(|_| !continuing) {
         // A detached command the stopped run started and that has ended since is taken as
         // done, whatever the guard now says (the guard read the node before it ran).
         if !st.truth(w, None)? && !command::ended_while_away(r, st, step).await? {
@@ -39,7 +45,8 @@ pub(super) async fn run_step(
             ));
         }
     }
-    if !step.on_change.is_empty()
+    if !continuing
+        && !step.on_change.is_empty()
         && !step
             .on_change
             .iter()
@@ -71,6 +78,21 @@ pub(super) async fn run_step(
         StepKind::Probe => facts::probe(r, st, step).await,
         StepKind::Assert => facts::assert(st, step),
         StepKind::Reboot => reboot_step(r, st, step).await,
+    }
+}
+
+/// The state a reboot step reached in the stopped run, when it is one to continue from: the
+/// drain had begun (or the reboot was issued) and the step did not finish. A state the journal
+/// holds but this version cannot read counts as in progress (unknown is not "nothing done").
+/// `preflight` and `drain-undone` left nothing behind: the step starts afresh, guards and all.
+pub(crate) fn reboot_in_progress(
+    history: Option<&crate::journal::NodeHistory>,
+    index: usize,
+) -> Option<String> {
+    let p = history?.reboots.get(&index)?;
+    match RebootState::parse(&p.state) {
+        Some(RebootState::Preflight | RebootState::DrainUndone | RebootState::Done) => None,
+        _ => Some(p.state.clone()),
     }
 }
 
@@ -164,5 +186,59 @@ async fn reboot_step(
             st.left_on.extend(left);
             Err(StepError::Reboot(e))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{histories, Event, Record};
+
+    fn reboot(state: &str) -> Record {
+        Record {
+            time: crate::journal::now(),
+            node: "pve1".into(),
+            event: Event::Reboot {
+                index: 3,
+                state: state.into(),
+                old_boot_id: Some("b1".into()),
+                detail: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_reboot_left_in_progress_continues_whatever_its_guard_says() {
+        for (states, want) in [
+            (
+                vec!["maintenance-on", "guests-migrated"],
+                Some("guests-migrated"),
+            ),
+            (
+                vec!["maintenance-on", "reboot-issued", "up-new-boot"],
+                Some("up-new-boot"),
+            ),
+            (vec!["maintenance-off"], Some("maintenance-off")),
+            // Undone before the reboot: nothing to continue, the guards decide again.
+            (
+                vec!["maintenance-on", "guests-migrated", "drain-undone"],
+                None,
+            ),
+            (vec!["done"], None),
+            (
+                vec!["a-state-of-a-later-version"],
+                Some("a-state-of-a-later-version"),
+            ),
+        ] {
+            let events: Vec<Record> = states.iter().map(|s| reboot(s)).collect();
+            let h = histories(&events);
+            assert_eq!(
+                reboot_in_progress(h.get("pve1"), 3).as_deref(),
+                want,
+                "{states:?}"
+            );
+            assert_eq!(reboot_in_progress(h.get("pve1"), 2), None, "another step");
+        }
+        assert_eq!(reboot_in_progress(None, 3), None, "not a resume");
     }
 }
