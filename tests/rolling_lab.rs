@@ -104,6 +104,8 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
     );
     // The other units were active: only a per-unit check can see this.
     assert!(!err.contains("corosync"), "{err}");
+    // It came back with a new boot id before the check failed: it did reboot (it said false).
+    assert_eq!(v["nodes"][1]["rebooted"], true, "{v}");
     assert_eq!(v["nodes"][2]["halted"], true, "{v}");
     assert_eq!(lab.boots("pve3"), before, "pve3 untouched");
     assert_eq!(lab.ssh("pve3", "test -e /etc/pvefleet-test").0, 1);

@@ -242,6 +242,8 @@ struct Params {
     extra: BTreeMap<String, toml::Value>,
     guests: GuestPolicy,
     allow_maintained: bool,
+    /// Nodes whose HA maintenance the run being resumed switched on.
+    own_maintenance: BTreeSet<String>,
     nodes: Vec<Node>,
     inv: Inventory,
     inventory_path: Option<PathBuf>,
@@ -260,6 +262,7 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         timeout: p.timeout,
         guests: p.guests,
         allow_maintained: p.allow_maintained,
+        own_maintenance: p.own_maintenance.clone(),
         on_step: None,
         cancel: ctrl_c_token(),
         resume: BTreeMap::new(),
@@ -319,6 +322,7 @@ pub async fn cmd_plan(
         extra_items: extra.to_vec(),
         guests: GuestPolicy::Refuse,
         allow_maintained: false,
+        own_maintenance: BTreeSet::new(),
         nodes,
         inv,
         inventory_path: None,
@@ -396,6 +400,7 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         extra_items: a.extra.to_vec(),
         guests: a.guests.unwrap_or(GuestPolicy::Refuse),
         allow_maintained: a.allow_maintained,
+        own_maintenance: BTreeSet::new(),
         nodes,
         inv,
         inventory_path: inventory_file(g),
@@ -498,6 +503,12 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         extra_items: meta.extra_vars.clone(),
         guests: meta.guests,
         allow_maintained: meta.allow_maintained || a.allow_maintained,
+        own_maintenance: j
+            .histories()
+            .into_iter()
+            .filter(|(_, h)| h.maintenance_on)
+            .map(|(n, _)| n)
+            .collect(),
         nodes,
         inv,
         inventory_path: inventory_file(&g2),

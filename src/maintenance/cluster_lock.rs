@@ -30,6 +30,8 @@ pub const LOCK_DIR: &str = "/etc/pve/priv/lock/pvefleet-run";
 pub const OWNER_FILE: &str = "/etc/pve/priv/pvefleet-run-lock.json";
 /// A lock not renewed for this long is stale (pmxcfs's own lock timeout, PVE/Cluster.pm).
 pub const TTL: Duration = Duration::from_secs(120);
+/// How long a lock that cannot be asked is asked again before the run is refused.
+pub const UNKNOWN_FOR: Duration = Duration::from_secs(30);
 /// How often the holder renews it (well inside [`TTL`], even with a node rebooting).
 pub const RENEW_EVERY: Duration = Duration::from_secs(20);
 
@@ -179,8 +181,8 @@ pub async fn acquire(
     };
     let script = format!(
         "mkdir -p /etc/pve/priv/lock 2>/dev/null; {takeover}\
-         if mkdir {d} 2>/dev/null; then printf '%s\\n' {owner} > {f}.new && mv {f}.new {f} \
-         && echo acquired; exit 0; fi; \
+         if mkdir {d} 2>/dev/null; then if printf '%s\\n' {owner} > {f}.new && mv {f}.new {f}; \
+         then echo acquired; exit 0; fi; rmdir {d}; exit 2; fi; \
          [ -d {d} ] || {{ echo 'cannot create {LOCK_DIR}: is /etc/pve mounted and the cluster \
          quorate?' >&2; exit 2; }}; {}",
         held_report()
@@ -370,10 +372,20 @@ impl ClusterLocks {
         };
         let mut refused = Vec::new();
         for (cluster, members) in by_cluster(nodes) {
-            let got = through_any(&members, timeout, |r| async move {
-                acquire(&r, me, resume_of).await
-            })
-            .await;
+            // A lock that cannot be asked yet (/etc/pve read-only while a node that has just
+            // booted is not quorate again) is asked again for a while; held or unknown after
+            // that is final.
+            let asked = tokio::time::Instant::now();
+            let got = loop {
+                let got = through_any(&members, timeout, |r| async move {
+                    acquire(&r, me, resume_of).await
+                })
+                .await;
+                if got.is_ok() || asked.elapsed() > UNKNOWN_FOR {
+                    break got;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
             match got {
                 Ok(Acquired::Yes) => taken.clusters.push((cluster, members)),
                 Ok(Acquired::Held(lock)) => refused.push(Refusal::Held { cluster, lock }),

@@ -39,6 +39,9 @@ pub struct RunSettings {
     /// `--allow-maintained`: a node already in HA maintenance is not refused (and its
     /// maintenance is never switched off).
     pub allow_maintained: bool,
+    /// Nodes whose HA maintenance is this run's own (switched on by the run being resumed): not
+    /// someone else's, also in the plan of the resume, whose `resume` is empty.
+    pub own_maintenance: std::collections::BTreeSet<String>,
     /// Live display.
     pub on_step: Option<StepSink>,
     /// Ctrl-C, SIGTERM, SIGHUP: nodes stop at the next safe point.

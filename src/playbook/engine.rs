@@ -177,7 +177,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
                 Err(e) => Some(e.to_string()),
                 Ok(()) => crate::maintenance::reboot::check_not_maintained(
                     &remote,
-                    s.allow_maintained,
+                    s.allow_maintained || s.own_maintenance.contains(&node.name),
                     history,
                 )
                 .await

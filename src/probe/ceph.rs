@@ -62,8 +62,12 @@ impl CephStatus {
     /// The PG statistics are known: the mgr reports them (DOMAIN.md §12: with no active mgr,
     /// `ceph status` has `num_pgs` 0 and an empty `pgs_by_state`, which says nothing about the
     /// PGs' health). Zero known PGs is unknown, never "all clean".
+    /// With MGR_DOWN the monitors still serve the last report a mgr sent (MgrStatMonitor keeps
+    /// its digest), which may read `active+clean` for PGs that are degraded now: also unknown.
     pub fn pg_stats_known(&self) -> bool {
-        self.num_pgs > 0 && !self.pgs_by_state.is_empty()
+        self.num_pgs > 0
+            && !self.pgs_by_state.is_empty()
+            && !self.checks.iter().any(|c| c.code == "MGR_DOWN")
     }
 
     /// Every PG `active+clean` (the only state, its count the total), and PGs are known.
@@ -419,6 +423,19 @@ mod tests {
         assert!(!s.pg_stats_known());
         assert!(!s.all_clean(), "no mgr: nothing is known of the PGs");
         assert!(s.checks.iter().any(|c| c.code == "MGR_DOWN"));
+    }
+
+    #[test]
+    fn a_stale_digest_under_mgr_down_is_unknown_too() {
+        // The mgr stopped after reporting: the monitors keep its last digest (all clean).
+        let s = parse_status(&STATUS_NOOUT.replace(
+            "\"OSDMAP_FLAGS\"",
+            "\"MGR_DOWN\":{\"severity\":\"HEALTH_WARN\",\"summary\":{\"message\":\"no active mgr\"}},\"OSDMAP_FLAGS\"",
+        ))
+        .unwrap();
+        assert_eq!(s.num_pgs, 129);
+        assert!(!s.pg_stats_known());
+        assert!(!s.all_clean());
     }
 
     #[test]

@@ -180,6 +180,20 @@ async fn reboot_step(
             Ok(result(step, StepStatus::Changed, detail))
         }
         Err((e, left)) => {
+            // Back with a new boot id before a later check failed (services, quorum, Ceph, the
+            // guests' return): the node did reboot, and its result says so.
+            let reached = st
+                .reboot_state
+                .as_deref()
+                .or_else(|| {
+                    st.history
+                        .and_then(|h| h.reboots.get(&st.index))
+                        .map(|p| p.state.as_str())
+                })
+                .and_then(RebootState::parse);
+            if reached.is_some_and(|s| s >= RebootState::UpNewBoot) {
+                st.rebooted = true;
+            }
             for l in &left {
                 eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(l));
             }
