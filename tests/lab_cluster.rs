@@ -436,7 +436,7 @@ fn clean(s: &Value) -> bool {
 
 #[test]
 fn ceph_degrades_while_a_node_is_down_refuses_a_second_host_and_recovers() {
-    let Some(lab) = Lab::up("ceph_reboot", 184, 4, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up("ceph_reboot", 184, 4, &["--profile", "all:ceph=standin"]) else {
         return;
     };
     assert_eq!(
@@ -538,11 +538,11 @@ fn ceph_noout_flags_and_faults_show_in_health_and_only_ceph_nodes_have_ceph() {
         4,
         &[
             "--profile",
-            "pve1:ceph=yes,osds=3",
+            "pve1:ceph=standin,osds=3",
             "--profile",
-            "pve2:ceph=yes",
+            "pve2:ceph=standin",
             "--profile",
-            "pve3:ceph=yes",
+            "pve3:ceph=standin",
         ],
     ) else {
         return;

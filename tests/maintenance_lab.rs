@@ -70,7 +70,12 @@ fn journal_events(env: &Env, node: &str, kind: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
-    let Some(lab) = Lab::up("upgrade_rolling", 117, 4, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up(
+        "upgrade_rolling",
+        117,
+        4,
+        &["--profile", "all:ceph=standin"],
+    ) else {
         return;
     };
     let env = Env::new();
@@ -329,7 +334,7 @@ fn a_migration_failing_halfway_moves_the_guests_already_moved_back() {
 
 #[test]
 fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
-    let Some(lab) = Lab::up("ceph_unhealthy", 120, 3, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up("ceph_unhealthy", 120, 3, &["--profile", "all:ceph=standin"]) else {
         return;
     };
     let env = Env::new();
@@ -546,7 +551,12 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     }
     drop(lab);
     // The same with Ceph (size 3 across hosts): only one host's OSDs may stop at once.
-    let Some(lab) = Lab::up("batch_auto_ceph", 126, 5, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up(
+        "batch_auto_ceph",
+        126,
+        5,
+        &["--profile", "all:ceph=standin"],
+    ) else {
         return;
     };
     let env = Env::new();
@@ -593,7 +603,7 @@ fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
 
 #[test]
 fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
-    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=standin"]) else {
         return;
     };
     let env = Env::new();
@@ -614,7 +624,7 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
 /// the node's OSDs, then unsets the noout the run left, and journals it.
 #[test]
 fn rollback_unsets_the_noout_a_halted_run_left() {
-    let Some(lab) = Lab::up("noout_rollback", 147, 3, &["--profile", "all:ceph=yes"]) else {
+    let Some(lab) = Lab::up("noout_rollback", 147, 3, &["--profile", "all:ceph=standin"]) else {
         return;
     };
     let env = Env::new();

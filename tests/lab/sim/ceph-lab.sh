@@ -29,3 +29,184 @@ ceph_hide() {
     mknod "$u$p" c 0 0
   done
 }
+
+# ---- The real Ceph (profile ceph=yes) ----
+# Layout: each Ceph node's persistent state DIR/nodes/NODE/sim/ceph is its /var/lib/ceph
+# (mon/ceph-NODE, mgr/ceph-NODE, osd/ceph-ID with a sparse 1 GiB bluestore file `block`, log/).
+# Daemons run inside the node (its PID namespace; its own 127.x address, given on the command
+# line, as all nodes share the host's network namespace), started by the node's boot
+# (`ceph-lab.sh boot`) and stopped by its reboot (`ceph_lab_stop`, SIGTERM as systemd would).
+
+# ceph_lab_conf HOSTS...: /etc/pve/ceph.conf as pveceph writes it (mon_host the monitors'
+# addresses), with auth none and the lab's small caches and fast failure detection.
+ceph_lab_conf() {
+  local fsid=$1 mh=$2
+  cat <<EOT
+[global]
+	auth_client_required = none
+	auth_cluster_required = none
+	auth_service_required = none
+	cluster_network = 127.$NET.0.0/16
+	fsid = $fsid
+	mon_allow_pool_delete = true
+	mon_host = $mh
+	ms_bind_ipv4 = true
+	ms_bind_ipv6 = false
+	osd_pool_default_min_size = 2
+	osd_pool_default_size = 3
+	public_network = 127.$NET.0.0/16
+	# pvefleet lab: fixed PG counts, failures seen in seconds, little memory.
+	osd_pool_default_pg_autoscale_mode = off
+	mon_osd_min_down_reporters = 1
+	mon_osd_adjust_heartbeat_grace = false
+	osd_heartbeat_interval = 1
+	osd_heartbeat_grace = 6
+	mon_data_avail_warn = 5
+	mon_warn_on_pool_no_redundancy = false
+	mgr_stats_period = 1
+	mon_mgr_beacon_grace = 6
+	mon_lease = 3
+	mon_warn_on_insecure_global_id_reclaim = false
+	mon_warn_on_insecure_global_id_reclaim_allowed = false
+	mgr_initial_modules = iostat
+
+[client]
+	keyring = /etc/pve/priv/\$cluster.\$name.keyring
+
+[mon]
+	log_file = /var/lib/ceph/log/\$cluster-\$name.log
+	mon_cluster_log_file = /var/lib/ceph/log/\$cluster.log
+
+[mgr]
+	log_file = /var/lib/ceph/log/\$cluster-\$name.log
+
+[osd]
+	log_file = /var/lib/ceph/log/\$cluster-\$name.log
+	bluestore_block_create = true
+	bluestore_block_size = 1073741824
+	bluestore_cache_autotune = false
+	bluestore_cache_size = 33554432
+	osd_memory_target = 939524096
+	osd_op_num_shards_hdd = 1
+	osd_op_num_shards_ssd = 1
+	osd_recovery_sleep_hdd = 0
+	osd_recovery_sleep_ssd = 0
+	osd_recovery_sleep_hybrid = 0
+	osd_mon_report_interval = 1
+	osd_fast_shutdown_notify_mon = true
+EOT
+}
+
+# Host side, at `lab up` (DIR, NET set; DIR/cluster/ceph/{osds,mons} written): fsid, ceph.conf,
+# monmap, and every monitor's store (ceph-mon --mkfs). OSDs are created at their node's first
+# boot (they need the monitors); `ceph_lab_ready` then creates the pool.
+ceph_lab_bootstrap() {
+  local C="$DIR/cluster/ceph" n ip mh="" fsid args=()
+  fsid=$(cat /proc/sys/kernel/random/uuid); echo "$fsid" > "$C/fsid"
+  while read -r n; do
+    ip=$(awk -v n="$n" '$1 == n {print $3}' "$DIR/cluster/nodes")
+    mh="$mh${mh:+ }$ip"
+    args+=(--addv "$n" "[v2:$ip:3300,v1:$ip:6789]")
+  done < "$C/mons"
+  ceph_lab_conf "$fsid" "$mh" > "$DIR/pve/ceph.conf"
+  touch "$C/real"
+  monmaptool --create --fsid "$fsid" --enable-all-features --set-min-mon-release pacific \
+    "${args[@]}" "$C/monmap" >/dev/null
+  ceph-authtool --create-keyring "$C/mon.keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+  while read -r n; do
+    local d="$DIR/nodes/$n/sim/ceph"
+    mkdir -p "$d/mon" "$d/log"
+    ip=$(awk -v n="$n" '$1 == n {print $3}' "$DIR/cluster/nodes")
+    ceph-mon -c "$DIR/pve/ceph.conf" --cluster ceph --mkfs -i "$n" --monmap "$C/monmap" --public-addr "$ip" \
+      --keyring "$C/mon.keyring" --mon-data "$d/mon/ceph-$n" --log-file "$d/log/mkfs-mon.log" \
+      || { echo "lab: ceph-mon --mkfs for $n failed (see $d/log/mkfs-mon.log)" >&2; return 1; }
+  done < "$C/mons"
+  local i=0
+  while read -r id n; do mkdir -p "$DIR/nodes/$n/sim/ceph/osd" "$DIR/nodes/$n/sim/ceph/log"; done < "$C/osds"
+  for n in $(awk '{print $2}' "$C/osds" | awk '!s[$0]++'); do
+    i=$((i + 1)); [ $i -le 2 ] || break
+    echo "$n" >> "$C/mgrs"; mkdir -p "$DIR/nodes/$n/sim/ceph/mgr/ceph-$n"
+  done
+}
+
+hceph() { timeout "${CEPH_T:-15}" ceph -c "$DIR/pve/ceph.conf" --connect-timeout 10 "$@"; }
+
+# Host side, end of `lab up`: wait (bounded) for every OSD up, create pool ceph-pool once (size 3,
+# min_size 2, fewer hosts: size = hosts; 32 PGs; application rbd), wait for all PGs active+clean.
+ceph_lab_ready() {
+  local C="$DIR/cluster/ceph" t=${1:-180} want hosts size end st
+  [ -f "$C/real" ] || return 0
+  want=$(wc -l < "$C/osds"); hosts=$(awk '{print $2}' "$C/osds" | sort -u | wc -l)
+  size=3; [ "$hosts" -lt 3 ] && size=$hosts
+  end=$(( $(date +%s) + t ))
+  until [ "$(hceph osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null)" = "$want" ]; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "lab: Ceph: not all $want OSDs up after ${t}s (see DIR/nodes/*/sim/ceph/log)" >&2; hceph -s >&2; return 1; }
+    sleep 1
+  done
+  if ! hceph osd pool ls 2>/dev/null | grep -qx ceph-pool; then
+    hceph osd pool create ceph-pool 32 32 replicated >/dev/null 2>&1
+    hceph osd pool set ceph-pool size "$size" --yes-i-really-mean-it >/dev/null 2>&1
+    hceph osd pool set ceph-pool min_size $(( size > 1 ? 2 : 1 )) >/dev/null 2>&1
+    [ "$size" -ge 2 ] || hceph osd pool set ceph-pool min_size 1 >/dev/null 2>&1
+    hceph osd pool application enable ceph-pool rbd >/dev/null 2>&1
+  fi
+  until st=$(hceph status -f json 2>/dev/null) && python3 -c '
+import json, sys
+s = json.loads(sys.argv[1]); p = s["pgmap"]; st = p.get("pgs_by_state", [])
+ok = p["num_pgs"] > 0 and len(st) == 1 and st[0]["state_name"] == "active+clean" and st[0]["count"] == p["num_pgs"]
+sys.exit(0 if ok and s.get("mgrmap", {}).get("available", True) else 1)' "$st"; do
+    [ "$(date +%s)" -lt "$end" ] || { echo "lab: Ceph: PGs not active+clean after ${t}s" >&2; hceph -s >&2; return 1; }
+    sleep 1
+  done
+}
+
+# Inside the node, at boot (sim/boot, with lib.sh): start this node's monitor, mgr and OSDs;
+# OSDs not yet created are created first (`ceph osd new`, `ceph-osd --mkfs`, bluestore).
+ceph_lab_boot() {
+  local ip id n
+  ip=$(prof ip)
+  mkdir -p /run/ceph /var/lib/ceph/log
+  if [ -d "/var/lib/ceph/mon/ceph-$NODE" ]; then
+    ceph-mon -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mon.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
+  fi
+  if [ -d "/var/lib/ceph/mgr/ceph-$NODE" ]; then
+    ceph-mgr -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mgr.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
+  fi
+  # OSDs in the background: a new one needs the monitors, which may still be starting.
+  (
+    while read -r id n; do
+      [ "$n" = "$NODE" ] || continue
+      local d=/var/lib/ceph/osd/ceph-$id
+      if [ ! -f "$d/lab-ready" ]; then
+        local uuid; uuid=$(cat /proc/sys/kernel/random/uuid)
+        mkdir -p "$d"
+        until timeout 20 ceph --connect-timeout 15 osd new "$uuid" "$id" >/dev/null 2>&1; do sleep 1; done
+        ceph-osd -i "$id" --mkfs --osd-uuid "$uuid" --osd-data "$d" --public-addr "$ip" --cluster-addr "$ip" >>/var/lib/ceph/log/boot.log 2>&1 || continue
+        touch "$d/lab-ready"
+      fi
+      [ -f "$CL/ceph/osd-stopped-$id" ] && continue
+      ceph-osd -i "$id" --osd-data "$d" --public-addr "$ip" --cluster-addr "$ip" \
+        --crush-location "root=default host=$NODE" --pid-file "/run/ceph/osd.$id.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
+    done < "$CL/ceph/osds"
+  ) </dev/null >/dev/null 2>&1 &
+}
+
+# Host side, from the node's PID 1 as the node goes down (M: the node's root): SIGTERM to its Ceph
+# daemons, as systemd's shutdown does; at most 5 s.
+ceph_lab_stop() {
+  local m=$1 f pids=""
+  for f in "$m"/run/ceph/*.pid; do [ -f "$f" ] && pids="$pids $(cat "$f")"; done
+  [ -n "$pids" ] || return 0
+  kill -TERM $pids 2>/dev/null || true
+  local p alive
+  for _ in $(seq 1 50); do
+    alive=0; for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 1 ] || return 0
+    sleep 0.1
+  done
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = boot ]; then
+  . /usr/lib/pvelab/lib.sh
+  ceph_lab_boot
+fi
