@@ -66,6 +66,10 @@ ceph_lab_conf() {
 	mgr_stats_period = 1
 	mon_mgr_beacon_grace = 6
 	mon_lease = 3
+	mon_client_ping_interval = 2
+	mon_client_ping_timeout = 6
+	mon_client_hunt_interval = 1
+	mgr_connect_retry_interval = 1
 	mon_warn_on_insecure_global_id_reclaim = false
 	mon_warn_on_insecure_global_id_reclaim_allowed = false
 	mgr_initial_modules = iostat
@@ -210,3 +214,80 @@ if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = boot ]; then
   . /usr/lib/pvelab/lib.sh
   ceph_lab_boot
 fi
+
+# ---- Faults on the real Ceph (host side; `lab fault NODE KIND ...`) ----
+# ceph-health SEV CODE: a real, unrelated health check. Real Ceph raises only what really happens:
+#   WARN POOL_APP_NOT_ENABLED  a pool `lab-noapp` (1 PG, one object) without an application
+#   WARN OSD_NEARFULL          `ceph osd set-nearfull-ratio 0.01`
+#   ERR  OSD_FULL              nearfull/backfillfull/full ratios 0.01/0.015/0.02
+# Others (MON_CLOCK_SKEW: the nodes share one clock; PG_DAMAGED: needs a scrub error) are refused.
+# ceph-slow-recovery SECONDS: `osd_recovery_sleep` SECONDS/16, one recovery op per OSD, and a writer
+#   on the host putting small objects into ceph-pool (10 a second) so that a node that was down has
+#   objects to recover: recovery then lasts about SECONDS (depends on how long the node was down).
+ceph_lab_wait_check() { # CODE present|absent
+  local end=$(( $(date +%s) + 40 ))
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if hceph health -f json 2>/dev/null | grep -q "\"$1\""; then [ "$2" = present ] && return 0
+    else [ "$2" = absent ] && return 0; fi
+    sleep 0.5
+  done
+  echo "lab: Ceph health check $1 still not $2 after 40 s" >&2; return 1
+}
+
+ceph_lab_fault() {
+  local kind=$1; shift
+  local C="$DIR/cluster/ceph"
+  case "$kind" in
+    ceph-health)
+      case "$1 $2" in
+        "WARN POOL_APP_NOT_ENABLED")
+          local hosts size; hosts=$(awk '{print $2}' "$C/osds" | sort -u | wc -l); size=$(( hosts < 3 ? hosts : 3 ))
+          hceph osd pool create lab-noapp 1 1 replicated >/dev/null 2>&1
+          hceph osd pool set lab-noapp size "$size" --yes-i-really-mean-it >/dev/null 2>&1
+          timeout 30 rados -c "$DIR/pve/ceph.conf" -p lab-noapp put lab-object /etc/hostname ;;
+        "WARN OSD_NEARFULL") hceph osd set-nearfull-ratio 0.01 >/dev/null ;;
+        "ERR OSD_FULL")
+          hceph osd set-nearfull-ratio 0.01 >/dev/null; hceph osd set-backfillfull-ratio 0.015 >/dev/null
+          hceph osd set-full-ratio 0.02 >/dev/null ;;
+        *) echo "lab: the lab's real Ceph cannot be made to raise HEALTH_$1 $2; it can: WARN POOL_APP_NOT_ENABLED, WARN OSD_NEARFULL, ERR OSD_FULL (profile ceph=standin fakes any code)" >&2
+          return 1 ;;
+      esac
+      ceph_lab_wait_check "$2" present ;;
+    ceph-slow-recovery)
+      local secs=$1
+      hceph config set osd osd_recovery_sleep "$(echo "scale=3; $secs / 16" | bc)" >/dev/null
+      hceph config set osd osd_recovery_max_active 1 >/dev/null
+      hceph config set osd osd_max_backfills 1 >/dev/null
+      [ -f "$C/slow-writer.pid" ] && return 0
+      head -c 65536 /dev/urandom > "$C/slow-object"
+      setsid bash -c 'i=0; while :; do i=$((i + 1)); timeout 5 rados -c "$1/pve/ceph.conf" -p ceph-pool put "lab-slow-$i" "$1/cluster/ceph/slow-object" >/dev/null 2>&1; sleep 0.1; done' \
+        lab-slow-writer "$DIR" </dev/null >/dev/null 2>&1 &
+      echo $! > "$C/slow-writer.pid" ;;
+  esac
+}
+
+ceph_lab_clear() {
+  local kind=$1 C="$DIR/cluster/ceph"
+  case "$kind" in
+    ceph-health)
+      hceph osd set-full-ratio 0.95 >/dev/null 2>&1; hceph osd set-backfillfull-ratio 0.90 >/dev/null 2>&1
+      hceph osd set-nearfull-ratio 0.85 >/dev/null 2>&1
+      if hceph osd pool ls 2>/dev/null | grep -qx lab-noapp; then
+        hceph osd pool rm lab-noapp lab-noapp --yes-i-really-really-mean-it >/dev/null 2>&1
+      fi
+      local code; for code in POOL_APP_NOT_ENABLED OSD_NEARFULL OSD_FULL; do ceph_lab_wait_check $code absent || true; done ;;
+    ceph-slow-recovery)
+      ceph_lab_stop_writer
+      hceph config rm osd osd_recovery_sleep >/dev/null 2>&1
+      hceph config rm osd osd_recovery_max_active >/dev/null 2>&1
+      hceph config rm osd osd_max_backfills >/dev/null 2>&1 ;;
+  esac
+  return 0
+}
+
+ceph_lab_stop_writer() { # the slow-recovery writer this lab started (its pid file), if any
+  local C="$DIR/cluster/ceph" pid
+  [ -f "$C/slow-writer.pid" ] || return 0
+  pid=$(cat "$C/slow-writer.pid"); rm -f "$C/slow-writer.pid"
+  kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+}
