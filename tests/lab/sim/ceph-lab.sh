@@ -64,7 +64,10 @@ ceph_lab_conf() {
 	mon_data_avail_warn = 5
 	mon_warn_on_pool_no_redundancy = false
 	mgr_stats_period = 1
-	mon_mgr_beacon_grace = 6
+	# mgr failover: MgrMonitor::tick forgets the beacons when its own ticks are further apart than
+	# the grace (it assumes it was not leader), so the grace must be well above the tick.
+	mon_tick_interval = 2
+	mon_mgr_beacon_grace = 10
 	mon_lease = 3
 	mon_client_ping_interval = 2
 	mon_client_ping_timeout = 6
