@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Install what pvefleet's tests and the lab need on a Debian machine (idempotent; needs root).
 # python3: the lab's ceph and pvesh stand-ins print JSON with it.
+# ceph-*: Debian 12's Ceph 16 (Pacific) daemons, which the lab's nodes with profile ceph=yes run.
 set -euo pipefail
-pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux python3)
+pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux python3
+  ceph-mon ceph-mgr ceph-osd ceph-common)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -14,7 +16,11 @@ if ((${#missing[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # No service may start on the host while installing (invoke-rc.d asks policy-rc.d: 101 = no).
+  rc=/usr/sbin/policy-rc.d; made_rc=0
+  if [ ! -e $rc ]; then printf '#!/bin/sh\nexit 101\n' > $rc; chmod 755 $rc; made_rc=1; fi
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" || { [ $made_rc = 0 ] || rm -f $rc; exit 1; }
+  [ $made_rc = 0 ] || rm -f $rc
 fi
 # The Debian package may start a system sshd; the lab never uses it, and it must not hold the
 # ports the lab nodes listen on.
@@ -39,4 +45,13 @@ if ! dpkg-query -W -f='${Status}' corosync 2>/dev/null | grep -q "ok installed";
     update-rc.d corosync disable >/dev/null 2>&1 || true
   fi
 fi
+# No Ceph daemon of the host's own should run (systemd is not PID 1 here and policy-rc.d keeps
+# the packages from starting any): the lab's daemons run inside the nodes, in their own mount
+# namespaces. One in the host's mount namespace is reported, never killed: it may be someone's.
+host_mnt=$(readlink /proc/$$/ns/mnt)
+for pid in $(for d in ceph-mon ceph-mgr ceph-osd ceph-crash; do pgrep -x "$d"; done || true); do
+  if [ "$(readlink "/proc/$pid/ns/mnt" 2>/dev/null)" = "$host_mnt" ]; then
+    echo "setup.sh: warning: a $(cat "/proc/$pid/comm" 2>/dev/null) runs in the host's mount namespace (pid $pid): not the lab's" >&2
+  fi
+done
 echo "setup.sh: test dependencies present (${pkgs[*]} corosync)"
