@@ -540,7 +540,6 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
         "{err}"
     );
     // On a terminal (tmux): one live line per node with its current step.
-    let session = format!("pvefleet-test-{}", std::process::id());
     let cmd = format!(
         "PVEFLEET_STATE_DIR={} {} -i {} run --yes {}; sleep 30",
         env.state.path().display(),
@@ -548,23 +547,11 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
         lab.inventory().display(),
         pb.display()
     );
-    common::sshd::sh(&format!(
-        "tmux new-session -d -s {session} -x 160 -y 40 {}",
-        shell(&cmd)
-    ));
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .status();
-        }
-    }
-    let _kill = Kill(session.clone());
+    let term = common::tmux::Tmux::start("test", 160, 40, &cmd);
     let mut screen = String::new();
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        screen = common::sshd::sh(&format!("tmux capture-pane -p -t {session}"));
+        screen = term.capture(false, 0);
         if screen.contains("pve1") && screen.contains("first wait (") && screen.contains("pve2") {
             break;
         }
@@ -574,10 +561,6 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
         "no live step line on the terminal:\n{screen}"
     );
     assert!(screen.contains("0/2 nodes"), "no nodes-done bar:\n{screen}");
-}
-
-fn shell(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 /// `plan --detailed-exitcode` (as terraform's): 2 while something would change, 0 once the run
@@ -626,7 +609,6 @@ fn the_result_table_and_runs_fit_80_columns_with_errors_below() {
         env.state.path(),
         "name = \"long-error\"\n[[step]]\nname = \"fail\"\nkind = \"run\"\ncommand = \"echo 'ERROR: migration aborted (duration 00:00:01): cannot migrate VM which uses local devices: hostpci0 and usb0 and more words' >&2; exit 1\"\n",
     );
-    let session = format!("pvefleet-80-{}", std::process::id());
     let done = env.state.path().join("done");
     let bin = env!("CARGO_BIN_EXE_pvefleet");
     let cmd = format!(
@@ -636,19 +618,7 @@ fn the_result_table_and_runs_fit_80_columns_with_errors_below() {
         pb.display(),
         done.display()
     );
-    common::sshd::sh(&format!(
-        "tmux new-session -d -s {session} -x 80 -y 60 '{}'",
-        cmd.replace('\'', "'\\''")
-    ));
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .status();
-        }
-    }
-    let _kill = Kill(session.clone());
+    let term = common::tmux::Tmux::start("80", 80, 60, &cmd);
     for _ in 0..240 {
         if done.exists() {
             break;
@@ -656,7 +626,7 @@ fn the_result_table_and_runs_fit_80_columns_with_errors_below() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     assert!(done.exists(), "the run and `runs` finished");
-    let screen = common::sshd::sh(&format!("tmux capture-pane -p -J -S -60 -t {session}"));
+    let screen = term.capture(true, 60);
     for line in screen.lines() {
         assert!(
             line.chars().count() <= 80,

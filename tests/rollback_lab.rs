@@ -190,7 +190,6 @@ fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
         "pb.toml",
         "name = \"x\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n",
     );
-    let session = format!("pvefleet-confirm-{}", std::process::id());
     let out = env.state.path().join("exit");
     let cmd = format!(
         "PVEFLEET_STATE_DIR={} {} -i {} run {}; echo $? > {}; sleep 30",
@@ -200,29 +199,17 @@ fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
         pb.display(),
         out.display()
     );
-    common::sshd::sh(&format!(
-        "tmux new-session -d -s {session} -x 120 -y 40 '{}'",
-        cmd.replace('\'', "'\\''")
-    ));
-    struct Kill(String);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("tmux")
-                .args(["kill-session", "-t", &self.0])
-                .status();
-        }
-    }
-    let _kill = Kill(session.clone());
+    let term = common::tmux::Tmux::start("confirm", 120, 40, &cmd);
     let mut screen = String::new();
     for _ in 0..80 {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        screen = common::sshd::sh(&format!("tmux capture-pane -p -t {session}"));
+        screen = term.capture(false, 0);
         if screen.contains("[y/N]") {
             break;
         }
     }
     assert!(screen.contains("Apply x to 1 node(s)? [y/N]"), "{screen}");
-    common::sshd::sh(&format!("tmux send-keys -t {session} C-c"));
+    term.keys("C-c");
     for _ in 0..40 {
         if out.exists() {
             break;
