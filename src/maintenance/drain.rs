@@ -234,12 +234,17 @@ async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootErr
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> String {
+    /// A captured output under tests/fixtures/DIR/.
+    fn fixture_in(dir: &str, name: &str) -> String {
         std::fs::read_to_string(format!(
-            "{}/tests/fixtures/pvesh-tasks/{name}",
+            "{}/tests/fixtures/{dir}/{name}",
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap()
+    }
+
+    fn fixture(name: &str) -> String {
+        fixture_in("pvesh-tasks", name)
     }
 
     #[test]
@@ -283,11 +288,7 @@ mod tests {
     }
 
     fn qm_fixture(name: &str) -> String {
-        std::fs::read_to_string(format!(
-            "{}/tests/fixtures/qm-migrate/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        ))
-        .unwrap()
+        fixture_in("qm-migrate", name)
     }
 
     #[test]

@@ -226,13 +226,7 @@ pub async fn execute(
     }
     // Several clusters in one inventory: each rolls on its own (its own quorum gate, Ceph,
     // drain targets and halting), all at once.
-    let mut clusters: Vec<(Option<String>, Vec<Node>)> = Vec::new();
-    for n in todo {
-        match clusters.iter_mut().find(|(c, _)| *c == n.cluster) {
-            Some((_, v)) => v.push(n),
-            None => clusters.push((n.cluster.clone(), vec![n])),
-        }
-    }
+    let clusters = crate::maintenance::cluster_lock::by_cluster(&todo);
     let rolls = clusters.into_iter().map(|(_, nodes)| {
         roll(
             nodes,
