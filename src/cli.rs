@@ -176,6 +176,10 @@ pvefleet audit --compare last.json --save-json last.json"
         /// be planned (as terraform's), so a cron job can tell; input errors keep 64/65.
         #[arg(long)]
         detailed_exitcode: bool,
+        /// The guest policy the run will use (as `run --guests`): the plan says what it would
+        /// do with each node's running guests, and which nodes it would refuse.
+        #[arg(long, value_enum)]
+        guests: Option<GuestsArg>,
     },
     /// Apply a playbook: plan, confirm, then run with backups and a journal.
     #[command(after_help = "Examples:\n  pvefleet run playbooks/fix-rrd.toml\n  \

@@ -926,6 +926,62 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
     out
 }
 
+/// How long each node's reboots took in earlier runs (the first `reboot` event of a reboot step
+/// to its `done`: drain, boot, health, Ceph and the guests' return), oldest first. Only reboots
+/// one controller drove from start to end count (a resumed run's gap is not a reboot's time).
+/// Read once per process from every run's `events.jsonl`.
+pub fn reboot_history() -> &'static BTreeMap<String, Vec<std::time::Duration>> {
+    static HISTORY: std::sync::OnceLock<BTreeMap<String, Vec<std::time::Duration>>> =
+        std::sync::OnceLock::new();
+    HISTORY.get_or_init(|| {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        dirs.sort();
+        let mut out: BTreeMap<String, Vec<std::time::Duration>> = BTreeMap::new();
+        for d in dirs {
+            let events: Vec<Record> = read_lines(&d.join("events.jsonl"));
+            for (node, took) in reboot_durations(&events) {
+                out.entry(node).or_default().push(took);
+            }
+        }
+        out
+    })
+}
+
+/// The reboots in one run's events that one controller drove from their first state to
+/// `done`: (node, how long).
+pub fn reboot_durations(events: &[Record]) -> Vec<(String, std::time::Duration)> {
+    let starts = events
+        .iter()
+        .filter(|r| matches!(r.event, Event::RunStarted { .. }))
+        .count();
+    if starts != 1 {
+        return Vec::new();
+    }
+    let at = |r: &Record| humantime::parse_rfc3339_weak(&r.time).ok();
+    let mut begun: BTreeMap<(String, usize), std::time::SystemTime> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in events {
+        let Event::Reboot { index, state, .. } = &r.event else {
+            continue;
+        };
+        let Some(t) = at(r) else { continue };
+        let key = (r.node.clone(), *index);
+        if state == "done" {
+            if let Some(took) = begun.remove(&key).and_then(|t0| t.duration_since(t0).ok()) {
+                out.push((r.node.clone(), took));
+            }
+        } else {
+            begun.entry(key).or_insert(t);
+        }
+    }
+    out
+}
+
 /// Every recorded run, newest first.
 pub fn list() -> Vec<RunMeta> {
     let mut out: Vec<RunMeta> = std::fs::read_dir(runs_dir())
@@ -952,6 +1008,42 @@ mod tests {
     }
 
     #[test]
+    fn a_reboot_counts_from_its_first_state_to_done_and_only_when_one_controller_drove_it() {
+        let rec = |time: &str, node: &str, event: Event| Record {
+            time: time.into(),
+            node: node.into(),
+            event,
+        };
+        let reboot = |state: &str| Event::Reboot {
+            index: 2,
+            state: state.into(),
+            old_boot_id: None,
+            detail: None,
+        };
+        let started = || Event::RunStarted {
+            pid: 1,
+            resumed: false,
+        };
+        let mut events = vec![
+            rec("2026-12-01T10:00:00.000Z", "-", started()),
+            rec("2026-12-01T10:00:05.000Z", "pve1", reboot("maintenance-on")),
+            rec("2026-12-01T10:00:20.000Z", "pve1", reboot("reboot-issued")),
+            rec("2026-12-01T10:01:35.500Z", "pve1", reboot("done")),
+            // pve2 never finished: no duration.
+            rec("2026-12-01T10:02:00.000Z", "pve2", reboot("reboot-issued")),
+        ];
+        assert_eq!(
+            reboot_durations(&events),
+            vec![("pve1".to_string(), std::time::Duration::from_millis(90_500))]
+        );
+        events.push(rec("2026-12-01T11:00:00.000Z", "-", started()));
+        assert!(
+            reboot_durations(&events).is_empty(),
+            "a resumed run's gap is not a reboot"
+        );
+    }
+
+    #[test]
     fn histories_follow_the_events() {
         use crate::outcome::StepStatus;
         let step = |s: StepStatus| StepResult {
@@ -960,6 +1052,8 @@ mod tests {
             detail: String::new(),
             diff: None,
             commands: vec![],
+            checks: vec![],
+            predicted_ms: None,
         };
         let ev = |node: &str, event: Event| Record {
             time: now(),

@@ -30,6 +30,14 @@ pub struct StepResult {
     pub diff: Option<String>,
     /// Commands it ran (or would run).
     pub commands: Vec<String>,
+    /// What was checked before deciding (a reboot's readiness: quorum, guests, Ceph, dpkg), one
+    /// line each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// A planned reboot's predicted duration, milliseconds, from the node's earlier reboots in
+    /// the journal (absent without history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_ms: Option<u64>,
 }
 
 /// What guests on a node about to reboot mean.

@@ -7,7 +7,7 @@ mod common;
 
 use common::bin::text;
 use common::lab::Lab;
-use common::runs::{write_playbook, Env};
+use common::runs::{shipped, write_playbook, Env};
 use std::time::Duration;
 
 const DRAIN_REBOOT: &str = r#"
@@ -180,4 +180,94 @@ fn a_target_that_goes_down_mid_migration_fails_it_with_the_reason() {
         out.starts_with("VM isn't running. Doing offline migration instead.\n"),
         "{out}"
     );
+}
+
+/// Issue 14 §8, decide before you change: pve1's igpu-passthrough and pve2's upgrade both end
+/// in a reboot their running guests make impossible under `--guests refuse` (101 is not HA
+/// and igpu-passthrough does not drain; 105 holds a PCI device the drain cannot move). The
+/// plan says so for each node, and the run refuses them before their first change: GRUB,
+/// modules and the initramfs untouched on pve1, no dist-upgrade on pve2. On the old code
+/// pve1's boot configuration was rewritten and pve2 upgraded before the reboot step refused.
+#[test]
+fn a_node_that_cannot_finish_its_reboot_is_refused_before_anything_changes() {
+    let Some(lab) = Lab::up("guests_decide_first", 224, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve2", &["guest", "105", "name=gpu", "hostpci"]);
+    lab.fault("pve2", &["pending-kernel", "6.8.12-9-pve"]);
+    let boot_files =
+        "md5sum /etc/default/grub /etc/modules 2>&1; ls -l --time-style=+%s /boot 2>&1";
+    let before = lab.sh("pve1", boot_files);
+    let pve2_kernels = lab.sh(
+        "pve2",
+        "proxmox-boot-tool kernel list 2>&1; pveversion -v 2>&1",
+    );
+
+    let cases = [
+        (
+            "pve1",
+            shipped("igpu-passthrough.toml"),
+            "guests are running: qm 101 (web)",
+        ),
+        (
+            "pve2",
+            shipped("upgrade.toml"),
+            "guests are running: qm 105 (gpu) uses local devices: hostpci0",
+        ),
+    ];
+    for (node, pb, why) in &cases {
+        let env = Env::new();
+        let mut args = vec!["-l", node, "plan", pb.as_str()];
+        if *node == "pve2" {
+            args.extend(["-e", "min_free_mib=64"]);
+        }
+        let (code, plan) = env.json(&lab, &args);
+        assert_eq!(code, Some(2), "a plan with a refused node fails: {plan}");
+        let steps = plan["nodes"][0]["steps"].as_array().unwrap();
+        let reboot = steps.iter().find(|s| s["commands"][0] == "reboot").unwrap();
+        assert_eq!(reboot["status"], "failed", "{reboot}");
+        let detail = reboot["detail"].as_str().unwrap();
+        assert!(
+            detail.starts_with("the run would refuse this node before changing it: ")
+                && detail.contains(why),
+            "{node}: {detail}"
+        );
+
+        let mut args = vec!["-l", node, "run", "--yes", pb.as_str()];
+        if *node == "pve2" {
+            args.extend(["-e", "min_free_mib=64"]);
+        }
+        let (code, v) = env.json(&lab, &args);
+        assert_eq!(code, Some(2), "{v}");
+        let run = &v["nodes"][0];
+        let err = run["error"].as_str().unwrap();
+        assert!(
+            err.starts_with("refused before any change: ") && err.contains(why),
+            "{node}: {err}"
+        );
+        assert_eq!(run["steps"].as_array().unwrap().len(), 0, "{run}");
+        assert!(
+            !env.events()
+                .iter()
+                .any(|e| e["event"] == "step_started" || e["event"] == "backup"),
+            "no step began on {node}"
+        );
+        assert_eq!(lab.boots(node), 1);
+    }
+    assert_eq!(
+        lab.sh("pve1", boot_files),
+        before,
+        "pve1's boot setup untouched"
+    );
+    assert_eq!(
+        lab.sh(
+            "pve2",
+            "proxmox-boot-tool kernel list 2>&1; pveversion -v 2>&1"
+        ),
+        pve2_kernels,
+        "pve2 not upgraded"
+    );
+    assert_eq!(lab.guest(101), ("pve1".into(), "running".into()));
+    assert_eq!(lab.guest(105), ("pve2".into(), "running".into()));
 }

@@ -154,3 +154,54 @@ fn an_operators_noout_is_left_exactly_as_found() {
         "and the run set nothing of its own: {dump}"
     );
 }
+
+fn noout_for(lab: &Lab, host: &str) -> bool {
+    let dump = lab.sh("pve2", "ceph osd dump -f json");
+    let v: serde_json::Value = serde_json::from_str(&dump).expect("ceph osd dump is JSON");
+    v["crush_node_flags"][host]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|f| f == "noout"))
+}
+
+/// Issue 15, real Ceph: pve1's OSD does not come back after its boot (fault osd-no-return: the
+/// boot does not start it, as with a dead disk). The run waits for it within the step's
+/// timeout, then fails naming the OSD, with the run's own noout for pve1 still set (the OSD
+/// must not be marked out and rebalanced away while someone looks) and said. Once the OSD runs
+/// again, the resume finds it up, waits for the PGs and unsets the noout, without a second
+/// reboot. The stand-in's OSDs only went down with their node: this could not be tested.
+#[test]
+fn an_osd_that_does_not_come_back_fails_the_node_with_noout_kept_until_the_resume() {
+    let Some(lab) = Lab::up("own_osd_lost", 60, 3, &["--profile", "all:ceph=yes"]) else {
+        return;
+    };
+    let env = Env::new();
+    // The OSDs and PGs get `pg_timeout` (from the reboot command) to be up and clean again.
+    let pb = write_playbook(
+        env.state.path(),
+        "pb.toml",
+        &DRAIN_REBOOT.replace("drain = true", "drain = true\npg_timeout = \"40s\""),
+    );
+    lab.fault("pve1", &["osd-no-return"]);
+    let out = env.run(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("OSDs of pve1 not up in time: osd."),
+        "{stderr}"
+    );
+    assert_eq!(lab.boots("pve1"), 2);
+    assert!(
+        noout_for(&lab, "pve1"),
+        "the run's noout for pve1 stays set"
+    );
+    assert!(stderr.contains("noout"), "and it is said: {stderr}");
+
+    lab.clear("pve1", Some("osd-no-return"));
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(lab.boots("pve1"), 2, "not rebooted again");
+    assert!(!noout_for(&lab, "pve1"), "the resume unset the run's noout");
+    let health = lab.sh("pve2", "ceph health");
+    assert!(health.starts_with("HEALTH_OK"), "{health}");
+}

@@ -153,7 +153,11 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             playbook,
             extra,
             detailed_exitcode,
-        } => playbook::cmd_plan(g, playbook, extra, *detailed_exitcode).await,
+            guests,
+        } => {
+            let guests = guests.map_or(crate::outcome::GuestPolicy::Refuse, Into::into);
+            playbook::cmd_plan(g, playbook, extra, *detailed_exitcode, guests).await
+        }
         Command::Run {
             playbook,
             check,

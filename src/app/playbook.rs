@@ -110,6 +110,14 @@ pub fn render_plan(runs: &[NodeRun], width: Option<usize>) -> String {
                     body.push_str(&wrap(&sanitize_str(l), first, "               ", width));
                 }
             }
+            for c in &s.checks {
+                body.push_str(&wrap(
+                    &sanitize_str(c),
+                    "           - ",
+                    "               ",
+                    width,
+                ));
+            }
             if let Some(d) = &s.diff {
                 for l in d.lines() {
                     body.push_str(&wrap(
@@ -159,7 +167,34 @@ pub fn plan_summary(runs: &[NodeRun]) -> String {
         .iter()
         .filter(|r| r.count(StepStatus::Changed) > 0)
         .count();
-    format!("plan: {changes} change(s) on {nodes} node(s)")
+    let reboots: Vec<&crate::outcome::StepResult> = runs
+        .iter()
+        .flat_map(|r| &r.steps)
+        .filter(|s| s.status == StepStatus::Changed && s.commands.iter().any(|c| c == "reboot"))
+        .collect();
+    let mut out = format!("plan: {changes} change(s) on {nodes} node(s)");
+    if !reboots.is_empty() {
+        let known: Vec<u64> = reboots.iter().filter_map(|s| s.predicted_ms).collect();
+        let unknown = reboots.len() - known.len();
+        let total = std::time::Duration::from_millis(known.iter().sum());
+        out.push_str(&match (known.is_empty(), unknown) {
+            (true, _) => format!(
+                "; {} reboot(s), no history to predict their time",
+                reboots.len()
+            ),
+            (false, 0) => format!(
+                "; {} reboot(s) predicted to take about {} in all",
+                reboots.len(),
+                crate::report::exec::short_duration(total)
+            ),
+            (false, n) => format!(
+                "; {} reboot(s): about {} for those with history, {n} without",
+                reboots.len(),
+                crate::report::exec::short_duration(total)
+            ),
+        });
+    }
+    out
 }
 
 /// The per-node result table.
@@ -312,6 +347,7 @@ pub async fn cmd_plan(
     path: &Path,
     extra: &[String],
     detailed: bool,
+    guests: GuestPolicy,
 ) -> Result<u8, AppError> {
     let pb = load_playbook(path)?;
     let inv = load_inventory(g)?;
@@ -320,7 +356,7 @@ pub async fn cmd_plan(
         extra: parse_extra(extra, &pb)?,
         pb,
         extra_items: extra.to_vec(),
-        guests: GuestPolicy::Refuse,
+        guests,
         allow_maintained: false,
         own_maintenance: BTreeSet::new(),
         nodes,
@@ -425,7 +461,7 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         conflicts.push(format!("-e (the run has: {:?})", meta.extra_vars));
     }
     if a.guests.is_some_and(|x| x != meta.guests) {
-        conflicts.push(format!("--guests (the run has: {:?})", meta.guests));
+        conflicts.push(format!("--guests (the run has: {})", meta.guests));
     }
     if g.limit.is_some() && g.limit != meta.limit {
         conflicts.push(format!("--limit (the run has: {:?})", meta.limit));
@@ -527,7 +563,14 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         let path = a
             .playbook
             .ok_or_else(|| AppError::Usage("--check needs a playbook".into()))?;
-        return cmd_plan(g, path, a.extra, false).await;
+        return cmd_plan(
+            g,
+            path,
+            a.extra,
+            false,
+            a.guests.unwrap_or(GuestPolicy::Refuse),
+        )
+        .await;
     }
     let resumed = match a.resume {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
@@ -785,11 +828,11 @@ async fn execute_run(
     });
     let mut s = settings(&p, false, run_id.clone(), Some(journal.clone()));
     s.on_step = Some(sink);
-    // A resumed run reuses the journal's step results, which the plan does not see: there every
-    // node counts as rebooting.
-    if histories.is_empty() {
-        s.planned_reboots = Some(planned_reboots(&p.pb, &plan));
-    }
+    // A resumed run reuses the journal's step results, which the plan does not see: a node the
+    // stopped run had begun counts as rebooting; the others as their plan says.
+    let mut planned = planned_reboots(&p.pb, &plan);
+    planned.extend(histories.keys().cloned());
+    s.planned_reboots = Some(planned);
     s.resume = histories;
     let cancel = s.cancel.clone();
     let json = g.json;

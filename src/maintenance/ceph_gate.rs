@@ -323,6 +323,8 @@ pub async fn wait_clean(
                     s.num_pgs,
                     if s.checks.iter().any(|c| c.code == "MGR_DOWN") {
                         " MGR_DOWN"
+                    } else if s.mgr_available == Some(false) {
+                        " no mgr available"
                     } else {
                         ""
                     }

@@ -6,6 +6,7 @@
 //! policy for what is still running. Guest ids read from the node are validated before they go
 //! into a command.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -165,7 +166,7 @@ pub async fn wait_ha_drained(r: &Remote, cancel: &CancellationToken) -> Result<(
         }
         if Instant::now() > deadline {
             return Err(RebootError::DrainTimeout {
-                within: humantime::format_duration(HA_DRAIN_TIMEOUT).to_string(),
+                within: HA_DRAIN_TIMEOUT,
                 left: left.join(", "),
             });
         }
@@ -443,6 +444,32 @@ pub async fn unreachable_targets(
         }
     }
     out
+}
+
+/// Where guests leaving `r`'s node may go: the nodes excluded (in HA maintenance, rebooting
+/// with it in this batch, or ones the controller could not bring the guests back from: not in
+/// the inventory or SSH not working now) and those to use only as a last resort (rebooted later
+/// in this run). Shared by the drain and the check made before the node's first change.
+pub async fn targets(
+    r: &Remote,
+    res: &crate::capacity::resources::Resources,
+    cluster: &[Node],
+    rolling: &std::sync::Mutex<super::reboot::RollingView>,
+) -> Result<(BTreeSet<String>, BTreeSet<String>), RebootError> {
+    let me = r.node.name.as_str();
+    let mut excluded: BTreeSet<String> = nodes_in_maintenance(r).await?.into_iter().collect();
+    let later = match rolling.lock() {
+        Ok(v) => {
+            excluded.extend(v.current.iter().filter(|n| *n != me).cloned());
+            v.pending.difference(&v.current).cloned().collect()
+        }
+        Err(_) => BTreeSet::new(),
+    };
+    for (n, why) in unreachable_targets(cluster, res, me, r.timeout).await {
+        tracing::info!(node = %me, target = %n, %why, "not a drain target");
+        excluded.insert(n);
+    }
+    Ok((excluded, later))
 }
 
 /// A guest the drain will move, and one it cannot.

@@ -18,21 +18,21 @@ pub enum RebootError {
     #[error("{0}")]
     Quorum(String),
     /// No new boot id within the deadline.
-    #[error("did not come back with a new boot id within {0}")]
-    NeverReturned(String),
+    #[error("did not come back with a new boot id within {}", humantime::format_duration(*.0))]
+    NeverReturned(std::time::Duration),
     /// Back with a new boot id, but a service or the cluster is not healthy.
-    #[error("came back (new boot id), but not healthy within {within}: {why}")]
+    #[error("came back (new boot id), but not healthy within {}: {why}", humantime::format_duration(*.within))]
     Unhealthy {
         /// The deadline.
-        within: String,
+        within: std::time::Duration,
         /// What is not healthy (each unit named).
         why: String,
     },
     /// HA guests did not leave the node.
-    #[error("HA services did not leave the node within {within}: {left}")]
+    #[error("HA services did not leave the node within {}: {left}", humantime::format_duration(*.within))]
     DrainTimeout {
         /// The deadline.
-        within: String,
+        within: std::time::Duration,
         /// Services still on the node.
         left: String,
     },

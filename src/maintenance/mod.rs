@@ -6,13 +6,15 @@
 //!
 //! Layers, each using only those above it: `remote` and `error` (one node's session and what
 //! can fail) -> `health`, `ceph_gate`, `drain` (asking and changing one node or the cluster) ->
-//! `reboot` (the state machine).
+//! `readiness` (can the node finish its reboot, asked before it changes) and `reboot` (the state
+//! machine).
 
 pub mod ceph_gate;
 pub mod cluster_lock;
 pub mod drain;
 pub mod error;
 pub mod health;
+pub mod readiness;
 pub mod reboot;
 pub mod remote;
 

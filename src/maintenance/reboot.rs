@@ -543,20 +543,7 @@ impl Machine<'_, '_> {
         let res = drain::resources(r).await?;
         let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
         let me = r.node.name.clone();
-        let mut excluded: std::collections::BTreeSet<String> =
-            drain::nodes_in_maintenance(r).await?.into_iter().collect();
-        let later = match self.cx.rolling.lock() {
-            Ok(v) => {
-                excluded.extend(v.current.iter().filter(|n| **n != me).cloned());
-                v.pending.difference(&v.current).cloned().collect()
-            }
-            Err(_) => Default::default(),
-        };
-        // Only nodes the controller can bring the guests back from (DrainOpts: README).
-        for (n, why) in drain::unreachable_targets(self.cx.cluster, &res, &me, r.timeout).await {
-            tracing::info!(node = %me, target = %n, %why, "not a drain target");
-            excluded.insert(n);
-        }
+        let (excluded, later) = drain::targets(r, &res, self.cx.cluster, self.cx.rolling).await?;
         let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
         let movable: Vec<&crate::capacity::resources::GuestRes> = plan.movable.iter().collect();
         let targets = placer.place_all(&movable).map_err(RebootError::Command)?;
@@ -785,9 +772,7 @@ impl Machine<'_, '_> {
         let port = spec.port.unwrap_or(22);
         loop {
             if Instant::now() > deadline {
-                return Err(RebootError::NeverReturned(
-                    humantime::format_duration(self.cx.timeout).to_string(),
-                ));
+                return Err(RebootError::NeverReturned(self.cx.timeout));
             }
             if spec.jump.is_none() {
                 let probe = tokio::time::timeout(
@@ -821,7 +806,7 @@ impl Machine<'_, '_> {
     }
 
     async fn wait_healthy(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
-        let within = humantime::format_duration(self.cx.timeout).to_string();
+        let within = self.cx.timeout;
         loop {
             let bad = health::unhealthy_units(r).await?;
             if bad.is_empty() {

@@ -162,5 +162,7 @@ pub(crate) fn result(step: &Step, status: StepStatus, detail: impl Into<String>)
         detail: detail.into(),
         diff: None,
         commands: Vec::new(),
+        checks: Vec::new(),
+        predicted_ms: None,
     }
 }

@@ -247,6 +247,39 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             }
         }
     }
+    // Decide before you change: a node the run's plan reboots is asked, before its first step,
+    // whether it can finish that reboot (quorum, guests under the policy, Ceph, dpkg). A node
+    // that cannot is refused untouched. A resumed node is past that point: its reboot step
+    // settles what the stopped run left.
+    let planned = s
+        .planned_reboots
+        .as_ref()
+        .is_some_and(|p| p.contains(&node.name));
+    if !s.check && history.is_none() && planned {
+        if let Some(step) = s.playbook.reboot_steps().next() {
+            let found = match steps::readiness_ask(&st, step) {
+                Ok(ask) => crate::maintenance::readiness::check(&remote, &ask)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match found {
+                Ok(found) => {
+                    for f in found {
+                        tracing::info!(node = %node.name, "before any change: {f}");
+                    }
+                }
+                Err(e) => {
+                    let error = format!("refused before any change: {e}");
+                    run.status = NodeStatus::Failed;
+                    run.error = Some(error.clone());
+                    record(Event::NodeFailed { error }).await;
+                    remote.session.close().await;
+                    return run;
+                }
+            }
+        }
+    }
     for (index, step) in s.playbook.file.steps.iter().enumerate() {
         st.index = index;
         st.reboot_state = None;

@@ -288,7 +288,7 @@ pub struct Playbook {
 
 impl Playbook {
     /// The reboot steps, in order.
-    fn reboot_steps(&self) -> impl Iterator<Item = &Step> {
+    pub(crate) fn reboot_steps(&self) -> impl Iterator<Item = &Step> {
         self.file
             .steps
             .iter()

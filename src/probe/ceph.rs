@@ -56,6 +56,8 @@ pub struct CephStatus {
     pub num_pgs: u64,
     /// `pgmap.pgs_by_state`.
     pub pgs_by_state: Vec<(String, u64)>,
+    /// `mgrmap.available`: a mgr is active (`None` when the output does not say).
+    pub mgr_available: Option<bool>,
 }
 
 impl CephStatus {
@@ -64,8 +66,12 @@ impl CephStatus {
     /// PGs' health). Zero known PGs is unknown, never "all clean".
     /// With MGR_DOWN the monitors still serve the last report a mgr sent (MgrStatMonitor keeps
     /// its digest), which may read `active+clean` for PGs that are degraded now: also unknown.
+    /// Ceph 16 (checked on the lab's real daemons): a cluster whose mgrs are all stopped keeps
+    /// serving the last digest with no MGR_DOWN for a while (a young cluster raises none at all),
+    /// but `mgrmap.available` is false at once: that too makes the statistics unknown.
     pub fn pg_stats_known(&self) -> bool {
-        self.num_pgs > 0
+        self.mgr_available != Some(false)
+            && self.num_pgs > 0
             && !self.pgs_by_state.is_empty()
             && !self.checks.iter().any(|c| c.code == "MGR_DOWN")
     }
@@ -142,6 +148,7 @@ pub fn parse_status(json: &str) -> Result<CephStatus, ParseError> {
         checks,
         num_pgs,
         pgs_by_state,
+        mgr_available: v["mgrmap"]["available"].as_bool(),
     })
 }
 
@@ -423,6 +430,22 @@ mod tests {
         assert!(!s.pg_stats_known());
         assert!(!s.all_clean(), "no mgr: nothing is known of the PGs");
         assert!(s.checks.iter().any(|c| c.code == "MGR_DOWN"));
+    }
+
+    #[test]
+    fn a_digest_without_an_available_mgr_is_unknown_even_without_mgr_down() {
+        // Ceph 16 with every mgr stopped: the last digest (all clean) is still served and no
+        // MGR_DOWN is raised yet, but mgrmap.available is false.
+        let json = STATUS_NOOUT.replace(
+            "\"pgmap\"",
+            "\"mgrmap\":{\"available\":false,\"num_standbys\":0,\"modules\":[\"iostat\"],\"services\":{}},\"pgmap\"",
+        );
+        let s = parse_status(&json).unwrap();
+        assert_eq!(s.mgr_available, Some(false));
+        assert!(!s.pg_stats_known());
+        assert!(!s.all_clean());
+        let s = parse_status(&json.replace("\"available\":false", "\"available\":true")).unwrap();
+        assert!(s.all_clean(), "with an active mgr the same digest is clean");
     }
 
     #[test]

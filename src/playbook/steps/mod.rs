@@ -14,6 +14,7 @@ use std::time::Duration;
 use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::{Step, StepKind};
+use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
 use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
@@ -96,6 +97,55 @@ pub(crate) fn reboot_in_progress(
     }
 }
 
+/// A node's reboot predicted from its earlier ones in the journal (the mean of the last three),
+/// and the plan's line for it.
+fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
+    let past = crate::journal::reboot_history()
+        .get(node)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let last = &past[past.len().saturating_sub(3)..];
+    if last.is_empty() {
+        return (
+            None,
+            format!(
+                "predicted: no history of this node's reboots (its timeout: {})",
+                crate::report::exec::short_duration(timeout)
+            ),
+        );
+    }
+    let mean = last.iter().sum::<Duration>() / last.len() as u32;
+    (
+        Some(mean),
+        format!(
+            "predicted: about {} (the mean of its last {} reboot(s) in the journal)",
+            crate::report::exec::short_duration(mean),
+            last.len()
+        ),
+    )
+}
+
+/// What [`readiness::check`] needs to know of a reboot step and the run.
+pub(crate) fn readiness_ask<'a>(
+    st: &'a NodeState<'_>,
+    step: &Step,
+) -> Result<readiness::Ask<'a>, StepError> {
+    Ok(readiness::Ask {
+        guests: st.s.guests,
+        drain: drain_opts(step),
+        ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
+        cluster: &st.s.cluster,
+        rolling: &st.s.rolling,
+    })
+}
+
+fn drain_opts(step: &Step) -> Option<reboot::DrainOpts> {
+    Step::flag(&step.drain, false).then(|| reboot::DrainOpts {
+        local_disks: Step::flag(&step.local_disks, false),
+        return_guests: Step::flag(&step.return_guests, true),
+    })
+}
+
 async fn reboot_step(
     r: &mut Remote,
     st: &mut NodeState<'_>,
@@ -103,12 +153,29 @@ async fn reboot_step(
 ) -> Result<StepResult, StepError> {
     if st.s.check {
         st.reboot_pending = true;
-        let mut res = result(
-            step,
-            StepStatus::Changed,
-            "would reboot and wait for the node and the cluster",
-        );
+        // Decide before you change: the plan asks the cluster now whether the node could
+        // finish this reboot, and shows what it found (or why the run will refuse the node).
+        let ask = readiness_ask(st, step)?;
+        let (predicted, said) = predicted(&r.node.name, step.timeout_or(Duration::from_secs(600)));
+        let mut res = match readiness::check(r, &ask).await {
+            Ok(found) => {
+                let mut res = result(
+                    step,
+                    StepStatus::Changed,
+                    "would reboot and wait for the node and the cluster",
+                );
+                res.checks = found;
+                res.checks.push(said);
+                res
+            }
+            Err(e) => result(
+                step,
+                StepStatus::Failed,
+                format!("the run would refuse this node before changing it: {e}"),
+            ),
+        };
         res.commands.push("reboot".into());
+        res.predicted_ms = predicted.map(|d| d.as_millis() as u64);
         return Ok(res);
     }
     let state = std::sync::Mutex::new(None::<RebootState>);
@@ -133,10 +200,7 @@ async fn reboot_step(
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
-        drain: Step::flag(&step.drain, false).then(|| reboot::DrainOpts {
-            local_disks: Step::flag(&step.local_disks, false),
-            return_guests: Step::flag(&step.return_guests, true),
-        }),
+        drain: drain_opts(step),
         ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
         pg_timeout: step
             .pg_timeout

@@ -169,16 +169,25 @@ sys.exit(0 if ok and s.get("mgrmap", {}).get("available", True) else 1)' "$st"; 
 
 # Inside the node, at boot (sim/boot, with lib.sh): start this node's monitor, mgr and OSDs;
 # OSDs not yet created are created first (`ceph osd new`, `ceph-osd --mkfs`, bluestore).
+# One daemon of the node, inside it: `mon`, `mgr` or `osd ID` (an OSD already created), started
+# as the boot starts it (the daemons fork into the background; pid files in /run/ceph).
+ceph_lab_start() {
+  local ip; ip=$(prof ip)
+  mkdir -p /run/ceph /var/lib/ceph/log
+  case "$1" in
+    mon) ceph-mon -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mon.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1 ;;
+    mgr) ceph-mgr -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mgr.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1 ;;
+    osd) ceph-osd -i "$2" --osd-data "/var/lib/ceph/osd/ceph-$2" --public-addr "$ip" --cluster-addr "$ip" \
+           --crush-location "root=default host=$NODE" --pid-file "/run/ceph/osd.$2.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1 ;;
+  esac
+}
+
 ceph_lab_boot() {
   local ip id n
   ip=$(prof ip)
   mkdir -p /run/ceph /var/lib/ceph/log
-  if [ -d "/var/lib/ceph/mon/ceph-$NODE" ]; then
-    ceph-mon -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mon.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
-  fi
-  if [ -d "/var/lib/ceph/mgr/ceph-$NODE" ]; then
-    ceph-mgr -i "$NODE" --public-addr "$ip" --pid-file "/run/ceph/mgr.$NODE.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
-  fi
+  [ -d "/var/lib/ceph/mon/ceph-$NODE" ] && ceph_lab_start mon
+  [ -d "/var/lib/ceph/mgr/ceph-$NODE" ] && ceph_lab_start mgr
   # OSDs in the background: a new one needs the monitors, which may still be starting.
   (
     while read -r id n; do
@@ -191,9 +200,9 @@ ceph_lab_boot() {
         ceph-osd -i "$id" --mkfs --osd-uuid "$uuid" --osd-data "$d" --public-addr "$ip" --cluster-addr "$ip" >>/var/lib/ceph/log/boot.log 2>&1 || continue
         touch "$d/lab-ready"
       fi
+      # Fault osd-no-return: this OSD is not started by the boot (as a dead disk's would not).
       [ -f "$CL/ceph/osd-stopped-$id" ] && continue
-      ceph-osd -i "$id" --osd-data "$d" --public-addr "$ip" --cluster-addr "$ip" \
-        --crush-location "root=default host=$NODE" --pid-file "/run/ceph/osd.$id.pid" </dev/null >>/var/lib/ceph/log/boot.log 2>&1
+      ceph_lab_start osd "$id"
     done < "$CL/ceph/osds"
   ) </dev/null >/dev/null 2>&1 &
 }
@@ -217,6 +226,10 @@ if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = boot ]; then
   . /usr/lib/pvelab/lib.sh
   ceph_lab_boot
 fi
+if [ "${BASH_SOURCE[0]}" = "$0" ] && [ "${1:-}" = start ]; then
+  . /usr/lib/pvelab/lib.sh
+  ceph_lab_start "$2" "${3:-}"
+fi
 
 # ---- Faults on the real Ceph (host side; `lab fault NODE KIND ...`) ----
 # ceph-health SEV CODE: a real, unrelated health check. Real Ceph raises only what really happens:
@@ -237,10 +250,63 @@ ceph_lab_wait_check() { # CODE present|absent
   echo "lab: Ceph health check $1 still not $2 after 40 s" >&2; return 1
 }
 
+# Daemons stopped without their node (host side, in the node's namespaces): SIGTERM, as
+# `systemctl stop ceph-osd@ID` (ceph-mon@, ceph-mgr@) sends; then waited for until the cluster
+# says so, as real Ceph does (a cleanly stopping OSD tells the monitors it goes down; a mgr is
+# replaced by a standby after mon_mgr_beacon_grace; a monitor leaves the quorum at the next
+# election).
+# osd-stop [ID]       stop the OSD (the node's first by default), now
+# osd-no-return [ID]  the OSD is not started by the node's next boots (clear: started again)
+# mgr-stop            stop the node's mgr (with no other mgr running: no PG statistics)
+# mon-stop            stop the node's monitor
+ceph_lab_osd_of() { # NODE [ID]: the ID given (checked to be the node's) or the node's first OSD
+  local C="$DIR/cluster/ceph"
+  if [ -n "${2:-}" ]; then
+    awk -v n="$1" -v i="$2" '$1 == i && $2 == n {print $1; f=1} END {exit !f}' "$C/osds" ||
+      { echo "lab: osd.$2 is not an OSD of $1 ($(awk -v n="$1" '$2 == n {printf "osd.%s ", $1}' "$C/osds"))" >&2; return 1; }
+  else
+    awk -v n="$1" '$2 == n {print $1; exit}' "$C/osds" | grep . || { echo "lab: $1 has no OSD" >&2; return 1; }
+  fi
+}
+
+ceph_lab_wait() { # SECONDS PYTHON-CONDITION-ON-s (the JSON of `ceph CMD -f json`) CMD...
+  local t=$1 cond=$2; shift 2
+  local end=$(( $(date +%s) + t )) out
+  while [ "$(date +%s)" -lt "$end" ]; do
+    if out=$(hceph "$@" -f json 2>/dev/null) && python3 -c "import json, sys; s = json.loads(sys.argv[1]); sys.exit(0 if ($cond) else 1)" "$out" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "lab: Ceph did not reach ($cond) on 'ceph $*' in ${t} s" >&2; return 1
+}
+
+ceph_lab_kill() { # PIDFILE inside the node
+  in_node "[ -f $1 ] && kill -TERM \$(cat $1) 2>/dev/null; for i in \$(seq 1 100); do [ -f $1 ] && kill -0 \$(cat $1) 2>/dev/null || exit 0; sleep 0.1; done" || true
+}
+
 ceph_lab_fault() {
   local kind=$1; shift
   local C="$DIR/cluster/ceph"
   case "$kind" in
+    osd-stop)
+      local id; id=$(ceph_lab_osd_of "$NAME" "${1:-}") || return 1
+      ceph_lab_kill "/run/ceph/osd.$id.pid"
+      ceph_lab_wait 40 "any(o['osd'] == $id and o['up'] == 0 for o in s['osds'])" osd dump
+      echo "$id" ;;
+    osd-no-return)
+      local id; id=$(ceph_lab_osd_of "$NAME" "${1:-}") || return 1
+      touch "$C/osd-stopped-$id"; echo "$id" ;;
+    mgr-stop)
+      [ -d "$DIR/nodes/$NAME/sim/ceph/mgr/ceph-$NAME" ] || { echo "lab: $NAME runs no mgr ($(tr '\n' ' ' < "$C/mgrs"))" >&2; return 1; }
+      ceph_lab_kill "/run/ceph/mgr.$NAME.pid"
+      ceph_lab_wait 60 "s.get('active_name') != '$NAME' or not s.get('available')" mgr stat
+      echo "$NAME" ;;
+    mon-stop)
+      grep -qx "$NAME" "$C/mons" 2>/dev/null || { echo "lab: $NAME runs no monitor" >&2; return 1; }
+      ceph_lab_kill "/run/ceph/mon.$NAME.pid"
+      ceph_lab_wait 60 "'$NAME' not in s['quorum_names']" quorum_status
+      echo "$NAME" ;;
     ceph-health)
       case "$1 $2" in
         "WARN POOL_APP_NOT_ENABLED")
@@ -272,6 +338,15 @@ ceph_lab_fault() {
 ceph_lab_clear() {
   local kind=$1 C="$DIR/cluster/ceph"
   case "$kind" in
+    osd-stop|osd-no-return) # the IDs the fault recorded, one a line on stdin
+      local id
+      while read -r id; do
+        [ -n "$id" ] || continue
+        rm -f "$C/osd-stopped-$id"
+        in_node "[ -f /run/ceph/osd.$id.pid ] && kill -0 \$(cat /run/ceph/osd.$id.pid) 2>/dev/null || bash /usr/lib/pvelab/ceph-lab.sh start osd $id" 2>/dev/null || true
+      done ;;
+    mgr-stop) in_node "[ -f /run/ceph/mgr.$NAME.pid ] && kill -0 \$(cat /run/ceph/mgr.$NAME.pid) 2>/dev/null || bash /usr/lib/pvelab/ceph-lab.sh start mgr" 2>/dev/null || true ;;
+    mon-stop) in_node "[ -f /run/ceph/mon.$NAME.pid ] && kill -0 \$(cat /run/ceph/mon.$NAME.pid) 2>/dev/null || bash /usr/lib/pvelab/ceph-lab.sh start mon" 2>/dev/null || true ;;
     ceph-health)
       hceph osd set-full-ratio 0.95 >/dev/null 2>&1; hceph osd set-backfillfull-ratio 0.90 >/dev/null 2>&1
       hceph osd set-nearfull-ratio 0.85 >/dev/null 2>&1

@@ -1,0 +1,182 @@
+//! Decide before you change: whether a node whose run reboots it can finish that reboot, asked
+//! of the cluster before anything on the node changes (issue 14 §8). The plan shows the answer
+//! per node; the run asks again just before the node's first step, and a node that cannot
+//! finish is refused there, untouched. The reboot itself checks once more when it comes (the
+//! cluster may have changed in between): this is the early answer, not the only one.
+//!
+//! What is asked, in the order an operator would:
+//! - the quorum margin: taking this node's votes away keeps the cluster quorate;
+//! - the guests under the run's policy: with a drain, which guests move where (memory placed as
+//!   the drain will place it, HA-managed guests included, over the nodes the drain may use) and
+//!   which cannot move (host devices, local disks, a lock), which `--guests refuse` refuses;
+//!   without a drain, which running guests the policy refuses, shuts down or leaves running;
+//! - Ceph (when the node has it): health, apart from accepted warnings, and `ok-to-stop` for the
+//!   node's OSDs and its monitor;
+//! - dpkg: nothing half-way (`dpkg --audit` empty), as a node is not rebooted in the middle of
+//!   someone else's package run.
+//!
+//! Every answer that could not be read is a refusal (unknown is not ready).
+
+use super::drain::{self, DrainPlan};
+use super::error::RebootError;
+use super::reboot::{DrainOpts, RollingView};
+use super::remote::Remote;
+use crate::capacity::placement::{gib, Placer};
+use crate::capacity::resources::GuestRes;
+use crate::inventory::Node;
+use crate::outcome::GuestPolicy;
+
+/// What the reboot step of the run will do, as far as this check needs it.
+pub struct Ask<'a> {
+    /// The run's guest policy.
+    pub guests: GuestPolicy,
+    /// The reboot step drains, with its options.
+    pub drain: Option<DrainOpts>,
+    /// Ceph health check codes the reboot step accepts.
+    pub ceph_accept: Vec<String>,
+    /// Every node of the inventory (drain targets must be reachable).
+    pub cluster: &'a [Node],
+    /// The rolling run as a drain sees it.
+    pub rolling: &'a std::sync::Mutex<RollingView>,
+}
+
+/// The node can finish its reboot: what was found, one line each (quorum, guests, Ceph, dpkg).
+pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
+    let mut found = Vec::new();
+    found.push(quorum(r).await?);
+    found.extend(guests(r, ask).await?);
+    if let Some(line) = ceph(r, ask).await? {
+        found.push(line);
+    }
+    found.push(dpkg(r).await?);
+    Ok(found)
+}
+
+async fn quorum(r: &Remote) -> Result<String, RebootError> {
+    match super::health::votes(r).await? {
+        None => Ok("quorum: not in a cluster".into()),
+        Some((expected, total, _)) => {
+            super::health::gate(expected, total, 1).map_err(RebootError::Quorum)?;
+            let q = super::health::quorum_of(expected);
+            Ok(format!(
+                "quorum: {total} of {expected} votes, quorum {q}: {} may be down at once",
+                total - q
+            ))
+        }
+    }
+}
+
+fn refs(g: &GuestRes) -> crate::journal::GuestRef {
+    crate::journal::GuestRef {
+        kind: g.kind.tool().into(),
+        vmid: g.vmid,
+        name: g.name.clone(),
+    }
+}
+
+async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
+    let me = r.node.name.as_str();
+    let Some(opts) = ask.drain else {
+        // No drain: the policy meets every running guest that HA does not move.
+        let running = drain::running_not_ha(r).await?;
+        if running.is_empty() {
+            return Ok(vec!["guests: none running outside HA".into()]);
+        }
+        let list = drain::describe(&running);
+        return match ask.guests {
+            GuestPolicy::Refuse => Err(RebootError::GuestsRunning(list)),
+            GuestPolicy::Shutdown => Ok(vec![format!(
+                "guests: would shut down {list} and start them again after the boot"
+            )]),
+            GuestPolicy::Ignore => Ok(vec![format!(
+                "guests: {list} left running through the reboot (--guests ignore)"
+            )]),
+        };
+    };
+    let res = drain::resources(r).await?;
+    let DrainPlan { movable, unmovable } = drain::plan_drain(r, &res, opts.local_disks).await?;
+    let mut lines = Vec::new();
+    if !unmovable.is_empty() {
+        let why = unmovable
+            .iter()
+            .map(|(g, w)| format!("{} {w}", drain::describe(std::slice::from_ref(g))))
+            .collect::<Vec<_>>()
+            .join("; ");
+        match ask.guests {
+            GuestPolicy::Refuse => return Err(RebootError::GuestsRunning(why)),
+            GuestPolicy::Shutdown => {
+                lines.push(format!("guests: cannot move, would shut down: {why}"))
+            }
+            GuestPolicy::Ignore => lines.push(format!("guests: cannot move, left running: {why}")),
+        }
+    }
+    // Room for everything that leaves: the HA-managed guests (HA moves them, to nodes of its
+    // choosing, but they need the room all the same) and the ones the drain migrates.
+    let stuck: Vec<u32> = unmovable.iter().map(|(g, _)| g.vmid).collect();
+    let ha: Vec<&GuestRes> = res
+        .running_on(me)
+        .filter(|g| g.ha && !stuck.contains(&g.vmid))
+        .collect();
+    let leaving: Vec<&GuestRes> = ha.iter().copied().chain(movable.iter()).collect();
+    if leaving.is_empty() {
+        if lines.is_empty() {
+            lines.push("guests: none to move".into());
+        }
+        return Ok(lines);
+    }
+    let (excluded, later) = drain::targets(r, &res, ask.cluster, ask.rolling).await?;
+    let mut placer = Placer::new(&res, me, &excluded, &later);
+    let targets = placer.place_all(&leaving).map_err(|e| {
+        RebootError::Command(format!(
+            "the drain cannot place every guest: {e}{}",
+            if excluded.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (not drain targets: {})",
+                    excluded.iter().cloned().collect::<Vec<_>>().join(", ")
+                )
+            }
+        ))
+    })?;
+    let moves: Vec<String> = leaving
+        .iter()
+        .zip(&targets)
+        .map(|(g, t)| {
+            let mem = g.maxmem.map(gib).unwrap_or_default();
+            let how = if g.ha { ", by HA" } else { "" };
+            format!(
+                "{} -> {t} ({mem}{how})",
+                drain::describe(std::slice::from_ref(&refs(g)))
+            )
+        })
+        .collect();
+    lines.push(format!("guests: {}", moves.join("; ")));
+    Ok(lines)
+}
+
+async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> {
+    if !super::ceph_gate::detect(r).await? {
+        return Ok(None);
+    }
+    super::ceph_gate::check_health(r, &ask.ceph_accept, false).await?;
+    super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+    Ok(Some(
+        "ceph: healthy enough, ok-to-stop for the node's OSDs and monitor".into(),
+    ))
+}
+
+async fn dpkg(r: &Remote) -> Result<String, RebootError> {
+    let (_, text) = r.text("LC_ALL=C dpkg --audit 2>&1").await?;
+    if text.trim().is_empty() {
+        return Ok("dpkg: nothing half-way".into());
+    }
+    let mut names = crate::probe::updates::parse_dpkg_audit(&text);
+    if names.is_empty() {
+        names.push(crate::sanitize::first_line(text.trim(), 160));
+    }
+    Err(RebootError::Command(format!(
+        "dpkg --audit: {}: a dpkg run stopped half-way; finish it (dpkg --configure -a) before rebooting",
+        names.join(", ")
+    )))
+}
