@@ -61,12 +61,7 @@ fn journal_events(env: &Env, node: &str, kind: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn rolling_upgrade_drains_and_reboots_only_the_nodes_with_a_new_kernel() {
-    let Some(lab) = Lab::up(
-        "upgrade_rolling",
-        117,
-        4,
-        &["--profile", "all:ceph=standin"],
-    ) else {
+    let Some(lab) = Lab::up("upgrade_rolling", 117, 4, &["--profile", "all:ceph=yes"]) else {
         return;
     };
     let env = Env::new();
@@ -587,12 +582,7 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     }
     drop(lab);
     // The same with Ceph (size 3 across hosts): only one host's OSDs may stop at once.
-    let Some(lab) = Lab::up(
-        "batch_auto_ceph",
-        126,
-        5,
-        &["--profile", "all:ceph=standin"],
-    ) else {
+    let Some(lab) = Lab::up("batch_auto_ceph", 126, 5, &["--profile", "all:ceph=yes"]) else {
         return;
     };
     let env = Env::new();
@@ -640,7 +630,7 @@ fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
 
 #[test]
 fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
-    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=standin"]) else {
+    let Some(lab) = Lab::up("noout_left_set", 131, 3, &["--profile", "all:ceph=yes"]) else {
         return;
     };
     let env = Env::new();

@@ -260,13 +260,7 @@ pub async fn unset_noout(r: &Remote, host: &str, scope: NooutScope) -> Result<()
         ),
         NooutScope::Cluster => "timeout 30 ceph osd unset noout".to_string(),
     };
-    let o = r.sh(&cmd).await?;
-    if o.exit != ExitStatus::Code(0) {
-        return Err(RebootError::Ceph(format!(
-            "{cmd} failed: {}",
-            first_line(&o.stderr)
-        )));
-    }
+    r.ok(&cmd).await?;
     Ok(())
 }
 

@@ -144,14 +144,7 @@ pub fn maintenance_cmd(node: &str, on: bool) -> String {
 
 /// Switch HA node maintenance on or off.
 pub async fn set_maintenance(r: &Remote, on: bool) -> Result<(), RebootError> {
-    let cmd = maintenance_cmd(&r.node.name, on);
-    let o = r.sh(&cmd).await?;
-    if o.exit != ExitStatus::Code(0) {
-        return Err(RebootError::Command(format!(
-            "{cmd} failed: {}",
-            super::remote::first_line(&o.stderr)
-        )));
-    }
+    r.ok(&maintenance_cmd(&r.node.name, on)).await?;
     Ok(())
 }
 
@@ -220,14 +213,7 @@ async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootErr
         other => return Err(RebootError::Command(format!("unknown guest kind {other}"))),
     };
     // The id was validated when read; it is a number, so no quoting is needed.
-    let cmd = format!("{tool} {verb} {}", g.vmid);
-    let o = r.sh(&cmd).await?;
-    if o.exit != ExitStatus::Code(0) {
-        return Err(RebootError::Command(format!(
-            "{cmd} failed: {}",
-            super::remote::first_line(&o.stderr)
-        )));
-    }
+    r.ok(&format!("{tool} {verb} {}", g.vmid)).await?;
     Ok(())
 }
 

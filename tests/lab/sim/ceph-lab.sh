@@ -257,7 +257,7 @@ ceph_lab_wait_check() { # CODE present|absent
 # election).
 # osd-stop [ID]       stop the OSD (the node's first by default), now
 # osd-no-return [ID]  the OSD is not started by the node's next boots (clear: started again)
-# mgr-stop            stop the node's mgr (with no other mgr running: no PG statistics)
+# mgr-stop            stop the node's mgr and `ceph mgr fail` it (no other mgr: no PG statistics)
 # mon-stop            stop the node's monitor
 ceph_lab_osd_of() { # NODE [ID]: the ID given (checked to be the node's) or the node's first OSD
   local C="$DIR/cluster/ceph"
@@ -300,6 +300,9 @@ ceph_lab_fault() {
     mgr-stop)
       [ -d "$DIR/nodes/$NAME/sim/ceph/mgr/ceph-$NAME" ] || { echo "lab: $NAME runs no mgr ($(tr '\n' ' ' < "$C/mgrs"))" >&2; return 1; }
       ceph_lab_kill "/run/ceph/mgr.$NAME.pid"
+      # What an operator does after stopping the active mgr, so the monitors need not wait for
+      # mon_mgr_beacon_grace to notice (a standby, if any, takes over at once).
+      hceph mgr fail "$NAME" >/dev/null 2>&1 || true
       ceph_lab_wait 60 "s.get('active_name') != '$NAME' or not s.get('available')" mgr stat
       echo "$NAME" ;;
     mon-stop)
