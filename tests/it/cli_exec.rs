@@ -1,12 +1,11 @@
 //! `pvefleet exec` end to end: the real binary against real sshd servers.
 
-mod common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::bin::{command, json_of, pvefleet, text};
-use common::sshd::{require_root, BlackHole, Fleet};
+use crate::common::bin::{command, json_of, pvefleet, text};
+use crate::common::sshd::{require_root, BlackHole, Fleet};
 
 #[test]
 fn identical_output_is_grouped_and_every_node_has_a_row() {
@@ -206,7 +205,7 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    common::sshd::sh(&format!("kill -INT {}", child.id()));
+    crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -309,7 +308,7 @@ fn output_past_max_output_is_cut_at_the_cap_and_the_dropped_bytes_are_reported()
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v = json_of(&out);
     let big = &v["nodes"][0];
-    let expected = common::sshd::sh("seq 1 1000000 | head -c 1048576");
+    let expected = crate::common::sshd::sh("seq 1 1000000 | head -c 1048576");
     assert_eq!(big["stdout"].as_str().unwrap().len(), 1048576);
     assert!(
         big["stdout"].as_str().unwrap() == expected,

@@ -1,12 +1,11 @@
 //! `pvefleet audit` against the lab: injected faults give exactly their findings, a clean lab
 //! passes, an unreachable node has its row, and every output format is well-formed.
 
-mod common;
 
 use std::collections::BTreeSet;
 
-use common::bin::{json_of, pvefleet};
-use common::lab::Lab;
+use crate::common::bin::{json_of, pvefleet};
+use crate::common::lab::Lab;
 
 fn audit_json(lab: &Lab) -> (Option<i32>, serde_json::Value) {
     let inv = lab.inventory();

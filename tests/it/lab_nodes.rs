@@ -1,9 +1,8 @@
 //! The lab itself: stand-ins print the real formats, state persists across commands and reboots,
 //! boot semantics follow the node's applied configuration, faults appear and clear.
 
-mod common;
 
-use common::lab::Lab;
+use crate::common::lab::Lab;
 
 fn fixture(path: &str) -> String {
     std::fs::read_to_string(format!(

@@ -2,12 +2,11 @@
 //! unreachable and black-holed nodes, host-key policies, authentication methods, jump hosts,
 //! become, concurrency over one connection.
 
-mod common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::sshd::{ensure_user, require_root, sh, BlackHole, Fleet};
+use crate::common::sshd::{ensure_user, require_root, sh, BlackHole, Fleet};
 use pvefleet::ssh::{connect, ConnectSpec, ExitStatus, HostKeyPolicy, SshError};
 
 fn spec(fleet: &Fleet, i: usize) -> ConnectSpec {

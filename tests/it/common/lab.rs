@@ -12,8 +12,6 @@ use super::sshd::require_root;
 pub struct Lab {
     /// Scratch directory holding the lab (inventory, keys, node state).
     pub dir: tempfile::TempDir,
-    /// Number of nodes.
-    pub n: usize,
     /// Held for the lab's life: one lab per `net` on this machine, whichever checkout or test
     /// binary starts it (two work trees running the same test would otherwise share addresses).
     _net_lock: std::fs::File,
@@ -65,7 +63,7 @@ impl Lab {
             .tempdir()
             .unwrap();
         let _net_lock = lock_net(net);
-        let lab = Lab { dir, n, _net_lock };
+        let lab = Lab { dir, _net_lock };
         let mut args = vec![
             "up".to_string(),
             n.to_string(),
@@ -169,7 +167,6 @@ impl Lab {
     }
 
     /// Which node's config holds guest ID (in the lab's shared /etc/pve), and its run state.
-    #[allow(dead_code)]
     pub fn guest(&self, id: u32) -> (String, String) {
         let pve = self.dir.path().join("pve/nodes");
         for node in std::fs::read_dir(&pve).unwrap().flatten() {
@@ -192,7 +189,6 @@ impl Lab {
     /// The lab's own record of what happened to guests and Ceph (tests/lab/README.md), each line
     /// without its timestamp: `NODE EVENT ARGS...`. The lab writes the file at `up`, so a
     /// missing one fails here (an `all(!contains)` over it cannot pass on nothing).
-    #[allow(dead_code)]
     pub fn events(&self) -> Vec<String> {
         let path = self.dir.path().join("cluster/events");
         std::fs::read_to_string(&path)

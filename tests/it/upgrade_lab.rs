@@ -1,11 +1,10 @@
 //! The upgrade playbook against what really boots next and what apt and dpkg really do: a
 //! next-boot pin or a held kernel means no reboot; a dist-upgrade outlives a killed controller.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{shipped, signal, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{shipped, signal, Env};
 use std::time::{Duration, Instant};
 
 /// Wait up to `secs` for `f`.

@@ -2,11 +2,10 @@
 //! noout an operator set are refused or left exactly as found, never switched off by the run,
 //! and the journal says what was found.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{write_playbook, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{write_playbook, Env};
 
 /// A rolling playbook: one line written, then a draining reboot when it changed.
 const DRAIN_REBOOT: &str = r#"

@@ -1,8 +1,7 @@
 //! `pvefleet runs` and `rollback` on the run journal, without nodes: a run id is never a path.
 
-mod common;
 
-use common::bin::{command, text};
+use crate::common::bin::{command, text};
 
 #[test]
 fn a_run_id_that_is_a_path_is_refused_not_read() {

@@ -1,5 +1,4 @@
 //! Shared harness for integration tests: plain sshd servers (`sshd`) and the simulated Proxmox lab (`lab`).
-#![allow(dead_code)]
 
 pub mod bin;
 pub mod lab;

@@ -4,13 +4,12 @@
 //! of the controller, a parallel playbook that reboots, and the lab's `systemctl` checked
 //! against systemd's documented semantics.
 
-mod common;
 
 use std::time::Duration;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{signal, write_playbook, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{signal, write_playbook, Env};
 
 /// A rolling playbook: one line written, an optional pause, a reboot when the line changed.
 const TOUCH_AND_REBOOT: &str = r#"
@@ -340,7 +339,7 @@ changed_when = "false"
     // So is another inventory file, even one with the same nodes (it was taken silently).
     let other = env.state.path().join("other-inventory.toml");
     std::fs::copy(lab.inventory(), &other).unwrap();
-    let out = common::bin::command()
+    let out = crate::common::bin::command()
         .arg("-i")
         .arg(&other)
         .args(["run", "--resume", &id, "--yes"])
@@ -370,7 +369,7 @@ changed_when = "false"
     );
     std::fs::write(&pb, &original).unwrap();
     // Resumed without -e or -l: the run's own values, on the run's own nodes; no -i either.
-    let out = common::bin::command()
+    let out = crate::common::bin::command()
         .args(["--json", "run", "--resume", &id, "--yes"])
         .env("PVEFLEET_STATE_DIR", env.state.path())
         .output()
@@ -444,7 +443,7 @@ fn interrupted_by(sig: &str, net: u8) {
         "stopped promptly, not after the 30 s step"
     );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    let v = common::bin::json_of(&out);
+    let v = crate::common::bin::json_of(&out);
     assert_eq!(v["status"], "interrupted");
     let meta = env.meta();
     assert_eq!(meta["status"], "interrupted");
@@ -592,7 +591,7 @@ fn a_node_lost_after_the_gate_stops_the_reboot_that_would_cost_quorum() {
     lab.fault("pve3", &["unreachable"]);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let v = common::bin::json_of(&out);
+    let v = crate::common::bin::json_of(&out);
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
         err.contains("quorum gate: 2 of 3 votes present, taking 1 down leaves 1 < quorum 2"),

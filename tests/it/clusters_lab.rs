@@ -2,13 +2,12 @@
 //! quorum gates per cluster with the clusters rolled side by side, cluster checks per cluster in
 //! the audit, and `inventory discover --append`.
 
-mod common;
 
 use std::path::Path;
 
-use common::bin::{command, json_of, text};
-use common::lab::Lab;
-use common::runs::write_playbook;
+use crate::common::bin::{command, json_of, text};
+use crate::common::lab::Lab;
+use crate::common::runs::write_playbook;
 
 /// One inventory over two labs: lab `a`'s nodes as a1.., lab `b`'s as b1.., each with its own
 /// key, known_hosts and `cluster`.

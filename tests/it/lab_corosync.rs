@@ -2,11 +2,10 @@
 //! each cluster node: votes, quorum and membership as the daemon reports them, through the real
 //! `corosync-quorumtool` and `pvecm` (which runs it), and `/etc/pve/.members` following them.
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::lab::Lab;
+use crate::common::lab::Lab;
 
 /// Run `cmd` on `node` until its output (stdout and stderr) satisfies `want`, at most `secs`
 /// seconds; the output that did. Panics with the last output when it never does.

@@ -5,10 +5,9 @@
 //! the initramfs once and blacklists i915 only when asked; a plan runs only guards declared
 //! read-only; `service` steps with `enabled` / `disabled` change once, then are ok.
 
-mod common;
 
-use common::lab::Lab;
-use common::runs::{audit_problems, changed_steps as changed, shipped, write_playbook, Env};
+use crate::common::lab::Lab;
+use crate::common::runs::{audit_problems, changed_steps as changed, shipped, write_playbook, Env};
 
 /// The named step's result on the node at `index`.
 fn step<'a>(v: &'a serde_json::Value, index: usize, name: &str) -> &'a serde_json::Value {

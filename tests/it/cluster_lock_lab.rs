@@ -3,11 +3,10 @@
 //! cluster is refused with who holds it, read-only commands never take it, and a lock whose
 //! controller died is reported with how to go on: a resume takes it over, `lock break` breaks it.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{signal, write_playbook, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{signal, write_playbook, Env};
 
 /// A rolling run that stays on each node for a while (long enough to start a second one).
 const SLOW: &str = r#"

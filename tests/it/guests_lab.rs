@@ -3,11 +3,10 @@
 //! said, not fatal; drain targets are nodes the controller reaches; an HA guest that cannot
 //! leave is refused before maintenance; a target that goes down mid-migration fails it.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{shipped, write_playbook, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{shipped, write_playbook, Env};
 use std::time::Duration;
 
 const DRAIN_REBOOT: &str = r#"

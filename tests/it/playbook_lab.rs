@@ -1,12 +1,11 @@
 //! Playbooks end to end on the lab: plan changes nothing, run fixes what the audit found, a second
 //! run is a no-op; rolling reboots, the quorum gate, halting, resume, rollback, Ctrl-C.
 
-mod common;
 
 use std::process::{Command, Stdio};
 
-use common::lab::Lab;
-use common::runs::{audit_problems, changed_steps, Env};
+use crate::common::lab::Lab;
+use crate::common::runs::{audit_problems, changed_steps, Env};
 
 fn playbook(name: &str) -> String {
     format!("{}/playbooks/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -228,7 +227,7 @@ on_change = ["mark"]
 "#;
 
 fn write_playbook(dir: &std::path::Path, text: &str) -> std::path::PathBuf {
-    common::runs::write_playbook(dir, "pb.toml", text)
+    crate::common::runs::write_playbook(dir, "pb.toml", text)
 }
 
 #[test]
@@ -496,7 +495,7 @@ fn ctrl_c_mid_run_leaves_a_readable_resumable_journal() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
-    common::sshd::sh(&format!("kill -INT {}", child.id()));
+    crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         out.status.code(),
@@ -547,7 +546,7 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
         lab.inventory().display(),
         pb.display()
     );
-    let term = common::tmux::Tmux::start("test", 160, 40, &cmd);
+    let term = crate::common::tmux::Tmux::start("test", 160, 40, &cmd);
     let mut screen = String::new();
     for _ in 0..40 {
         std::thread::sleep(std::time::Duration::from_millis(250));
@@ -618,7 +617,7 @@ fn the_result_table_and_runs_fit_80_columns_with_errors_below() {
         pb.display(),
         done.display()
     );
-    let term = common::tmux::Tmux::start("80", 80, 60, &cmd);
+    let term = crate::common::tmux::Tmux::start("80", 80, 60, &cmd);
     for _ in 0..240 {
         if done.exists() {
             break;

@@ -1,13 +1,12 @@
 //! `pvefleet audit` as an operator sees it: the matrix on a real terminal (tmux) at 80 and 120
 //! columns, and `audit --compare OLD.json` through the binary on the lab.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::process::Command;
 
-use common::bin::{json_of, pvefleet};
-use common::lab::Lab;
+use crate::common::bin::{json_of, pvefleet};
+use crate::common::lab::Lab;
 
 fn shell(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -39,7 +38,7 @@ fn audit_on_terminal(lab: &Lab, cols: usize, args: &str) -> String {
         env!("CARGO_BIN_EXE_pvefleet"),
         lab.inventory().display(),
     );
-    common::sshd::sh(&format!(
+    crate::common::sshd::sh(&format!(
         "tmux -L {session} new-session -d -s {session} -x {cols} -y 50 {}",
         shell(&cmd)
     ));
@@ -47,7 +46,7 @@ fn audit_on_terminal(lab: &Lab, cols: usize, args: &str) -> String {
     let mut screen = String::new();
     for _ in 0..120 {
         std::thread::sleep(std::time::Duration::from_millis(250));
-        screen = common::sshd::sh(&format!(
+        screen = crate::common::sshd::sh(&format!(
             "tmux -L {session} capture-pane -p -J -S - -E - -t {session}"
         ));
         if screen.contains("AUDIT-EXIT-") {

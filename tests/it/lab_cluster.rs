@@ -5,11 +5,10 @@
 //! an enterprise repository, simulated and real dist-upgrade, the dpkg lock, the kernel that boots
 //! next). Formats are checked against upstream's (cited in the stand-ins).
 
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::lab::Lab;
+use crate::common::lab::Lab;
 use serde_json::Value;
 
 /// Poll `f` every 200 ms until it returns true or `secs` pass; whether it did.

@@ -2,11 +2,10 @@
 //! the run created removed, drift refused unless --force, --limit honoured, fix-rrd's quarantine
 //! undone; the GVT-g mode of igpu-passthrough end to end; Ctrl-C at the confirmation prompt.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{shipped, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{shipped, Env};
 
 /// md5, mode and owner of each file (or `absent`), one line each.
 fn snapshot(lab: &Lab, node: &str, files: &[&str]) -> String {
@@ -185,7 +184,7 @@ fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
         return;
     };
     let env = Env::new();
-    let pb = common::runs::write_playbook(
+    let pb = crate::common::runs::write_playbook(
         env.state.path(),
         "pb.toml",
         "name = \"x\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n",
@@ -199,7 +198,7 @@ fn ctrl_c_at_the_confirmation_prompt_aborts_and_changes_nothing() {
         pb.display(),
         out.display()
     );
-    let term = common::tmux::Tmux::start("confirm", 120, 40, &cmd);
+    let term = crate::common::tmux::Tmux::start("confirm", 120, 40, &cmd);
     let mut screen = String::new();
     for _ in 0..80 {
         std::thread::sleep(std::time::Duration::from_millis(250));
@@ -238,7 +237,7 @@ fn a_file_step_writes_a_megabyte_and_rollback_removes_it() {
     let line = "0123456789abcdef".repeat(4) + "\n";
     let content = line.repeat(1 << 14);
     assert!(content.len() > 1 << 20);
-    let pb = common::runs::write_playbook(
+    let pb = crate::common::runs::write_playbook(
         env.state.path(),
         "pb.toml",
         &format!(
@@ -288,7 +287,7 @@ fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
         return;
     };
     let env = Env::new();
-    let pb = common::runs::write_playbook(
+    let pb = crate::common::runs::write_playbook(
         env.state.path(),
         "pb.toml",
         "name = \"drain\"\n[strategy]\nmode = \"rolling\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"x\"\n[[step]]\nname = \"reboot\"\nkind = \"reboot\"\ndrain = true\ntimeout = \"8s\"\non_change = [\"mark\"]\n",
@@ -406,7 +405,7 @@ fn runs_prune_keeps_rollback_possible_and_removes_backups_with_the_run() {
         return;
     };
     let env = Env::new();
-    let pb = common::runs::write_playbook(
+    let pb = crate::common::runs::write_playbook(
         env.state.path(),
         "pb.toml",
         "name = \"mark\"\n[vars]\nmarker = \"a\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"{{ marker }}\"\n",

@@ -3,11 +3,10 @@
 //! around each reboot, PGs clean before the next node), and the upgrade playbook that reboots
 //! only the nodes that got a new kernel.
 
-mod common;
 
-use common::bin::text;
-use common::lab::Lab;
-use common::runs::{shipped, signal, write_playbook, Env};
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{shipped, signal, write_playbook, Env};
 use std::time::Duration;
 
 /// A rolling playbook: one line written, then a draining reboot when it changed.
@@ -738,7 +737,7 @@ fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
     let pb = write_playbook(state.path(), "pb.toml", DRAIN_REBOOT);
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     let run = |args: &[&str]| {
-        common::bin::command()
+        crate::common::bin::command()
             .arg("-i")
             .arg(&inv)
             .args(args)
@@ -765,7 +764,7 @@ fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
     assert_eq!(exec.status.code(), Some(0), "{}", text(&exec.stderr));
     // The audit says so beforehand.
     let audit = run(&["--json", "audit", "--probes", "cluster"]);
-    let v = common::bin::json_of(&audit);
+    let v = crate::common::bin::json_of(&audit);
     let names = v["cluster"]
         .as_array()
         .unwrap()

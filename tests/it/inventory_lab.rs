@@ -1,13 +1,12 @@
 //! Inventories from a cluster's own `/etc/pve/.members`: `inventory discover` over SSH, and the
 //! default inventory when pvefleet runs on a Proxmox node; a hostile `.members` is refused by both.
 
-mod common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::bin::{json_of, pvefleet, text};
-use common::lab::Lab;
+use crate::common::bin::{json_of, pvefleet, text};
+use crate::common::lab::Lab;
 
 /// Copy the pvefleet binary to `/tmp/pvefleet` on the node at `addr` (the test target directory
 /// may be hidden inside the node).

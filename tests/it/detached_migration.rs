@@ -2,9 +2,8 @@
 //! (`maintenance::drain::detached_migration_script`), run by /bin/sh on this machine: it writes
 //! under /run, so it needs root like the lab tests.
 
-mod common;
 
-use common::sshd::require_root;
+use crate::common::sshd::require_root;
 use pvefleet::maintenance::drain::detached_migration_script;
 
 /// The detached script, run by /bin/sh here: the command's stdout, stderr and exit code come

@@ -1,12 +1,11 @@
 //! A plan that is exact: on lab scenarios for each shipped playbook, the steps `plan` predicts
 //! to change are the steps `run` then reports changed, node by node and step by step.
 
-mod common;
 
 use std::collections::BTreeMap;
 
-use common::lab::Lab;
-use common::runs::{shipped, Env};
+use crate::common::lab::Lab;
+use crate::common::runs::{shipped, Env};
 
 /// Per node, the names of the steps whose status is `changed`.
 fn changes(v: &serde_json::Value) -> BTreeMap<String, Vec<String>> {
