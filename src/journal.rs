@@ -49,6 +49,17 @@ pub enum JournalError {
         /// ` (pid N)` when known.
         pid: String,
     },
+    /// A file of the journal is not what pvefleet wrote: a line (or `run.json`) that does not
+    /// parse, other than a last line cut short by a kill.
+    #[error("run journal {path}:{line}: {why}; the journal cannot be read whole, so nothing is done from it (move the file aside to look at it)")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// The line, counting from 1.
+        line: usize,
+        /// What the parser said.
+        why: String,
+    },
     /// A file of the journal could not be read or written.
     #[error("run journal {path}: {source}")]
     Io {
@@ -595,13 +606,15 @@ impl Journal {
     /// Open an existing run to drive it (resume, rollback): takes its lock.
     pub fn open_locked(id: &str) -> Result<Journal, JournalError> {
         let dir = dir_of(id)?;
+        check_whole(&dir)?;
         let l = lock(&dir, id)?;
         Ok(Journal::start(dir, id, Some(l)))
     }
 
-    /// Open an existing run to read it.
+    /// Open an existing run to read it (refused when its files cannot be read whole).
     pub fn open(id: &str) -> Result<Journal, JournalError> {
         let dir = dir_of(id)?;
+        check_whole(&dir)?;
         Ok(Journal::start(dir, id, None))
     }
 
@@ -747,6 +760,47 @@ impl Journal {
     pub fn histories(&self) -> BTreeMap<String, NodeHistory> {
         histories(&self.events())
     }
+}
+
+/// Every file of a run's journal parses: `run.json` whole, and each line of the `.jsonl` files,
+/// except a last line without its newline (a write cut short by a kill, which the journal's
+/// appends can leave and which holds nothing acted on yet). The first that does not, with its
+/// file and line.
+pub fn check_whole(dir: &Path) -> Result<(), JournalError> {
+    let meta = dir.join("run.json");
+    if let Ok(text) = std::fs::read_to_string(&meta) {
+        if let Err(e) = serde_json::from_str::<RunMeta>(&text) {
+            return Err(JournalError::Corrupt {
+                path: meta.display().to_string(),
+                line: e.line(),
+                why: e.to_string(),
+            });
+        }
+    }
+    fn lines_of<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(), JournalError> {
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(());
+        };
+        let cut_last = !text.is_empty() && !text.ends_with('\n');
+        let count = text.lines().count();
+        for (i, l) in text.lines().enumerate() {
+            if l.trim().is_empty() || (cut_last && i + 1 == count) {
+                continue;
+            }
+            if let Err(e) = serde_json::from_str::<T>(l) {
+                return Err(JournalError::Corrupt {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    why: e.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+    lines_of::<Record>(&dir.join("events.jsonl"))?;
+    lines_of::<BackupRecord>(&dir.join("backups.jsonl"))?;
+    lines_of::<UndoRecord>(&dir.join("undo.jsonl"))?;
+    Ok(())
 }
 
 fn read_lines<T: for<'de> Deserialize<'de>>(path: &Path) -> Vec<T> {
@@ -982,15 +1036,39 @@ pub fn reboot_durations(events: &[Record]) -> Vec<(String, std::time::Duration)>
     out
 }
 
-/// Every recorded run, newest first.
+/// Every recorded run, newest first. A run directory whose `run.json` cannot be read is not
+/// hidden: it is said on stderr (file, line, why) and left out of the list.
 pub fn list() -> Vec<RunMeta> {
-    let mut out: Vec<RunMeta> = std::fs::read_dir(runs_dir())
+    let mut out: Vec<RunMeta> = Vec::new();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir())
         .into_iter()
         .flatten()
         .flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("run.json")).ok())
-        .filter_map(|t| serde_json::from_str(&t).ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
         .collect();
+    dirs.sort();
+    for d in dirs {
+        let p = d.join("run.json");
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            // A run being created (no run.json yet) or not a run.
+            continue;
+        };
+        match serde_json::from_str::<RunMeta>(&text) {
+            Ok(m) => out.push(m),
+            Err(e) => eprintln!(
+                "pvefleet: WARNING: {}",
+                crate::sanitize::sanitize_str(
+                    &JournalError::Corrupt {
+                        path: p.display().to_string(),
+                        line: e.line(),
+                        why: e.to_string(),
+                    }
+                    .to_string()
+                )
+            ),
+        }
+    }
     out.sort_by(|a, b| b.id.cmp(&a.id));
     out
 }

@@ -35,6 +35,24 @@ pub fn sanitize_str(text: &str) -> String {
     out
 }
 
+/// JSON text (as serde_json writes it) with the characters it leaves raw that a terminal or a
+/// reader would act on escaped as `\uXXXX`: C1 controls (U+0080-U+009F, e.g. the one-byte
+/// CSI) and bidirectional overrides. C0 controls are already escaped by the encoder. Such
+/// characters only occur inside JSON strings, where the escape means the same character, so the
+/// document is unchanged for a parser.
+pub fn escape_json_controls(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c as u32 {
+            0x80..=0x9f | 0x202a..=0x202e | 0x2066..=0x2069 => {
+                out.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// The first non-empty line of `text`, sanitised and cut to `max` characters.
 pub fn first_line(text: &str, max: usize) -> String {
     let line = text
@@ -54,6 +72,16 @@ pub fn first_line(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_leaves_no_c1_or_bidi_raw_and_parses_to_the_same_value() {
+        let v = serde_json::json!({"name": "a\u{9b}31mb\u{202e}c\u{1b}d"});
+        let text = escape_json_controls(&serde_json::to_string(&v).unwrap());
+        assert!(text.is_ascii(), "{text}");
+        assert!(text.contains("\\u009b") && text.contains("\\u202e") && text.contains("\\u001b"));
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+    }
 
     #[test]
     fn escape_sequences_are_neutralised() {

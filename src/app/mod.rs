@@ -86,7 +86,11 @@ pub fn main() -> u8 {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pvefleet: {e}");
+            // Errors quote input (inventory names, file text, remote answers): escaped.
+            eprintln!(
+                "pvefleet: {}",
+                crate::sanitize::sanitize_str(&e.to_string())
+            );
             e.code()
         }
     }
@@ -256,10 +260,8 @@ pub fn ctrl_c_token() -> CancellationToken {
 
 /// Print a JSON document (the `--json` output of a command) on stdout.
 pub fn print_json<T: serde::Serialize>(doc: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(doc).expect("results serialise")
-    );
+    let text = serde_json::to_string_pretty(doc).expect("results serialise");
+    println!("{}", crate::sanitize::escape_json_controls(&text));
 }
 
 /// Colour in tables: stdout is a terminal and `NO_COLOR` is unset.

@@ -75,6 +75,7 @@ fn load_playbook(path: &Path) -> Result<Playbook, AppError> {
 pub(super) fn journal_error(e: JournalError) -> AppError {
     match e {
         JournalError::Io { .. } => AppError::Internal(e.to_string()),
+        JournalError::Corrupt { .. } => AppError::BadInput(e.to_string()),
         _ => AppError::Usage(e.to_string()),
     }
 }

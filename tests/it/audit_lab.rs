@@ -1,7 +1,6 @@
 //! `pvefleet audit` against the lab: injected faults give exactly their findings, a clean lab
 //! passes, an unreachable node has its row, and every output format is well-formed.
 
-
 use std::collections::BTreeSet;
 
 use crate::common::bin::{json_of, pvefleet};

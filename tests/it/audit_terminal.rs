@@ -1,7 +1,6 @@
 //! `pvefleet audit` as an operator sees it: the matrix on a real terminal (tmux) at 80 and 120
 //! columns, and `audit --compare OLD.json` through the binary on the lab.
 
-
 use std::collections::BTreeSet;
 use std::process::Command;
 

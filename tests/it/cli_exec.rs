@@ -1,6 +1,5 @@
 //! `pvefleet exec` end to end: the real binary against real sshd servers.
 
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,6 @@
 //! cluster is refused with who holds it, read-only commands never take it, and a lock whose
 //! controller died is reported with how to go on: a resume takes it over, `lock break` breaks it.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{signal, write_playbook, Env};

@@ -2,7 +2,6 @@
 //! quorum gates per cluster with the clusters rolled side by side, cluster checks per cluster in
 //! the audit, and `inventory discover --append`.
 
-
 use std::path::Path;
 
 use crate::common::bin::{command, json_of, text};

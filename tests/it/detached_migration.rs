@@ -2,7 +2,6 @@
 //! (`maintenance::drain::detached_migration_script`), run by /bin/sh on this machine: it writes
 //! under /run, so it needs root like the lab tests.
 
-
 use crate::common::sshd::require_root;
 use pvefleet::maintenance::drain::detached_migration_script;
 

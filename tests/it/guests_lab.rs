@@ -3,7 +3,6 @@
 //! said, not fatal; drain targets are nodes the controller reaches; an HA guest that cannot
 //! leave is refused before maintenance; a target that goes down mid-migration fails it.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, write_playbook, Env};

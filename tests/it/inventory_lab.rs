@@ -1,7 +1,6 @@
 //! Inventories from a cluster's own `/etc/pve/.members`: `inventory discover` over SSH, and the
 //! default inventory when pvefleet runs on a Proxmox node; a hostile `.members` is refused by both.
 
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 

@@ -5,7 +5,6 @@
 //! an enterprise repository, simulated and real dist-upgrade, the dpkg lock, the kernel that boots
 //! next). Formats are checked against upstream's (cited in the stand-ins).
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::lab::Lab;

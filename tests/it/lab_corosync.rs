@@ -2,7 +2,6 @@
 //! each cluster node: votes, quorum and membership as the daemon reports them, through the real
 //! `corosync-quorumtool` and `pvecm` (which runs it), and `/etc/pve/.members` following them.
 
-
 use std::time::{Duration, Instant};
 
 use crate::common::lab::Lab;

@@ -1,7 +1,6 @@
 //! The lab itself: stand-ins print the real formats, state persists across commands and reboots,
 //! boot semantics follow the node's applied configuration, faults appear and clear.
 
-
 use crate::common::lab::Lab;
 
 fn fixture(path: &str) -> String {

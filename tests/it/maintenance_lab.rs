@@ -3,7 +3,6 @@
 //! around each reboot, PGs clean before the next node), and the upgrade playbook that reboots
 //! only the nodes that got a new kernel.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, signal, write_playbook, Env};

@@ -2,7 +2,6 @@
 //! noout an operator set are refused or left exactly as found, never switched off by the run,
 //! and the journal says what was found.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{write_playbook, Env};

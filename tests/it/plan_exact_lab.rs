@@ -1,7 +1,6 @@
 //! A plan that is exact: on lab scenarios for each shipped playbook, the steps `plan` predicts
 //! to change are the steps `run` then reports changed, node by node and step by step.
 
-
 use std::collections::BTreeMap;
 
 use crate::common::lab::Lab;

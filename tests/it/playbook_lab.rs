@@ -1,7 +1,6 @@
 //! Playbooks end to end on the lab: plan changes nothing, run fixes what the audit found, a second
 //! run is a no-op; rolling reboots, the quorum gate, halting, resume, rollback, Ctrl-C.
 
-
 use std::process::{Command, Stdio};
 
 use crate::common::lab::Lab;

@@ -2,7 +2,6 @@
 //! the run created removed, drift refused unless --force, --limit honoured, fix-rrd's quarantine
 //! undone; the GVT-g mode of igpu-passthrough end to end; Ctrl-C at the confirmation prompt.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, Env};

@@ -4,7 +4,6 @@
 //! of the controller, a parallel playbook that reboots, and the lab's `systemctl` checked
 //! against systemd's documented semantics.
 
-
 use std::time::Duration;
 
 use crate::common::bin::text;

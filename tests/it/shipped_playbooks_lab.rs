@@ -5,7 +5,6 @@
 //! the initramfs once and blacklists i915 only when asked; a plan runs only guards declared
 //! read-only; `service` steps with `enabled` / `disabled` change once, then are ok.
 
-
 use crate::common::lab::Lab;
 use crate::common::runs::{audit_problems, changed_steps as changed, shipped, write_playbook, Env};
 

@@ -2,7 +2,6 @@
 //! unreachable and black-holed nodes, host-key policies, authentication methods, jump hosts,
 //! become, concurrency over one connection.
 
-
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

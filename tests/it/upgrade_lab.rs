@@ -1,7 +1,6 @@
 //! The upgrade playbook against what really boots next and what apt and dpkg really do: a
 //! next-boot pin or a held kernel means no reboot; a dist-upgrade outlives a killed controller.
 
-
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, signal, Env};
