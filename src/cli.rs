@@ -96,14 +96,23 @@ impl From<PolicyArg> for HostKeyPolicy {
     }
 }
 
+/// Why a `--timeout` (or `--older-than`) duration was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// Zero: every deadline would pass at once.
+    #[error("a timeout of 0 would time out every command at once; expected a duration above zero like 30s or 5m")]
+    Zero,
+    /// Not a duration humantime reads.
+    #[error("expected a duration like 30s or 5m: {0}")]
+    Invalid(humantime::DurationError),
+}
+
 /// Parse a timeout: `5s`, `2m`, `1h30m`, above zero (a zero deadline fails everything at once).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     match humantime::parse_duration(s) {
-        Ok(d) if d.is_zero() => Err("a timeout of 0 would time out every command at once; \
-             expected a duration above zero like 30s or 5m"
-            .into()),
+        Ok(d) if d.is_zero() => Err(DurationError::Zero),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("expected a duration like 30s or 5m: {e}")),
+        Err(e) => Err(DurationError::Invalid(e)),
     }
 }
 
@@ -432,4 +441,25 @@ pub struct AuditArgs {
     #[arg(long, hide = true, value_name = "DOCUMENT", num_args = 0..=1,
           default_missing_value = "report", value_parser = ["report", "compare"])]
     pub print_schema: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_above_zero_are_read_and_the_rest_refused_with_the_reason() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(
+            parse_duration("0s").unwrap_err().to_string(),
+            "a timeout of 0 would time out every command at once; expected a duration above zero like 30s or 5m"
+        );
+        let e = parse_duration("soon").unwrap_err();
+        assert!(matches!(e, DurationError::Invalid(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("expected a duration like 30s or 5m: "),
+            "{e}"
+        );
+    }
 }

@@ -180,14 +180,27 @@ pub struct ExecOptions {
 /// The default `--max-output`: 16 MiB per stream and node.
 pub const DEFAULT_MAX_OUTPUT: usize = 16 << 20;
 
+/// Why a `--max-output` size was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// Not digits with an optional `K`/`M`/`G` suffix (the text as given).
+    #[error("{0:?} is not a size; expected bytes or a number with K, M or G (e.g. 16M)")]
+    NotASize(String),
+    /// More bytes than this machine can address (the text as given).
+    #[error("{0:?} is too large")]
+    TooLarge(String),
+    /// Zero bytes.
+    #[error("the output cap must be at least 1 byte")]
+    Zero,
+}
+
 /// Parse a size for `--max-output`: bytes (`1048576`), or a number with a binary suffix
 /// `K`/`M`/`G` (also `KiB`/`MiB`/`GiB`, any case; `16M` is 16 MiB). Zero is refused.
-pub fn parse_size(text: &str) -> Result<usize, String> {
+pub fn parse_size(text: &str) -> Result<usize, SizeError> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
-    let bad =
-        || format!("{text:?} is not a size; expected bytes or a number with K, M or G (e.g. 16M)");
+    let bad = || SizeError::NotASize(text.to_string());
     let n: u64 = digits.parse().map_err(|_| bad())?;
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -199,9 +212,9 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
     let bytes = n
         .checked_mul(1u64 << shift)
         .and_then(|b| usize::try_from(b).ok())
-        .ok_or_else(|| format!("{text:?} is too large"))?;
+        .ok_or_else(|| SizeError::TooLarge(text.to_string()))?;
     if bytes == 0 {
-        return Err("the output cap must be at least 1 byte".into());
+        return Err(SizeError::Zero);
     }
     Ok(bytes)
 }
@@ -347,6 +360,15 @@ mod tests {
         for bad in ["", "M", "1.5M", "16X", "-1", "0", "99999999999999999999G"] {
             assert!(parse_size(bad).is_err(), "{bad:?} must be refused");
         }
+        assert_eq!(
+            parse_size("16X").unwrap_err().to_string(),
+            "\"16X\" is not a size; expected bytes or a number with K, M or G (e.g. 16M)"
+        );
+        assert_eq!(
+            parse_size("99999999999G").unwrap_err().to_string(),
+            "\"99999999999G\" is too large"
+        );
+        assert_eq!(parse_size("0"), Err(SizeError::Zero));
     }
 
     #[test]

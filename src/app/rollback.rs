@@ -83,16 +83,14 @@ fn undos_by_node(undos: &[UndoRecord]) -> BTreeMap<String, Vec<UndoRecord>> {
     out
 }
 
-async fn sh(session: &Session, cmd: &str) -> Result<(bool, String, String), String> {
+async fn sh(session: &Session, cmd: &str) -> Result<(bool, String, String), ssh::SshError> {
     let timeout = std::time::Duration::from_secs(300);
-    match session.exec(cmd, timeout).await {
-        Ok(o) => Ok((
-            o.exit == ExitStatus::Code(0),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-            first_line(&String::from_utf8_lossy(&o.stderr), 200),
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+    let o = session.exec(cmd, timeout).await?;
+    Ok((
+        o.exit == ExitStatus::Code(0),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        first_line(&String::from_utf8_lossy(&o.stderr), 200),
+    ))
 }
 
 /// What makes a restored GRUB file reach the next boot, asked of the node (the boot-loader

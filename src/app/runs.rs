@@ -420,7 +420,11 @@ pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError>
                         println!("{}: held by {}", name(&c), sanitize_str(&h.describe()))
                     }
                     Err(why) => {
-                        eprintln!("{}: cannot read the lock: {}", name(&c), sanitize_str(&why));
+                        eprintln!(
+                            "{}: cannot read the lock: {}",
+                            name(&c),
+                            sanitize_str(&why.to_string())
+                        );
                         code = code.max(exit::UNREACHABLE);
                     }
                 }
@@ -438,7 +442,7 @@ pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError>
                         eprintln!(
                             "{}: cannot break the lock: {}",
                             name(&c),
-                            sanitize_str(&why)
+                            sanitize_str(&why.to_string())
                         );
                         code = code.max(exit::UNREACHABLE);
                     }

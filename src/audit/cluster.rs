@@ -237,7 +237,7 @@ pub fn capacity(rows: &[NodeAudit]) -> Finding {
     let mut failing = Vec::new();
     for n in &online {
         if let Err(e) = placement::preflight(&res, std::slice::from_ref(n), &Default::default()) {
-            failing.push(e);
+            failing.push(e.to_string());
         }
     }
     let biggest = online

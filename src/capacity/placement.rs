@@ -12,6 +12,61 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// Why a guest cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    /// Its memory is not known, and unknown is not 0 bytes.
+    #[error("the memory of {tool} {vmid} ({name}) is unknown (no maxmem in /cluster/resources, no memory: in its config): it cannot be placed")]
+    UnknownMemory {
+        /// The CLI that manages it (`qm`, `pct`).
+        tool: &'static str,
+        /// VMID.
+        vmid: u32,
+        /// Name.
+        name: String,
+    },
+    /// No candidate node has the memory it needs free.
+    #[error("no node has room for {tool} {vmid} ({name}, {}): {}", gib(*.mem), room(.free))]
+    NoRoom {
+        /// The CLI that manages it (`qm`, `pct`).
+        tool: &'static str,
+        /// VMID.
+        vmid: u32,
+        /// Name.
+        name: String,
+        /// The memory it needs, bytes.
+        mem: u64,
+        /// Free memory of every candidate node (empty: no node can take guests).
+        free: BTreeMap<String, u64>,
+    },
+}
+
+/// The candidates' free memory as [`PlaceError::NoRoom`] says it.
+fn room(free: &BTreeMap<String, u64>) -> String {
+    if free.is_empty() {
+        "no other node can take guests (online, reachable, out of maintenance)".to_string()
+    } else {
+        free.iter()
+            .map(|(n, f)| format!("{n} {} free", gib(*f)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A node whose running guests the other nodes cannot hold ([`preflight`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the cluster cannot hold {node}'s running guests ({}) on the other nodes ({} free in all): {error}", gib(*.need), gib(*.free))]
+pub struct PreflightError {
+    /// The node.
+    pub node: String,
+    /// Memory of its running guests (those whose memory is known), bytes.
+    pub need: u64,
+    /// Free memory of the nodes that can take guests, bytes, in all.
+    pub free: u64,
+    /// The first guest that could not be placed.
+    pub error: PlaceError,
+}
+
 /// Free memory per candidate node, updated as guests are placed.
 #[derive(Debug, Clone)]
 pub struct Placer {
@@ -43,7 +98,7 @@ impl Placer {
 
     /// The target for a guest needing `mem` bytes, reserved; or why none fits. The roomiest
     /// node first (spreading); nodes rebooted later in the run only when nothing else fits.
-    pub fn place(&mut self, g: &GuestRes) -> Result<String, String> {
+    pub fn place(&mut self, g: &GuestRes) -> Result<String, PlaceError> {
         let mem = need(g)?;
         let pick = |later: bool| {
             self.free
@@ -57,7 +112,7 @@ impl Placer {
     }
 
     /// Best fit: the node with the least room that still holds the guest (later nodes last).
-    fn place_tight(&mut self, g: &GuestRes) -> Result<String, String> {
+    fn place_tight(&mut self, g: &GuestRes) -> Result<String, PlaceError> {
         let mem = need(g)?;
         let pick = |later: bool| {
             self.free
@@ -75,7 +130,7 @@ impl Placer {
         g: &GuestRes,
         mem: u64,
         target: Option<String>,
-    ) -> Result<String, String> {
+    ) -> Result<String, PlaceError> {
         match target {
             Some(t) => {
                 if let Some(f) = self.free.get_mut(&t) {
@@ -83,23 +138,13 @@ impl Placer {
                 }
                 Ok(t)
             }
-            None => Err(format!(
-                "no node has room for {} {} ({}, {}): {}",
-                g.kind.tool(),
-                g.vmid,
-                g.name,
-                gib(mem),
-                if self.free.is_empty() {
-                    "no other node can take guests (online, reachable, out of maintenance)"
-                        .to_string()
-                } else {
-                    self.free
-                        .iter()
-                        .map(|(n, f)| format!("{n} {} free", gib(*f)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            )),
+            None => Err(PlaceError::NoRoom {
+                tool: g.kind.tool(),
+                vmid: g.vmid,
+                name: g.name.clone(),
+                mem,
+                free: self.free.clone(),
+            }),
         }
     }
 
@@ -107,7 +152,7 @@ impl Placer {
     /// that fits; when it does not, packed with care (best fit, biggest guest first), which
     /// fits wherever first-fit decreasing does and more often. The spreading answer's error
     /// when neither fits.
-    pub fn place_all(&mut self, guests: &[&GuestRes]) -> Result<Vec<String>, String> {
+    pub fn place_all(&mut self, guests: &[&GuestRes]) -> Result<Vec<String>, PlaceError> {
         let mut spread = self.clone();
         let first = guests
             .iter()
@@ -136,14 +181,11 @@ impl Placer {
 }
 
 /// A guest's memory, or why it cannot be placed (unknown is not 0 bytes).
-fn need(g: &GuestRes) -> Result<u64, String> {
-    g.maxmem.ok_or_else(|| {
-        format!(
-            "the memory of {} {} ({}) is unknown (no maxmem in /cluster/resources, no memory: in its config): it cannot be placed",
-            g.kind.tool(),
-            g.vmid,
-            g.name
-        )
+fn need(g: &GuestRes) -> Result<u64, PlaceError> {
+    g.maxmem.ok_or_else(|| PlaceError::UnknownMemory {
+        tool: g.kind.tool(),
+        vmid: g.vmid,
+        name: g.name.clone(),
     })
 }
 
@@ -155,18 +197,19 @@ pub fn preflight(
     res: &Resources,
     nodes: &[String],
     excluded: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), PreflightError> {
     for n in nodes {
         let guests: Vec<&GuestRes> = res.running_on(n).collect();
         let mut placer = Placer::new(res, n, excluded, &BTreeSet::new());
         let need: u64 = guests.iter().filter_map(|g| g.maxmem).sum();
         let free: u64 = placer.free.values().sum();
-        if let Err(e) = placer.place_all(&guests) {
-            return Err(format!(
-                "the cluster cannot hold {n}'s running guests ({}) on the other nodes ({} free in all): {e}",
-                gib(need),
-                gib(free)
-            ));
+        if let Err(error) = placer.place_all(&guests) {
+            return Err(PreflightError {
+                node: n.clone(),
+                need,
+                free,
+                error,
+            });
         }
     }
     Ok(())
@@ -178,7 +221,7 @@ pub fn group_fits(
     res: &Resources,
     group: &[String],
     excluded: &BTreeSet<String>,
-) -> Result<(), String> {
+) -> Result<(), PlaceError> {
     let mut excluded = excluded.clone();
     excluded.extend(group.iter().cloned());
     let guests: Vec<&GuestRes> = group.iter().flat_map(|n| res.running_on(n)).collect();
@@ -258,7 +301,7 @@ mod tests {
             &[(100, "pve1", 8)],
         );
         let mut p = Placer::new(&r, "pve1", &BTreeSet::new(), &BTreeSet::new());
-        let e = p.place(&r.guests[0]).unwrap_err();
+        let e = p.place(&r.guests[0]).unwrap_err().to_string();
         assert!(
             e.contains("qm 100 (g100, 8.0 GiB)") && e.contains("pve2 2.0 GiB free"),
             "{e}"
@@ -268,6 +311,7 @@ mod tests {
         assert!(p
             .place(&r.guests[0])
             .unwrap_err()
+            .to_string()
             .contains("no other node can take guests"));
     }
 
@@ -282,7 +326,9 @@ mod tests {
             &[(100, "pve1", 8), (101, "pve2", 8)],
         );
         assert!(group_fits(&r, &["pve1".into()], &BTreeSet::new()).is_ok());
-        let e = group_fits(&r, &["pve1".into(), "pve2".into()], &BTreeSet::new()).unwrap_err();
+        let e = group_fits(&r, &["pve1".into(), "pve2".into()], &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pve3 4.0 GiB free"), "{e}");
     }
 
@@ -296,7 +342,9 @@ mod tests {
             ],
             &[(100, "pve1", 16), (101, "pve1", 16), (200, "pve2", 4)],
         );
-        let e = preflight(&r, &["pve2".into(), "pve1".into()], &BTreeSet::new()).unwrap_err();
+        let e = preflight(&r, &["pve2".into(), "pve1".into()], &BTreeSet::new())
+            .unwrap_err()
+            .to_string();
         assert!(
             e.starts_with("the cluster cannot hold pve1's running guests (32.0 GiB)"),
             "{e}"
@@ -335,6 +383,11 @@ mod tests {
         );
         r.guests[0].maxmem = None;
         let e = preflight(&r, &["pve1".into()], &BTreeSet::new()).unwrap_err();
+        assert!(
+            matches!(e.error, PlaceError::UnknownMemory { vmid: 100, .. }),
+            "{e:?}"
+        );
+        let e = e.to_string();
         assert!(e.contains("memory of qm 100 (g100) is unknown"), "{e}");
         r.guests[0].maxmem = Some(6 * G);
         assert!(preflight(&r, &["pve1".into()], &BTreeSet::new()).is_ok());

@@ -91,20 +91,38 @@ impl Resources {
     }
 }
 
+/// Why a `pvesh get /cluster/resources` answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ResourcesError {
+    /// Not JSON at all.
+    #[error("pvesh get /cluster/resources is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// JSON, but not an array.
+    #[error("pvesh get /cluster/resources: expected a JSON array")]
+    NotAnArray,
+    /// A `node` item without its name.
+    #[error("a node without `node`")]
+    NodeWithoutName,
+    /// A guest whose `vmid` is missing or outside 100..=999999999 (its `id`, as JSON).
+    #[error("a guest with a bad vmid: {0}")]
+    BadVmid(serde_json::Value),
+    /// A guest without the node it is on.
+    #[error("a guest without `node`")]
+    GuestWithoutNode,
+}
+
 /// Parse `pvesh get /cluster/resources --output-format json` (all types; storage and others are
 /// ignored).
-pub fn parse(json: &str) -> Result<Resources, String> {
-    let v: serde_json::Value = serde_json::from_str(json.trim())
-        .map_err(|e| format!("pvesh get /cluster/resources is not JSON: {e}"))?;
-    let items = v
-        .as_array()
-        .ok_or("pvesh get /cluster/resources: expected a JSON array")?;
+pub fn parse(json: &str) -> Result<Resources, ResourcesError> {
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).map_err(ResourcesError::NotJson)?;
+    let items = v.as_array().ok_or(ResourcesError::NotAnArray)?;
     let mut out = Resources::default();
     for it in items {
         let s = |k: &str| it[k].as_str().map(str::to_string);
         match it["type"].as_str() {
             Some("node") => out.nodes.push(NodeRes {
-                name: s("node").ok_or("a node without `node`")?,
+                name: s("node").ok_or(ResourcesError::NodeWithoutName)?,
                 online: it["status"] == "online",
                 maxmem: it["maxmem"].as_u64().unwrap_or(0),
                 mem: it["mem"].as_u64().unwrap_or(0),
@@ -114,7 +132,7 @@ pub fn parse(json: &str) -> Result<Resources, String> {
                     .as_u64()
                     .and_then(|v| u32::try_from(v).ok())
                     .filter(|v| (100..=999_999_999).contains(v))
-                    .ok_or_else(|| format!("a guest with a bad vmid: {}", it["id"]))?;
+                    .ok_or_else(|| ResourcesError::BadVmid(it["id"].clone()))?;
                 out.guests.push(GuestRes {
                     kind: if t == "qemu" {
                         GuestType::Qemu
@@ -122,7 +140,7 @@ pub fn parse(json: &str) -> Result<Resources, String> {
                         GuestType::Lxc
                     },
                     vmid,
-                    node: s("node").ok_or("a guest without `node`")?,
+                    node: s("node").ok_or(ResourcesError::GuestWithoutNode)?,
                     running: it["status"] == "running",
                     name: s("name").unwrap_or_default(),
                     maxmem: it["maxmem"].as_u64().filter(|m| *m > 0),
@@ -267,6 +285,16 @@ mod tests {
         );
         assert_eq!(config_memory("cores: 2\n[snap]\nmemory: 1024\n"), None);
         assert!(parse(r#"[{"type":"qemu","vmid":5,"node":"x"}]"#).is_err());
+        assert_eq!(
+            parse(r#"[{"id":"qemu/5","type":"qemu","vmid":5,"node":"x"}]"#)
+                .unwrap_err()
+                .to_string(),
+            "a guest with a bad vmid: \"qemu/5\""
+        );
+        assert_eq!(
+            parse("{}").unwrap_err().to_string(),
+            "pvesh get /cluster/resources: expected a JSON array"
+        );
     }
 
     #[test]

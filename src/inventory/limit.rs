@@ -96,9 +96,23 @@ fn split_terms(limit: &str) -> Vec<&str> {
         .collect()
 }
 
+/// A numeric range in a term that cannot be expanded (the reason of a [`LimitError::Syntax`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum RangeError {
+    /// A bound that does not fit a number.
+    #[error("`{0}` is not a number")]
+    NotANumber(String),
+    /// The low bound is above the high one.
+    #[error("range {0}-{1} runs backwards")]
+    Backwards(u64, u64),
+    /// Wider than 100000.
+    #[error("range {0}-{1} is too large")]
+    TooLarge(u64, u64),
+}
+
 /// Expand `prefix[1-3,7]suffix` (numbers only, zero padding kept) into names; `None` when the
 /// brackets do not hold a numeric list (then the term is a glob character class).
-fn expand_range(term: &str) -> Result<Option<Vec<String>>, String> {
+fn expand_range(term: &str) -> Result<Option<Vec<String>>, RangeError> {
     let (Some(open), Some(close)) = (term.find('['), term.find(']')) else {
         return Ok(None);
     };
@@ -133,14 +147,16 @@ fn expand_range(term: &str) -> Result<Option<Vec<String>>, String> {
             0
         };
         let (a, b): (u64, u64) = (
-            lo.parse().map_err(|_| format!("`{lo}` is not a number"))?,
-            hi.parse().map_err(|_| format!("`{hi}` is not a number"))?,
+            lo.parse()
+                .map_err(|_| RangeError::NotANumber(lo.to_string()))?,
+            hi.parse()
+                .map_err(|_| RangeError::NotANumber(hi.to_string()))?,
         );
         if a > b {
-            return Err(format!("range {a}-{b} runs backwards"));
+            return Err(RangeError::Backwards(a, b));
         }
         if b - a > 100_000 {
-            return Err(format!("range {a}-{b} is too large"));
+            return Err(RangeError::TooLarge(a, b));
         }
         for n in a..=b {
             for r in &rest {
@@ -173,7 +189,7 @@ fn parse_term(raw: &str) -> Result<Term, LimitError> {
             return Err(syntax("`@` needs a group name".into()));
         }
         Matcher::Group(g.to_string())
-    } else if let Some(names) = expand_range(body).map_err(syntax)? {
+    } else if let Some(names) = expand_range(body).map_err(|e| syntax(e.to_string()))? {
         Matcher::Names(names)
     } else if body.contains(['*', '?', '[']) {
         Matcher::Glob(
@@ -400,6 +416,16 @@ mod tests {
             select(&inv, Some("@")).unwrap_err(),
             LimitError::Syntax { .. }
         ));
+        assert_eq!(
+            select(&inv, Some("pve[3-1]")).unwrap_err().to_string(),
+            "bad --limit term `pve[3-1]`: range 3-1 runs backwards"
+        );
+        assert_eq!(
+            select(&inv, Some("pve[1-99999999999999999999]"))
+                .unwrap_err()
+                .to_string(),
+            "bad --limit term `pve[1-99999999999999999999]`: `99999999999999999999` is not a number"
+        );
     }
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::remote::{Remote, RemoteError};
 use crate::inventory::Node;
 use crate::quote::shell_quote;
-use crate::ssh::ExitStatus;
+use crate::ssh::{ExitStatus, SshError};
 
 /// The lock directory (created by `mkdir`: atomic across the cluster in pmxcfs).
 pub const LOCK_DIR: &str = "/etc/pve/priv/lock/pvefleet-run";
@@ -282,7 +282,7 @@ pub enum Refusal {
         /// The cluster.
         cluster: Option<String>,
         /// The last node's error.
-        why: String,
+        why: LockUnreachable,
     },
 }
 
@@ -329,20 +329,58 @@ pub fn by_cluster(nodes: &[Node]) -> Vec<(Option<String>, Vec<Node>)> {
     out
 }
 
+/// No node of a cluster could be asked about its lock: the last node's error.
+#[derive(Debug, thiserror::Error)]
+pub enum LockUnreachable {
+    /// The cluster has no node to ask.
+    #[error("no node")]
+    NoNode,
+    /// The last node tried could not be connected to.
+    #[error("{node}: {error}")]
+    Connect {
+        /// The node.
+        node: String,
+        /// Why.
+        error: SshError,
+    },
+    /// The last node tried answered, but the lock could not be taken or read through it.
+    #[error("{node}: {error}")]
+    Lock {
+        /// The node.
+        node: String,
+        /// Why.
+        error: LockError,
+    },
+}
+
 /// Ask the first node of `nodes` that answers; the last error when none does.
-async fn through_any<T, F, Fut>(nodes: &[Node], timeout: Duration, f: F) -> Result<T, String>
+async fn through_any<T, F, Fut>(
+    nodes: &[Node],
+    timeout: Duration,
+    f: F,
+) -> Result<T, LockUnreachable>
 where
     F: Fn(Remote) -> Fut,
     Fut: std::future::Future<Output = Result<T, LockError>>,
 {
-    let mut last = "no node".to_string();
+    let mut last = LockUnreachable::NoNode;
     for n in nodes {
         match Remote::connect(n, timeout).await {
             Ok(r) => match f(r).await {
                 Ok(v) => return Ok(v),
-                Err(e) => last = format!("{}: {e}", n.name),
+                Err(error) => {
+                    last = LockUnreachable::Lock {
+                        node: n.name.clone(),
+                        error,
+                    }
+                }
             },
-            Err(e) => last = format!("{}: {e}", n.name),
+            Err(error) => {
+                last = LockUnreachable::Connect {
+                    node: n.name.clone(),
+                    error,
+                }
+            }
         }
     }
     Err(last)
@@ -466,7 +504,7 @@ impl ClusterLocks {
 pub async fn show_all(
     nodes: &[Node],
     timeout: Duration,
-) -> Vec<(Option<String>, Result<Option<HeldLock>, String>)> {
+) -> Vec<(Option<String>, Result<Option<HeldLock>, LockUnreachable>)> {
     let mut out = Vec::new();
     for (cluster, members) in by_cluster(nodes) {
         let got = through_any(&members, timeout, |r| async move { show(&r).await }).await;
@@ -481,7 +519,7 @@ pub async fn break_all(
     nodes: &[Node],
     run: &str,
     timeout: Duration,
-) -> Vec<(Option<String>, Result<bool, String>)> {
+) -> Vec<(Option<String>, Result<bool, LockUnreachable>)> {
     let mut out = Vec::new();
     for (cluster, members) in by_cluster(nodes) {
         let got = through_any(

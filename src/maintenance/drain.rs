@@ -260,6 +260,18 @@ mod tests {
         ] {
             assert!(listed_running_upids(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            listed_running_upids(r#"[{"upid":"$(reboot)"}]"#)
+                .unwrap_err()
+                .to_string(),
+            "task list: not a UPID: $(reboot)"
+        );
+        assert_eq!(
+            listed_running_upids(r#"[{"status":"RUNNING"}]"#)
+                .unwrap_err()
+                .to_string(),
+            "task list: a task without a upid"
+        );
     }
 
     #[test]
@@ -357,7 +369,7 @@ pub async fn resources(r: &Remote) -> Result<crate::capacity::resources::Resourc
         )));
     }
     let mut res = crate::capacity::resources::parse(&String::from_utf8_lossy(&o.stdout))
-        .map_err(RebootError::Command)?;
+        .map_err(|e| RebootError::Command(e.to_string()))?;
     let unknown: Vec<String> = res
         .guests
         .iter()
@@ -747,7 +759,8 @@ pub async fn running_migration_tasks(
     if o.exit != ExitStatus::Code(0) {
         return Err(cannot(super::remote::first_line(&o.stderr)));
     }
-    let listed = listed_running_upids(&String::from_utf8_lossy(&o.stdout)).map_err(cannot)?;
+    let listed = listed_running_upids(&String::from_utf8_lossy(&o.stdout))
+        .map_err(|e| cannot(e.to_string()))?;
     let mut running = Vec::new();
     for upid in listed {
         let o = r
@@ -768,13 +781,30 @@ pub async fn running_migration_tasks(
     Ok(running)
 }
 
+/// A `pvesh get /nodes/N/tasks` answer that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskListError {
+    /// Not JSON.
+    #[error("task list: {0}")]
+    NotJson(serde_json::Error),
+    /// JSON, but not an array.
+    #[error("task list: not a JSON array")]
+    NotAnArray,
+    /// A running task without its `upid`.
+    #[error("task list: a task without a upid")]
+    NoUpid,
+    /// A `upid` that does not look like one (its first line, sanitised, at most 80 characters).
+    #[error("task list: not a UPID: {0}")]
+    NotAUpid(String),
+}
+
 /// The UPIDs of the tasks a `pvesh get /nodes/N/tasks --source active` answer lists as running
 /// (status `RUNNING`, which the API gives a task that has not recorded an end). A UPID that does
 /// not look like one (`UPID:` and no characters a shell would act on) is refused.
-pub fn listed_running_upids(json: &str) -> Result<Vec<String>, String> {
-    let v: serde_json::Value = serde_json::from_str(json).map_err(|e| format!("task list: {e}"))?;
+pub fn listed_running_upids(json: &str) -> Result<Vec<String>, TaskListError> {
+    let v: serde_json::Value = serde_json::from_str(json).map_err(TaskListError::NotJson)?;
     let Some(tasks) = v.as_array() else {
-        return Err("task list: not a JSON array".into());
+        return Err(TaskListError::NotAnArray);
     };
     let mut out = Vec::new();
     for t in tasks {
@@ -782,17 +812,16 @@ pub fn listed_running_upids(json: &str) -> Result<Vec<String>, String> {
             continue;
         }
         let Some(upid) = t["upid"].as_str() else {
-            return Err("task list: a task without a upid".into());
+            return Err(TaskListError::NoUpid);
         };
         let sane = upid.starts_with("UPID:")
             && upid
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b":@._-!".contains(&b));
         if !sane {
-            return Err(format!(
-                "task list: not a UPID: {}",
-                crate::sanitize::first_line(upid, 80)
-            ));
+            return Err(TaskListError::NotAUpid(crate::sanitize::first_line(
+                upid, 80,
+            )));
         }
         out.push(upid.to_string());
     }

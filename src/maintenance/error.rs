@@ -16,7 +16,7 @@ pub enum RebootError {
     Maintained(String),
     /// Taking the node down would cost the cluster its quorum.
     #[error("{0}")]
-    Quorum(String),
+    Quorum(super::health::QuorumGateError),
     /// No new boot id within the deadline.
     #[error("did not come back with a new boot id within {}", humantime::format_duration(*.0))]
     NeverReturned(std::time::Duration),

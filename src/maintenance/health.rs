@@ -23,17 +23,34 @@ pub fn quorum_of(expected: u32) -> u32 {
     expected / 2 + 1
 }
 
+/// Taking nodes down would cost the cluster its quorum: the numbers [`gate`] was given.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "quorum gate: {total} of {expected} votes present, taking {down} down leaves {} < quorum {}{}",
+    .total.saturating_sub(*.down),
+    quorum_of(*.expected),
+    if *.expected == 2 { " (a 2-node cluster without QDevice cannot lose a node)" } else { "" }
+)]
+pub struct QuorumGateError {
+    /// Expected votes.
+    pub expected: u32,
+    /// Votes present.
+    pub total: u32,
+    /// Votes to be taken down.
+    pub down: u32,
+}
+
 /// Whether taking `down` votes away from `total` keeps quorum; the reason when it does not.
-pub fn gate(expected: u32, total: u32, down: u32) -> Result<(), String> {
+pub fn gate(expected: u32, total: u32, down: u32) -> Result<(), QuorumGateError> {
     let q = quorum_of(expected);
     if total.saturating_sub(down) >= q {
         Ok(())
     } else {
-        Err(format!(
-            "quorum gate: {total} of {expected} votes present, taking {down} down leaves {} < quorum {q}{}",
-            total.saturating_sub(down),
-            if expected == 2 { " (a 2-node cluster without QDevice cannot lose a node)" } else { "" }
-        ))
+        Err(QuorumGateError {
+            expected,
+            total,
+            down,
+        })
     }
 }
 
@@ -99,8 +116,12 @@ mod tests {
     fn the_gate_keeps_quorum() {
         assert!(gate(3, 3, 1).is_ok());
         assert!(gate(3, 2, 1).is_err(), "a second node down loses quorum");
-        let e = gate(2, 2, 1).unwrap_err();
+        let e = gate(2, 2, 1).unwrap_err().to_string();
         assert!(e.contains("2-node cluster"), "{e}");
+        assert_eq!(
+            gate(3, 2, 1).unwrap_err().to_string(),
+            "quorum gate: 2 of 3 votes present, taking 1 down leaves 1 < quorum 2"
+        );
         assert!(gate(5, 5, 2).is_ok());
         assert!(gate(5, 5, 3).is_err());
         assert_eq!(quorum_of(4), 3);

@@ -546,7 +546,9 @@ impl Machine<'_, '_> {
         let (excluded, later) = drain::targets(r, &res, self.cx.cluster, self.cx.rolling).await?;
         let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
         let movable: Vec<&crate::capacity::resources::GuestRes> = plan.movable.iter().collect();
-        let targets = placer.place_all(&movable).map_err(RebootError::Command)?;
+        let targets = placer
+            .place_all(&movable)
+            .map_err(|e| RebootError::Command(e.to_string()))?;
         for (g, target) in plan.movable.iter().zip(targets) {
             self.cancelled()?;
             let gref = GuestRef {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::StepError;
 use super::model::{Playbook, Step};
-use super::template::Templates;
+use super::template::{TemplateError, Templates};
 use crate::inventory::Node;
 use crate::journal::{Journal, NodeHistory};
 use crate::outcome::{GuestPolicy, StepResult, StepStatus};
@@ -111,6 +111,11 @@ impl NodeState<'_> {
         Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
     }
 
+    /// `e` as the step error of the template at `span` of the playbook file.
+    fn template_error(&self, span: std::ops::Range<usize>, e: TemplateError) -> StepError {
+        StepError::Template(self.s.playbook.error_at(span, e.to_string()).to_string())
+    }
+
     pub fn render(
         &self,
         s: &Option<toml::Spanned<String>>,
@@ -125,9 +130,7 @@ impl NodeState<'_> {
                 } else {
                     self.t.text(x.get_ref(), &ctx)
                 };
-                r.map(Some).map_err(|e| {
-                    StepError::Template(self.s.playbook.error_at(x.span(), e).to_string())
-                })
+                r.map(Some).map_err(|e| self.template_error(x.span(), e))
             }
         }
     }
@@ -136,9 +139,9 @@ impl NodeState<'_> {
         items
             .iter()
             .map(|x| {
-                self.t.text(x.get_ref(), &self.ctx(None)).map_err(|e| {
-                    StepError::Template(self.s.playbook.error_at(x.span(), e).to_string())
-                })
+                self.t
+                    .text(x.get_ref(), &self.ctx(None))
+                    .map_err(|e| self.template_error(x.span(), e))
             })
             .collect()
     }
@@ -150,7 +153,7 @@ impl NodeState<'_> {
     ) -> Result<bool, StepError> {
         self.t
             .truth(x.get_ref(), &self.ctx(extra))
-            .map_err(|e| StepError::Template(self.s.playbook.error_at(x.span(), e).to_string()))
+            .map_err(|e| self.template_error(x.span(), e))
     }
 }
 

@@ -36,22 +36,32 @@ impl BatchSize {
     }
 
     /// Nodes per batch for `total` targeted nodes.
-    pub fn resolve(&self, total: usize) -> Result<usize, String> {
+    pub fn resolve(&self, total: usize) -> Result<usize, BatchSizeError> {
         match self {
-            BatchSize::Count(n) if *n < 1 => Err(format!("batch = {n}: expected at least 1 node")),
+            BatchSize::Count(n) if *n < 1 => Err(BatchSizeError::TooFew(*n)),
             BatchSize::Count(n) => Ok(usize::try_from(*n).unwrap_or(usize::MAX)),
             BatchSize::Percent(p) => {
                 let v: f64 = p
                     .strip_suffix('%')
                     .and_then(|v| v.trim().parse().ok())
                     .filter(|v: &f64| *v > 0.0 && *v <= 100.0)
-                    .ok_or_else(|| {
-                        format!("batch = {p:?}: expected a number of nodes (at least 1), a percentage above 0% and at most 100% like \"25%\", or \"auto\"")
-                    })?;
+                    .ok_or_else(|| BatchSizeError::NotAPercentage(p.clone()))?;
                 Ok(((total as f64 * v / 100.0).floor() as usize).max(1))
             }
         }
     }
+}
+
+/// A `batch` that gives no number of nodes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchSizeError {
+    /// A count below 1.
+    #[error("batch = {0}: expected at least 1 node")]
+    TooFew(i64),
+    /// A string that is not a percentage above 0% and at most 100% (`"auto"` included: it is
+    /// sized by the cluster, not resolved).
+    #[error("batch = {0:?}: expected a number of nodes (at least 1), a percentage above 0% and at most 100% like \"25%\", or \"auto\"")]
+    NotAPercentage(String),
 }
 
 /// `[strategy]`.

@@ -17,8 +17,10 @@ use super::model::Mode;
 use crate::exec::NodeStatus;
 use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
-use crate::maintenance::health::{gate, votes};
+use crate::maintenance::error::RebootError;
+use crate::maintenance::health::{gate, votes, QuorumGateError};
 use crate::maintenance::remote::Remote;
+use crate::ssh::SshError;
 
 /// Order nodes: the strategy's explicit order first, then inventory order.
 pub fn ordered(nodes: Vec<Node>, order: &[String]) -> Vec<Node> {
@@ -70,12 +72,36 @@ async fn run_many(
         .collect()
 }
 
+/// Why a batch did not pass its quorum gate.
+#[derive(Debug, thiserror::Error)]
+enum GateError {
+    /// The node asked could not be connected to.
+    #[error("{node}: {error}")]
+    Connect {
+        /// The node asked (the batch's first).
+        node: String,
+        /// Why.
+        error: SshError,
+    },
+    /// The node could not tell the cluster's votes.
+    #[error("{node}: {error}")]
+    Votes {
+        /// The node asked.
+        node: String,
+        /// Why.
+        error: RebootError,
+    },
+    /// Taking the batch down would cost the cluster its quorum.
+    #[error("{0}")]
+    Quorum(QuorumGateError),
+}
+
 /// The quorum gate before a batch: the batch's nodes that will reboot (by the run's plan, all
 /// of them when it is not known) may go down together without costing the cluster its quorum.
 async fn check_gate(
     batch: &[Node],
     planned: Option<&std::collections::BTreeSet<String>>,
-) -> Result<(), String> {
+) -> Result<(), GateError> {
     let down = batch
         .iter()
         .filter(|n| planned.is_none_or(|p| p.contains(&n.name)))
@@ -87,12 +113,18 @@ async fn check_gate(
     let node = &batch[0];
     let r = Remote::connect(node, Duration::from_secs(30))
         .await
-        .map_err(|e| format!("{}: {e}", node.name))?;
-    let v = votes(&r).await.map_err(|e| format!("{}: {e}", node.name));
+        .map_err(|error| GateError::Connect {
+            node: node.name.clone(),
+            error,
+        })?;
+    let v = votes(&r).await.map_err(|error| GateError::Votes {
+        node: node.name.clone(),
+        error,
+    });
     r.session.close().await;
     match v? {
         None => Ok(()),
-        Some((expected, total, _)) => gate(expected, total, down),
+        Some((expected, total, _)) => gate(expected, total, down).map_err(GateError::Quorum),
     }
 }
 
@@ -304,6 +336,7 @@ async fn roll(
         }
         if reboots {
             if let Err(e) = check_gate(batch, s.planned_reboots.as_ref()).await {
+                let e = e.to_string();
                 tracing::warn!("{e}");
                 halted = Some(format!("halted: {e}"));
                 let mut rs: Vec<NodeRun> = batch

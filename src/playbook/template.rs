@@ -7,9 +7,25 @@
 use std::collections::HashSet;
 
 use minijinja::value::Value;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
 
 use crate::quote::shell_quote;
+
+/// A template or condition that could not be compiled or evaluated; the message is minijinja's,
+/// without its `(in <string>:1)` location (the caller gives the real one).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// It uses a variable (or an attribute, an item) that is not defined.
+    #[error("{0}")]
+    Undefined(String),
+    /// It is not valid template or expression syntax.
+    #[error("{0}")]
+    Syntax(String),
+    /// Anything else that failed while rendering or evaluating (a bad filter argument, an
+    /// operation on the wrong types, ...).
+    #[error("{0}")]
+    Render(String),
+}
 
 /// The two template environments.
 pub struct Templates {
@@ -60,7 +76,7 @@ impl Templates {
     }
 
     /// Render file content or a plain value.
-    pub fn text(&self, src: &str, ctx: &Value) -> Result<String, String> {
+    pub fn text(&self, src: &str, ctx: &Value) -> Result<String, TemplateError> {
         if !src.contains("{{") && !src.contains("{%") {
             return Ok(src.to_string());
         }
@@ -73,7 +89,7 @@ impl Templates {
     }
 
     /// Render a shell command: interpolated values are quoted.
-    pub fn command(&self, src: &str, ctx: &Value) -> Result<String, String> {
+    pub fn command(&self, src: &str, ctx: &Value) -> Result<String, TemplateError> {
         if !src.contains("{{") && !src.contains("{%") {
             return Ok(src.to_string());
         }
@@ -81,13 +97,13 @@ impl Templates {
     }
 
     /// Evaluate a condition.
-    pub fn truth(&self, expr: &str, ctx: &Value) -> Result<bool, String> {
+    pub fn truth(&self, expr: &str, ctx: &Value) -> Result<bool, TemplateError> {
         let e = self.text.compile_expression(expr).map_err(describe)?;
         e.eval(ctx).map(|v| v.is_true()).map_err(describe)
     }
 
     /// Top-level variables a template or expression uses (syntax errors reported).
-    pub fn variables(&self, src: &str, expression: bool) -> Result<HashSet<String>, String> {
+    pub fn variables(&self, src: &str, expression: bool) -> Result<HashSet<String>, TemplateError> {
         if expression {
             let e = self.text.compile_expression(src).map_err(describe)?;
             Ok(e.undeclared_variables(false))
@@ -98,13 +114,17 @@ impl Templates {
     }
 }
 
-fn describe(e: minijinja::Error) -> String {
+fn describe(e: minijinja::Error) -> TemplateError {
     let mut s = e.to_string();
     // minijinja appends "(in <string>:1)"; the caller gives the real location.
     if let Some(i) = s.find(" (in <") {
         s.truncate(i);
     }
-    s
+    match e.kind() {
+        ErrorKind::UndefinedError => TemplateError::Undefined(s),
+        ErrorKind::SyntaxError => TemplateError::Syntax(s),
+        _ => TemplateError::Render(s),
+    }
 }
 
 #[cfg(test)]
@@ -149,13 +169,21 @@ mod tests {
     fn undefined_variables_are_errors() {
         let t = Templates::new();
         let e = t.text("{{ nope }}", &ctx()).unwrap_err();
+        assert!(matches!(e, TemplateError::Undefined(_)), "{e:?}");
+        let e = e.to_string();
         assert!(e.contains("undefined"), "{e}");
-        assert!(t.truth("nope == 1", &ctx()).is_err());
+        assert!(matches!(
+            t.truth("nope == 1", &ctx()),
+            Err(TemplateError::Undefined(_))
+        ));
         assert!(t.truth("n > 2", &ctx()).unwrap());
         let vars = t
             .variables("{{ node.name }} {{ gpu_mode }}", false)
             .unwrap();
         assert!(vars.contains("gpu_mode") && vars.contains("node"));
-        assert!(t.variables("{{ unclosed", false).is_err());
+        assert!(matches!(
+            t.variables("{{ unclosed", false),
+            Err(TemplateError::Syntax(_))
+        ));
     }
 }

@@ -176,7 +176,7 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
     {
         // Any node count works for the check: a valid size resolves for every count.
         if let Err(e) = b.get_ref().resolve(100) {
-            return Err(pb.error_at(b.span(), e));
+            return Err(pb.error_at(b.span(), e.to_string()));
         }
     }
     for g in &pb.file.gather {
@@ -328,7 +328,7 @@ pub fn check_variables(pb: &Playbook, known: &HashSet<String>) -> Result<(), Sou
         for (tpl, expr) in templates_of(s) {
             let used = t
                 .variables(tpl.get_ref(), expr)
-                .map_err(|e| pb.error_at(tpl.span(), e))?;
+                .map_err(|e| pb.error_at(tpl.span(), e.to_string()))?;
             let is_result_expr = [&s.changed_when, &s.failed_when]
                 .iter()
                 .any(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x, tpl)));

@@ -287,10 +287,9 @@ pub(crate) fn fixture(path: &str) -> String {
 mod thresholds_tests {
     use super::Thresholds;
 
-    fn load(text: &str) -> Result<Thresholds, String> {
+    fn load(text: &str) -> Result<Thresholds, crate::inventory::SourceError> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
             crate::inventory::SourceError::from_toml(std::path::Path::new("t.toml"), text, &e)
-                .to_string()
         })
     }
 
@@ -306,7 +305,7 @@ mod thresholds_tests {
             ("clock_ticket_s = -5.0\n", 18, "negative"),
             ("disk_warn_pct = 120\n", 17, "above 100"),
         ] {
-            let e = load(text).unwrap_err();
+            let e = load(text).unwrap_err().to_string();
             let line = text.lines().count();
             assert!(
                 e.starts_with(&format!("t.toml:{line}:{col}")),

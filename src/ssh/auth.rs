@@ -51,22 +51,53 @@ pub fn identity_candidates(explicit: &[PathBuf], from_config: &[PathBuf]) -> Vec
     out
 }
 
+/// Why an identity file gave no key (one entry of what [`SshError::AuthFailed`] says was tried).
+#[derive(Debug, thiserror::Error)]
+enum KeyError {
+    /// The file is not a key this client can read.
+    #[error("{}: cannot load key: {error}", .path.display())]
+    Unloadable {
+        /// The identity file.
+        path: PathBuf,
+        /// Why.
+        error: russh::keys::Error,
+    },
+    /// Encrypted, and no terminal to ask for its passphrase.
+    #[error("{} is encrypted and there is no terminal to ask for its passphrase; load it into ssh-agent (ssh-add) or use an unencrypted key", .0.display())]
+    NoTerminal(PathBuf),
+    /// The passphrase could not be read from the terminal.
+    #[error("{0}")]
+    Prompt(std::io::Error),
+    /// Encrypted, and the passphrase given does not open it.
+    #[error("{}: wrong passphrase or unreadable key: {error}", .path.display())]
+    WrongPassphrase {
+        /// The identity file.
+        path: PathBuf,
+        /// Why.
+        error: russh::keys::Error,
+    },
+    /// The task asking for the passphrase did not finish.
+    #[error("{0}")]
+    Prompter(tokio::task::JoinError),
+}
+
 /// Load a private key, asking for its passphrase on the terminal if it is encrypted.
-async fn load_key(path: &Path) -> Result<Arc<PrivateKey>, String> {
+async fn load_key(path: &Path) -> Result<Arc<PrivateKey>, KeyError> {
     if let Some(k) = key_cache().lock().expect("key cache").get(path) {
         return Ok(k.clone());
     }
     match russh::keys::load_secret_key(path, None) {
         Ok(k) => return Ok(Arc::new(k)),
         Err(russh::keys::Error::KeyIsEncrypted) => {}
-        Err(e) => return Err(format!("{}: cannot load key: {e}", path.display())),
+        Err(error) => {
+            return Err(KeyError::Unloadable {
+                path: path.to_path_buf(),
+                error,
+            })
+        }
     }
     if !std::io::stdin().is_terminal() {
-        return Err(format!(
-            "{} is encrypted and there is no terminal to ask for its passphrase; \
-             load it into ssh-agent (ssh-add) or use an unencrypted key",
-            path.display()
-        ));
+        return Err(KeyError::NoTerminal(path.to_path_buf()));
     }
     let _guard = prompt_lock().lock().await;
     if let Some(k) = key_cache().lock().expect("key cache").get(path) {
@@ -75,16 +106,16 @@ async fn load_key(path: &Path) -> Result<Arc<PrivateKey>, String> {
     let prompt = format!("Enter passphrase for key '{}': ", path.display());
     let path_buf = path.to_path_buf();
     let key = tokio::task::spawn_blocking(move || {
-        let pass = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
-        russh::keys::load_secret_key(&path_buf, Some(&pass)).map_err(|e| {
-            format!(
-                "{}: wrong passphrase or unreadable key: {e}",
-                path_buf.display()
-            )
+        let pass = rpassword::prompt_password(prompt).map_err(KeyError::Prompt)?;
+        russh::keys::load_secret_key(&path_buf, Some(&pass)).map_err(|error| {
+            KeyError::WrongPassphrase {
+                path: path_buf.clone(),
+                error,
+            }
         })
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(KeyError::Prompter)??;
     let key = Arc::new(key);
     key_cache()
         .lock()
@@ -151,7 +182,7 @@ pub async fn authenticate<H: russh::client::Handler>(
         let key = match load_key(path).await {
             Ok(k) => k,
             Err(reason) => {
-                tried.push(reason);
+                tried.push(reason.to_string());
                 continue;
             }
         };

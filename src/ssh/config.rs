@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ssh2_config::{ParseRule, SshConfig};
+use ssh2_config::{ParseRule, SshConfig, SshParserError};
 
 /// What ssh_config says about one host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -23,8 +23,18 @@ pub struct HostConfig {
     pub proxy_jump: Option<String>,
 }
 
+/// An ssh_config file that exists but cannot be parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", .file.display())]
+pub struct ConfigError {
+    /// The file.
+    pub file: PathBuf,
+    /// What the parser said.
+    pub error: SshParserError,
+}
+
 /// Read `file` (missing file: empty config) and query it for `host`.
-pub fn lookup(file: &Path, host: &str) -> Result<HostConfig, String> {
+pub fn lookup(file: &Path, host: &str) -> Result<HostConfig, ConfigError> {
     let Ok(f) = std::fs::File::open(file) else {
         return Ok(HostConfig::default());
     };
@@ -34,7 +44,10 @@ pub fn lookup(file: &Path, host: &str) -> Result<HostConfig, String> {
             &mut reader,
             ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
         )
-        .map_err(|e| format!("{}: {e}", file.display()))?;
+        .map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            error: e,
+        })?;
     let p = config.query(host);
     let home = crate::paths::home_dir();
     let expand = |path: &PathBuf| -> PathBuf {

@@ -292,7 +292,9 @@ struct Resolved {
 
 fn resolve(spec: &ConnectSpec) -> Result<Resolved, SshError> {
     let cfg = match &spec.ssh_config {
-        Some(file) => config::lookup(file, &spec.name).map_err(SshError::Protocol)?,
+        Some(file) => {
+            config::lookup(file, &spec.name).map_err(|e| SshError::Protocol(e.to_string()))?
+        }
         None => config::HostConfig::default(),
     };
     // The inventory's address wins, unless it is just the node's name (the default), in which
