@@ -102,6 +102,9 @@ pub enum DurationError {
     /// Zero: every deadline would pass at once.
     #[error("a timeout of 0 would time out every command at once; expected a duration above zero like 30s or 5m")]
     Zero,
+    /// Below the millisecond every deadline counts in: no command or connection can finish.
+    #[error("a timeout of {0:?} is below a millisecond: no SSH connection or command finishes in it; expected a duration like 30s or 5m")]
+    TooShort(Duration),
     /// Not a duration humantime reads.
     #[error("expected a duration like 30s or 5m: {0}")]
     Invalid(humantime::DurationError),
@@ -111,6 +114,7 @@ pub enum DurationError {
 pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     match humantime::parse_duration(s) {
         Ok(d) if d.is_zero() => Err(DurationError::Zero),
+        Ok(d) if d < Duration::from_millis(1) => Err(DurationError::TooShort(d)),
         Ok(d) => Ok(d),
         Err(e) => Err(DurationError::Invalid(e)),
     }
@@ -454,6 +458,11 @@ mod tests {
             parse_duration("0s").unwrap_err().to_string(),
             "a timeout of 0 would time out every command at once; expected a duration above zero like 30s or 5m"
         );
+        assert!(matches!(
+            parse_duration("1ns"),
+            Err(DurationError::TooShort(_))
+        ));
+        assert_eq!(parse_duration("1ms"), Ok(Duration::from_millis(1)));
         let e = parse_duration("soon").unwrap_err();
         assert!(matches!(e, DurationError::Invalid(_)), "{e:?}");
         assert!(

@@ -20,9 +20,19 @@ fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| {
+    let t: Thresholds = toml::from_str(&text).map_err(|e| {
         AppError::BadInput(crate::inventory::SourceError::from_toml(path, &text, &e).to_string())
-    })
+    })?;
+    t.check_order().map_err(|e| {
+        // Located at the key that is too high, where the file sets it.
+        let at = text
+            .lines()
+            .position(|l| l.trim_start().starts_with(e.lower))
+            .map(|i| format!(":{}:1", i + 1))
+            .unwrap_or_default();
+        AppError::BadInput(format!("{}{at}: {e}", path.display()))
+    })?;
+    Ok(t)
 }
 
 fn probe_list(names: &[String]) -> Result<Vec<String>, AppError> {

@@ -109,6 +109,59 @@ fn percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
     Ok(v)
 }
 
+/// Two thresholds the wrong way round (a WARN level above its FAIL level): a node would FAIL
+/// before it ever WARNs.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{lower} ({lower_value}) is above {higher} ({higher_value}): a node would be graded by the higher level first; expected {lower} <= {higher}")]
+pub struct ThresholdOrder {
+    /// The key that must be the smaller.
+    pub lower: &'static str,
+    /// Its value.
+    pub lower_value: f64,
+    /// The key that must be the larger.
+    pub higher: &'static str,
+    /// Its value.
+    pub higher_value: f64,
+}
+
+impl Thresholds {
+    /// Each WARN level at most its FAIL level (clock, disk), and the clock's FAIL level at most
+    /// the ticket limit.
+    pub fn check_order(&self) -> Result<(), ThresholdOrder> {
+        let pairs = [
+            (
+                "clock_warn_s",
+                self.clock_warn_s,
+                "clock_fail_s",
+                self.clock_fail_s,
+            ),
+            (
+                "clock_fail_s",
+                self.clock_fail_s,
+                "clock_ticket_s",
+                self.clock_ticket_s,
+            ),
+            (
+                "disk_warn_pct",
+                f64::from(self.disk_warn_pct),
+                "disk_fail_pct",
+                f64::from(self.disk_fail_pct),
+            ),
+        ];
+        for (lower, lower_value, higher, higher_value) in pairs {
+            if lower_value > higher_value {
+                return Err(ThresholdOrder {
+                    lower,
+                    lower_value,
+                    higher,
+                    higher_value,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
@@ -291,6 +344,26 @@ mod thresholds_tests {
         toml::from_str(text).map_err(|e: toml::de::Error| {
             crate::inventory::SourceError::from_toml(std::path::Path::new("t.toml"), text, &e)
         })
+    }
+
+    #[test]
+    fn a_warn_level_above_its_fail_level_is_refused() {
+        let t = load("clock_warn_s = 10\nclock_fail_s = 5\n").unwrap();
+        let e = t.check_order().unwrap_err();
+        assert_eq!(e.lower, "clock_warn_s");
+        assert_eq!(
+            e.to_string(),
+            "clock_warn_s (10) is above clock_fail_s (5): a node would be graded by the higher level first; expected clock_warn_s <= clock_fail_s"
+        );
+        assert_eq!(
+            load("disk_warn_pct = 99\n")
+                .unwrap()
+                .check_order()
+                .unwrap_err()
+                .higher,
+            "disk_fail_pct"
+        );
+        assert!(Thresholds::default().check_order().is_ok());
     }
 
     #[test]

@@ -214,6 +214,35 @@ fn a_zero_timeout_on_the_command_line_is_a_usage_error() {
         );
         assert!(out.stdout.is_empty(), "{zero}: ran something");
     }
+    // Issue 16: below a millisecond is refused too (it used to be taken).
+    let out = pvefleet(
+        dir.path(),
+        &["-i", &inv, "--timeout", "1ns", "exec", "--", "true"],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("is below a millisecond"), "{err}");
+}
+
+/// Issue 16: thresholds the wrong way round (WARN above FAIL) are refused at the key, exit 65,
+/// before any node is asked.
+#[test]
+fn audit_thresholds_with_warn_above_fail_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = five_nodes(dir.path());
+    let t = write(
+        dir.path(),
+        "t.toml",
+        "clock_fail_s = 5\nclock_warn_s = 10\n",
+    );
+    let out = pvefleet(dir.path(), &["-i", &inv, "audit", "--thresholds", &t]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(65), "{err}");
+    assert!(
+        err.contains("t.toml:2:1: clock_warn_s (10) is above clock_fail_s (5)"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
 }
 
 #[test]
