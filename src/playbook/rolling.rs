@@ -96,6 +96,21 @@ enum GateError {
     Quorum(QuorumGateError),
 }
 
+impl GateError {
+    /// The node asked, when it was lost (not reached, or its connection dropped) and the status
+    /// that gives it (`unreachable`, `timeout`).
+    fn lost(&self) -> Option<(&str, NodeStatus)> {
+        match self {
+            GateError::Connect { node, error } => Some((node, NodeStatus::of_connect_error(error))),
+            GateError::Votes {
+                node,
+                error: RebootError::Ssh(e),
+            } => Some((node, NodeStatus::of_ssh_error(e))),
+            _ => None,
+        }
+    }
+}
+
 /// The quorum gate before a batch: the batch's nodes that will reboot (by the run's plan, all
 /// of them when it is not known) may go down together without costing the cluster its quorum.
 async fn check_gate(
@@ -335,19 +350,33 @@ async fn roll(
             continue;
         }
         if reboots {
-            if let Err(e) = check_gate(batch, s.planned_reboots.as_ref()).await {
-                let e = e.to_string();
+            if let Err(err) = check_gate(batch, s.planned_reboots.as_ref()).await {
+                let e = err.to_string();
                 tracing::warn!("{e}");
                 halted = Some(format!("halted: {e}"));
-                let mut rs: Vec<NodeRun> = batch
-                    .iter()
-                    .map(|n| {
-                        let mut r = NodeRun::not_started(&n.name, &e);
-                        r.not_started = false;
-                        r.status = NodeStatus::Failed;
-                        r
-                    })
-                    .collect();
+                // The node asked was lost: it is unreachable (or timed out), as it would be
+                // in any step; the rest of the batch could not be gated, so it fails. Each is
+                // journaled.
+                let lost = err.lost();
+                let mut rs: Vec<NodeRun> = Vec::new();
+                for n in batch {
+                    let mut r = NodeRun::not_started(&n.name, &e);
+                    r.not_started = false;
+                    r.status = match lost {
+                        Some((node, status)) if node == n.name => status,
+                        _ => NodeStatus::Failed,
+                    };
+                    if let Some(j) = &s.journal {
+                        j.record(
+                            &n.name,
+                            crate::journal::Event::NodeFailed {
+                                error: format!("quorum gate: {e}"),
+                            },
+                        )
+                        .await;
+                    }
+                    rs.push(r);
+                }
                 after_batch(&rs);
                 results.append(&mut rs);
                 continue;

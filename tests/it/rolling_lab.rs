@@ -599,3 +599,54 @@ fn a_node_lost_after_the_gate_stops_the_reboot_that_would_cost_quorum() {
     assert_eq!(lab.boots("pve1"), 1, "pve1 not rebooted");
     assert_eq!(v["nodes"][0]["rebooted"], false);
 }
+
+/// Issue 16: the node the quorum gate asks is lost before its batch (sshd stopped while pve1
+/// ran: its vote stays, so pve1's own reboot goes ahead). pve2 is `unreachable`, the run exits
+/// 3 (not 2), and the journal records it. Before, the node ended `failed`, exit 2, with nothing
+/// journaled for it.
+#[test]
+fn a_node_lost_at_the_quorum_gate_is_unreachable_and_journaled() {
+    let Some(lab) = Lab::up("gate_lost", 149, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let child = env.spawn(
+        &lab,
+        &[
+            "-l",
+            "pve[1-2]",
+            "--json",
+            "run",
+            "--yes",
+            "-e",
+            "pause=3",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert!(env.wait_event(30, |e| e["node"] == "pve1"
+        && e["event"] == "step_started"
+        && e["data"]["step"] == "pause"));
+    lab.fault("pve2", &["sshd-stop"]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let v = crate::common::bin::json_of(&out);
+    assert_eq!(v["nodes"][0]["status"], "ok", "{v}");
+    assert_eq!(v["nodes"][1]["status"], "unreachable", "{v}");
+    assert!(
+        v["nodes"][1]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("pve2: "),
+        "{v}"
+    );
+    assert!(
+        env.events()
+            .iter()
+            .any(|e| e["node"] == "pve2" && e["event"] == "node_failed"),
+        "journaled"
+    );
+    assert_eq!(lab.boots("pve1"), 2);
+    lab.clear("pve2", Some("sshd-stop"));
+    assert_eq!(lab.boots("pve2"), 1);
+}
