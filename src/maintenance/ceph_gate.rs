@@ -105,6 +105,30 @@ pub async fn check_health(
     )))
 }
 
+/// How long a run waits for a Ceph that is not healthy to become so, before a node's reboot.
+pub const SETTLE: Duration = Duration::from_secs(20);
+
+/// [`check_health`], giving a Ceph that is not healthy up to `settle` to become so (asked every
+/// 2 s): real Ceph re-peers a PG for a moment just after a recovery (`PG_AVAILABILITY ... 1 pg
+/// peering`, seen on the lab's Ceph 16 between two nodes of a rolling run).
+pub async fn check_health_settled(
+    r: &Remote,
+    accepted: &[String],
+    own_noout: bool,
+    settle: Duration,
+) -> Result<(), RebootError> {
+    let until = Instant::now() + settle;
+    loop {
+        match check_health(r, accepted, own_noout).await {
+            Err(RebootError::Ceph(why)) if Instant::now() < until => {
+                tracing::info!(node = %r.node.name, %why, "waiting for Ceph to settle");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The node's OSD ids (`ceph osd ls-tree HOST`).
 pub async fn osds_of(r: &Remote, host: &str) -> Result<Vec<i64>, RebootError> {
     let o = r

@@ -10,8 +10,9 @@
 //!   the drain will place it, HA-managed guests included, over the nodes the drain may use) and
 //!   which cannot move (host devices, local disks, a lock), which `--guests refuse` refuses;
 //!   without a drain, which running guests the policy refuses, shuts down or leaves running;
-//! - Ceph (when the node has it): health, apart from accepted warnings, and `ok-to-stop` for the
-//!   node's OSDs and its monitor;
+//! - Ceph (when the node has it): health, apart from accepted warnings (the run gives a Ceph
+//!   that is not healthy [`CEPH_SETTLE`] to become so: real Ceph re-peers a PG for a moment just
+//!   after a recovery), and `ok-to-stop` for the node's OSDs and its monitor;
 //! - dpkg: nothing half-way (`dpkg --audit` empty), as a node is not rebooted in the middle of
 //!   someone else's package run.
 //!
@@ -26,6 +27,8 @@ use crate::capacity::resources::GuestRes;
 use crate::inventory::Node;
 use crate::outcome::GuestPolicy;
 
+pub use super::ceph_gate::SETTLE as CEPH_SETTLE;
+
 /// What the reboot step of the run will do, as far as this check needs it.
 pub struct Ask<'a> {
     /// The run's guest policy.
@@ -38,6 +41,10 @@ pub struct Ask<'a> {
     pub cluster: &'a [Node],
     /// The rolling run as a drain sees it.
     pub rolling: &'a std::sync::Mutex<RollingView>,
+    /// How long a Ceph that is not healthy may take to become so before the node is refused
+    /// (the run: a PG re-peering for a moment just after the previous node's recovery is not a
+    /// reason to stop; the plan answers at once).
+    pub ceph_settle: std::time::Duration,
 }
 
 /// The node can finish its reboot: what was found, one line each (quorum, guests, Ceph, dpkg).
@@ -159,7 +166,7 @@ async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> 
     if !super::ceph_gate::detect(r).await? {
         return Ok(None);
     }
-    super::ceph_gate::check_health(r, &ask.ceph_accept, false).await?;
+    super::ceph_gate::check_health_settled(r, &ask.ceph_accept, false, ask.ceph_settle).await?;
     super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
     Ok(Some(
         "ceph: healthy enough, ok-to-stop for the node's OSDs and monitor".into(),

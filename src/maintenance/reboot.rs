@@ -589,7 +589,13 @@ impl Machine<'_, '_> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
-        super::ceph_gate::check_health(r, &self.cx.ceph_accept, self.noout.is_some()).await?;
+        super::ceph_gate::check_health_settled(
+            r,
+            &self.cx.ceph_accept,
+            self.noout.is_some(),
+            super::ceph_gate::SETTLE,
+        )
+        .await?;
         super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
         Ok(())
     }

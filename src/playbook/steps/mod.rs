@@ -136,6 +136,11 @@ pub(crate) fn readiness_ask<'a>(
         ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
         cluster: &st.s.cluster,
         rolling: &st.s.rolling,
+        ceph_settle: if st.s.check {
+            Duration::ZERO
+        } else {
+            readiness::CEPH_SETTLE
+        },
     })
 }
 
