@@ -79,7 +79,7 @@ fn injected_faults_give_exactly_their_findings() {
     lab.fault("pve1", &["clock", "+90"]);
     lab.fault("pve2", &["rrd-zero", "2"]);
     lab.fault("pve3", &["offload-hang"]);
-    std::thread::sleep(std::time::Duration::from_secs(11)); // pmxcfs logs every 10 s
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
     let (code, v) = audit_json(&lab);
     assert_eq!(code, Some(2), "failures give exit 2");
     schema_check(&v);

@@ -76,7 +76,7 @@ fn the_matrix_fits_80_and_120_column_terminals() {
     lab.fault("pve1", &["clock", "+90"]);
     lab.fault("pve2", &["rrd-zero", "2"]);
     lab.fault("pve3", &["offload-hang"]);
-    std::thread::sleep(std::time::Duration::from_secs(11)); // pmxcfs logs every 10 s
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
 
     for cols in [80, 120] {
         let screen = audit_on_terminal(&lab, cols, "");
@@ -192,7 +192,7 @@ fn compare_shows_what_is_new_resolved_and_still_open_since_an_earlier_audit() {
     // The clock is fixed, two RRD files break; the NIC still hangs.
     lab.clear("pve1", Some("clock"));
     lab.fault("pve2", &["rrd-zero", "2"]);
-    std::thread::sleep(std::time::Duration::from_secs(11)); // pmxcfs logs every 10 s
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
     let out = pvefleet(&[
         "-i",
         inv,

@@ -196,14 +196,18 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     }
     let fleet = Fleet::start(26, 3);
     let inv = fleet.inventory("");
-    let cmd = "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) sleep 30;; esac";
+    // `sleep 30.026`: a process name no other test's command has, to wait for below.
+    let cmd = "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) sleep 30.026;; esac";
     let child = command()
         .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", cmd])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Interrupted once the two slow nodes run their command.
+    assert!(crate::common::wait::eventually(20, || {
+        crate::common::sshd::sh("pgrep -xfc 'sleep 30.026' || true").trim() == "2"
+    }));
     crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -237,13 +241,16 @@ fn a_node_lost_mid_command_is_unreachable_within_the_connect_timeout() {
             "--json",
             "exec",
             "--",
-            "sleep 4; echo done",
+            "sleep 4.030; echo done",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Black-holed once both nodes run the command (`sleep 4.030`: no other test's).
+    assert!(crate::common::wait::eventually(20, || {
+        crate::common::sshd::sh("pgrep -xfc 'sleep 4.030' || true").trim() == "2"
+    }));
     let _hole = BlackHole::both_ways(&fleet.servers[1].addr);
     let dropped = Instant::now();
     let deadline = dropped + Duration::from_secs(20);

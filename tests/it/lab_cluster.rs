@@ -8,21 +8,8 @@
 use std::time::{Duration, Instant};
 
 use crate::common::lab::Lab;
+use crate::common::wait::eventually;
 use serde_json::Value;
-
-/// Poll `f` every 200 ms until it returns true or `secs` pass; whether it did.
-fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn json(lab: &Lab, node: &str, cmd: &str) -> Value {
     let out = lab.sh(node, cmd);

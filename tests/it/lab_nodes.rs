@@ -433,7 +433,7 @@ fn faults_appear_and_clear() {
 
     // RRD 0-byte files: the journal lines keep coming while the files exist.
     lab.fault("pve2", &["rrd-zero", "2"]);
-    std::thread::sleep(std::time::Duration::from_secs(11));
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
     let j = lab.sh(
         "pve2",
         "journalctl -u pve-cluster -u rrdcached --since -2min -o short-iso --no-pager -q",

@@ -6,6 +6,7 @@
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, signal, write_playbook, Env};
+use crate::common::wait::eventually;
 use std::time::Duration;
 
 /// A rolling playbook: one line written, then a draining reboot when it changed.
@@ -788,18 +789,6 @@ fn locked_on(lab: &Lab, node: &str, id: u32) -> bool {
     .unwrap_or(false)
 }
 
-/// Wait (up to `secs`) until `f` holds.
-fn wait_until(secs: u64, f: impl Fn() -> bool) -> bool {
-    let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
-
 /// Whether the lab's HA stack has pve1 in node maintenance.
 fn pve1_in_maintenance(lab: &Lab) -> bool {
     lab.sh("pve2", "ha-manager status")
@@ -837,7 +826,7 @@ fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
         panic!("{}", text(&out.stderr));
     }
     assert!(
-        wait_until(60, || locked_on(&lab, "pve2", 101)
+        eventually(60, || locked_on(&lab, "pve2", 101)
             || locked_on(&lab, "pve3", 101)),
         "the return migration started"
     );
@@ -846,7 +835,7 @@ fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
     let _ = child.wait_with_output();
     assert_eq!(lab.boots("pve1"), 2, "killed after the reboot");
     assert!(
-        wait_until(30, || where_is(&lab, 101).0 == "pve1"),
+        eventually(30, || where_is(&lab, 101).0 == "pve1"),
         "the return goes on without the controller and completes"
     );
     let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
@@ -951,7 +940,7 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
         && e["event"] == "guest_moved"
         && e["data"]["phase"] == "intent"));
     assert!(
-        wait_until(20, || locked_on(&lab, "pve1", 101)),
+        eventually(20, || locked_on(&lab, "pve1", 101)),
         "the first migration started"
     );
     signal(&child, "TERM");

@@ -59,7 +59,7 @@ fn fix_rrd_and_sync_clock_plans_are_what_the_runs_do() {
     let env = Env::new();
     lab.fault("pve1", &["clock", "+45"]);
     lab.fault("pve2", &["rrd-zero", "2"]);
-    std::thread::sleep(std::time::Duration::from_secs(11));
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
     plan_equals_run(&env, &lab, &[&shipped("fix-rrd.toml")]);
     lab.fault("pve3", &["clock", "-30"]);
     plan_equals_run(&env, &lab, &[&shipped("sync-clock.toml")]);

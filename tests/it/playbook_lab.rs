@@ -27,7 +27,7 @@ fn fix_rrd_plans_without_changing_fixes_the_errors_and_then_is_a_no_op() {
     let env = Env::new();
     lab.fault("pve1", &["clock", "+90"]);
     lab.fault("pve2", &["rrd-zero", "2"]);
-    std::thread::sleep(std::time::Duration::from_secs(11));
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2"]);
     assert!(audit_problems(&env, &lab)
         .iter()
         .any(|p| p.contains("rrd.zero_byte pve2")));
@@ -493,7 +493,15 @@ fn ctrl_c_mid_run_leaves_a_readable_resumable_journal() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Interrupted once both nodes are in the slow step (a condition, not a fixed time).
+    for n in ["pve1", "pve2"] {
+        assert!(
+            env.wait_event(60, |e| e["node"] == n
+                && e["event"] == "step_started"
+                && e["data"]["step"] == "slow"),
+            "{n} reached the slow step"
+        );
+    }
     crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let out = child.wait_with_output().unwrap();
     assert_eq!(

@@ -112,7 +112,7 @@ fn rollback_after_fix_rrd_puts_the_quarantined_files_back() {
     let env = Env::new();
     lab.fault("pve2", &["rrd-zero", "2"]);
     lab.fault("pve3", &["rrd-corrupt"]);
-    std::thread::sleep(std::time::Duration::from_secs(11));
+    crate::common::wait::wait_rrd_errors(&lab, &["pve2", "pve3"]);
     let listing = "cd /var/lib/rrdcached/db && find . -type f | sort | while read -r f; do echo \"$f $(md5sum < \"$f\" | cut -d' ' -f1) $(stat -c %s \"$f\")\"; done";
     let before: Vec<String> = ["pve2", "pve3"]
         .iter()

@@ -4,19 +4,8 @@
 use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, signal, Env};
-use std::time::{Duration, Instant};
-
-/// Wait up to `secs` for `f`.
-fn wait_until(secs: u64, f: impl Fn() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
+use crate::common::wait::eventually;
+use std::time::Duration;
 
 /// What dpkg left unpacked or half-configured on the node (the lab's dpkg state).
 fn half(lab: &Lab, node: &str) -> String {
@@ -49,7 +38,7 @@ fn kill_the_controller_mid_upgrade_of(lab: &Lab, env: &Env, pkg: &str, version: 
     let mut args = UPGRADE_ARGS.to_vec();
     args.push(&pb);
     let child = env.spawn(lab, &args);
-    if !wait_until(60, || {
+    if !eventually(60, || {
         half(lab, "pve1").contains(&format!("{pkg} unpacked {version}"))
     }) {
         signal(&child, "KILL");
@@ -156,7 +145,7 @@ fn a_dist_upgrade_outlives_a_killed_controller_and_the_resume_goes_on() {
     let env = Env::new();
     kill_the_controller_mid_upgrade(&lab, &env);
     assert!(
-        wait_until(30, || half(&lab, "pve1").trim().is_empty()),
+        eventually(30, || half(&lab, "pve1").trim().is_empty()),
         "dpkg finished on the node after the kill: {}",
         half(&lab, "pve1")
     );

@@ -5,3 +5,4 @@ pub mod lab;
 pub mod runs;
 pub mod sshd;
 pub mod tmux;
+pub mod wait;
