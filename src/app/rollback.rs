@@ -9,7 +9,7 @@
 //! off and its Ceph noout unset, each journaled as the run itself would have.
 
 use super::playbook::journal_error;
-use super::{load_inventory, signals, AppError};
+use super::{load_inventory, print_json, signals, AppError};
 use crate::capacity::resources::Resources;
 use crate::cli::GlobalOpts;
 use crate::exit;
@@ -112,16 +112,35 @@ struct NodeRollback<'a> {
     failed: bool,
     restored: usize,
     undone: usize,
+    /// `--json`: what was done and what failed are collected for the document, not printed.
+    json: bool,
+    done: Vec<String>,
+    errors: Vec<String>,
 }
 
 impl NodeRollback<'_> {
-    fn say(&self, what: &str) {
-        println!("{}: {}", self.node, sanitize_str(what));
+    fn say(&mut self, what: &str) {
+        if self.json {
+            self.done.push(what.to_string());
+        } else {
+            println!("{}: {}", self.node, sanitize_str(what));
+        }
     }
 
     fn fail(&mut self, what: &str) {
         self.failed = true;
-        eprintln!("{}: {}", self.node, sanitize_str(what));
+        self.errors.push(what.to_string());
+        if !self.json {
+            eprintln!("{}: {}", self.node, sanitize_str(what));
+        }
+    }
+
+    /// The node's entry in `rollback --json`.
+    fn entry(&self, status: &str) -> serde_json::Value {
+        serde_json::json!({
+            "node": self.node, "status": status, "files_restored": self.restored,
+            "undone": self.undone, "done": self.done, "errors": self.errors,
+        })
     }
 
     async fn undo(&mut self, u: &UndoRecord) {
@@ -280,7 +299,11 @@ pub async fn cmd_rollback(
         .into_iter()
         .collect();
     if nodes.is_empty() {
-        println!("run {id} changed nothing that can be rolled back on the selected nodes");
+        if g.json {
+            print_json(&serde_json::json!({"version": 1, "run": id, "nodes": []}));
+        } else {
+            println!("run {id} changed nothing that can be rolled back on the selected nodes");
+        }
         return Ok(exit::OK);
     }
     let nfiles: usize = files.values().map(Vec::len).sum();
@@ -313,16 +336,29 @@ pub async fn cmd_rollback(
         }
     }
     let mut code = exit::OK;
+    let mut report: Vec<serde_json::Value> = Vec::new();
+    let quiet = g.json;
+    let alone = |node: &str, status: &str, why: String| {
+        if !quiet {
+            eprintln!("{node}: {}", sanitize_str(&why));
+        }
+        serde_json::json!({"node": node, "status": status, "files_restored": 0, "undone": 0,
+            "done": [], "errors": [why]})
+    };
     for node in nodes {
         let Some(n) = inv.node(&node) else {
-            eprintln!("{node}: not in the inventory {}; skipped", inv.source);
+            report.push(alone(
+                &node,
+                "skipped",
+                format!("not in the inventory {}; skipped", inv.source),
+            ));
             code = code.max(exit::FAILED);
             continue;
         };
         let session = match ssh::connect(&n.connect_spec()).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{node}: {e}");
+                report.push(alone(&node, "unreachable", e.to_string()));
                 code = code.max(exit::UNREACHABLE);
                 continue;
             }
@@ -334,6 +370,9 @@ pub async fn cmd_rollback(
             failed: false,
             restored: 0,
             undone: 0,
+            json: g.json,
+            done: Vec::new(),
+            errors: Vec::new(),
         };
         // All or nothing on a node: every file is checked (drift, backups) before any of them,
         // or any undo command, changes it; a node that fails a check is refused whole (the
@@ -346,10 +385,13 @@ pub async fn cmd_rollback(
             }
         }
         if nr.failed {
-            eprintln!(
-                "{node}: not rolled back: nothing on it was changed (a file that changed since \
-                 the run is restored only with --force)"
-            );
+            let why = "not rolled back: nothing on it was changed (a file that changed since \
+                 the run is restored only with --force)";
+            if !g.json {
+                eprintln!("{node}: {why}");
+            }
+            nr.errors.push(why.to_string());
+            report.push(nr.entry("refused"));
             code = code.max(exit::FAILED);
             session.close().await;
             continue;
@@ -393,6 +435,11 @@ pub async fn cmd_rollback(
         if nr.failed {
             code = code.max(exit::FAILED);
         }
+        report.push(nr.entry(if nr.failed {
+            "partly rolled back"
+        } else {
+            "rolled back"
+        }));
         j.record(
             &node,
             Event::RolledBack {
@@ -405,6 +452,12 @@ pub async fn cmd_rollback(
         session.close().await;
     }
     settle_status(&j, &meta);
+    if g.json {
+        let status = j.meta().map(|m| m.status).unwrap_or_default();
+        print_json(&serde_json::json!({
+            "version": 1, "run": id, "status": status, "nodes": report,
+        }));
+    }
     Ok(code)
 }
 

@@ -453,10 +453,23 @@ pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError>
     Ok(code)
 }
 
-/// `pvefleet maintenance on|off NODE...`.
+/// `pvefleet maintenance on|off NODE...` (with `--json`, one document: each node's result).
 pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Result<u8, AppError> {
     let inv = load_inventory(g)?;
     let mut code = exit::OK;
+    let mut report: Vec<serde_json::Value> = Vec::new();
+    let state = if on { "on" } else { "off" };
+    // Each node's outcome: said on stdout (done) or stderr (not), or collected for --json.
+    let mut said = |name: &str, status: &str, error: Option<String>| {
+        match &error {
+            None if !g.json => println!("{name}: HA maintenance {state}"),
+            Some(e) if !g.json => eprintln!("{name}: {}", sanitize_str(e)),
+            _ => {}
+        }
+        report.push(serde_json::json!({
+            "node": name, "status": status, "maintenance": state, "error": error,
+        }));
+    };
     for name in nodes {
         let Some(n) = inv.node(name) else {
             return Err(AppError::Usage(format!(
@@ -467,7 +480,7 @@ pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Resu
         let session = match ssh::connect(&n.connect_spec()).await {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{name}: {e}");
+                said(name, "unreachable", Some(e.to_string()));
                 code = code.max(exit::UNREACHABLE);
                 continue;
             }
@@ -475,22 +488,27 @@ pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Resu
         let cmd = crate::maintenance::drain::maintenance_cmd(name, on);
         let timeout = g.timeout.unwrap_or(n.command_timeout);
         match session.exec(&cmd, timeout).await {
-            Ok(o) if o.exit == ExitStatus::Code(0) => {
-                println!("{name}: HA maintenance {}", if on { "on" } else { "off" })
-            }
+            Ok(o) if o.exit == ExitStatus::Code(0) => said(name, "ok", None),
             Ok(o) => {
-                eprintln!(
-                    "{name}: {cmd} failed: {}",
-                    sanitize_str(String::from_utf8_lossy(&o.stderr).trim())
+                said(
+                    name,
+                    "failed",
+                    Some(format!(
+                        "{cmd} failed: {}",
+                        String::from_utf8_lossy(&o.stderr).trim()
+                    )),
                 );
                 code = code.max(exit::FAILED);
             }
             Err(e) => {
-                eprintln!("{name}: {e}");
+                said(name, "failed", Some(e.to_string()));
                 code = code.max(exit::FAILED);
             }
         }
         session.close().await;
+    }
+    if g.json {
+        print_json(&serde_json::json!({"version": 1, "nodes": report}));
     }
     Ok(code)
 }

@@ -93,14 +93,16 @@ fn rollback_after_igpu_passthrough_is_byte_identical_and_refuses_drift() {
         lab.sh("pve1", "cat /var/lib/pvelab/applied/grub"),
         "quiet\n"
     );
-    // --limit and --force: only pve3, drift overwritten.
-    let out = env.run(&lab, &["-l", "pve3", "rollback", &id, "--yes", "--force"]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        !text(&out.stdout).contains("pve1:"),
-        "{}",
-        text(&out.stdout)
-    );
+    // --limit and --force: only pve3, drift overwritten; --json says it per node (issue 16).
+    let (code, v) = env.json(&lab, &["-l", "pve3", "rollback", &id, "--yes", "--force"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["run"], id.as_str(), "{v}");
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1, "only pve3: {v}");
+    assert_eq!(nodes[0]["node"], "pve3");
+    assert_eq!(nodes[0]["status"], "rolled back", "{v}");
+    assert!(nodes[0]["files_restored"].as_u64().unwrap() > 0, "{v}");
+    assert!(nodes[0]["errors"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(snapshot(&lab, "pve3", IGPU_FILES), before[2]);
 }
 

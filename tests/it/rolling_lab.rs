@@ -191,6 +191,13 @@ fn maintenance_off_by_hand_clears_what_a_run_left_on() {
     let out = env.run(&lab, &["maintenance", "off", "pve2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pve2: HA maintenance off"));
+    // --json: one document (issue 16).
+    let (code, v) = env.json(&lab, &["maintenance", "off", "pve2"]);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(
+        v["nodes"][0],
+        serde_json::json!({"node": "pve2", "status": "ok", "maintenance": "off", "error": null})
+    );
     assert_eq!(
         lab.ssh(
             "pve1",
