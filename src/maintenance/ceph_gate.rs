@@ -108,25 +108,48 @@ pub async fn check_health(
 /// How long a run waits for a Ceph that is not healthy to become so, before a node's reboot.
 pub const SETTLE: Duration = Duration::from_secs(20);
 
-/// [`check_health`], giving a Ceph that is not healthy up to `settle` to become so (asked every
-/// 2 s): real Ceph re-peers a PG for a moment just after a recovery (`PG_AVAILABILITY ... 1 pg
-/// peering`, seen on the lab's Ceph 16 between two nodes of a rolling run).
+/// `ask` again every 2 s for up to `settle` while Ceph says not yet (a `RebootError::Ceph`):
+/// real Ceph re-peers a PG for a moment just after a recovery (`PG_AVAILABILITY ... 1 pg
+/// peering`, EBUSY from `ok-to-stop`; seen on the lab's Ceph 16 between two nodes of a run).
+async fn settled<F, Fut>(
+    r: &Remote,
+    settle: Duration,
+    what: &str,
+    ask: F,
+) -> Result<(), RebootError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), RebootError>>,
+{
+    let until = Instant::now() + settle;
+    loop {
+        match ask().await {
+            Err(RebootError::Ceph(why)) if Instant::now() < until => {
+                tracing::info!(node = %r.node.name, %why, "waiting for Ceph: {what}");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// [`check_health`], given up to `settle` to become healthy.
 pub async fn check_health_settled(
     r: &Remote,
     accepted: &[String],
     own_noout: bool,
     settle: Duration,
 ) -> Result<(), RebootError> {
-    let until = Instant::now() + settle;
-    loop {
-        match check_health(r, accepted, own_noout).await {
-            Err(RebootError::Ceph(why)) if Instant::now() < until => {
-                tracing::info!(node = %r.node.name, %why, "waiting for Ceph to settle");
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            other => return other,
-        }
-    }
+    settled(r, settle, "health", || check_health(r, accepted, own_noout)).await
+}
+
+/// [`ok_to_stop`], given up to `settle` to say yes.
+pub async fn ok_to_stop_settled(
+    r: &Remote,
+    host: &str,
+    settle: Duration,
+) -> Result<(), RebootError> {
+    settled(r, settle, "ok-to-stop", || ok_to_stop(r, host)).await
 }
 
 /// The node's OSD ids (`ceph osd ls-tree HOST`).

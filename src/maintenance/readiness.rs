@@ -167,7 +167,7 @@ async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> 
         return Ok(None);
     }
     super::ceph_gate::check_health_settled(r, &ask.ceph_accept, false, ask.ceph_settle).await?;
-    super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+    super::ceph_gate::ok_to_stop_settled(r, &r.node.name, ask.ceph_settle).await?;
     Ok(Some(
         "ceph: healthy enough, ok-to-stop for the node's OSDs and monitor".into(),
     ))

@@ -596,7 +596,7 @@ impl Machine<'_, '_> {
             super::ceph_gate::SETTLE,
         )
         .await?;
-        super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
         Ok(())
     }
 
@@ -614,7 +614,7 @@ impl Machine<'_, '_> {
             return Ok(());
         }
         // Checked again right before: the drain took time and another node may be down now.
-        super::ceph_gate::ok_to_stop(r, &r.node.name).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
         // noout already set (an operator's, cluster-wide or for this host): left exactly as
         // found, never unset by this run.
         if let Some(found) = super::ceph_gate::noout_found(r, &r.node.name).await? {

@@ -91,6 +91,9 @@ enum GateError {
         /// Why.
         error: RebootError,
     },
+    /// No node of the cluster could be asked (every node of the batch mid-reboot, no other).
+    #[error("no node of the cluster could be asked for its votes")]
+    NoNode,
     /// Taking the batch down would cost the cluster its quorum.
     #[error("{0}")]
     Quorum(QuorumGateError),
@@ -113,34 +116,73 @@ impl GateError {
 
 /// The quorum gate before a batch: the batch's nodes that will reboot (by the run's plan, all
 /// of them when it is not known) may go down together without costing the cluster its quorum.
-async fn check_gate(
-    batch: &[Node],
-    planned: Option<&std::collections::BTreeSet<String>>,
-) -> Result<(), GateError> {
+/// A node whose reboot a resumed run left in progress is not counted (its vote is already gone,
+/// or it is coming back); the cluster is asked through the first node that answers: the batch's
+/// other nodes first, then the rest of its cluster in the inventory (a node mid-reboot cannot).
+async fn check_gate(batch: &[Node], s: &RunSettings) -> Result<(), GateError> {
+    let planned = s.planned_reboots.as_ref();
+    let in_progress = |n: &Node| {
+        s.resume.get(&n.name).is_some_and(|h| {
+            h.reboots.values().any(|p| {
+                crate::maintenance::reboot::RebootState::parse(&p.state).is_some_and(|st| {
+                    st >= crate::maintenance::reboot::RebootState::RebootIssued
+                        && st != crate::maintenance::reboot::RebootState::Done
+                })
+            })
+        })
+    };
     let down = batch
         .iter()
-        .filter(|n| planned.is_none_or(|p| p.contains(&n.name)))
+        .filter(|n| planned.is_none_or(|p| p.contains(&n.name)) && !in_progress(n))
         .count() as u32;
     if down == 0 {
         return Ok(());
     }
-    // Ask the cluster (through the first node of the batch) how many votes are present.
-    let node = &batch[0];
-    let r = Remote::connect(node, Duration::from_secs(30))
-        .await
-        .map_err(|error| GateError::Connect {
-            node: node.name.clone(),
-            error,
-        })?;
-    let v = votes(&r).await.map_err(|error| GateError::Votes {
-        node: node.name.clone(),
-        error,
-    });
-    r.session.close().await;
-    match v? {
-        None => Ok(()),
-        Some((expected, total, _)) => gate(expected, total, down).map_err(GateError::Quorum),
+    let cluster = &batch[0].cluster;
+    let askable: Vec<&Node> = batch
+        .iter()
+        .filter(|n| !in_progress(n))
+        .chain(
+            s.cluster
+                .iter()
+                .filter(|n| &n.cluster == cluster && !batch.iter().any(|b| b.name == n.name)),
+        )
+        .collect();
+    let mut first_error: Option<GateError> = None;
+    for node in askable {
+        let r = match Remote::connect(node, Duration::from_secs(30)).await {
+            Ok(r) => r,
+            Err(error) => {
+                first_error.get_or_insert(GateError::Connect {
+                    node: node.name.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
+        let v = votes(&r).await;
+        r.session.close().await;
+        match v {
+            Ok(None) => return Ok(()),
+            Ok(Some((expected, total, _))) => {
+                return gate(expected, total, down).map_err(GateError::Quorum)
+            }
+            // The connection dropped: ask the next node.
+            Err(RebootError::Ssh(e)) => {
+                first_error.get_or_insert(GateError::Votes {
+                    node: node.name.clone(),
+                    error: RebootError::Ssh(e),
+                });
+            }
+            Err(error) => {
+                return Err(GateError::Votes {
+                    node: node.name.clone(),
+                    error,
+                })
+            }
+        }
     }
+    Err(first_error.unwrap_or(GateError::NoNode))
 }
 
 /// N-1 before anything moves: when a reboot step drains, every node of the run must be able
@@ -350,7 +392,7 @@ async fn roll(
             continue;
         }
         if reboots {
-            if let Err(err) = check_gate(batch, s.planned_reboots.as_ref()).await {
+            if let Err(err) = check_gate(batch, &s).await {
                 let e = err.to_string();
                 tracing::warn!("{e}");
                 halted = Some(format!("halted: {e}"));

@@ -484,7 +484,9 @@ fn ceph_degrades_while_a_node_is_down_refuses_a_second_host_and_recovers() {
                 .all(|c| s["health"]["checks"].get(*c).is_some())
                 && pg_states(&s)
                     .iter()
-                    .all(|(st, _)| st == "active+clean" || st.starts_with("active+undersized"))
+                    // Active, whatever else: real Ceph also remaps PGs (`active+clean+remapped`)
+                    // once the down OSDs are marked out, which a slow machine reaches first.
+                    .all(|(st, _)| st.starts_with("active+"))
         }),
         "{s}"
     );
@@ -766,7 +768,8 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
     // The dpkg frontend lock held by another apt-get: the real messages, exit 100; a simulation
     // needs no lock; -o DPkg::Lock::Timeout waits for it.
     lab.fault("pve1", &["pending", "pve-manager=8.3.5"]);
-    lab.fault("pve1", &["dpkg-lock", "4"]);
+    // Held 10 s: the five commands below must all meet it, also on a loaded machine.
+    lab.fault("pve1", &["dpkg-lock", "10"]);
     let (code, _, err) = lab.ssh("pve1", "apt-get -y dist-upgrade");
     assert_eq!(code, 100);
     let lines: Vec<&str> = err.lines().collect();
