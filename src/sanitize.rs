@@ -21,18 +21,17 @@ pub fn sanitize_str(text: &str) -> String {
             c if (c as u32) < 0x20 || c as u32 == 0x7f => {
                 out.push_str(&format!("\\x{:02x}", c as u32));
             }
-            // C1 controls (0x80-0x9f), e.g. the single-byte CSI U+009B.
-            c if (0x80..=0x9f).contains(&(c as u32)) => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
-            // Bidirectional overrides can make text read differently from what it is.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
+            c if c1_or_bidi(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
             c => out.push(c),
         }
     }
     out
+}
+
+/// C1 controls (U+0080-U+009F, e.g. the single-byte CSI U+009B) and bidirectional overrides,
+/// which can make text read differently from what it is: escaped on a terminal and in JSON.
+fn c1_or_bidi(c: char) -> bool {
+    matches!(c as u32, 0x80..=0x9f | 0x202a..=0x202e | 0x2066..=0x2069)
 }
 
 /// JSON text (as serde_json writes it) with the characters it leaves raw that a terminal or a
@@ -43,11 +42,10 @@ pub fn sanitize_str(text: &str) -> String {
 pub fn escape_json_controls(json: &str) -> String {
     let mut out = String::with_capacity(json.len());
     for c in json.chars() {
-        match c as u32 {
-            0x80..=0x9f | 0x202a..=0x202e | 0x2066..=0x2069 => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            _ => out.push(c),
+        if c1_or_bidi(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
         }
     }
     out

@@ -105,6 +105,21 @@ async fn grub_refresh(session: &Session) -> Vec<String> {
     }
 }
 
+/// One node's entry in `rollback --json`.
+fn json_entry(
+    node: &str,
+    status: &str,
+    restored: usize,
+    undone: usize,
+    done: &[String],
+    errors: &[String],
+) -> serde_json::Value {
+    serde_json::json!({
+        "node": node, "status": status, "files_restored": restored,
+        "undone": undone, "done": done, "errors": errors,
+    })
+}
+
 struct NodeRollback<'a> {
     node: &'a str,
     session: &'a Session,
@@ -137,10 +152,14 @@ impl NodeRollback<'_> {
 
     /// The node's entry in `rollback --json`.
     fn entry(&self, status: &str) -> serde_json::Value {
-        serde_json::json!({
-            "node": self.node, "status": status, "files_restored": self.restored,
-            "undone": self.undone, "done": self.done, "errors": self.errors,
-        })
+        json_entry(
+            self.node,
+            status,
+            self.restored,
+            self.undone,
+            &self.done,
+            &self.errors,
+        )
     }
 
     async fn undo(&mut self, u: &UndoRecord) {
@@ -342,8 +361,7 @@ pub async fn cmd_rollback(
         if !quiet {
             eprintln!("{node}: {}", sanitize_str(&why));
         }
-        serde_json::json!({"node": node, "status": status, "files_restored": 0, "undone": 0,
-            "done": [], "errors": [why]})
+        json_entry(node, status, 0, 0, &[], &[why])
     };
     for node in nodes {
         let Some(n) = inv.node(&node) else {

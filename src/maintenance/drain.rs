@@ -470,6 +470,15 @@ pub async fn targets(
     Ok((excluded, later))
 }
 
+/// A guest of the cluster picture as the journal and the messages name it.
+pub fn guest_ref(g: &crate::capacity::resources::GuestRes) -> GuestRef {
+    GuestRef {
+        kind: g.kind.tool().into(),
+        vmid: g.vmid,
+        name: g.name.clone(),
+    }
+}
+
 /// A guest the drain will move, and one it cannot.
 #[derive(Debug, Clone)]
 pub struct DrainPlan {
@@ -477,6 +486,17 @@ pub struct DrainPlan {
     pub movable: Vec<crate::capacity::resources::GuestRes>,
     /// Guests that cannot move, with why.
     pub unmovable: Vec<(GuestRef, String)>,
+}
+
+impl DrainPlan {
+    /// The guests that cannot move, each with why: `qm 105 (gpu) uses local devices: hostpci0; ...`.
+    pub fn unmovable_why(&self) -> String {
+        self.unmovable
+            .iter()
+            .map(|(g, w)| format!("{} {w}", describe(std::slice::from_ref(g))))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Sort the node's running guests that are not HA-managed into movable and not: local devices,
@@ -534,11 +554,7 @@ pub async fn plan_drain(
     // devices, local disks: the HA stack's migration meets the same refusals) would keep the
     // node in maintenance until the drain timed out: it is unmovable as well.
     for g in res.running_on(&r.node.name) {
-        let gref = GuestRef {
-            kind: g.kind.tool().into(),
-            vmid: g.vmid,
-            name: g.name.clone(),
-        };
+        let gref = guest_ref(g);
         let why = if let Some(lock) = &g.lock {
             Some(format!("is locked ({lock})"))
         } else {

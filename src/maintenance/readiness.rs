@@ -18,7 +18,7 @@
 //!
 //! Every answer that could not be read is a refusal (unknown is not ready).
 
-use super::drain::{self, DrainPlan};
+use super::drain;
 use super::error::RebootError;
 use super::reboot::{DrainOpts, RollingView};
 use super::remote::Remote;
@@ -73,14 +73,6 @@ async fn quorum(r: &Remote) -> Result<String, RebootError> {
     }
 }
 
-fn refs(g: &GuestRes) -> crate::journal::GuestRef {
-    crate::journal::GuestRef {
-        kind: g.kind.tool().into(),
-        vmid: g.vmid,
-        name: g.name.clone(),
-    }
-}
-
 async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
     let me = r.node.name.as_str();
     let Some(opts) = ask.drain else {
@@ -101,14 +93,10 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
         };
     };
     let res = drain::resources(r).await?;
-    let DrainPlan { movable, unmovable } = drain::plan_drain(r, &res, opts.local_disks).await?;
+    let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
     let mut lines = Vec::new();
-    if !unmovable.is_empty() {
-        let why = unmovable
-            .iter()
-            .map(|(g, w)| format!("{} {w}", drain::describe(std::slice::from_ref(g))))
-            .collect::<Vec<_>>()
-            .join("; ");
+    if !plan.unmovable.is_empty() {
+        let why = plan.unmovable_why();
         match ask.guests {
             GuestPolicy::Refuse => return Err(RebootError::GuestsRunning(why)),
             GuestPolicy::Shutdown => {
@@ -119,12 +107,12 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
     }
     // Room for everything that leaves: the HA-managed guests (HA moves them, to nodes of its
     // choosing, but they need the room all the same) and the ones the drain migrates.
-    let stuck: Vec<u32> = unmovable.iter().map(|(g, _)| g.vmid).collect();
+    let stuck: Vec<u32> = plan.unmovable.iter().map(|(g, _)| g.vmid).collect();
     let ha: Vec<&GuestRes> = res
         .running_on(me)
         .filter(|g| g.ha && !stuck.contains(&g.vmid))
         .collect();
-    let leaving: Vec<&GuestRes> = ha.iter().copied().chain(movable.iter()).collect();
+    let leaving: Vec<&GuestRes> = ha.iter().copied().chain(plan.movable.iter()).collect();
     if leaving.is_empty() {
         if lines.is_empty() {
             lines.push("guests: none to move".into());
@@ -154,7 +142,7 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
             let how = if g.ha { ", by HA" } else { "" };
             format!(
                 "{} -> {t} ({mem}{how})",
-                drain::describe(std::slice::from_ref(&refs(g)))
+                drain::describe(std::slice::from_ref(&drain::guest_ref(g)))
             )
         })
         .collect();
@@ -175,12 +163,9 @@ async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> 
 
 async fn dpkg(r: &Remote) -> Result<String, RebootError> {
     let (_, text) = r.text("LC_ALL=C dpkg --audit 2>&1").await?;
-    if text.trim().is_empty() {
-        return Ok("dpkg: nothing half-way".into());
-    }
-    let mut names = crate::probe::updates::parse_dpkg_audit(&text);
+    let names = crate::probe::updates::dpkg_audit_findings(&text);
     if names.is_empty() {
-        names.push(crate::sanitize::first_line(text.trim(), 160));
+        return Ok("dpkg: nothing half-way".into());
     }
     Err(RebootError::Command(format!(
         "dpkg --audit: {}: a dpkg run stopped half-way; finish it (dpkg --configure -a) before rebooting",

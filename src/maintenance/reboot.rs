@@ -445,12 +445,7 @@ impl Machine<'_, '_> {
         let (stuck, plan) = self.guests_plan(r).await?;
         if self.cx.guests == GuestPolicy::Refuse && !stuck.is_empty() {
             let why = match &plan {
-                Some(p) => p
-                    .unmovable
-                    .iter()
-                    .map(|(g, w)| format!("{} {}", drain::describe(std::slice::from_ref(g)), w))
-                    .collect::<Vec<_>>()
-                    .join("; "),
+                Some(p) => p.unmovable_why(),
                 None => drain::describe(&stuck),
             };
             return Err(RebootError::GuestsRunning(why));
@@ -551,11 +546,7 @@ impl Machine<'_, '_> {
             .map_err(|e| RebootError::Command(e.to_string()))?;
         for (g, target) in plan.movable.iter().zip(targets) {
             self.cancelled()?;
-            let gref = GuestRef {
-                kind: g.kind.tool().into(),
-                vmid: g.vmid,
-                name: g.name.clone(),
-            };
+            let gref = drain::guest_ref(g);
             self.record(
                 r,
                 Event::GuestMoved {

@@ -19,6 +19,7 @@ use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
 use crate::maintenance::error::RebootError;
 use crate::maintenance::health::{gate, votes, QuorumGateError};
+use crate::maintenance::reboot::RebootState;
 use crate::maintenance::remote::Remote;
 use crate::ssh::SshError;
 
@@ -121,14 +122,13 @@ impl GateError {
 /// other nodes first, then the rest of its cluster in the inventory (a node mid-reboot cannot).
 async fn check_gate(batch: &[Node], s: &RunSettings) -> Result<(), GateError> {
     let planned = s.planned_reboots.as_ref();
+    // Issued and not done: the node's vote is gone, or coming back.
     let in_progress = |n: &Node| {
         s.resume.get(&n.name).is_some_and(|h| {
-            h.reboots.values().any(|p| {
-                crate::maintenance::reboot::RebootState::parse(&p.state).is_some_and(|st| {
-                    st >= crate::maintenance::reboot::RebootState::RebootIssued
-                        && st != crate::maintenance::reboot::RebootState::Done
-                })
-            })
+            h.reboots
+                .values()
+                .filter_map(|p| RebootState::parse(&p.state))
+                .any(|st| st >= RebootState::RebootIssued && st != RebootState::Done)
         })
     };
     let down = batch

@@ -232,6 +232,17 @@ pub fn is_kernel_meta(name: &str) -> bool {
     })
 }
 
+/// What `dpkg --audit` output says is half-way: its packages ([`parse_dpkg_audit`]), or, when it
+/// names none but is not empty, its first line (output that names no package is still not
+/// "clean": unknown is not an answer). Empty only for empty output.
+pub fn dpkg_audit_findings(text: &str) -> Vec<String> {
+    let mut found = parse_dpkg_audit(text);
+    if found.is_empty() && !text.trim().is_empty() {
+        found.push(crate::sanitize::first_line(text.trim(), 160));
+    }
+    found
+}
+
 /// `dpkg --audit` output (dpkg's src/main/audit.c): per problem class a paragraph of
 /// explanation, then the affected packages indented, one per line, as ` NAME  SUMMARY`
 /// (`audit.c` `report_problems`, printed with `pkg_name` and the package's summary). The
@@ -406,12 +417,7 @@ pub fn parse(text: &str) -> Result<UpdatesFacts, ParseError> {
         .map(str::to_string)
         .collect();
     let kernel_held = held.iter().any(|h| is_kernel_meta(h));
-    let audit_text = sub(text, "dpkg_audit").unwrap_or("");
-    let mut dpkg_audit = parse_dpkg_audit(audit_text);
-    if dpkg_audit.is_empty() && !audit_text.trim().is_empty() {
-        // Output that names no package is still not "clean" (unknown is not an answer).
-        dpkg_audit.push(crate::sanitize::first_line(audit_text.trim(), 160));
-    }
+    let dpkg_audit = dpkg_audit_findings(sub(text, "dpkg_audit").unwrap_or(""));
     let pending = parse_pending(sub(text, "pending").unwrap_or(""));
     let new_kernel = pending
         .iter()
