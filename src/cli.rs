@@ -196,13 +196,15 @@ pvefleet audit --compare last.json --save-json last.json"
     },
     /// Apply a playbook: plan, confirm, then run with backups and a journal.
     #[command(after_help = "Examples:\n  pvefleet run playbooks/fix-rrd.toml\n  \
-pvefleet run playbooks/igpu-passthrough.toml --yes\n  pvefleet run --resume 20261124T130501-1a2b\n\
+pvefleet run playbooks/igpu-passthrough.toml --yes\n  pvefleet run --resume 20261124T130501-1a2b\n  \
+pvefleet run --resume 20261124T130501-1a2b --check\n\
 Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable nodes, 130 interrupted.")]
     Run {
         /// The playbook (TOML); not needed with --resume.
         #[arg(required_unless_present = "resume")]
         playbook: Option<PathBuf>,
-        /// Plan only (same as `pvefleet plan`).
+        /// Plan only (same as `pvefleet plan`); with --resume, what the resume would do, from
+        /// the run's journal (steps done before, the reboot it continues, the nodes left).
         #[arg(long)]
         check: bool,
         /// Do not ask for confirmation (required when stdin is not a terminal).

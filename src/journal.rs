@@ -1124,15 +1124,7 @@ mod tests {
     #[test]
     fn histories_follow_the_events() {
         use crate::outcome::StepStatus;
-        let step = |s: StepStatus| StepResult {
-            step: "x".into(),
-            status: s,
-            detail: String::new(),
-            diff: None,
-            commands: vec![],
-            checks: vec![],
-            predicted_ms: None,
-        };
+        let step = |s: StepStatus| StepResult::new("x", s, "");
         let ev = |node: &str, event: Event| Record {
             time: now(),
             node: node.into(),

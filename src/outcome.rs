@@ -38,6 +38,58 @@ pub struct StepResult {
     /// the journal (absent without history).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predicted_ms: Option<u64>,
+    /// In a plan: a step whose outcome only the run can know (a wait, a check of the state
+    /// after the reboot the plan would do); `skipped` in the plan, said as what the run does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
+    /// In the preview of a resume: the step finished in the stopped run, and the resume keeps
+    /// its result (it is not run again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
+}
+
+/// What a plan cannot decide about a step, and the run will.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Deferred {
+    /// A `wait_for`: the run waits until its command succeeds.
+    Wait,
+    /// A read of the node's state after a reboot the plan would do.
+    AfterReboot,
+}
+
+impl StepResult {
+    /// A result with `status` and `detail` and nothing else (no diff, commands or checks).
+    pub fn new(step: &str, status: StepStatus, detail: impl Into<String>) -> StepResult {
+        StepResult {
+            step: step.to_string(),
+            status,
+            detail: detail.into(),
+            diff: None,
+            commands: Vec::new(),
+            checks: Vec::new(),
+            predicted_ms: None,
+            deferred: None,
+            resumed: false,
+        }
+    }
+
+    /// The plan's word for this step: `ok`, `would change` (a file), `would run` (a command, a
+    /// reboot), `would skip`, `would wait`, `after reboot`, `done` (before a resume), `FAILED`.
+    pub fn plan_verb(&self) -> &'static str {
+        if self.resumed {
+            return "done";
+        }
+        match (self.status, self.deferred) {
+            (StepStatus::Failed, _) => "FAILED",
+            (_, Some(Deferred::Wait)) => "would wait",
+            (_, Some(Deferred::AfterReboot)) => "after reboot",
+            (StepStatus::Ok, None) => "ok",
+            (StepStatus::Changed, None) if self.diff.is_some() => "would change",
+            (StepStatus::Changed, None) => "would run",
+            (StepStatus::Skipped, None) => "would skip",
+        }
+    }
 }
 
 /// What guests on a node about to reboot mean.

@@ -91,42 +91,61 @@ pub fn render_plan(runs: &[NodeRun], width: Option<usize>) -> String {
         if let Some(e) = &r.error {
             body.push_str(&wrap(&sanitize_str(e), "  ERROR: ", "          ", width));
         }
-        for s in &r.steps {
-            let mark = match s.status {
-                StepStatus::Ok => "ok     ",
-                StepStatus::Changed => "CHANGE ",
-                StepStatus::Skipped => "skip   ",
-                StepStatus::Failed => "FAILED ",
+        // One vocabulary (`ok`, `would change`, `would run`, `would skip`, `would wait`, `after
+        // reboot`, `done`, `FAILED`), the step's detail after its name unless it only repeats
+        // the verb; commands, checks and diffs indented under the step.
+        const IND: &str = "                ";
+        // Steps skipped for the same reason are said once, at the first of them.
+        let mut said = vec![false; r.steps.len()];
+        for (i, s) in r.steps.iter().enumerate() {
+            if said[i] {
+                continue;
+            }
+            let verb = s.plan_verb();
+            let mut names = vec![sanitize_str(&s.step)];
+            if verb == "would skip" {
+                for (j, t) in r.steps.iter().enumerate().skip(i + 1) {
+                    if t.plan_verb() == verb && t.detail == s.detail {
+                        said[j] = true;
+                        names.push(sanitize_str(&t.step));
+                    }
+                }
+            }
+            let names = names.join(", ");
+            let detail = sanitize_str(&s.detail);
+            let line = if detail.is_empty() || detail == verb {
+                names
+            } else {
+                format!("{names}: {detail}")
             };
-            let line = format!("{}: {}", sanitize_str(&s.step), sanitize_str(&s.detail));
-            body.push_str(&wrap(&line, &format!("  {mark} "), "           ", width));
+            body.push_str(&wrap(&line, &format!("  {verb:<12}  "), IND, width));
             for c in &s.commands {
                 // A multi-line command stays indented under its step, each line wrapped.
                 for (i, l) in c.lines().enumerate() {
                     let first = if i == 0 {
-                        "           $ "
+                        format!("{IND}$ ")
                     } else {
-                        "             "
+                        format!("{IND}  ")
                     };
-                    body.push_str(&wrap(&sanitize_str(l), first, "               ", width));
+                    body.push_str(&wrap(
+                        &sanitize_str(l),
+                        &first,
+                        &format!("{IND}    "),
+                        width,
+                    ));
                 }
             }
             for c in &s.checks {
                 body.push_str(&wrap(
                     &sanitize_str(c),
-                    "           - ",
-                    "               ",
+                    &format!("{IND}- "),
+                    &format!("{IND}  "),
                     width,
                 ));
             }
             if let Some(d) = &s.diff {
                 for l in d.lines() {
-                    body.push_str(&wrap(
-                        &sanitize_str(l),
-                        "           ",
-                        "             ",
-                        width,
-                    ));
+                    body.push_str(&wrap(&sanitize_str(l), IND, &format!("{IND}  "), width));
                 }
             }
         }
@@ -145,6 +164,22 @@ pub fn render_plan(runs: &[NodeRun], width: Option<usize>) -> String {
         out.push_str(&format!("== {header} ==\n{body}"));
     }
     out
+}
+
+/// `plan` and a resume's preview on stdout: the plan, then its summary, both wrapped to the
+/// terminal.
+fn print_plan(runs: &[NodeRun]) {
+    let width = plan_width(false);
+    print!("{}", render_plan(runs, width));
+    print!(
+        "{}",
+        crate::report::wrap::wrap(
+            &format!("{}; nothing was changed", plan_summary(runs)),
+            "",
+            "  ",
+            width
+        )
+    );
 }
 
 /// The width of the terminal the plan is shown on (`stderr` for `run`, `stdout` for `plan`).
@@ -323,8 +358,16 @@ fn planned_reboots(pb: &Playbook, plan: &[NodeRun]) -> std::collections::BTreeSe
         .collect()
 }
 
-async fn plan_runs(p: &Params, skip: &HashSet<String>) -> Vec<NodeRun> {
-    let s = Arc::new(settings(p, true, "plan".into(), None));
+/// The plan of every node not in `skip`; for a resume, `resume` holds the stopped run's
+/// histories, so the plan shows what the resume will do (steps done, reboots continued).
+async fn plan_runs(
+    p: &Params,
+    skip: &HashSet<String>,
+    resume: &BTreeMap<String, NodeHistory>,
+) -> Vec<NodeRun> {
+    let mut s = settings(p, true, "plan".into(), None);
+    s.resume = resume.clone();
+    let s = Arc::new(s);
     let nodes: Vec<Node> = p
         .nodes
         .iter()
@@ -368,7 +411,7 @@ pub async fn cmd_plan(
         limit: g.limit.clone(),
     };
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
-    let runs = plan_runs(&p, &HashSet::new()).await;
+    let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
     if g.json {
         // The file that was read (a shipped playbook found by name, made absolute), not the
         // name given.
@@ -377,8 +420,7 @@ pub async fn cmd_plan(
             &serde_json::json!({"version": 1, "playbook": file, "check": true, "nodes": runs}),
         );
     } else {
-        print!("{}", render_plan(&runs, plan_width(false)));
-        println!("{}; nothing was changed", plan_summary(&runs));
+        print_plan(&runs);
     }
     let failed = runs.iter().any(|r| r.failed());
     Ok(if detailed {
@@ -558,8 +600,51 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
     })
 }
 
+/// `pvefleet run --resume ID --check`: what the resume would do, from the run's journal (steps
+/// done before, the reboot state it continues from, the nodes left), changing nothing and
+/// taking no lock.
+async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
+    let id = a.resume.unwrap_or_default();
+    let j = Journal::open(id).map_err(journal_error)?;
+    let p = resumed_params(g, a, &j)?;
+    let histories = j.histories();
+    let done: HashSet<String> = histories
+        .iter()
+        .filter(|(_, h)| h.done)
+        .map(|(n, _)| n.clone())
+        .collect();
+    check_inputs(&p.pb, &p.extra, &p.nodes)?;
+    let runs = plan_runs(&p, &done, &histories).await;
+    let done_nodes: Vec<&str> = p
+        .nodes
+        .iter()
+        .filter(|n| done.contains(&n.name))
+        .map(|n| n.name.as_str())
+        .collect();
+    if g.json {
+        print_json(&serde_json::json!({
+            "version": 1, "resume": j.id, "check": true, "done": done_nodes, "nodes": runs,
+        }));
+    } else {
+        println!(
+            "resume of run {}: {} of {} node(s) done before",
+            j.id,
+            done_nodes.len(),
+            p.nodes.len()
+        );
+        if !done_nodes.is_empty() {
+            println!("done: {}", crate::nodeset::fold(&done_nodes));
+        }
+        print_plan(&runs);
+    }
+    Ok(exit_code(&runs, false))
+}
+
 /// `pvefleet run`.
 pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
+    if a.check && a.resume.is_some() {
+        return cmd_preview_resume(g, a).await;
+    }
     if a.check {
         let path = a
             .playbook
@@ -597,11 +682,15 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         );
     }
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
-    // The plan first.
-    let plan = plan_runs(&p, &done).await;
+    // The plan first (of a resume: from its journal).
+    let plan = plan_runs(&p, &done, &histories).await;
     if !g.json {
-        eprint!("{}", render_plan(&plan, plan_width(true)));
-        eprintln!("{}", plan_summary(&plan));
+        let width = plan_width(true);
+        eprint!("{}", render_plan(&plan, width));
+        eprint!(
+            "{}",
+            crate::report::wrap::wrap(&plan_summary(&plan), "", "  ", width)
+        );
     }
     // A node that could not be planned (unreachable, an error) stops its own cluster before
     // anything changes there, never the other clusters of the inventory.
@@ -904,4 +993,125 @@ async fn execute_run(
         eprintln!("pvefleet: WARNING: {}", sanitize_str(l));
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{Deferred, StepResult};
+
+    fn step(name: &str, status: StepStatus, detail: &str) -> StepResult {
+        StepResult::new(name, status, detail)
+    }
+
+    fn node(name: &str, steps: Vec<StepResult>) -> NodeRun {
+        let mut r = NodeRun::not_started(name, "");
+        r.status = NodeStatus::Ok;
+        r.not_started = false;
+        r.error = None;
+        r.steps = steps;
+        r
+    }
+
+    fn steps() -> Vec<StepResult> {
+        let mut edit = step("grub", StepStatus::Changed, "would change");
+        edit.diff = Some("-GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n+GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"".into());
+        let mut run = step("update-grub", StepStatus::Changed, "would run");
+        run.commands = vec!["update-grub\nproxmox-boot-tool refresh".into()];
+        let mut wait = step(
+            "wait for pveproxy",
+            StepStatus::Skipped,
+            "until it succeeds, up to 2m",
+        );
+        wait.deferred = Some(Deferred::Wait);
+        let mut after = step(
+            "vfio bound",
+            StepStatus::Skipped,
+            "checked after the reboot (not in a plan)",
+        );
+        after.deferred = Some(Deferred::AfterReboot);
+        let mut done = step(
+            "mark",
+            StepStatus::Changed,
+            "written (done before the resume)",
+        );
+        done.resumed = true;
+        vec![
+            done,
+            step("modules", StepStatus::Ok, "already as wanted"),
+            edit,
+            run,
+            step(
+                "blacklist",
+                StepStatus::Skipped,
+                "its `when` is false with blacklist_i915 = false",
+            ),
+            wait,
+            after,
+        ]
+    }
+
+    #[test]
+    fn a_plan_speaks_one_vocabulary_and_folds_identical_nodes_within_80_columns() {
+        let runs: Vec<NodeRun> = ["pve1", "pve2", "pve3", "pve4"]
+            .iter()
+            .map(|n| node(n, steps()))
+            .collect();
+        let text = render_plan(&runs, Some(80));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "== pve[1-4] (4) ==", "{text}");
+        for (verb, name) in [
+            ("done", "mark"),
+            ("ok", "modules"),
+            ("would change", "grub"),
+            ("would run", "update-grub"),
+            ("would skip", "blacklist"),
+            ("would wait", "wait for pveproxy"),
+            ("after reboot", "vfio bound"),
+        ] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.trim_start().starts_with(verb) && l.contains(name)),
+                "{verb} {name}:\n{text}"
+            );
+        }
+        // A detail that only repeats the verb is not said twice; no `skip ... would wait`.
+        assert!(!text.contains("would change: would change"), "{text}");
+        assert!(!text.contains("update-grub: would run"), "{text}");
+        assert!(
+            !lines.iter().any(|l| l.trim_start().starts_with("skip")),
+            "no other word for a skip: {text}"
+        );
+        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
+        // A multi-line command's lines stay under their step.
+        let i = lines
+            .iter()
+            .position(|l| l.contains("$ update-grub"))
+            .unwrap();
+        assert!(
+            lines[i + 1].trim_start() == "proxmox-boot-tool refresh",
+            "{text}"
+        );
+        assert!(lines[i + 1].starts_with("                  "), "{text}");
+        // Steps skipped for one reason are said once.
+        let mut merged = steps();
+        merged.push(step(
+            "gvt-g types",
+            StepStatus::Skipped,
+            "its `when` is false with blacklist_i915 = false",
+        ));
+        let text = render_plan(&[node("pve1", merged)], Some(80));
+        assert!(
+            text.contains("would skip    blacklist, gvt-g types: its `when` is false"),
+            "{text}"
+        );
+        assert_eq!(text.matches("would skip").count(), 1, "{text}");
+        // A node that differs gets its own block, after the folded ones.
+        let mut other = runs.clone();
+        other[2].steps[1] = step("modules", StepStatus::Changed, "would change");
+        let text = render_plan(&other, Some(80));
+        assert!(text.contains("== pve[1-2,4] (3) =="), "{text}");
+        assert!(text.contains("== pve3 =="), "{text}");
+    }
 }

@@ -45,12 +45,15 @@ pub struct Ask<'a> {
     /// (the run: a PG re-peering for a moment just after the previous node's recovery is not a
     /// reason to stop; the plan answers at once).
     pub ceph_settle: std::time::Duration,
+    /// In the preview of a resume: the run's nodes whose reboot the resume continues first
+    /// (their votes are gone now and back before this node's turn).
+    pub coming_back: Vec<String>,
 }
 
 /// The node can finish its reboot: what was found, one line each (quorum, guests, Ceph, dpkg).
 pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
     let mut found = Vec::new();
-    found.push(quorum(r).await?);
+    found.push(quorum(r, &ask.coming_back).await?);
     found.extend(guests(r, ask).await?);
     if let Some(line) = ceph(r, ask).await? {
         found.push(line);
@@ -59,16 +62,29 @@ pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError
     Ok(found)
 }
 
-async fn quorum(r: &Remote) -> Result<String, RebootError> {
+async fn quorum(r: &Remote, coming_back: &[String]) -> Result<String, RebootError> {
     match super::health::votes(r).await? {
         None => Ok("quorum: not in a cluster".into()),
         Some((expected, total, _)) => {
-            super::health::gate(expected, total, 1).map_err(RebootError::Quorum)?;
             let q = super::health::quorum_of(expected);
-            Ok(format!(
-                "quorum: {total} of {expected} votes, quorum {q}: {} may be down at once",
-                total - q
-            ))
+            match super::health::gate(expected, total, 1) {
+                Ok(()) => Ok(format!(
+                    "quorum: {total} of {expected} votes, quorum {q}: {} may be down at once",
+                    total - q
+                )),
+                // A preview of a resume: the run waits for the nodes it is rebooting before
+                // this one's turn (one vote each counted back; the run's gate asks again).
+                Err(e) if coming_back.is_empty() => Err(RebootError::Quorum(e)),
+                Err(e) => {
+                    let back = total + coming_back.len() as u32;
+                    super::health::gate(expected, back, 1).map_err(|_| RebootError::Quorum(e))?;
+                    Ok(format!(
+                        "quorum: {total} of {expected} votes now; {} coming back first from the reboot the resume continues, then {back} of {expected}, quorum {q}: {} may be down at once",
+                        coming_back.join(", "),
+                        back - q
+                    ))
+                }
+            }
         }
     }
 }

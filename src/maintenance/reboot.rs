@@ -73,6 +73,15 @@ pub enum RebootState {
     Done,
 }
 
+/// A reboot of the node that the stopped run issued and did not see finish: its vote is gone,
+/// or coming back, and the resume continues it before anything else on that node.
+pub fn reboot_underway(h: &NodeHistory) -> bool {
+    h.reboots
+        .values()
+        .filter_map(|p| RebootState::parse(&p.state))
+        .any(|st| st >= RebootState::RebootIssued && st != RebootState::Done)
+}
+
 impl RebootState {
     /// The state's name as journaled.
     pub fn as_str(self) -> &'static str {

@@ -94,6 +94,38 @@ pub(crate) struct NodeState<'a> {
 
 impl NodeState<'_> {
     pub fn ctx(&self, extra: Option<serde_json::Value>) -> Value {
+        Value::from(minijinja::value::Serde(serde_json::Value::Object(
+            self.ctx_map(extra),
+        )))
+    }
+
+    /// Why a step's `when` is false, in words: the variables and facts it read, each with its
+    /// value (lists and tables summarised), instead of the condition's text.
+    pub fn why_false(&self, when: &toml::Spanned<String>) -> String {
+        let ctx = serde_json::Value::Object(self.ctx_map(None));
+        let read: Vec<String> = self
+            .t
+            .condition_paths(when.get_ref())
+            .into_iter()
+            .map(|p| {
+                let v = p
+                    .split('.')
+                    .try_fold(&ctx, |v, k| v.get(k))
+                    .map_or("undefined".to_string(), summarise);
+                format!("{p} = {v}")
+            })
+            .collect();
+        if read.is_empty() {
+            "its `when` is false".into()
+        } else {
+            format!("its `when` is false with {}", read.join(", "))
+        }
+    }
+
+    fn ctx_map(
+        &self,
+        extra: Option<serde_json::Value>,
+    ) -> serde_json::Map<String, serde_json::Value> {
         let mut m = self.vars.clone();
         m.insert("vars".into(), serde_json::Value::Object(self.vars.clone()));
         m.insert(
@@ -108,7 +140,7 @@ impl NodeState<'_> {
         if let Some(serde_json::Value::Object(e)) = extra {
             m.extend(e);
         }
-        Value::from(minijinja::value::Serde(serde_json::Value::Object(m)))
+        m
     }
 
     /// `e` as the step error of the template at `span` of the playbook file.
@@ -157,15 +189,65 @@ impl NodeState<'_> {
     }
 }
 
+/// A value as a plan line shows it: scalars as they are (strings quoted, long ones cut), a
+/// short list of scalars in full, other lists and tables by their size.
+fn summarise(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    fn cut(s: &str) -> String {
+        if s.chars().count() > 40 {
+            format!("{}…", s.chars().take(39).collect::<String>())
+        } else {
+            s.to_string()
+        }
+    }
+    match v {
+        J::Null => "none".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => format!("'{}'", cut(s)),
+        J::Array(a) if a.is_empty() => "[] (empty)".into(),
+        J::Array(a) => {
+            let scalars: Option<Vec<String>> = a
+                .iter()
+                .map(|x| (!x.is_array() && !x.is_object()).then(|| summarise(x)))
+                .collect();
+            match scalars {
+                Some(items) if items.iter().map(String::len).sum::<usize>() <= 40 => {
+                    format!("[{}]", items.join(", "))
+                }
+                _ => format!("[{} item(s)]", a.len()),
+            }
+        }
+        J::Object(o) => format!("{{{} key(s)}}", o.len()),
+    }
+}
+
 /// A step result with `status` and `detail`.
 pub(crate) fn result(step: &Step, status: StepStatus, detail: impl Into<String>) -> StepResult {
-    StepResult {
-        step: step.name.get_ref().clone(),
-        status,
-        detail: detail.into(),
-        diff: None,
-        commands: Vec::new(),
-        checks: Vec::new(),
-        predicted_ms: None,
+    StepResult::new(step.name.get_ref(), status, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summarise;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_summarised_for_a_plan_line() {
+        assert_eq!(summarise(&json!(false)), "false");
+        assert_eq!(summarise(&json!(null)), "none");
+        assert_eq!(summarise(&json!(2.5)), "2.5");
+        assert_eq!(summarise(&json!("bridge-ports")), "'bridge-ports'");
+        assert_eq!(summarise(&json!(["a", "b"])), "['a', 'b']");
+        assert_eq!(summarise(&json!([])), "[] (empty)");
+        assert_eq!(
+            summarise(&json!([{"name": "eno1"}, {"name": "eno2"}])),
+            "[2 item(s)]"
+        );
+        assert_eq!(summarise(&json!({"a": 1, "b": 2})), "{2 key(s)}");
+        let long = "x".repeat(100);
+        let cut = summarise(&json!(long));
+        assert_eq!(cut.chars().count(), 42, "{cut}");
+        assert!(cut.ends_with("…'"));
     }
 }

@@ -110,6 +110,72 @@ fn reusable(kind: StepKind) -> bool {
     !matches!(kind, StepKind::Probe | StepKind::Assert | StepKind::WaitFor)
 }
 
+/// The reboot step the stopped run had issued on this node and not seen finish: its index and
+/// the state journaled.
+fn issued_reboot(
+    s: &RunSettings,
+    history: Option<&crate::journal::NodeHistory>,
+) -> Option<(usize, String)> {
+    use crate::maintenance::reboot::RebootState;
+    s.playbook
+        .file
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, st)| *st.kind.get_ref() == StepKind::Reboot)
+        .find_map(|(i, _)| {
+            steps::reboot_in_progress(history, i)
+                .filter(|st| RebootState::parse(st).is_none_or(|x| x >= RebootState::RebootIssued))
+                .map(|st| (i, st))
+        })
+}
+
+/// The preview of a resume for a node still down in the reboot the stopped run issued: from
+/// the journal alone (steps done before, the reboot continued, what follows checked after it).
+fn preview_while_down(
+    node: &Node,
+    s: &RunSettings,
+    history: Option<&crate::journal::NodeHistory>,
+    reboot: usize,
+    state: &str,
+    start: Instant,
+) -> NodeRun {
+    let mut run = NodeRun::new(&node.name);
+    for (index, step) in s.playbook.file.steps.iter().enumerate() {
+        let mut res = if index < reboot {
+            match history.and_then(|h| h.steps.get(&index)) {
+                Some(prev) => {
+                    let mut prev = prev.clone();
+                    prev.detail = format!("{} (done before the resume)", prev.detail);
+                    prev.resumed = true;
+                    prev
+                }
+                None => result(step, StepStatus::Skipped, "not run before the reboot"),
+            }
+        } else if index == reboot {
+            result(
+                step,
+                StepStatus::Changed,
+                format!(
+                    "would continue the stopped run's reboot from {state}: the node does not answer yet; the resume waits for its new boot, then for its services and the cluster, and puts back what the drain set"
+                ),
+            )
+        } else {
+            let mut r = result(
+                step,
+                StepStatus::Skipped,
+                "checked after the reboot (not in a plan)",
+            );
+            r.deferred = Some(crate::outcome::Deferred::AfterReboot);
+            r
+        };
+        res.step = step.name.get_ref().clone();
+        run.steps.push(res);
+    }
+    run.duration_ms = start.elapsed().as_millis() as u64;
+    run
+}
+
 /// Run (or plan) the playbook on one node.
 pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     let start = Instant::now();
@@ -131,7 +197,41 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     record(Event::NodeStarted {}).await;
     tracing::info!(node = %node.name, "connecting");
     let timeout = s.timeout.unwrap_or(node.command_timeout);
-    let mut remote = match Remote::connect(node, timeout).await {
+    let issued = issued_reboot(s, history);
+    let connected = match (&issued, Remote::connect(node, timeout).await) {
+        // The stopped run had told the node to reboot and not seen it back: a node that does not
+        // answer yet is still rebooting. The preview says what the resume will do from the
+        // journal; the resume waits for the node as the reboot would have.
+        (Some((i, state)), Err(e))
+            if NodeStatus::of_connect_error(&e) == NodeStatus::Unreachable =>
+        {
+            if s.check {
+                return preview_while_down(node, s, history, *i, state, start);
+            }
+            let step = &s.playbook.file.steps[*i];
+            let wait = step.timeout_or(std::time::Duration::from_secs(600));
+            eprintln!(
+                "pvefleet: {}: does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
+                node.name,
+                crate::report::exec::short_duration(wait)
+            );
+            let deadline = Instant::now() + wait;
+            let mut last = Err(e);
+            while Instant::now() < deadline && !s.cancel.is_cancelled() {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                    _ = s.cancel.cancelled() => break,
+                }
+                last = Remote::connect(node, timeout).await;
+                if last.is_ok() {
+                    break;
+                }
+            }
+            last
+        }
+        (_, r) => r,
+    };
+    let mut remote = match connected {
         Ok(x) => x,
         Err(e) => {
             run.status = NodeStatus::of_connect_error(&e);
@@ -308,6 +408,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
                 }
             }
             prev.detail = format!("{} (done before the resume)", prev.detail);
+            prev.resumed = true;
             run.steps.push(prev);
             continue;
         }

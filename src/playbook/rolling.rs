@@ -19,7 +19,6 @@ use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
 use crate::maintenance::error::RebootError;
 use crate::maintenance::health::{gate, votes, QuorumGateError};
-use crate::maintenance::reboot::RebootState;
 use crate::maintenance::remote::Remote;
 use crate::ssh::SshError;
 
@@ -124,12 +123,9 @@ async fn check_gate(batch: &[Node], s: &RunSettings) -> Result<(), GateError> {
     let planned = s.planned_reboots.as_ref();
     // Issued and not done: the node's vote is gone, or coming back.
     let in_progress = |n: &Node| {
-        s.resume.get(&n.name).is_some_and(|h| {
-            h.reboots
-                .values()
-                .filter_map(|p| RebootState::parse(&p.state))
-                .any(|st| st >= RebootState::RebootIssued && st != RebootState::Done)
-        })
+        s.resume
+            .get(&n.name)
+            .is_some_and(crate::maintenance::reboot::reboot_underway)
     };
     let down = batch
         .iter()

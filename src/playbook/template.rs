@@ -102,6 +102,26 @@ impl Templates {
         e.eval(ctx).map(|v| v.is_true()).map_err(describe)
     }
 
+    /// The variables and attribute paths a condition reads (`facts.clock.offset_s`), sorted,
+    /// without a path that a longer one read extends.
+    pub fn condition_paths(&self, expr: &str) -> Vec<String> {
+        let Ok(e) = self.text.compile_expression(expr) else {
+            return Vec::new();
+        };
+        let all = e.undeclared_variables(true);
+        let mut paths: Vec<String> = all
+            .iter()
+            .filter(|p| {
+                !all.iter().any(|q| {
+                    q.len() > p.len() && q.starts_with(p.as_str()) && q[p.len()..].starts_with('.')
+                })
+            })
+            .cloned()
+            .collect();
+        paths.sort();
+        paths
+    }
+
     /// Top-level variables a template or expression uses (syntax errors reported).
     pub fn variables(&self, src: &str, expression: bool) -> Result<HashSet<String>, TemplateError> {
         if expression {
@@ -130,6 +150,26 @@ fn describe(e: minijinja::Error) -> TemplateError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_names_the_paths_it_reads_not_their_prefixes() {
+        let t = Templates::new();
+        assert_eq!(
+            t.condition_paths(
+                "(facts.clock.controller is not none and facts.clock.controller.offset_s | abs > max_offset_s) or facts.clock.ntp_synchronized == false"
+            ),
+            vec![
+                "facts.clock.controller.offset_s",
+                "facts.clock.ntp_synchronized",
+                "max_offset_s"
+            ]
+        );
+        assert_eq!(t.condition_paths("full_reset"), vec!["full_reset"]);
+        assert!(
+            t.condition_paths("(((").is_empty(),
+            "a syntax error names nothing"
+        );
+    }
 
     fn ctx() -> Value {
         Value::from(minijinja::value::Serde(serde_json::json!({

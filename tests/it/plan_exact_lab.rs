@@ -51,6 +51,47 @@ fn plan_equals_run(env: &Env, lab: &Lab, args: &[&str]) {
     );
 }
 
+/// The plan on a real 80-column terminal (tmux): no line wider than the terminal (lines the
+/// terminal had to wrap show joined, longer than 80), identical nodes folded under one header,
+/// and the plan of 3 nodes within two screens.
+fn plan_fits_80_columns(env: &Env, lab: &Lab, playbook: &str) {
+    let cmd = format!(
+        "PVEFLEET_STATE_DIR={} {} -i {} plan {playbook}; echo PLAN-EXIT-$?; sleep 60",
+        env.state.path().display(),
+        env!("CARGO_BIN_EXE_pvefleet"),
+        lab.inventory().display(),
+    );
+    let t = crate::common::tmux::Tmux::start("plan80", 80, 50, &cmd);
+    let mut screen = String::new();
+    assert!(
+        crate::common::wait::eventually(60, || {
+            screen = t.capture(true, 2000);
+            screen.contains("PLAN-EXIT-")
+        }),
+        "the plan did not finish:\n{screen}"
+    );
+    assert!(screen.contains("PLAN-EXIT-0"), "{screen}");
+    let lines: Vec<&str> = screen.trim_end().lines().collect();
+    let wide: Vec<&&str> = lines.iter().filter(|l| l.chars().count() > 80).collect();
+    assert!(
+        wide.is_empty(),
+        "wider than 80 columns: {wide:#?}\n{screen}"
+    );
+    // pve1 and pve3 boot alike (pve2 by systemd-boot): one block for the two.
+    assert!(screen.contains("== pve[1,3] (2) =="), "{screen}");
+    for word in ["would change", "would run", "after reboot"] {
+        assert!(screen.contains(word), "{word}:\n{screen}");
+    }
+    // A screen for each boot loader's block (about 50 lines each with their diffs).
+    assert!(lines.len() <= 110, "{} lines:\n{screen}", lines.len());
+    let first = lines
+        .iter()
+        .skip(1)
+        .position(|l| l.starts_with("== "))
+        .unwrap_or(lines.len());
+    assert!(first <= 55, "the first block has {first} lines:\n{screen}");
+}
+
 #[test]
 fn fix_rrd_and_sync_clock_plans_are_what_the_runs_do() {
     let Some(lab) = Lab::up("plan_exact_rrd", 122, 3, &[]) else {
@@ -81,6 +122,7 @@ fn igpu_passthrough_and_disable_offload_plans_are_what_the_runs_do() {
         return;
     };
     let env = Env::new();
+    plan_fits_80_columns(&env, &lab, &shipped("igpu-passthrough.toml"));
     plan_equals_run(&env, &lab, &[&shipped("igpu-passthrough.toml")]);
     plan_equals_run(&env, &lab, &[&shipped("disable-offload.toml")]);
 }

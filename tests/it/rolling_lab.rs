@@ -526,16 +526,101 @@ fn sigkill_mid_rolling_run_then_resume_reboots_each_node_exactly_once() {
         "{show}"
     );
     assert!(show.contains("stopped in step `pause`"), "{show}");
-    // Resumed, and killed again right after pve2's reboot was issued.
+    // Resumed, and killed again right after pve2's reboot was issued; pve2 stays down (its
+    // boot is held back) until the next resume runs.
+    lab.fault("pve2", &["no-return"]);
     let child = env.spawn(&lab, &["run", "--resume", &id, "--yes"]);
     assert!(env.wait_event(90, |e| e["node"] == "pve2"
         && e["event"] == "reboot"
         && e["data"]["state"] == "reboot-issued"));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
-    // Resumed again: finishes without rebooting pve2 a second time.
-    let (code, v) = env.json(&lab, &["run", "--resume", &id, "--yes"]);
+    assert!(lab.wait("pve2", "down", 30), "pve2 went down");
+    // The preview of the resume comes from the journal: pve1 done, pve2's steps done before
+    // and its reboot continued (not planned afresh), pve3 still to do; nothing changes.
+    let (code, preview) = env.json(&lab, &["run", "--resume", &id, "--check"]);
+    assert_eq!(code, Some(0), "{preview}");
+    assert_eq!(preview["done"], serde_json::json!(["pve1"]), "{preview}");
+    let planned = |v: &serde_json::Value, node: &str| -> Vec<(String, String, bool)> {
+        let n = v["nodes"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["node"] == node))
+            .unwrap_or_else(|| panic!("{node} not in {v}"));
+        n["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["step"].as_str().unwrap().to_string(),
+                    s["status"].as_str().unwrap().to_string(),
+                    s["resumed"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect()
+    };
+    let reboot2 = &preview["nodes"][0]["steps"][2];
+    assert_eq!(preview["nodes"][0]["node"], "pve2", "{preview}");
+    assert!(
+        reboot2["detail"]
+            .as_str()
+            .unwrap()
+            .contains("would continue the stopped run's reboot from reboot-issued: the node does not answer yet"),
+        "{preview}"
+    );
+    // pve3's quorum margin counts pve2 back: the run waits for it before pve3's turn.
+    let pve3 = preview["nodes"][1].to_string();
+    assert!(pve3.contains("pve2 coming back first"), "{pve3}");
+    assert_eq!(
+        planned(&preview, "pve2")[0],
+        ("mark".to_string(), "changed".to_string(), true),
+        "{preview}"
+    );
+    assert_eq!(
+        planned(&preview, "pve3")[0],
+        ("mark".to_string(), "changed".to_string(), false),
+        "{preview}"
+    );
+    assert_eq!(lab.boots("pve3"), 1, "the preview changed nothing");
+    assert_eq!(
+        lab.sh(
+            "pve3",
+            "test -e /etc/pvefleet-test && echo written || echo absent"
+        ),
+        "absent\n",
+        "the preview changed nothing"
+    );
+    // Resumed again while pve2 is still down: the resume waits for it (it does not call it
+    // unreachable), finishes without rebooting pve2 a second time, and does what the preview
+    // said, step by step.
+    let started = || {
+        env.events()
+            .iter()
+            .filter(|e| e["node"] == "pve2" && e["event"] == "node_started")
+            .count()
+    };
+    let before = started();
+    let child = env.spawn(&lab, &["--json", "run", "--resume", &id, "--yes"]);
+    assert!(
+        crate::common::wait::eventually(60, || started() > before),
+        "the resume started pve2"
+    );
+    lab.clear("pve2", Some("no-return"));
+    let out = child.wait_with_output().unwrap();
+    let (code, v) = (out.status.code(), crate::common::bin::json_of(&out));
+    assert!(
+        text(&out.stderr).contains("pve2: does not answer yet"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(code, Some(0), "{v}");
+    for n in ["pve2", "pve3"] {
+        assert_eq!(
+            planned(&preview, n),
+            planned(&v, n),
+            "{n}: preview {preview}\nrun {v}"
+        );
+    }
     for n in ["pve1", "pve2", "pve3"] {
         assert_eq!(lab.sh(n, "cat /etc/pvefleet-test"), "touched\n", "{n}");
         assert_eq!(lab.boots(n), 2, "{n} rebooted exactly once");

@@ -94,6 +94,7 @@ pub(super) async fn run(
             StepStatus::Skipped,
             "checked after the reboot (not in a plan)",
         );
+        res.deferred = Some(crate::outcome::Deferred::AfterReboot);
         res.commands.push(cmd);
         return Ok(res);
     }
@@ -301,7 +302,15 @@ pub(super) async fn wait_for(
     let cmd = st.render(&step.command, true)?.expect("validated");
     let deadline = Instant::now() + step.timeout_or(Duration::from_secs(120));
     if st.s.check {
-        let mut res = result(step, StepStatus::Skipped, "would wait");
+        let mut res = result(
+            step,
+            StepStatus::Skipped,
+            format!(
+                "until it succeeds, up to {}",
+                crate::report::exec::short_duration(step.timeout_or(Duration::from_secs(120)))
+            ),
+        );
+        res.deferred = Some(crate::outcome::Deferred::Wait);
         res.commands.push(cmd);
         return Ok(res);
     }

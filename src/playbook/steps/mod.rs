@@ -32,18 +32,18 @@ pub(super) async fn run_step(
     // A reboot the stopped run left in progress continues from where it stood, whatever its
     // guards say now (a reboot into a new kernel is no longer "needed" once the node runs it,
     // yet what its drain set must be put back).
-    let continuing = *step.kind.get_ref() == StepKind::Reboot
-        && !st.s.check
-        && reboot_in_progress(st.history, st.index).is_some();
+    let in_progress = (*step.kind.get_ref() == StepKind::Reboot)
+        .then(|| reboot_in_progress(st.history, st.index))
+        .flatten();
+    if let (true, Some(state)) = (st.s.check, &in_progress) {
+        return Ok(continued_reboot(st, step, state));
+    }
+    let continuing = in_progress.is_some();
     if let Some(w) = step.when.as_ref().filter(|_| !continuing) {
         // A detached command the stopped run started and that has ended since is taken as
         // done, whatever the guard now says (the guard read the node before it ran).
         if !st.truth(w, None)? && !command::ended_while_away(r, st, step).await? {
-            return Ok(result(
-                step,
-                StepStatus::Skipped,
-                format!("when: {} is false", w.get_ref()),
-            ));
+            return Ok(result(step, StepStatus::Skipped, st.why_false(w)));
         }
     }
     if !continuing
@@ -61,11 +61,13 @@ pub(super) async fn run_step(
     }
     let kind = *step.kind.get_ref();
     if st.reboot_pending && matches!(kind, StepKind::Probe | StepKind::Assert | StepKind::WaitFor) {
-        return Ok(result(
+        let mut res = result(
             step,
             StepStatus::Skipped,
             "checked after the reboot (not in a plan)",
-        ));
+        );
+        res.deferred = Some(crate::outcome::Deferred::AfterReboot);
+        return Ok(res);
     }
     match kind {
         StepKind::Run => command::run(r, st, step).await,
@@ -80,6 +82,28 @@ pub(super) async fn run_step(
         StepKind::Assert => facts::assert(st, step),
         StepKind::Reboot => reboot_step(r, st, step).await,
     }
+}
+
+/// In the preview of a resume: the reboot the stopped run left at `state`, which the resume
+/// continues from there (no readiness check: the node is past that point).
+fn continued_reboot(st: &mut NodeState<'_>, step: &Step, state: &str) -> StepResult {
+    st.reboot_pending = true;
+    let issued = RebootState::parse(state).is_some_and(|s| s >= RebootState::RebootIssued);
+    let what = if issued {
+        "the reboot was issued: the resume waits for the node's new boot, then for its services \
+         and the cluster, and puts back what the drain set"
+    } else {
+        "the resume finishes the drain, reboots the node and waits for it and the cluster"
+    };
+    let mut res = result(
+        step,
+        StepStatus::Changed,
+        format!("would continue the stopped run's reboot from {state}: {what}"),
+    );
+    if !issued {
+        res.commands.push("reboot".into());
+    }
+    res
 }
 
 /// The state a reboot step reached in the stopped run, when it is one to continue from: the
@@ -141,6 +165,7 @@ pub(crate) fn readiness_ask<'a>(
         } else {
             readiness::CEPH_SETTLE
         },
+        coming_back: Vec::new(),
     })
 }
 
@@ -160,7 +185,13 @@ async fn reboot_step(
         st.reboot_pending = true;
         // Decide before you change: the plan asks the cluster now whether the node could
         // finish this reboot, and shows what it found (or why the run will refuse the node).
-        let ask = readiness_ask(st, step)?;
+        let mut ask = readiness_ask(st, step)?;
+        ask.coming_back =
+            st.s.resume
+                .iter()
+                .filter(|(n, h)| **n != r.node.name && reboot::reboot_underway(h))
+                .map(|(n, _)| n.clone())
+                .collect();
         let (predicted, said) = predicted(&r.node.name, step.timeout_or(Duration::from_secs(600)));
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
