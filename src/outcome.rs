@@ -46,6 +46,27 @@ pub struct StepResult {
     /// its result (it is not run again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+    /// In a plan: where the reboot's drain would move each guest that leaves the node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moves: Vec<PlannedMove>,
+}
+
+/// A guest a planned reboot's drain would move away, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedMove {
+    /// `qm` or `pct`.
+    pub kind: String,
+    /// VMID.
+    pub vmid: u32,
+    /// Name (display only).
+    pub name: String,
+    /// The node it would go to (for an HA guest: where the room is; HA chooses).
+    pub to: String,
+    /// HA moves it (through HA maintenance), not the drain.
+    pub by_ha: bool,
+    /// Its memory, bytes, where known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmem: Option<u64>,
 }
 
 /// What a plan cannot decide about a step, and the run will.
@@ -71,6 +92,7 @@ impl StepResult {
             predicted_ms: None,
             deferred: None,
             resumed: false,
+            moves: Vec::new(),
         }
     }
 

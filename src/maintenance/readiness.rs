@@ -25,7 +25,7 @@ use super::remote::Remote;
 use crate::capacity::placement::{gib, Placer};
 use crate::capacity::resources::GuestRes;
 use crate::inventory::Node;
-use crate::outcome::GuestPolicy;
+use crate::outcome::{GuestPolicy, PlannedMove};
 
 pub use super::ceph_gate::SETTLE as CEPH_SETTLE;
 
@@ -50,15 +50,26 @@ pub struct Ask<'a> {
     pub coming_back: Vec<String>,
 }
 
-/// The node can finish its reboot: what was found, one line each (quorum, guests, Ceph, dpkg).
-pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
-    let mut found = Vec::new();
-    found.push(quorum(r, &ask.coming_back).await?);
-    found.extend(guests(r, ask).await?);
+/// What the cluster said when asked whether a node can finish its reboot.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// One line each: quorum, guests, Ceph, dpkg.
+    pub lines: Vec<String>,
+    /// Where each guest that leaves would go.
+    pub moves: Vec<PlannedMove>,
+}
+
+/// The node can finish its reboot: what was found.
+pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Found, RebootError> {
+    let mut found = Found::default();
+    found.lines.push(quorum(r, &ask.coming_back).await?);
+    let (lines, moves) = guests(r, ask).await?;
+    found.lines.extend(lines);
+    found.moves = moves;
     if let Some(line) = ceph(r, ask).await? {
-        found.push(line);
+        found.lines.push(line);
     }
-    found.push(dpkg(r).await?);
+    found.lines.push(dpkg(r).await?);
     Ok(found)
 }
 
@@ -89,24 +100,25 @@ async fn quorum(r: &Remote, coming_back: &[String]) -> Result<String, RebootErro
     }
 }
 
-async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
+async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<(Vec<String>, Vec<PlannedMove>), RebootError> {
     let me = r.node.name.as_str();
     let Some(opts) = ask.drain else {
         // No drain: the policy meets every running guest that HA does not move.
         let running = drain::running_not_ha(r).await?;
         if running.is_empty() {
-            return Ok(vec!["guests: none running outside HA".into()]);
+            return Ok((vec!["guests: none running outside HA".into()], Vec::new()));
         }
         let list = drain::describe(&running);
-        return match ask.guests {
-            GuestPolicy::Refuse => Err(RebootError::GuestsRunning(list)),
-            GuestPolicy::Shutdown => Ok(vec![format!(
-                "guests: would shut down {list} and start them again after the boot"
-            )]),
-            GuestPolicy::Ignore => Ok(vec![format!(
-                "guests: {list} left running through the reboot (--guests ignore)"
-            )]),
+        let line = match ask.guests {
+            GuestPolicy::Refuse => return Err(RebootError::GuestsRunning(list)),
+            GuestPolicy::Shutdown => {
+                format!("guests: would shut down {list} and start them again after the boot")
+            }
+            GuestPolicy::Ignore => {
+                format!("guests: {list} left running through the reboot (--guests ignore)")
+            }
         };
+        return Ok((vec![line], Vec::new()));
     };
     let res = drain::resources(r).await?;
     let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
@@ -133,7 +145,7 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
         if lines.is_empty() {
             lines.push("guests: none to move".into());
         }
-        return Ok(lines);
+        return Ok((lines, Vec::new()));
     }
     let (excluded, later) = drain::targets(r, &res, ask.cluster, ask.rolling).await?;
     let mut placer = Placer::new(&res, me, &excluded, &later);
@@ -150,20 +162,36 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<Vec<String>, RebootError> {
             }
         ))
     })?;
-    let moves: Vec<String> = leaving
+    let moves: Vec<PlannedMove> = leaving
         .iter()
         .zip(&targets)
         .map(|(g, t)| {
-            let mem = g.maxmem.map(gib).unwrap_or_default();
-            let how = if g.ha { ", by HA" } else { "" };
+            let at = drain::guest_ref(g);
+            PlannedMove {
+                kind: at.kind,
+                vmid: at.vmid,
+                name: at.name,
+                to: t.clone(),
+                by_ha: g.ha,
+                maxmem: g.maxmem,
+            }
+        })
+        .collect();
+    let said: Vec<String> = leaving
+        .iter()
+        .zip(&moves)
+        .map(|(g, m)| {
+            let mem = m.maxmem.map(gib).unwrap_or_default();
+            let how = if m.by_ha { ", by HA" } else { "" };
             format!(
-                "{} -> {t} ({mem}{how})",
-                drain::describe(std::slice::from_ref(&drain::guest_ref(g)))
+                "{} -> {} ({mem}{how})",
+                drain::describe(std::slice::from_ref(&drain::guest_ref(g))),
+                m.to
             )
         })
         .collect();
-    lines.push(format!("guests: {}", moves.join("; ")));
-    Ok(lines)
+    lines.push(format!("guests: {}", said.join("; ")));
+    Ok((lines, moves))
 }
 
 async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> {

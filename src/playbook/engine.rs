@@ -365,7 +365,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             };
             match found {
                 Ok(found) => {
-                    for f in found {
+                    for f in found.lines {
                         tracing::info!(node = %node.name, "before any change: {f}");
                     }
                 }

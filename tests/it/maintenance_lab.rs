@@ -977,3 +977,74 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
         "no guest was on pve1 when it rebooted"
     );
 }
+
+/// Issue 16: the plan's guest placements are the run's. For each node the plan reboots, where
+/// its drain would move each guest (the plan's `moves`) is where the run moved it (the journal's
+/// `guest_moved` events, phase done), node by node. HA guests go where HA sends them (the plan
+/// only reserves room for them) and are not compared.
+#[test]
+fn the_plans_guest_placements_are_the_runs() {
+    let Some(lab) = Lab::up("placements", 89, 3, &["--profile", "pve3:mem=16"]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    // Guests of several sizes (a container among them, an HA guest) on two nodes, and one node
+    // with less room, so the placement has choices to make.
+    lab.fault("pve1", &["guest", "101", "name=big", "mem=8192"]);
+    lab.fault("pve1", &["guest", "102", "name=small", "mem=1024"]);
+    lab.fault("pve1", &["guest", "103", "kind=lxc", "name=ct", "mem=512"]);
+    lab.fault("pve2", &["guest", "201", "name=mid", "mem=4096"]);
+    lab.fault("pve2", &["guest", "202", "name=hadb", "mem=2048", "ha"]);
+    let (code, plan) = env.json(&lab, &["plan", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{plan}");
+    type Moves = std::collections::BTreeMap<String, Vec<(u64, String)>>;
+    let mut planned = Moves::new();
+    for n in plan["nodes"].as_array().unwrap() {
+        let node = n["node"].as_str().unwrap().to_string();
+        let reboot = n["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["step"] == "reboot")
+            .unwrap_or_else(|| panic!("{n}"));
+        let mut mine = Vec::new();
+        for m in reboot["moves"].as_array().cloned().unwrap_or_default() {
+            if m["by_ha"] != true {
+                mine.push((
+                    m["vmid"].as_u64().unwrap(),
+                    m["to"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        mine.sort();
+        planned.insert(node, mine);
+    }
+    assert!(
+        planned.values().map(Vec::len).sum::<usize>() >= 2,
+        "the scenario moves guests: {plan}"
+    );
+    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{v}");
+    let mut moved = Moves::new();
+    for n in ["pve1", "pve2", "pve3"] {
+        let mut mine: Vec<(u64, String)> = journal_events(&env, n, "guest_moved")
+            .iter()
+            .filter(|e| e["data"]["phase"] == "done")
+            .map(|e| {
+                (
+                    e["data"]["guest"]["vmid"].as_u64().unwrap(),
+                    e["data"]["to"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        mine.sort();
+        moved.insert(n.to_string(), mine);
+    }
+    assert_eq!(
+        planned,
+        moved,
+        "plan {plan}\nrun's journal: {:?}",
+        env.events()
+    );
+}

@@ -200,8 +200,9 @@ async fn reboot_step(
                     StepStatus::Changed,
                     "would reboot and wait for the node and the cluster",
                 );
-                res.checks = found;
+                res.checks = found.lines;
                 res.checks.push(said);
+                res.moves = found.moves;
                 res
             }
             Err(e) => result(
