@@ -55,7 +55,7 @@ fn a_detached_command_reports_as_if_run_in_place() {
     let argv: Vec<String> = [
         "/bin/sh",
         "-c",
-        "sleep 3; touch \"$1\"",
+        "touch \"$1.started\"; sleep 3; touch \"$1\"",
         "sh",
         marker.to_str().unwrap(),
     ]
@@ -67,7 +67,11 @@ fn a_detached_command_reports_as_if_run_in_place() {
         .process_group(0)
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = dir.path().join("done.started");
+    assert!(
+        crate::common::wait::eventually(10, || started.exists()),
+        "the command started"
+    );
     let killed = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", session.id())])
         .status()
@@ -75,11 +79,10 @@ fn a_detached_command_reports_as_if_run_in_place() {
     assert!(killed.success());
     let _ = session.wait();
     assert!(!marker.exists(), "killed before the command ended");
-    let t = std::time::Instant::now();
-    while !marker.exists() && t.elapsed() < std::time::Duration::from_secs(10) {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(marker.exists(), "the command outlived its session");
+    assert!(
+        crate::common::wait::eventually(10, || marker.exists()),
+        "the command outlived its session"
+    );
 }
 
 fn leftover_dirs() -> usize {

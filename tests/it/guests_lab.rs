@@ -89,7 +89,7 @@ fn a_drain_target_the_controller_cannot_reach_is_not_used() {
     let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
     lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
     lab.fault("pve3", &["sshd-stop"]);
-    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &["-l", "pve1"]);
     assert_eq!(code, Some(0), "{v}");
     let ev = lab.events();
     assert!(
@@ -112,7 +112,7 @@ fn an_ha_guest_that_cannot_leave_is_refused_before_maintenance() {
     let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
     lab.fault("pve1", &["guest", "105", "name=gpu", "hostpci", "ha"]);
     let t = std::time::Instant::now();
-    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &["-l", "pve1"]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(

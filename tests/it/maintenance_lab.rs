@@ -5,30 +5,9 @@
 
 use crate::common::bin::text;
 use crate::common::lab::Lab;
-use crate::common::runs::{shipped, signal, write_playbook, Env};
+use crate::common::runs::{fixture_playbook, shipped, signal, write_playbook, Env};
 use crate::common::wait::eventually;
 use std::time::Duration;
-
-/// A rolling playbook: one line written, then a draining reboot when it changed.
-const DRAIN_REBOOT: &str = r#"
-name = "drain-and-reboot"
-[vars]
-marker = "touched"
-[strategy]
-mode = "rolling"
-batch = 1
-[[step]]
-name = "mark"
-kind = "line"
-path = "/etc/pvefleet-test"
-line = "{{ marker }}"
-[[step]]
-name = "reboot"
-kind = "reboot"
-drain = true
-timeout = "60s"
-on_change = ["mark"]
-"#;
 
 /// The lab's record of migrations, in order, each `[migrated, VMID, FROM, TO, qm|pct]` (its
 /// lines read `NODE migrated VMID FROM TO qm|pct`, tests/lab/sim/bin/qm); one guest's or all.
@@ -162,10 +141,10 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["guest", "102", "name=media", "hostpci"]);
-    let (code, v) = env.json(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &["-l", "pve1"]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
@@ -179,19 +158,10 @@ fn an_unmovable_guest_stops_the_node_under_refuse_and_is_restarted_under_shutdow
     assert_eq!(lab.boots("pve1"), 1);
 
     let env = Env::new();
-    let (code, v) = env.json(
+    let (code, v) = env.apply(
         &lab,
-        &[
-            "-l",
-            "pve1",
-            "run",
-            "--yes",
-            "--guests",
-            "shutdown",
-            "-e",
-            "marker=again",
-            pb.to_str().unwrap(),
-        ],
+        &pb,
+        &["-l", "pve1", "--guests", "shutdown", "-e", "marker=again"],
     );
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(lab.boots("pve1"), 2);
@@ -242,10 +212,10 @@ fn a_failed_migration_halts_before_the_reboot() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["migrate-fails"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted");
     let err = v["nodes"][0]["error"].as_str().unwrap();
@@ -275,11 +245,11 @@ fn a_migration_failing_halfway_moves_the_guests_already_moved_back() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["guest", "102", "name=db", "mem=2048"]);
     lab.fault("pve1", &["migrate-fails", "2"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted");
     let err = v["nodes"][0]["error"].as_str().unwrap();
@@ -323,7 +293,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     // The lab's Ceph is real: MON_CLOCK_SKEW cannot happen (the nodes share one clock), so the
     // unrelated warning is a pool without an application, which real Ceph raises.
     lab.fault("pve1", &["ceph-health", "WARN", "POOL_APP_NOT_ENABLED"]);
@@ -341,7 +311,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
             .contains("would refuse this node before changing it: ceph: Ceph is HEALTH_WARN: POOL_APP_NOT_ENABLED"),
         "{reboot}"
     );
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
@@ -359,7 +329,7 @@ fn ceph_that_is_not_healthy_refuses_to_start_unless_the_warning_is_accepted() {
     let accepted = write_playbook(
         env.state.path(),
         "accept.toml",
-        &DRAIN_REBOOT.replace(
+        &fixture_playbook("drain-and-reboot.toml").replace(
             "drain = true",
             "drain = true\nceph_accept_warnings = [\"POOL_APP_NOT_ENABLED\"]",
         ),
@@ -412,7 +382,7 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     for id in ["101", "103", "104"] {
         lab.fault("pve1", &["guest", id, "mem=1024"]);
     }
@@ -444,7 +414,7 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
 /// A rolling drain of pve1 whose one guest (101) takes 12 s to migrate; the controller is
 /// SIGKILLed in the middle of that migration, which goes on (101 still locked `migrate`).
 fn kill_the_controller_mid_migration(lab: &Lab, env: &Env) {
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["migrate-slow", "12"]);
     let child = env.spawn(lab, &["run", "--yes", pb.to_str().unwrap()]);
@@ -457,11 +427,17 @@ fn kill_the_controller_mid_migration(lab: &Lab, env: &Env) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(locked(), "the migration started");
-    std::thread::sleep(Duration::from_secs(1));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
-    std::thread::sleep(Duration::from_secs(1));
+    // The controller is gone (waited for), the migration's own session is not.
     assert!(locked(), "the migration goes on after the kill");
+    assert!(
+        lab.sh(
+            "pve1",
+            "pgrep -f 'qm [m]igrate 101' >/dev/null && echo running || echo gone"
+        ) == "running\n",
+        "the migration's process outlived the controller"
+    );
 }
 
 /// Whether guest 101's config on pve1 holds the migration's lock.
@@ -566,14 +542,14 @@ fn overlapping(env: &Env) -> usize {
 
 #[test]
 fn batch_auto_takes_what_quorum_and_ceph_allow() {
-    let auto = DRAIN_REBOOT.replace("batch = 1", "batch = \"auto\"");
+    let auto = fixture_playbook("drain-and-reboot.toml").replace("batch = 1", "batch = \"auto\"");
     // Five nodes without Ceph: quorum 3 of 5 lets two reboot at once.
     let Some(lab) = Lab::up("batch_auto", 125, 5, &[]) else {
         return;
     };
     let env = Env::new();
     let pb = write_playbook(env.state.path(), "pb.toml", &auto);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(overlapping(&env), 2, "batches of two");
     for n in ["pve1", "pve2", "pve3", "pve4", "pve5"] {
@@ -586,7 +562,7 @@ fn batch_auto_takes_what_quorum_and_ceph_allow() {
     };
     let env = Env::new();
     let pb = write_playbook(env.state.path(), "pb.toml", &auto);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(overlapping(&env), 1, "one node at a time");
 }
@@ -597,10 +573,11 @@ fn halt_with_noout_left_set(lab: &Lab, env: &Env) {
     let pb = write_playbook(
         env.state.path(),
         "pb.toml",
-        &DRAIN_REBOOT.replace("timeout = \"60s\"", "timeout = \"15s\""),
+        &fixture_playbook("drain-and-reboot.toml")
+            .replace("timeout = \"60s\"", "timeout = \"15s\""),
     );
     lab.fault("pve1", &["no-return"]);
-    let (code, v) = env.json(lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     let left = v["left_on"].to_string();
     assert!(
@@ -698,9 +675,9 @@ fn a_drain_that_the_cluster_cannot_hold_is_refused_before_anything_moves() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=big", "mem=6144"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
@@ -734,7 +711,11 @@ fn a_node_the_inventory_names_otherwise_than_proxmox_is_not_drained() {
     let text_inv = std::fs::read_to_string(lab.inventory()).unwrap();
     assert!(text_inv.contains("[nodes.pve1]"), "{text_inv}");
     std::fs::write(&inv, text_inv.replace("[nodes.pve1]", "[nodes.web1]")).unwrap();
-    let pb = write_playbook(state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = write_playbook(
+        state.path(),
+        "pb.toml",
+        &fixture_playbook("drain-and-reboot.toml"),
+    );
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     let run = |args: &[&str]| {
         crate::common::bin::command()
@@ -807,7 +788,7 @@ fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     // The return runs from where 101 went: slow there.
@@ -830,7 +811,6 @@ fn a_return_migration_outlives_a_killed_controller_and_the_resume_settles_it() {
             || locked_on(&lab, "pve3", 101)),
         "the return migration started"
     );
-    std::thread::sleep(Duration::from_secs(1));
     signal(&child, "KILL");
     let _ = child.wait_with_output();
     assert_eq!(lab.boots("pve1"), 2, "killed after the reboot");
@@ -927,7 +907,7 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "100", "name=ha-vm", "ha"]);
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
     lab.fault("pve1", &["guest", "103", "name=db", "mem=1024"]);
@@ -988,7 +968,7 @@ fn the_plans_guest_placements_are_the_runs() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", DRAIN_REBOOT);
+    let pb = env.playbook("drain-and-reboot.toml");
     // Guests of several sizes (a container among them, an HA guest) on two nodes, and one node
     // with less room, so the placement has choices to make.
     lab.fault("pve1", &["guest", "101", "name=big", "mem=8192"]);
@@ -1024,7 +1004,7 @@ fn the_plans_guest_placements_are_the_runs() {
         planned.values().map(Vec::len).sum::<usize>() >= 2,
         "the scenario moves guests: {plan}"
     );
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{v}");
     let mut moved = Moves::new();
     for n in ["pve1", "pve2", "pve3"] {

@@ -270,7 +270,7 @@ fn the_second_monitor_of_three_is_not_ok_to_stop(lab: &Lab) {
         ),
         "{detail}"
     );
-    let (code, v) = env.json(lab, &["-l", "pve2", "run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(lab, &pb, &["-l", "pve2"]);
     assert_eq!(code, Some(2), "{v}");
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(

@@ -238,7 +238,7 @@ fn a_node_that_never_returns_halts_the_run_and_resume_finishes_it() {
     let pb = write_playbook(env.state.path(), SLOW_REBOOT);
     lab.fault("pve1", &["no-return"]);
     let boots: Vec<String> = ["pve2", "pve3"].iter().map(|n| lab.boot_id(n)).collect();
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted");
     assert!(
@@ -287,7 +287,7 @@ fn the_quorum_gate_counts_only_the_reboots_the_plan_expects() {
     for n in ["pve1", "pve2"] {
         lab.sh(n, "echo touched > /etc/pvefleet-test");
     }
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{v}");
     for (i, n) in ["pve1", "pve2"].iter().enumerate() {
         assert_eq!(v["nodes"][i]["status"], "ok", "{v}");
@@ -298,7 +298,7 @@ fn the_quorum_gate_counts_only_the_reboots_the_plan_expects() {
     // pve1 (first, nothing to do) is not held back by it.
     lab.sh("pve2", "rm /etc/pvefleet-test");
     let env = Env::new();
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["nodes"][0]["status"], "ok", "{v}");
     let err = v["nodes"][1]["error"].as_str().unwrap();
@@ -323,7 +323,7 @@ fn the_quorum_gate_refuses_to_reboot_a_node_of_a_two_node_cluster() {
     };
     let env = Env::new();
     let pb = write_playbook(env.state.path(), SLOW_REBOOT);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2));
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
@@ -347,26 +347,17 @@ fn running_guests_stop_a_reboot_unless_the_operator_says_otherwise() {
     let env = Env::new();
     let pb = write_playbook(env.state.path(), SLOW_REBOOT);
     lab.fault("pve1", &["guests", "hostpci"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2));
     let err = v["nodes"][0]["error"].as_str().unwrap();
     assert!(
         err.contains("guests are running: qm 100 (web), qm 101 (db), qm 102 (media)"),
         "{err}"
     );
-    let (code, v) = env.json(
+    let (code, v) = env.apply(
         &lab,
-        &[
-            "-l",
-            "pve1",
-            "run",
-            "--yes",
-            "--guests",
-            "shutdown",
-            "-e",
-            "marker=again",
-            pb.to_str().unwrap(),
-        ],
+        &pb,
+        &["-l", "pve1", "--guests", "shutdown", "-e", "marker=again"],
     );
     assert_eq!(code, Some(0), "{v}");
     // Shut down for the reboot, started again once the node was back.

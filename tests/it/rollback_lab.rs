@@ -245,7 +245,7 @@ fn a_file_step_writes_a_megabyte_and_rollback_removes_it() {
             "name = \"big\"\n[vars]\nbig = \"\"\"\n{content}\"\"\"\n[[step]]\nname = \"big file\"\nkind = \"file\"\npath = \"/etc/pvefleet-big\"\ncontent = \"{{{{ big }}}}\"\nmode = \"0640\"\n"
         ),
     );
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{v}");
     let want = md5_of(content.as_bytes());
     let got = lab.sh(
@@ -297,18 +297,7 @@ fn rollback_puts_back_the_guests_and_maintenance_a_halted_run_left() {
     lab.fault("pve1", &["guest", "102", "name=media", "hostpci"]);
     lab.fault("pve1", &["ha"]);
     lab.fault("pve1", &["no-return"]);
-    let (code, v) = env.json(
-        &lab,
-        &[
-            "-l",
-            "pve1",
-            "run",
-            "--yes",
-            "--guests",
-            "shutdown",
-            pb.to_str().unwrap(),
-        ],
-    );
+    let (code, v) = env.apply(&lab, &pb, &["-l", "pve1", "--guests", "shutdown"]);
     assert_eq!(code, Some(2), "{v}");
     assert!(
         v["left_on"]

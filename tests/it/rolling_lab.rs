@@ -8,33 +8,7 @@ use std::time::Duration;
 
 use crate::common::bin::text;
 use crate::common::lab::Lab;
-use crate::common::runs::{signal, write_playbook, Env};
-
-/// A rolling playbook: one line written, an optional pause, a reboot when the line changed.
-const TOUCH_AND_REBOOT: &str = r#"
-name = "touch-and-reboot"
-[vars]
-marker = "touched"
-pause = 0
-[strategy]
-mode = "rolling"
-batch = 1
-[[step]]
-name = "mark"
-kind = "line"
-path = "/etc/pvefleet-test"
-line = "{{ marker }}"
-[[step]]
-name = "pause"
-kind = "run"
-command = "sleep {{ pause }}"
-changed_when = "false"
-[[step]]
-name = "reboot"
-kind = "reboot"
-timeout = "40s"
-on_change = ["mark"]
-"#;
+use crate::common::runs::{fixture_playbook, signal, write_playbook, Env};
 
 fn events_of<'a>(
     ev: &'a [serde_json::Value],
@@ -88,10 +62,10 @@ fn a_service_that_fails_after_boot_halts_the_run_there() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     lab.fault("pve2", &["service-fails", "pveproxy"]);
     let before = lab.boots("pve3");
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted", "{v}");
     assert_eq!(v["nodes"][0]["status"], "ok", "{v}");
@@ -128,10 +102,10 @@ fn a_node_that_never_returns_keeps_ha_maintenance_on_until_resume_clears_it() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     lab.fault("pve1", &["ha"]);
     lab.fault("pve1", &["no-return"]);
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert_eq!(v["status"], "halted");
     assert!(
@@ -216,21 +190,10 @@ fn ha_guests_move_first_and_guests_shut_down_start_again() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     lab.fault("pve1", &["guests"]);
     lab.fault("pve1", &["ha"]); // vm:100 is HA-managed; 101 is not
-    let (code, v) = env.json(
-        &lab,
-        &[
-            "-l",
-            "pve1",
-            "run",
-            "--yes",
-            "--guests",
-            "shutdown",
-            pb.to_str().unwrap(),
-        ],
-    );
+    let (code, v) = env.apply(&lab, &pb, &["-l", "pve1", "--guests", "shutdown"]);
     assert_eq!(code, Some(0), "{v}");
     let ev = env.events();
     let names: Vec<String> = ev
@@ -304,18 +267,16 @@ changed_when = "false"
 "#,
     );
     lab.sh("pve1", "touch /etc/pvefleet-go");
-    let (code, v) = env.json(
+    let (code, v) = env.apply(
         &lab,
+        &pb,
         &[
             "-l",
             "pve1,pve2",
-            "run",
-            "--yes",
             "-e",
             "marker=custom",
             "--guests",
             "ignore",
-            pb.to_str().unwrap(),
         ],
     );
     assert_eq!(code, Some(2), "{v}");
@@ -402,7 +363,7 @@ fn two_resumes_of_one_run_cannot_both_drive_it() {
         "pb.toml",
         "name = \"slow\"\n[strategy]\nmode = \"rolling\"\n[[step]]\nname = \"gate\"\nkind = \"run\"\ncommand = \"test -e /etc/pvefleet-go && sleep 4\"\n",
     );
-    let (code, _) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, _) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2));
     let id = env.run_id();
     for n in ["pve1", "pve2"] {
@@ -505,7 +466,7 @@ fn sigkill_mid_rolling_run_then_resume_reboots_each_node_exactly_once() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     // Killed on pve1 after its file changed, before its reboot.
     let child = env.spawn(
         &lab,
@@ -637,9 +598,10 @@ fn a_parallel_playbook_that_reboots_meets_the_quorum_gate() {
     let pb = write_playbook(
         env.state.path(),
         "pb.toml",
-        &TOUCH_AND_REBOOT.replace("mode = \"rolling\"\nbatch = 1", "mode = \"parallel\""),
+        &fixture_playbook("touch-and-reboot.toml")
+            .replace("mode = \"rolling\"\nbatch = 1", "mode = \"parallel\""),
     );
-    let (code, v) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, v) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(2), "{v}");
     assert!(
         v["nodes"][0]["error"]
@@ -662,7 +624,7 @@ fn a_node_lost_after_the_gate_stops_the_reboot_that_would_cost_quorum() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     let child = env.spawn(
         &lab,
         &[
@@ -702,7 +664,7 @@ fn a_node_lost_at_the_quorum_gate_is_unreachable_and_journaled() {
         return;
     };
     let env = Env::new();
-    let pb = write_playbook(env.state.path(), "pb.toml", TOUCH_AND_REBOOT);
+    let pb = env.playbook("touch-and-reboot.toml");
     let child = env.spawn(
         &lab,
         &[

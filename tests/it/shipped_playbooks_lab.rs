@@ -347,7 +347,7 @@ fn a_plan_evaluates_only_guards_declared_read_only() {
     assert_eq!(check["detail"], "pve1", "the check ran in the plan");
     assert_eq!(lab.ssh("pve1", "test -e /root/command-ran").0, 1);
 
-    let (code, run) = env.json(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    let (code, run) = env.apply(&lab, &pb, &[]);
     assert_eq!(code, Some(0), "{run}");
     assert_eq!(
         lab.ssh("pve1", "test -e /root/unless-ran").0,

@@ -5,7 +5,6 @@ use crate::common::bin::text;
 use crate::common::lab::Lab;
 use crate::common::runs::{shipped, signal, Env};
 use crate::common::wait::eventually;
-use std::time::Duration;
 
 /// What dpkg left unpacked or half-configured on the node (the lab's dpkg state).
 fn half(lab: &Lab, node: &str) -> String {
@@ -199,7 +198,8 @@ fn dpkg_half_way_is_repaired_when_the_run_did_it_and_refused_otherwise() {
         "pve1",
         "for p in /run/pvefleet/*/pid; do kill -KILL -- -$(cat $p); done; true",
     );
-    std::thread::sleep(Duration::from_millis(300));
+    // Killed: dpkg's half-way state shows once the session is gone.
+    crate::common::wait::eventually(10, || !lab.sh("pve1", "dpkg --audit").is_empty());
     let audit = lab.sh("pve1", "dpkg --audit");
     assert!(
         audit.starts_with("The following packages have been unpacked but not yet configured.\n"),

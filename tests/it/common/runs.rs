@@ -98,6 +98,20 @@ impl Env {
             .collect()
     }
 
+    /// A copy of the test playbook `tests/fixtures/playbooks/NAME` in this environment's state
+    /// directory (`pb.toml`: a test may change it, as a resume's checks need).
+    pub fn playbook(&self, name: &str) -> PathBuf {
+        write_playbook(self.state.path(), "pb.toml", &fixture_playbook(name))
+    }
+
+    /// `pvefleet --json run --yes ARGS... PLAYBOOK`: exit code and the document.
+    pub fn apply(&self, lab: &Lab, pb: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value) {
+        let mut a = vec!["run", "--yes"];
+        a.extend_from_slice(args);
+        a.push(pb.to_str().expect("a UTF-8 path"));
+        self.json(lab, &a)
+    }
+
     /// Wait (up to `secs`) until an event matches.
     pub fn wait_event(&self, secs: u64, f: impl Fn(&serde_json::Value) -> bool) -> bool {
         let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
@@ -110,6 +124,14 @@ impl Env {
         }
         false
     }
+}
+
+/// The text of a test playbook, `tests/fixtures/playbooks/NAME`.
+pub fn fixture_playbook(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/playbooks")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// A playbook of the repository.
