@@ -17,6 +17,7 @@ fn spec(fleet: &Fleet, i: usize) -> ConnectSpec {
         user: Some("root".into()),
         identity_files: vec![fleet.client_key.clone()],
         known_hosts: vec![fleet.known_hosts.clone()],
+        global_known_hosts: Vec::new(),
         host_key_policy: HostKeyPolicy::Strict,
         jump: None,
         connect_timeout: Duration::from_secs(3),
