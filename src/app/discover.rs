@@ -174,6 +174,28 @@ fn key_type(key: &PublicKey) -> String {
     }
 }
 
+/// `host (ip)` as OpenSSH names a host in its question: the known_hosts name (`host` or
+/// `[host]:port`) and the address it resolves to, in the same form.
+fn host_and_address(lookup: &str) -> String {
+    let (user, host, port) = inventory::parse_jump(lookup);
+    debug_assert!(user.is_none());
+    let port = port.unwrap_or(22);
+    let ip = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
+            .ok()
+            .and_then(|mut a| a.next())
+            .map(|a| a.ip()),
+    };
+    match ip {
+        Some(ip) => format!(
+            "{lookup} ({})",
+            known_hosts::lookup_name(&ip.to_string(), port)
+        ),
+        None => lookup.to_string(),
+    }
+}
+
 /// Ask the operator on the terminal whether to trust `key` for `host`, with OpenSSH's words
 /// (sshconnect.c): yes, no, or the fingerprint itself; anything else asks again; end of input
 /// is no.
@@ -186,7 +208,7 @@ fn ask_host_key(host: &str, key: &PublicKey) -> bool {
         "The authenticity of host '{}' can't be established.\n{} key fingerprint is {fp}.\n\
          This key is not known by any other names.\n\
          Are you sure you want to continue connecting (yes/no/[fingerprint])? ",
-        crate::sanitize::sanitize_str(host),
+        crate::sanitize::sanitize_str(&host_and_address(host)),
         key_type(key)
     );
     let _ = err.flush();
@@ -500,6 +522,21 @@ fn append_cluster(path: &Path, from: &str, m: &members::Members) -> Result<(), A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_are_named_as_openssh_names_them() {
+        assert_eq!(host_and_address("10.0.0.1"), "10.0.0.1 (10.0.0.1)");
+        assert_eq!(
+            host_and_address("[10.0.0.1]:2222"),
+            "[10.0.0.1]:2222 ([10.0.0.1]:2222)"
+        );
+        // A name with the address it resolves to (IPv4 or IPv6 first, as the resolver says).
+        let local = host_and_address("localhost");
+        assert!(
+            local == "localhost (127.0.0.1)" || local == "localhost (::1)",
+            "{local}"
+        );
+    }
 
     #[test]
     fn a_nodes_reach_is_written_as_the_new_defaults() {

@@ -159,7 +159,7 @@ fn quick_start_from_an_empty_home() {
     let screen = tmux.capture(true, 100);
     assert!(
         screen.contains(&format!(
-            "The authenticity of host '127.{net}.0.1' can't be established.\n\
+            "The authenticity of host '127.{net}.0.1 (127.{net}.0.1)' can't be established.\n\
              ED25519 key fingerprint is {}.\n",
             fingerprint(&lab, "pve1")
         )),
