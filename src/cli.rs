@@ -280,16 +280,25 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
 pub enum InventoryCommand {
     /// Print the resolved nodes (after defaults, groups and --limit).
     Show,
-    /// Write an inventory from a Proxmox node's /etc/pve/.members, read over SSH.
+    /// Write an inventory from a Proxmox node's /etc/pve/.members, read over SSH, and record
+    /// every node's host key from the cluster's own known_hosts (/etc/pve).
+    ///
+    /// An unknown host key of the node asked is shown and asked about on a terminal (refused
+    /// without one, exit 3, unless --host-key-policy accept-new). The other nodes' keys are
+    /// taken from /etc/pve/nodes/NODE/ssh_known_hosts or /etc/pve/priv/known_hosts over that
+    /// connection and recorded in the inventory's known_hosts (else ~/.ssh/known_hosts); one
+    /// differing from a key already recorded is refused (exit 3), naming both entries.
     #[command(
         after_help = "Example:\n  pvefleet inventory discover --from root@192.168.15.91 \
 -o inventory/cluster.toml"
     )]
     Discover {
-        /// The node to ask: `[user@]host[:port]`, or a node name of the current inventory.
+        /// The node to ask: `[user@]host[:port]`, or a node name of the current inventory (then
+        /// reached, and the written inventory's defaults set, as that inventory reaches it).
         #[arg(long, value_name = "HOST")]
         from: String,
-        /// Write here instead of stdout (refuses to overwrite without --force).
+        /// Write here instead of stdout (refuses to overwrite without --force); its directory
+        /// is created.
         #[arg(short = 'o', long, value_name = "FILE")]
         output: Option<PathBuf>,
         /// Overwrite --output if it exists.
@@ -302,7 +311,8 @@ pub enum InventoryCommand {
         /// Identity file to use (and to record in the written inventory).
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
-        /// known_hosts file to use (and to record in the written inventory).
+        /// known_hosts file to use (and to record in the written inventory; the cluster's keys
+        /// are recorded in it).
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
     },

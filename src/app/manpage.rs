@@ -66,6 +66,19 @@ fn files_and_environment() -> String {
                 .to_string(),
         ),
         (
+            "~/.ssh/known_hosts".to_string(),
+            "Host keys checked first (after an inventory's own known_hosts files); where \
+             accept-new, a key accepted at inventory discover's prompt, and the cluster's keys \
+             discover takes from /etc/pve are recorded unless the inventory names a file."
+                .to_string(),
+        ),
+        (
+            crate::ssh::known_hosts::GLOBAL_FILES.join(", "),
+            "The system's host keys (OpenSSH's GlobalKnownHostsFile), checked after the user's, \
+             never written; on a Proxmox VE node a link to /etc/pve/priv/known_hosts."
+                .to_string(),
+        ),
+        (
             "~/.local/state/pvefleet/runs/".to_string(),
             "Run journals (rollback, resume); see PVEFLEET_STATE_DIR.".to_string(),
         ),

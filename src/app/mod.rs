@@ -4,7 +4,7 @@
 //! token, and results handed to the report renderers. It holds no protocol or parsing logic.
 
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
@@ -12,12 +12,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{Cli, Command, GlobalOpts, InventoryCommand};
 use crate::exec::{self, ExecOptions};
 use crate::exit;
-use crate::inventory::{self, limit, members, Inventory, Node, DEFAULT_INVENTORY};
+use crate::inventory::{limit, members, Inventory, Node, DEFAULT_INVENTORY};
 use crate::progress::Progress;
 use crate::report;
-use crate::ssh;
 
 mod audit;
+mod discover;
 pub mod manpage;
 mod playbook;
 mod rollback;
@@ -37,6 +37,10 @@ pub enum AppError {
     /// An input file is invalid (message carries file:line:col).
     #[error("{0}")]
     BadInput(String),
+    /// A node could not be reached: unreachable, host key (unknown, changed, not accepted),
+    /// authentication.
+    #[error("{0}")]
+    Unreachable(String),
     /// Something failed on the local side.
     #[error("{0}")]
     Internal(String),
@@ -47,6 +51,7 @@ impl AppError {
         match self {
             AppError::Usage(_) => exit::USAGE,
             AppError::BadInput(_) => exit::BAD_INPUT,
+            AppError::Unreachable(_) => exit::UNREACHABLE,
             AppError::Internal(_) => exit::INTERNAL,
         }
     }
@@ -136,15 +141,15 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             identity,
             known_hosts,
         }) => {
-            cmd_discover(
-                g,
+            let args = discover::DiscoverArgs {
                 from,
-                output.as_deref(),
-                (*force, *append),
-                identity.as_deref(),
-                known_hosts.as_deref(),
-            )
-            .await
+                output: output.as_deref(),
+                force: *force,
+                append: *append,
+                identity: identity.as_deref(),
+                known_hosts: known_hosts.as_deref(),
+            };
+            discover::cmd_discover(g, &args).await
         }
         Command::Audit(args) => audit::cmd_audit(g, args).await,
         Command::Probe {
@@ -311,146 +316,5 @@ fn cmd_inventory_show(g: &GlobalOpts) -> Result<u8, AppError> {
         report::inventory::render_nodes(&inv.source, &nodes, use_color())
     };
     println!("{text}");
-    Ok(exit::OK)
-}
-
-async fn cmd_discover(
-    g: &GlobalOpts,
-    from: &str,
-    output: Option<&Path>,
-    (force, append): (bool, bool),
-    identity: Option<&Path>,
-    known_hosts: Option<&Path>,
-) -> Result<u8, AppError> {
-    if let Some(out) = output {
-        if out.exists() && !force && !append {
-            return Err(AppError::Usage(format!(
-                "{} exists; pass --force to overwrite it",
-                out.display()
-            )));
-        }
-    }
-    // A node of the current inventory, if there is one and it names `from`; else an address.
-    let known = if g.inventory.is_some() || Path::new(DEFAULT_INVENTORY).exists() {
-        load_inventory(g)?.node(from).cloned()
-    } else {
-        None
-    };
-    let mut spec = match known {
-        Some(node) => node.connect_spec(),
-        None => {
-            let (user, host, port) = inventory::parse_jump(from);
-            let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-            let mut node = Inventory::parse("[nodes.discover]\n", Path::new("discover.toml"))
-                .map_err(|e| AppError::Internal(e.to_string()))?
-                .nodes
-                .remove(0);
-            node.name = host.clone();
-            node.address = host;
-            node.port = port;
-            node.user = user;
-            node.identity_files = identity.iter().map(|p| cwd.join(p)).collect();
-            node.known_hosts = known_hosts.iter().map(|p| cwd.join(p)).collect();
-            node.connect_spec()
-        }
-    };
-    if let Some(p) = g.host_key_policy {
-        spec.host_key_policy = p.into();
-    }
-    let timeout = g.timeout.unwrap_or(inventory::DEFAULT_COMMAND_TIMEOUT);
-    let session = ssh::connect(&spec)
-        .await
-        .map_err(|e| AppError::Usage(format!("cannot reach {from}: {e}")))?;
-    let out = session
-        .exec(&format!("cat {LOCAL_MEMBERS}"), timeout)
-        .await
-        .map_err(|e| AppError::Usage(format!("{from}: {e}")))?;
-    session.close().await;
-    if out.exit != ssh::ExitStatus::Code(0) {
-        return Err(AppError::BadInput(format!(
-            "{from}: cannot read {LOCAL_MEMBERS} (is it a Proxmox VE node?): {}",
-            report::sanitize::first_line(&String::from_utf8_lossy(&out.stderr), 200)
-        )));
-    }
-    let m = members::parse_members(&String::from_utf8_lossy(&out.stdout))
-        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
-    let mut defaults = String::new();
-    defaults.push_str(&format!(
-        "user = {}\n",
-        toml::Value::String(spec.user.clone().unwrap_or_else(|| "root".into()))
-    ));
-    // Absolute paths: the written file may live in another directory than the current one.
-    for (key, path) in [("identity_files", identity), ("known_hosts", known_hosts)] {
-        if let Some(p) = path {
-            let abs = std::fs::canonicalize(p).unwrap_or_else(|_| PathBuf::from(".").join(p));
-            defaults.push_str(&format!(
-                "{key} = [{}]\n",
-                toml::Value::String(abs.display().to_string())
-            ));
-        }
-    }
-    if append {
-        let path = output.expect("clap requires --output with --append");
-        return append_cluster(path, from, &m);
-    }
-    let text = m
-        .to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &defaults)
-        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
-    match output {
-        Some(path) => {
-            std::fs::write(path, &text)
-                .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
-            eprintln!(
-                "wrote {} with {} nodes from {from}",
-                path.display(),
-                m.nodelist.len()
-            );
-        }
-        None => print!("{text}"),
-    }
-    Ok(exit::OK)
-}
-
-/// `inventory discover --append`: add a cluster's nodes to an existing inventory file; the result
-/// must still load, and no node name may be there twice.
-fn append_cluster(path: &Path, from: &str, m: &members::Members) -> Result<u8, AppError> {
-    let old = std::fs::read_to_string(path)
-        .map_err(|e| AppError::Usage(format!("{}: {e} (nothing to append to)", path.display())))?;
-    let existing = Inventory::parse(&old, path).map_err(|e| AppError::BadInput(e.to_string()))?;
-    let tables = m
-        .node_tables()
-        .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
-    let clash: Vec<&str> = m
-        .nodelist
-        .keys()
-        .filter(|n| existing.node(n).is_some())
-        .map(String::as_str)
-        .collect();
-    if !clash.is_empty() {
-        return Err(AppError::Usage(format!(
-            "{}: already has node(s) {}; a node belongs to one cluster (edit the file, or write another inventory)",
-            path.display(),
-            clash.join(", ")
-        )));
-    }
-    let cluster = m
-        .cluster
-        .as_ref()
-        .map_or("(standalone)", |c| c.name.as_str());
-    let mut text = old.trim_end().to_string();
-    text.push_str(&format!(
-        "\n\n# Appended by `pvefleet inventory discover --append` from {}: cluster {}.\n",
-        crate::sanitize::sanitize_str(from).replace('\n', " "),
-        cluster
-    ));
-    text.push_str(&tables);
-    Inventory::parse(&text, path).map_err(|e| AppError::BadInput(e.to_string()))?;
-    std::fs::write(path, &text)
-        .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))?;
-    eprintln!(
-        "appended {} nodes of cluster {cluster} from {from} to {}",
-        m.nodelist.len(),
-        path.display()
-    );
     Ok(exit::OK)
 }

@@ -6,6 +6,7 @@
 //! (which is also the order rolling playbooks use). Target selection (`--limit`) lives in [`limit`];
 //! discovery from a Proxmox node's `/etc/pve/.members` in [`members`].
 
+pub mod host_keys;
 pub mod limit;
 pub mod members;
 mod source;
@@ -445,6 +446,14 @@ pub fn absolutise(p: &str, base_dir: &Path) -> PathBuf {
 
 pub use crate::ssh::parse_destination as parse_jump;
 
+/// The system's known_hosts files, as OpenSSH's default `GlobalKnownHostsFile`.
+fn global_known_hosts() -> Vec<PathBuf> {
+    crate::ssh::known_hosts::GLOBAL_FILES
+        .iter()
+        .map(PathBuf::from)
+        .collect()
+}
+
 impl Node {
     /// The transport's view of this node.
     pub fn connect_spec(&self) -> ConnectSpec {
@@ -464,6 +473,7 @@ impl Node {
                 user,
                 identity_files: self.identity_files.clone(),
                 known_hosts: known_hosts.clone(),
+                global_known_hosts: global_known_hosts(),
                 host_key_policy: self.host_key_policy,
                 jump: None,
                 connect_timeout: self.connect_timeout,
@@ -481,6 +491,7 @@ impl Node {
             user: self.user.clone(),
             identity_files: self.identity_files.clone(),
             known_hosts,
+            global_known_hosts: global_known_hosts(),
             host_key_policy: self.host_key_policy,
             jump,
             connect_timeout: self.connect_timeout,

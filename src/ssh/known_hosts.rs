@@ -1,6 +1,12 @@
 //! known_hosts files: lookup (plain, `[host]:port`, wildcard, negated and hashed `|1|` entries,
 //! `@revoked` markers) and appending for trust-on-first-use.
 //!
+//! As OpenSSH (ssh_config(5), `UserKnownHostsFile` and `GlobalKnownHostsFile`), a key is looked
+//! up in the user's files first, then in the system's ([`GLOBAL_FILES`]; on a Proxmox VE node
+//! `/etc/ssh/ssh_known_hosts` is a link to the cluster's `/etc/pve/priv/known_hosts`): a matching
+//! entry in any of them makes the key known, a revoked one or another key of the host in any of
+//! them refuses it, and keys are only ever written to a user file.
+//!
 //! Appending is safe when many connections learn keys at once (accept-new on a fleet of new
 //! nodes): each entry is written with one `write` under an exclusive `flock` on the file, and the
 //! file is read again under the lock, so a host another task (or another pvefleet) recorded in the
@@ -20,6 +26,9 @@ use data_encoding::BASE64;
 use hmac::{Hmac, KeyInit, Mac};
 use russh::keys::{Algorithm, PublicKey};
 use sha1::Sha1;
+
+/// OpenSSH's default `GlobalKnownHostsFile`: the system-wide known_hosts files (ssh_config(5)).
+pub const GLOBAL_FILES: [&str; 2] = ["/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2"];
 
 /// One key recorded for a host.
 #[derive(Debug, Clone)]
@@ -137,8 +146,9 @@ pub fn keys_for(files: &[PathBuf], name: &str) -> Vec<KnownKey> {
     out
 }
 
-/// The keys recorded for `name` in `text`, the content of `file`.
-fn keys_in(text: &str, file: &Path, name: &str) -> Vec<KnownKey> {
+/// The keys recorded for `name` in `text`, the content of `file` (which may be a remote file,
+/// named for messages only).
+pub fn keys_in(text: &str, file: &Path, name: &str) -> Vec<KnownKey> {
     let mut out = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -250,6 +260,131 @@ pub enum Learned {
 /// single `write`, then fsync. So concurrent learners never interleave lines or record a host
 /// twice. Blocking: call it from a blocking thread in async code.
 pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<Learned> {
+    let new_line = entry_line(name, key)?;
+    append_locked(file, |text| {
+        Ok(match check(&keys_in(text, file, name), key) {
+            Verdict::Known { .. } => (Learned::AlreadyKnown, String::new()),
+            Verdict::Changed { file, line } => (Learned::Conflict { file, line }, String::new()),
+            Verdict::Unknown => (Learned::Added, new_line),
+        })
+    })
+}
+
+/// Under an exclusive lock on `file` (opened as [`open_for_append`]): read it whole, let
+/// `decide` say what to append, and append that (after a newline if the file does not end in
+/// one) with one `write` (O_APPEND: never pieces another writer could split), then fsync.
+fn append_locked<T>(
+    file: &Path,
+    decide: impl FnOnce(&str) -> std::io::Result<(T, String)>,
+) -> std::io::Result<T> {
+    let f = open_for_append(file)?;
+    let _lock = FileLock::exclusive(&f)?;
+    let mut handle = &f;
+    let mut text = String::new();
+    handle.rewind()?;
+    handle.read_to_string(&mut text)?;
+    let (result, mut added) = decide(&text)?;
+    if added.is_empty() {
+        return Ok(result);
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        added.insert(0, '\n');
+    }
+    handle.write_all(added.as_bytes())?;
+    f.sync_all()?;
+    Ok(result)
+}
+
+/// How a key from a trusted source (the cluster's own known_hosts) compares with the entries
+/// already recorded for a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    /// The same key is recorded (not revoked).
+    Same,
+    /// Another key of the same type is recorded for the host, or this key is `@revoked`: a
+    /// changed host key, never replaced silently.
+    Conflict {
+        /// The file of the entry in the way.
+        file: PathBuf,
+        /// Its 1-based line.
+        line: usize,
+    },
+    /// Nothing of this key type is recorded for the host: the key can be added (a host may have
+    /// one key per type, as OpenSSH records them).
+    New,
+}
+
+/// Whether two keys are of the same type (all RSA signature variants are one type).
+fn same_type(a: &PublicKey, b: &PublicKey) -> bool {
+    let (x, y) = (a.algorithm(), b.algorithm());
+    x == y || (x.is_rsa() && y.is_rsa())
+}
+
+/// Judge `key` against `known`, the entries recorded for one host (see [`Recorded`]).
+pub fn recorded(known: &[KnownKey], key: &PublicKey) -> Recorded {
+    let same = |k: &&KnownKey| k.key.key_data() == key.key_data();
+    if let Some(k) = known.iter().filter(|k| k.revoked).find(same) {
+        return Recorded::Conflict {
+            file: k.file.clone(),
+            line: k.line,
+        };
+    }
+    if known.iter().filter(|k| !k.revoked).any(|k| same(&k)) {
+        return Recorded::Same;
+    }
+    match known.iter().find(|k| !k.revoked && same_type(&k.key, key)) {
+        Some(k) => Recorded::Conflict {
+            file: k.file.clone(),
+            line: k.line,
+        },
+        None => Recorded::New,
+    }
+}
+
+/// Record each `(name, key)` of `entries` in `file` unless it is recorded there already: under
+/// the file's exclusive lock, judged against what the file holds now (and the entries added
+/// before it), all new lines appended with one `write`. If any entry conflicts
+/// ([`Recorded::Conflict`]), nothing is written. Returns each entry's verdict, in order. The file
+/// is created 0600 (its directory 0700) if missing. Blocking.
+pub fn record(file: &Path, entries: &[(String, PublicKey)]) -> std::io::Result<Vec<Recorded>> {
+    append_locked(file, |text| {
+        let mut added = String::new();
+        let mut verdicts = Vec::with_capacity(entries.len());
+        let before = text.lines().count();
+        for (name, key) in entries {
+            let mut known = keys_in(text, file, name);
+            known.extend(keys_in(&added, file, name).into_iter().map(|k| KnownKey {
+                line: before + k.line,
+                ..k
+            }));
+            let verdict = recorded(&known, key);
+            if verdict == Recorded::New {
+                added.push_str(&entry_line(name, key)?);
+            }
+            verdicts.push(verdict);
+        }
+        if verdicts
+            .iter()
+            .any(|v| matches!(v, Recorded::Conflict { .. }))
+        {
+            added.clear();
+        }
+        Ok((verdicts, added))
+    })
+}
+
+/// `name algo base64\n`: a known_hosts line for `key`, without the key's comment.
+fn entry_line(name: &str, key: &PublicKey) -> std::io::Result<String> {
+    let openssh = key
+        .to_openssh()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut parts = openssh.split_whitespace();
+    let (algo, b64) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    Ok(format!("{name} {algo} {b64}\n"))
+}
+
+/// Open (create 0600, its directory 0700) a known_hosts file for reading and appending.
+fn open_for_append(file: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
@@ -259,37 +394,12 @@ pub fn learn(file: &Path, name: &str, key: &PublicKey) -> std::io::Result<Learne
                 .create(dir)?;
         }
     }
-    let openssh = key
-        .to_openssh()
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    // Drop the comment: known_hosts lines are `name algo base64`.
-    let mut parts = openssh.split_whitespace();
-    let (algo, b64) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(file)?;
-    let _lock = FileLock::exclusive(&f)?;
-    let mut handle = &f;
-    let mut text = String::new();
-    handle.rewind()?;
-    handle.read_to_string(&mut text)?;
-    match check(&keys_in(&text, file, name), key) {
-        Verdict::Known { .. } => return Ok(Learned::AlreadyKnown),
-        Verdict::Changed { file, line } => return Ok(Learned::Conflict { file, line }),
-        Verdict::Unknown => {}
-    }
-    let mut entry = String::new();
-    if !text.is_empty() && !text.ends_with('\n') {
-        entry.push('\n');
-    }
-    entry.push_str(&format!("{name} {algo} {b64}\n"));
-    // One buffer, one write (O_APPEND): never several pieces another writer could split.
-    handle.write_all(entry.as_bytes())?;
-    f.sync_all()?;
-    Ok(Learned::Added)
+        .open(file)
 }
 
 /// An exclusive `flock(2)` held until dropped (closing the file would release it too).
@@ -452,5 +562,96 @@ mod tests {
             vec![Algorithm::Ed25519]
         );
         assert_eq!(preferred_algorithms(&[], &defaults), defaults);
+    }
+
+    #[test]
+    fn the_system_file_is_read_after_the_users_and_either_can_refuse() {
+        // As OpenSSH: UserKnownHostsFile, then GlobalKnownHostsFile; any match is known, a
+        // revoked key or another key of the host in either refuses.
+        let (_d1, user) = write("");
+        let (_d2, global) = write(&format!("pve1,10.0.0.1 {ED1}\n"));
+        let files = vec![user.clone(), global.clone()];
+        assert!(matches!(
+            check(&keys_for(&files, "10.0.0.1"), &key(ED1)),
+            Verdict::Known { ref file, line: 1 } if *file == global
+        ));
+        match check(&keys_for(&files, "pve1"), &key(ED2)) {
+            Verdict::Changed { file, line } => assert_eq!((file, line), (global.clone(), 1)),
+            v => panic!("{v:?}"),
+        }
+        std::fs::write(&user, format!("@revoked * {ED1}\n")).unwrap();
+        match check(&keys_for(&files, "pve1"), &key(ED1)) {
+            Verdict::Changed { file, line } => assert_eq!((file, line), (user.clone(), 1)),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn a_trusted_key_is_new_same_or_a_conflict_by_type() {
+        const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCupseGRWjHKCtkod3BYBojC2i2o5oEnaLSTkHbqE0JYgxJkw4m6YOG7U51c8zto0wmStJlNlPwZELw+NR4zkLOG2C3qkQgyIUl+Eg6gawR0qcWa6mKd6XV7UD0emxb5DBAV5D2eih7rxsQjmvPS4hzEUwsSHkvwBsjlOis9joeZ9dxpo4M3S5xWsyAr4IKqYZuKsQhzaCnseV5LoyKpmExJVi/fFpmQ9fJDgYFu/WnIzacolYjAlQagq5z8Ta+5440DC+v3Toc4Ghvqh4Xo6E7dLZ8awJHDBcNgX50tnnrYyefF7+6tqvBWYoEWBers0jgVPymS1RNcEodMduo6IBH";
+        let (_d, p) = write(&format!("pve1 {ED1}\n@revoked pve3 {ED2}\n"));
+        let files = vec![p.clone()];
+        let rsa = PublicKey::from_openssh(RSA).unwrap();
+        assert_eq!(
+            recorded(&keys_for(&files, "pve1"), &key(ED1)),
+            Recorded::Same
+        );
+        // Another type than the one recorded: added, as OpenSSH keeps one key per type.
+        assert_eq!(recorded(&keys_for(&files, "pve1"), &rsa), Recorded::New);
+        assert_eq!(
+            recorded(&keys_for(&files, "pve1"), &key(ED2)),
+            Recorded::Conflict {
+                file: p.clone(),
+                line: 1
+            }
+        );
+        assert_eq!(
+            recorded(&keys_for(&files, "pve3"), &key(ED2)),
+            Recorded::Conflict {
+                file: p.clone(),
+                line: 2
+            }
+        );
+        assert_eq!(
+            recorded(&keys_for(&files, "pve2"), &key(ED2)),
+            Recorded::New
+        );
+    }
+
+    #[test]
+    fn record_appends_what_is_new_and_nothing_on_a_conflict() {
+        let (_d, p) = write(&format!("pve1 {ED1}")); // no final newline
+        let v = record(
+            &p,
+            &[
+                ("pve1".into(), key(ED1)),
+                ("10.0.0.2".into(), key(ED2)),
+                ("pve2".into(), key(ED2)),
+                ("pve2".into(), key(ED2)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            [Recorded::Same, Recorded::New, Recorded::New, Recorded::Same]
+        );
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(text, format!("pve1 {ED1}\n10.0.0.2 {ED2}\npve2 {ED2}\n"));
+        let v = record(&p, &[("pve3".into(), key(ED1)), ("pve1".into(), key(ED2))]).unwrap();
+        assert_eq!(
+            v,
+            [
+                Recorded::New,
+                Recorded::Conflict {
+                    file: p.clone(),
+                    line: 1
+                }
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            text,
+            "written on a conflict"
+        );
     }
 }

@@ -57,8 +57,12 @@ pub struct ConnectSpec {
     pub user: Option<String>,
     /// Identity files tried after the agent, before ssh_config's and the default ones.
     pub identity_files: Vec<PathBuf>,
-    /// known_hosts files checked in order (the inventory's first, then `~/.ssh/known_hosts`).
+    /// known_hosts files checked in order (the inventory's first, then `~/.ssh/known_hosts`);
+    /// accept-new records a key in the first.
     pub known_hosts: Vec<PathBuf>,
+    /// The system's known_hosts files (OpenSSH's `GlobalKnownHostsFile`,
+    /// [`known_hosts::GLOBAL_FILES`]), checked after `known_hosts` and never written.
+    pub global_known_hosts: Vec<PathBuf>,
     /// Host-key policy.
     pub host_key_policy: HostKeyPolicy,
     /// Jump host (`ProxyJump`), reached first; the node is reached over a direct-tcpip channel.
@@ -145,6 +149,9 @@ pub enum SshError {
         host: String,
         /// SHA256 fingerprint of the offered key.
         fingerprint: String,
+        /// The offered key (none for a host certificate), for a caller that asks the operator
+        /// and records it (`inventory discover` on a terminal).
+        key: Option<Box<PublicKey>>,
     },
     /// No method worked.
     #[error("authentication failed for {user}: {detail}")]
@@ -178,8 +185,14 @@ pub const MAX_CHANNELS: usize = 8;
 /// turned into a precise error after russh gives up.
 #[derive(Debug, Clone)]
 enum KeyDecision {
-    Unknown { fingerprint: String },
-    Changed { file: PathBuf, line: usize },
+    Unknown {
+        fingerprint: String,
+        key: Option<Box<PublicKey>>,
+    },
+    Changed {
+        file: PathBuf,
+        line: usize,
+    },
     LearnFailed(String),
 }
 
@@ -205,6 +218,7 @@ impl client::Handler for Client {
             russh::keys::PublicKeyOrCertificate::Certificate(_) => {
                 *self.decision.lock().expect("decision") = Some(KeyDecision::Unknown {
                     fingerprint: "host certificate (not supported)".into(),
+                    key: None,
                 });
                 return Ok(false);
             }
@@ -257,6 +271,7 @@ impl client::Handler for Client {
             }
             (known_hosts::Verdict::Unknown, HostKeyPolicy::Strict) => KeyDecision::Unknown {
                 fingerprint: known_hosts::fingerprint(key),
+                key: Some(Box::new(key.clone())),
             },
         };
         *self.decision.lock().expect("decision") = Some(decision);
@@ -362,7 +377,15 @@ fn connect_inner(
     Box::pin(async move {
         let r = resolve(spec)?;
         let lookup = known_hosts::lookup_name(&r.host, r.port);
-        let known = known_hosts::keys_for(&spec.known_hosts, &lookup);
+        // The user's files, then the system's (OpenSSH's UserKnownHostsFile, then
+        // GlobalKnownHostsFile): a key is known, changed or revoked by any of them.
+        let checked: Vec<PathBuf> = spec
+            .known_hosts
+            .iter()
+            .chain(&spec.global_known_hosts)
+            .cloned()
+            .collect();
+        let known = known_hosts::keys_for(&checked, &lookup);
         let algos = known_hosts::preferred_algorithms(&known, &Preferred::DEFAULT.key);
         let config = Arc::new(client_config(spec, algos));
         let decision = Arc::new(Mutex::new(None));
@@ -370,6 +393,7 @@ fn connect_inner(
             host: spec.name.clone(),
             lookup: lookup.clone(),
             known,
+            // Only the user's files are written (accept-new), never the system's.
             files: spec.known_hosts.clone(),
             policy: spec.host_key_policy,
             decision: decision.clone(),
@@ -415,9 +439,10 @@ fn connect_inner(
                         file,
                         line,
                     },
-                    Some(KeyDecision::Unknown { fingerprint }) => SshError::HostKeyUnknown {
+                    Some(KeyDecision::Unknown { fingerprint, key }) => SshError::HostKeyUnknown {
                         host: lookup,
                         fingerprint,
+                        key,
                     },
                     Some(KeyDecision::LearnFailed(m)) => {
                         SshError::Protocol(format!("cannot record host key: {m}"))

@@ -17,6 +17,7 @@ fn spec(fleet: &Fleet, i: usize) -> ConnectSpec {
         user: Some("root".into()),
         identity_files: vec![fleet.client_key.clone()],
         known_hosts: vec![fleet.known_hosts.clone()],
+        global_known_hosts: Vec::new(),
         host_key_policy: HostKeyPolicy::Strict,
         jump: None,
         connect_timeout: Duration::from_secs(3),
@@ -213,6 +214,48 @@ async fn strict_refuses_unknown_and_accept_new_records_it() {
     );
     s.host_key_policy = HostKeyPolicy::Strict;
     connect(&s).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_global_known_hosts_is_checked_after_the_users_and_never_written() {
+    if !require_root("the_global_known_hosts_is_checked_after_the_users_and_never_written") {
+        return;
+    }
+    // As OpenSSH's GlobalKnownHostsFile: read after UserKnownHostsFile, a key known, changed or
+    // revoked there counts, and accept-new records only in the user's file.
+    let fleet = Fleet::start(42, 1);
+    let user = fleet.dir.path().join("user_known_hosts");
+    let global = fleet.dir.path().join("global_known_hosts");
+    std::fs::copy(&fleet.known_hosts, &global).unwrap();
+    let mut s = spec(&fleet, 0);
+    s.known_hosts = vec![user.clone()];
+    s.global_known_hosts = vec![global.clone()];
+    connect(&s).await.unwrap();
+    s.host_key_policy = HostKeyPolicy::AcceptNew;
+    connect(&s).await.unwrap();
+    assert!(!user.exists(), "a key known globally is not recorded again");
+    // Revoked in the global file, known in the user's: refused, naming the global file.
+    let key = std::fs::read_to_string(&fleet.known_hosts).unwrap();
+    let key: Vec<&str> = key.split_whitespace().skip(1).take(2).collect();
+    std::fs::copy(&fleet.known_hosts, &user).unwrap();
+    std::fs::write(&global, format!("@revoked * {}\n", key.join(" "))).unwrap();
+    match connect(&s).await.err().unwrap() {
+        SshError::HostKeyChanged { file, line, .. } => {
+            assert_eq!((file, line), (global.clone(), 1))
+        }
+        e => panic!("{e}"),
+    }
+    // Unknown everywhere: accept-new writes the user's file, not the global one.
+    std::fs::remove_file(&user).unwrap();
+    std::fs::write(&global, "# nothing\n").unwrap();
+    connect(&s).await.unwrap();
+    assert_eq!(std::fs::read_to_string(&global).unwrap(), "# nothing\n");
+    assert!(
+        std::fs::read_to_string(&user)
+            .unwrap()
+            .starts_with(&format!("{} ssh-ed25519 ", fleet.servers[0].addr)),
+        "accept-new records in the user's file"
+    );
 }
 
 #[tokio::test]
