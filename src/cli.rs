@@ -400,6 +400,8 @@ pub enum FormatArg {
     Markdown,
     /// One self-contained HTML page (no external assets), printable.
     Html,
+    /// OpenMetrics text for Prometheus (node_exporter's textfile collector, a pushgateway).
+    Openmetrics,
 }
 
 impl From<FormatArg> for crate::report::audit::Format {
@@ -410,6 +412,7 @@ impl From<FormatArg> for crate::report::audit::Format {
             FormatArg::Json => Format::Json,
             FormatArg::Markdown => Format::Markdown,
             FormatArg::Html => Format::Html,
+            FormatArg::Openmetrics => Format::OpenMetrics,
         }
     }
 }
@@ -418,10 +421,11 @@ impl From<FormatArg> for crate::report::audit::Format {
 #[derive(Debug, Args, Clone)]
 pub struct AuditArgs {
     /// Output format (`--json` is the same as `--format json`) [default: from the extension of
-    /// `-o FILE` (.json, .md, .html, .htm), else terminal].
+    /// `-o FILE` (.json, .md, .markdown, .html, .htm, .prom), else terminal].
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// Write the report to FILE instead of stdout.
+    /// Write the report to FILE instead of stdout (atomically: a temporary file in the same
+    /// directory, then renamed, so node_exporter's textfile collector never reads half a file).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Only these probes (comma-separated; default: all).

@@ -110,9 +110,21 @@ fn read_old_report(path: &Path) -> Result<Option<audit::AuditReport>, AppError> 
     Ok(Some(old))
 }
 
+/// Write `text` to `path` atomically: a temporary file beside it (a hidden name not ending in
+/// `.prom`, which node_exporter's textfile collector would read), then a rename over `path`.
 fn write_file(path: &Path, text: &str) -> Result<(), AppError> {
-    std::fs::write(path, text)
-        .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))
+    let name = path.file_name().map_or_else(
+        || "pvefleet-output".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let cannot =
+        |e: std::io::Error| AppError::Internal(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&tmp, text).map_err(cannot)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        cannot(e)
+    })
 }
 
 fn write_stdout(text: &str) -> Result<(), AppError> {
@@ -155,12 +167,16 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
             Some("json") => Format::Json,
             Some("md" | "markdown") => Format::Markdown,
             Some("html" | "htm") => Format::Html,
+            Some("prom") => Format::OpenMetrics,
             _ => Format::Terminal,
         }
     };
     let old = match &args.compare {
         Some(path) => {
-            if matches!(format, Format::Markdown | Format::Html) {
+            if matches!(
+                format,
+                Format::Markdown | Format::Html | Format::OpenMetrics
+            ) {
                 return Err(AppError::Usage(
                     "--compare prints terminal text or JSON (--format terminal|json)".into(),
                 ));

@@ -30,6 +30,8 @@ pub enum Format {
     Markdown,
     /// One self-contained HTML page (no external assets), printable.
     Html,
+    /// OpenMetrics text (Prometheus): one gauge per node and check ([`super::openmetrics`]).
+    OpenMetrics,
 }
 
 /// Render `report` in `format` (`terminal` options matter only to the terminal format).
@@ -39,6 +41,7 @@ pub fn render(report: &AuditReport, format: Format, terminal: &TerminalOptions) 
         Format::Json => render_json(report),
         Format::Markdown => render_markdown(report),
         Format::Html => render_html(report),
+        Format::OpenMetrics => super::openmetrics::render_openmetrics(report),
     }
 }
 

@@ -305,14 +305,15 @@ fn compact_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
     out
 }
 
-/// The text of one wide matrix cell: the grade and its detail cut to `max`.
-fn wide_cell(row: &NodeAudit, check: &str, max: usize) -> (Option<Grade>, String) {
+/// The text of one wide matrix cell: the grade and its whole detail (`--wide` is asked for to
+/// read it; it was cut to 28 characters, a few words of most details).
+fn wide_cell(row: &NodeAudit, check: &str) -> (Option<Grade>, String) {
     if row.status != NodeStatus::Ok {
         return (None, String::new());
     }
     match row.cells.get(check) {
         Some(MatrixCell { grade, detail }) => {
-            let d = shorten(detail, max);
+            let d = detail.trim();
             if d.is_empty() {
                 (Some(*grade), grade_word(*grade).to_string())
             } else {
@@ -352,7 +353,7 @@ fn wide_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
         }
         cells.push(status);
         for check in &r.checks {
-            let (grade, text) = wide_cell(row, check, 28);
+            let (grade, text) = wide_cell(row, check);
             let mut cell = Cell::new(sanitize_str(&text));
             if let (true, Some(g)) = (opts.color, grade) {
                 cell = cell.fg(grade_color(g));
@@ -563,6 +564,26 @@ mod tests {
         );
         assert_eq!(offset_text(-0.0042), "-4ms");
         assert_eq!(offset_text(2.314), "+2.31s");
+    }
+
+    #[test]
+    fn wide_cells_carry_the_whole_detail() {
+        let long = "+90.009 s (ahead of the controller): HA reports time drift above 2 s; RRD updates fail";
+        let r = report(vec![row(
+            "pve1",
+            vec![Finding::new("clock.offset", Grade::Fail, long)],
+        )]);
+        assert_eq!(wide_cell(&r.nodes[0], "clock").1, format!("FAIL {long}"));
+        let text = render_terminal(
+            &r,
+            &TerminalOptions {
+                wide: true,
+                width: Some(80),
+                ..TerminalOptions::default()
+            },
+        );
+        let row = text.lines().find(|l| l.contains(" pve1 ")).unwrap();
+        assert!(row.contains(long), "{text}");
     }
 
     #[test]
