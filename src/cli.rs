@@ -441,6 +441,11 @@ pub struct AuditArgs {
     /// still open (terminal or JSON).
     #[arg(long, value_name = "OLD.json")]
     pub compare: Option<PathBuf>,
+    /// Accepted findings (TOML, `[[accept]]` tables of check, node or "*", until YYYY-MM-DD,
+    /// reason): an accepted WARN/FAIL is shown as accepted and counts neither for the exit code
+    /// nor as new in --compare, up to its date; an expired acceptance is reported and ignored.
+    #[arg(long, value_name = "FILE")]
+    pub accept: Option<PathBuf>,
     /// Also write this audit's JSON report to FILE (e.g. for the next --compare).
     #[arg(long, value_name = "FILE")]
     pub save_json: Option<PathBuf>,

@@ -35,6 +35,17 @@ fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
     Ok(t)
 }
 
+/// The acceptances of `--accept FILE` (file:line:column errors, exit 65).
+fn load_acceptances(path: Option<&Path>) -> Result<Vec<audit::accept::Acceptance>, AppError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
+    audit::accept::parse(path, &text, &audit::accept::known_check)
+        .map_err(|e| AppError::BadInput(e.to_string()))
+}
+
 fn probe_list(names: &[String]) -> Result<Vec<String>, AppError> {
     if names.is_empty() {
         return Ok(audit::probe_names());
@@ -196,7 +207,17 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
     };
     let probes = probe_list(&args.probes)?;
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
-    let report = run_audit(g, probes, thresholds).await?;
+    let acceptances = load_acceptances(args.accept.as_deref())?;
+    let mut report = run_audit(g, probes, thresholds).await?;
+    if args.accept.is_some() {
+        // Today in UTC, as the report's generated_at (YYYY-MM-DD sorts as text).
+        let today = report
+            .generated_at
+            .get(..10)
+            .unwrap_or_default()
+            .to_string();
+        audit::accept::apply(&mut report, &acceptances, &today);
+    }
     if let Some(path) = &args.save_json {
         write_file(path, &crate::report::audit::render_json(&report))?;
     }

@@ -72,8 +72,13 @@ pub fn node_status_text(row: &NodeAudit) -> String {
 /// The summary line shared by every format.
 pub fn summary_line(r: &AuditReport) -> String {
     let s = &r.summary;
+    let accepted = if s.accepted > 0 {
+        format!(" ({} accepted)", s.accepted)
+    } else {
+        String::new()
+    };
     format!(
-        "{} nodes ({} not audited): {} PASS, {} WARN, {} FAIL, {} SKIP",
+        "{} nodes ({} not audited): {} PASS, {} WARN, {} FAIL, {} SKIP{accepted}",
         s.nodes, s.unreachable, s.pass, s.warn, s.fail, s.skip
     )
 }
@@ -376,6 +381,38 @@ fn style(t: &mut Table, opts: &TerminalOptions) {
     }
 }
 
+/// The accepted findings (`--accept`) with their reason and date, and the expired acceptances.
+fn accepted_text(r: &AuditReport, out: &mut String, width: Option<usize>) {
+    if !r.accepted.is_empty() {
+        let _ = writeln!(out, "Accepted (not counted in the exit code):");
+    }
+    for a in &r.accepted {
+        let head = format!(
+            "  {} {} [{}] ",
+            grade_word(a.finding.grade),
+            a.finding.check,
+            sanitize_str(&a.node)
+        );
+        let text = format!(
+            "{}; accepted until {}: {}",
+            sanitize_str(&a.finding.detail),
+            sanitize_str(&a.until),
+            sanitize_str(&a.reason)
+        );
+        out.push_str(&wrap(&text, &head, "       ", width));
+    }
+    for a in &r.expired_acceptances {
+        let text = format!(
+            "{} on {} was accepted until {} ({}); it no longer applies",
+            a.check,
+            sanitize_str(&a.node),
+            sanitize_str(&a.until),
+            sanitize_str(&a.reason)
+        );
+        out.push_str(&wrap(&text, "  EXPIRED acceptance: ", "       ", width));
+    }
+}
+
 /// Terminal output: the node x check matrix, cluster checks, grouped findings with remedies.
 pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
     let mut out = if opts.wide {
@@ -434,6 +471,7 @@ pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
             let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
+    accepted_text(r, &mut out, width);
     let passed = super::passthrough::passed_through(r);
     if !passed.is_empty() {
         let _ = writeln!(out, "Passed through (vfio-pci):");
@@ -495,6 +533,8 @@ mod tests {
             cluster: Vec::new(),
             findings: Vec::new(),
             summary: Summary::default(),
+            accepted: Vec::new(),
+            expired_acceptances: Vec::new(),
         }
     }
 
@@ -564,6 +604,49 @@ mod tests {
         );
         assert_eq!(offset_text(-0.0042), "-4ms");
         assert_eq!(offset_text(2.314), "+2.31s");
+    }
+
+    #[test]
+    fn accepted_findings_and_expired_acceptances_are_shown_with_reason_and_date() {
+        let f = Finding::new("gpu.iommu", Grade::Warn, "IOMMU off");
+        let mut r = report(vec![row("pve3", vec![f.clone()])]);
+        r.accepted.push(crate::audit::accept::AcceptedFinding {
+            node: "pve3".into(),
+            finding: f,
+            reason: "no passthrough here".into(),
+            until: "2027-03-31".into(),
+        });
+        r.summary.accepted = 1;
+        r.expired_acceptances
+            .push(crate::audit::accept::Acceptance {
+                check: "clock.offset".into(),
+                node: "*".into(),
+                until: "2026-01-01".into(),
+                reason: "old".into(),
+            });
+        let text = render_terminal(&r, &TerminalOptions::default());
+        assert!(
+            text.contains(
+                "WARN gpu.iommu [pve3] IOMMU off; accepted until 2027-03-31: no passthrough here"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("EXPIRED acceptance: clock.offset on * was accepted until 2026-01-01"),
+            "{text}"
+        );
+        assert!(text.contains("(1 accepted)"), "{text}");
+        let md = crate::report::audit::render_markdown(&r);
+        assert!(
+            md.contains("(accepted until 2027-03-31: no passthrough here)"),
+            "{md}"
+        );
+        let html = crate::report::audit::render_html(&r);
+        assert!(
+            html.contains("Accepted until 2027-03-31: no passthrough here"),
+            "{html}"
+        );
+        assert!(html.contains("it no longer applies"), "{html}");
     }
 
     #[test]

@@ -215,6 +215,8 @@ mod tests {
                 fail: 2,
                 ..Summary::default()
             },
+            accepted: Vec::new(),
+            expired_acceptances: Vec::new(),
         }
     }
 
