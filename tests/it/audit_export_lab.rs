@@ -167,3 +167,173 @@ fn openmetrics_output_parses_and_matches_the_json_report() {
     ]);
     assert!(!parse_openmetrics(&text(&out.stdout)).is_empty());
 }
+
+fn audit(lab: &Lab, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let inv = lab.inventory();
+    let mut args = vec!["-i", inv.to_str().unwrap(), "audit", "--format", "json"];
+    args.extend_from_slice(extra);
+    let out = pvefleet(&args);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code(), v, text(&out.stderr))
+}
+
+/// The node's findings of `check` as (grade, detail).
+fn findings_of(v: &serde_json::Value, node: &str, check: &str) -> Vec<(String, String)> {
+    v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["node"] == node)
+        .flat_map(|n| n["findings"].as_array().unwrap().clone())
+        .filter(|f| f["check"] == check)
+        .map(|f| {
+            (
+                f["grade"].as_str().unwrap().to_string(),
+                f["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The TLS and QEMU checks see the lab's real certificates and `qm status --verbose`, and
+/// `--accept` takes an accepted FAIL out of the exit code and of `--compare`'s new problems
+/// while an expired acceptance applies no more.
+#[test]
+fn certificates_outdated_qemu_and_accepted_findings() {
+    let Some(lab) = Lab::up("certificates_outdated_qemu", 95, 2, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["guests"]);
+    lab.fault("pve1", &["qemu-upgrade", "9.2.0-5"]);
+    lab.fault("pve2", &["cert-expires", "10"]);
+    lab.fault("pve2", &["cert-expires", "-1", "proxy"]);
+    let (code, v, err) = audit(&lab, &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let qemu = findings_of(&v, "pve1", "qemu.outdated");
+    assert_eq!(qemu.len(), 1, "{qemu:?}");
+    assert_eq!(qemu[0].0, "WARN");
+    assert_eq!(
+        qemu[0].1,
+        "2 running VM(s) not on the installed QEMU 9.2.0: 100 web (9.0.2), 101 db (9.0.2)"
+    );
+    assert_eq!(
+        findings_of(&v, "pve2", "qemu.outdated")[0],
+        ("PASS".to_string(), "no running VMs".to_string())
+    );
+    let ssl = &findings_of(&v, "pve2", "tls.pve-ssl")[0];
+    assert_eq!(ssl.0, "WARN", "{ssl:?}");
+    assert!(
+        ssl.1.contains("in 9 days") || ssl.1.contains("in 10 days"),
+        "{ssl:?}"
+    );
+    let proxy = &findings_of(&v, "pve2", "tls.pveproxy-ssl")[0];
+    assert_eq!(proxy.0, "FAIL", "{proxy:?}");
+    assert!(proxy.1.contains("expired on"), "{proxy:?}");
+    let pve1_ssl = &findings_of(&v, "pve1", "tls.pve-ssl")[0];
+    assert_eq!(pve1_ssl.0, "PASS", "{pve1_ssl:?}");
+    assert!(
+        findings_of(&v, "pve1", "tls.pveproxy-ssl").is_empty(),
+        "no custom certificate: no finding"
+    );
+
+    // A restart from the host and a migration away and back each start a new QEMU.
+    lab.sh("pve1", "qm stop 100 && qm start 100");
+    let (_, v, _) = audit(&lab, &["--probes", "qemu"]);
+    assert!(
+        findings_of(&v, "pve1", "qemu.outdated")[0]
+            .1
+            .ends_with(": 101 db (9.0.2)"),
+        "{v}"
+    );
+    lab.sh("pve1", "qm migrate 101 pve2 --online");
+    lab.sh("pve2", "qm migrate 101 pve1 --online");
+    let (_, v, _) = audit(&lab, &["--probes", "qemu"]);
+    assert_eq!(findings_of(&v, "pve1", "qemu.outdated")[0].0, "PASS", "{v}");
+
+    // Accepted: the expired proxy certificate; an acceptance of the QEMU check that expired.
+    let dir = tempfile::tempdir().unwrap();
+    let accept = dir.path().join("accept.toml");
+    std::fs::write(
+        &accept,
+        "[[accept]]\ncheck = \"tls.pveproxy-ssl\"\nnode = \"pve2\"\nuntil = 2099-12-31\nreason = \"test certificate\"\n\n\
+         [[accept]]\ncheck = \"tls.pve-ssl\"\nnode = \"*\"\nuntil = 2020-01-01\nreason = \"was renewed\"\n",
+    )
+    .unwrap();
+    let a = accept.to_str().unwrap();
+    let (code, v, err) = audit(&lab, &["--accept", a]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the FAIL is accepted, the WARN is not: {err}"
+    );
+    assert_eq!(v["accepted"][0]["node"], "pve2", "{v}");
+    assert_eq!(v["accepted"][0]["finding"]["check"], "tls.pveproxy-ssl");
+    assert_eq!(v["accepted"][0]["reason"], "test certificate");
+    assert_eq!(v["expired_acceptances"][0]["check"], "tls.pve-ssl", "{v}");
+    assert_eq!(v["summary"]["accepted"], 1);
+    let inv = lab.inventory();
+    let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--accept", a]);
+    let terminal = text(&out.stdout);
+    assert!(
+        terminal.contains("FAIL tls.pveproxy-ssl [pve2]")
+            && terminal.contains("accepted until 2099-12-31: test certificate"),
+        "{terminal}"
+    );
+    assert!(
+        terminal.contains("EXPIRED acceptance: tls.pve-ssl on * was accepted until 2020-01-01"),
+        "{terminal}"
+    );
+    // --compare from no earlier report: everything is new but the accepted finding.
+    let none = dir.path().join("none.json");
+    let (_, c, _) = audit(&lab, &["--accept", a, "--compare", none.to_str().unwrap()]);
+    let new: Vec<String> = c["new"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {}",
+                p["node"].as_str().unwrap(),
+                p["finding"]["check"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(new.contains(&"pve2 tls.pve-ssl".to_string()), "{new:?}");
+    assert!(
+        !new.contains(&"pve2 tls.pveproxy-ssl".to_string()),
+        "{new:?}"
+    );
+
+    // Every check of a real report is a name the file may use: accept them all, exit 0.
+    let mut all = String::new();
+    let mut checks: Vec<String> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| n["findings"].as_array().unwrap().clone())
+        .chain(v["cluster"].as_array().unwrap().clone())
+        .map(|f| f["check"].as_str().unwrap().to_string())
+        .collect();
+    checks.sort();
+    checks.dedup();
+    for c in &checks {
+        all.push_str(&format!(
+            "[[accept]]\ncheck = \"{c}\"\nnode = \"*\"\nuntil = 2099-01-01\nreason = \"all\"\n"
+        ));
+    }
+    std::fs::write(&accept, &all).unwrap();
+    let (code, _, err) = audit(&lab, &["--accept", a]);
+    assert_eq!(code, Some(0), "{checks:?}: {err}");
+    // A name no audit reports is an error at its place in the file.
+    std::fs::write(
+        &accept,
+        "[[accept]]\ncheck = \"tls.pve_ssl\"\nnode = \"*\"\nuntil = 2099-01-01\nreason = \"typo\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = audit(&lab, &["--accept", a]);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains(&format!("{a}:2:9: unknown check `tls.pve_ssl`")),
+        "{err}"
+    );
+}
