@@ -168,10 +168,12 @@ pvefleet -l pve2 --json probe gpu"
     /// PASS/WARN/FAIL/SKIP with the fix for each finding.
     #[command(
         after_help = "Exit codes: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable; \
-with --compare: 0 nothing new or worse, 1 a finding is new or worse.\n\
-Examples:\n  pvefleet audit\n  pvefleet audit --format html -o audit.html\n  \
+with --compare: 0 nothing new or worse, 1 a finding is new or worse; accepted findings \
+(--accept) count for neither.\n\
+Examples:\n  pvefleet audit\n  pvefleet audit -o audit.html\n  \
 pvefleet audit --format json | jq '.summary'\n  \
-pvefleet audit --compare last.json --save-json last.json"
+pvefleet audit --compare last.json --save-json last.json --accept accepted.toml\n  \
+pvefleet audit -o /var/lib/prometheus/node-exporter/pvefleet.prom"
     )]
     Audit(AuditArgs),
     /// Show what a playbook would change on each node (diffs, commands, reboots); changes nothing.
