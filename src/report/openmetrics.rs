@@ -106,6 +106,27 @@ pub fn render_openmetrics(r: &AuditReport) -> String {
     }
     family(
         &mut out,
+        "pvefleet_check_accepted",
+        None,
+        "1 for a WARN or FAIL check an acceptance (audit --accept) covers; alert on pvefleet_check_grade > 0 unless on(node, check) pvefleet_check_accepted.",
+    );
+    let mut accepted: Vec<(&str, &str)> = r
+        .accepted
+        .iter()
+        .map(|a| (a.node.as_str(), a.finding.check.as_str()))
+        .collect();
+    accepted.sort_unstable();
+    accepted.dedup();
+    for (node, check) in accepted {
+        sample(
+            &mut out,
+            "pvefleet_check_accepted",
+            &[("node", node), ("check", check)],
+            1,
+        );
+    }
+    family(
+        &mut out,
         "pvefleet_node_audited",
         None,
         "1 when the node could be audited, 0 when not (unreachable, refused, timed out).",
@@ -221,6 +242,27 @@ mod tests {
     }
 
     #[test]
+    fn accepted_checks_have_their_own_gauge() {
+        let f = Finding::new("gpu.iommu", Grade::Warn, "off");
+        let mut r = report(vec![node("pve3", vec![f.clone()])]);
+        r.accepted.push(crate::audit::accept::AcceptedFinding {
+            node: "pve3".into(),
+            finding: f,
+            reason: "r".into(),
+            until: "2099-01-01".into(),
+        });
+        let text = render_openmetrics(&r);
+        assert!(
+            text.contains("pvefleet_check_accepted{node=\"pve3\",check=\"gpu.iommu\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pvefleet_check_grade{node=\"pve3\",check=\"gpu.iommu\"} 1\n"),
+            "still graded"
+        );
+    }
+
+    #[test]
     fn label_values_are_escaped_as_the_specification_says() {
         assert_eq!(escape_label(r#"a"b\c"#), r#"a\"b\\c"#);
         assert_eq!(escape_label("a\nb"), "a\\nb");
@@ -246,6 +288,10 @@ mod tests {
         assert!(text.contains("pvefleet_clock_offset_seconds{node=\"pve\\\"1\"} -0.25\n"));
         assert!(text.contains("pvefleet_findings{grade=\"FAIL\"} 2\n"));
         assert!(text.contains("pvefleet_audit_timestamp_seconds 1796187600\n"));
+        assert!(
+            !text.contains("pvefleet_check_accepted{"),
+            "nothing accepted"
+        );
         // Every HELP without a double quote (Prometheus 0.0.4 would read it literally).
         assert!(text
             .lines()

@@ -283,6 +283,31 @@ fn certificates_outdated_qemu_and_accepted_findings() {
         terminal.contains("EXPIRED acceptance: tls.pve-ssl on * was accepted until 2020-01-01"),
         "{terminal}"
     );
+    // In OpenMetrics the accepted check keeps its grade and has a pvefleet_check_accepted sample.
+    let out = pvefleet(&[
+        "-i",
+        inv.to_str().unwrap(),
+        "audit",
+        "--format",
+        "openmetrics",
+        "--probes",
+        "tls",
+        "--accept",
+        a,
+    ]);
+    let accepted: Vec<String> = parse_openmetrics(&text(&out.stdout))
+        .iter()
+        .filter(|s| s[2] == "pvefleet_check_accepted")
+        .map(|s| {
+            format!(
+                "{} {} {}",
+                s[3]["node"],
+                s[3]["check"],
+                s[4].as_f64().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(accepted, ["\"pve2\" \"tls.pveproxy-ssl\" 1"]);
     // --compare from no earlier report: everything is new but the accepted finding.
     let none = dir.path().join("none.json");
     let (_, c, _) = audit(&lab, &["--accept", a, "--compare", none.to_str().unwrap()]);
