@@ -155,17 +155,32 @@ fn openmetrics_output_parses_and_matches_the_json_report() {
     ] {
         assert!(families.contains(&f), "{f} in {families:?}");
     }
-    // The same through --format on stdout; --compare has no OpenMetrics form.
+    // The same through --format on stdout; --compare has no OpenMetrics form (usage, 64).
+    assert!(!openmetrics_of(&lab, &["--probes", "services"]).is_empty());
     let out = pvefleet(&[
         "-i",
         inv.to_str().unwrap(),
         "audit",
         "--format",
         "openmetrics",
-        "--probes",
-        "services",
+        "--compare",
+        json.to_str().unwrap(),
     ]);
-    assert!(!parse_openmetrics(&text(&out.stdout)).is_empty());
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+}
+
+/// `audit --format openmetrics EXTRA...` on the lab, parsed.
+fn openmetrics_of(lab: &Lab, extra: &[&str]) -> Vec<serde_json::Value> {
+    let inv = lab.inventory();
+    let mut args = vec![
+        "-i",
+        inv.to_str().unwrap(),
+        "audit",
+        "--format",
+        "openmetrics",
+    ];
+    args.extend_from_slice(extra);
+    parse_openmetrics(&text(&pvefleet(&args).stdout))
 }
 
 fn audit(lab: &Lab, extra: &[&str]) -> (Option<i32>, serde_json::Value, String) {
@@ -284,18 +299,7 @@ fn certificates_outdated_qemu_and_accepted_findings() {
         "{terminal}"
     );
     // In OpenMetrics the accepted check keeps its grade and has a pvefleet_check_accepted sample.
-    let out = pvefleet(&[
-        "-i",
-        inv.to_str().unwrap(),
-        "audit",
-        "--format",
-        "openmetrics",
-        "--probes",
-        "tls",
-        "--accept",
-        a,
-    ]);
-    let accepted: Vec<String> = parse_openmetrics(&text(&out.stdout))
+    let accepted: Vec<String> = openmetrics_of(&lab, &["--probes", "tls", "--accept", a])
         .iter()
         .filter(|s| s[2] == "pvefleet_check_accepted")
         .map(|s| {
