@@ -264,6 +264,14 @@ fn certificates_outdated_qemu_and_accepted_findings() {
     lab.sh("pve2", "qm migrate 101 pve1 --online");
     let (_, v, _) = audit(&lab, &["--probes", "qemu"]);
     assert_eq!(findings_of(&v, "pve1", "qemu.outdated")[0].0, "PASS", "{v}");
+    // A dist-upgrade that brings a new pve-qemu-kvm leaves both on the one they run.
+    lab.fault("pve1", &["pending", "pve-qemu-kvm=9.2.1-1"]);
+    lab.sh("pve1", "apt-get dist-upgrade -y >/dev/null");
+    let (_, v, _) = audit(&lab, &["--probes", "qemu"]);
+    assert_eq!(
+        findings_of(&v, "pve1", "qemu.outdated")[0].1,
+        "2 running VM(s) not on the installed QEMU 9.2.1: 100 web (9.2.0), 101 db (9.2.0)"
+    );
 
     // Accepted: the expired proxy certificate; an acceptance of the QEMU check that expired.
     let dir = tempfile::tempdir().unwrap();

@@ -63,6 +63,18 @@ guest_state() { local s=stopped; [ -f "$CL/guests/$1" ] && read -r s < "$CL/gues
 # A start or stop ends the VM's QEMU process: the next one runs the installed QEMU (ID.qemu holds
 # the release an older process still runs, lab fault qemu-upgrade).
 guest_set_state() { mkdir -p "$CL/guests"; printf '%s\n' "$2" > "$CL/guests/$1"; rm -f "$CL/guests/$1.qemu"; }
+# pve-qemu-kvm replaced on disk (OLD_VERSION was installed): the node's running VMs keep the QEMU
+# process they started with, so they go on running OLD_VERSION's release (qm status --verbose's
+# running-qemu) until stopped, started or migrated.
+qemu_keep_running() {
+  local c id
+  for c in "$PVE/nodes/$NODE/qemu-server/"*.conf; do
+    [ -f "$c" ] || continue
+    id=${c##*/}; id=${id%.conf}
+    [ "$(guest_state "$id")" = running ] || continue
+    [ -f "$CL/guests/$id.qemu" ] || printf '%s\n' "${1%-*}" > "$CL/guests/$id.qemu"
+  done
+}
 ha_sid() { if [ "$2" = lxc ]; then echo "ct:$1"; else echo "vm:$1"; fi; }
 ha_managed() { [ -f "$CL/ha-resources" ] && grep -qx "$1" "$CL/ha-resources"; }
 # Online and quorate as this node's pmxcfs sees them: /etc/pve/.members, which follows the real
