@@ -1,8 +1,10 @@
 //! `tls`: the node's TLS certificates, days until they expire.
 //!
 //! pveproxy serves `/etc/pve/local/pveproxy-ssl.pem` when an operator (or ACME) installed one,
-//! else `/etc/pve/local/pve-ssl.pem`, the node certificate the cluster CA signed (pve-manager
-//! `PVE::CertHelpers`, DOMAIN.md). An expired one breaks the web UI and the API between nodes.
+//! else `/etc/pve/local/pve-ssl.pem`, the node certificate the cluster CA signs for two years at
+//! most (pve-cluster `PVE/Cluster/Setup.pm` `gen_pve_ssl_cert`: `-days` capped at 2 * 365, run
+//! again by `pvecm updatecerts --force`). An expired one breaks the web UI and the API between
+//! nodes.
 //! The snippet asks openssl for each file's end date (`openssl x509 -enddate -noout -in FILE`:
 //! `notAfter=Mar  5 12:00:00 2027 GMT`, OpenSSL's ASN1_TIME_print format) and the node's clock.
 
