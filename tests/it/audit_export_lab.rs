@@ -294,6 +294,7 @@ fn certificates_outdated_qemu_and_accepted_findings() {
     assert_eq!(v["accepted"][0]["reason"], "test certificate");
     assert_eq!(v["expired_acceptances"][0]["check"], "tls.pve-ssl", "{v}");
     assert_eq!(v["summary"]["accepted"], 1);
+    crate::audit_lab::schema_check(&v);
     let inv = lab.inventory();
     let out = pvefleet(&["-i", inv.to_str().unwrap(), "audit", "--accept", a]);
     let terminal = text(&out.stdout);

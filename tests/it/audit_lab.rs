@@ -46,7 +46,8 @@ fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn schema_check(v: &serde_json::Value) {
+/// `v` is valid against the shipped audit report schema.
+pub(crate) fn schema_check(v: &serde_json::Value) {
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!(
             "{}/docs/audit-report.schema.json",
