@@ -168,10 +168,12 @@ pvefleet -l pve2 --json probe gpu"
     /// PASS/WARN/FAIL/SKIP with the fix for each finding.
     #[command(
         after_help = "Exit codes: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable; \
-with --compare: 0 nothing new or worse, 1 a finding is new or worse.\n\
-Examples:\n  pvefleet audit\n  pvefleet audit --format html -o audit.html\n  \
+with --compare: 0 nothing new or worse, 1 a finding is new or worse; accepted findings \
+(--accept) count for neither.\n\
+Examples:\n  pvefleet audit\n  pvefleet audit -o audit.html\n  \
 pvefleet audit --format json | jq '.summary'\n  \
-pvefleet audit --compare last.json --save-json last.json"
+pvefleet audit --compare last.json --save-json last.json --accept accepted.toml\n  \
+pvefleet audit -o /var/lib/prometheus/node-exporter/pvefleet.prom"
     )]
     Audit(AuditArgs),
     /// Show what a playbook would change on each node (diffs, commands, reboots); changes nothing.
@@ -412,6 +414,8 @@ pub enum FormatArg {
     Markdown,
     /// One self-contained HTML page (no external assets), printable.
     Html,
+    /// OpenMetrics text for Prometheus (node_exporter's textfile collector, a pushgateway).
+    Openmetrics,
 }
 
 impl From<FormatArg> for crate::report::audit::Format {
@@ -422,6 +426,7 @@ impl From<FormatArg> for crate::report::audit::Format {
             FormatArg::Json => Format::Json,
             FormatArg::Markdown => Format::Markdown,
             FormatArg::Html => Format::Html,
+            FormatArg::Openmetrics => Format::OpenMetrics,
         }
     }
 }
@@ -430,10 +435,11 @@ impl From<FormatArg> for crate::report::audit::Format {
 #[derive(Debug, Args, Clone)]
 pub struct AuditArgs {
     /// Output format (`--json` is the same as `--format json`) [default: from the extension of
-    /// `-o FILE` (.json, .md, .html, .htm), else terminal].
+    /// `-o FILE` (.json, .md, .markdown, .html, .htm, .prom), else terminal].
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
-    /// Write the report to FILE instead of stdout.
+    /// Write the report to FILE instead of stdout (atomically: a temporary file in the same
+    /// directory, then renamed, so node_exporter's textfile collector never reads half a file).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
     /// Only these probes (comma-separated; default: all).
@@ -449,6 +455,11 @@ pub struct AuditArgs {
     /// still open (terminal or JSON).
     #[arg(long, value_name = "OLD.json")]
     pub compare: Option<PathBuf>,
+    /// Accepted findings (TOML, `[[accept]]` tables of check, node or "*", until YYYY-MM-DD,
+    /// reason): an accepted WARN/FAIL is shown as accepted and counts neither for the exit code
+    /// nor as new in --compare, up to its date; an expired acceptance is reported and ignored.
+    #[arg(long, value_name = "FILE")]
+    pub accept: Option<PathBuf>,
     /// Also write this audit's JSON report to FILE (e.g. for the next --compare).
     #[arg(long, value_name = "FILE")]
     pub save_json: Option<PathBuf>,

@@ -35,6 +35,17 @@ fn load_thresholds(path: Option<&Path>) -> Result<Thresholds, AppError> {
     Ok(t)
 }
 
+/// The acceptances of `--accept FILE` (file:line:column errors, exit 65).
+fn load_acceptances(path: Option<&Path>) -> Result<Vec<audit::accept::Acceptance>, AppError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| AppError::BadInput(format!("{}: {e}", path.display())))?;
+    audit::accept::parse(path, &text, &audit::accept::known_check)
+        .map_err(|e| AppError::BadInput(e.to_string()))
+}
+
 fn probe_list(names: &[String]) -> Result<Vec<String>, AppError> {
     if names.is_empty() {
         return Ok(audit::probe_names());
@@ -110,9 +121,21 @@ fn read_old_report(path: &Path) -> Result<Option<audit::AuditReport>, AppError> 
     Ok(Some(old))
 }
 
+/// Write `text` to `path` atomically: a temporary file beside it (a hidden name not ending in
+/// `.prom`, which node_exporter's textfile collector would read), then a rename over `path`.
 fn write_file(path: &Path, text: &str) -> Result<(), AppError> {
-    std::fs::write(path, text)
-        .map_err(|e| AppError::Internal(format!("cannot write {}: {e}", path.display())))
+    let name = path.file_name().map_or_else(
+        || "pvefleet-output".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let cannot =
+        |e: std::io::Error| AppError::Internal(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&tmp, text).map_err(cannot)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        cannot(e)
+    })
 }
 
 fn write_stdout(text: &str) -> Result<(), AppError> {
@@ -155,12 +178,16 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
             Some("json") => Format::Json,
             Some("md" | "markdown") => Format::Markdown,
             Some("html" | "htm") => Format::Html,
+            Some("prom") => Format::OpenMetrics,
             _ => Format::Terminal,
         }
     };
     let old = match &args.compare {
         Some(path) => {
-            if matches!(format, Format::Markdown | Format::Html) {
+            if matches!(
+                format,
+                Format::Markdown | Format::Html | Format::OpenMetrics
+            ) {
                 return Err(AppError::Usage(
                     "--compare prints terminal text or JSON (--format terminal|json)".into(),
                 ));
@@ -180,7 +207,17 @@ pub async fn cmd_audit(g: &GlobalOpts, args: &AuditArgs) -> Result<u8, AppError>
     };
     let probes = probe_list(&args.probes)?;
     let thresholds = load_thresholds(args.thresholds.as_deref())?;
-    let report = run_audit(g, probes, thresholds).await?;
+    let acceptances = load_acceptances(args.accept.as_deref())?;
+    let mut report = run_audit(g, probes, thresholds).await?;
+    if args.accept.is_some() {
+        // Today in UTC, as the report's generated_at (YYYY-MM-DD sorts as text).
+        let today = report
+            .generated_at
+            .get(..10)
+            .unwrap_or_default()
+            .to_string();
+        audit::accept::apply(&mut report, &acceptances, &today);
+    }
     if let Some(path) = &args.save_json {
         write_file(path, &crate::report::audit::render_json(&report))?;
     }

@@ -106,10 +106,14 @@ fn is_problem(f: &Finding) -> bool {
     matches!(f.grade, Grade::Warn | Grade::Fail)
 }
 
-/// Every problem of `r`, keyed by (node, check), in report order within a key.
+/// Every problem of `r`, keyed by (node, check), in report order within a key. A finding the
+/// report accepted (`--accept`) is no problem: it is neither new nor still open.
 fn problems_of(r: &AuditReport) -> BTreeMap<(String, String), Vec<Finding>> {
     let mut out: BTreeMap<(String, String), Vec<Finding>> = BTreeMap::new();
     let mut add = |node: &str, f: &Finding| {
+        if r.is_accepted(node, &f.check) {
+            return;
+        }
         out.entry((node.to_string(), f.check.clone()))
             .or_default()
             .push(f.clone());
@@ -286,6 +290,8 @@ mod tests {
             cluster,
             findings: Vec::new(),
             summary: Summary::default(),
+            accepted: Vec::new(),
+            expired_acceptances: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! derived from the per-node results. The result is an [`AuditReport`]: plain data that every
 //! output format in [`crate::report::audit`] renders.
 
+pub mod accept;
 pub mod cluster;
 pub mod compare;
 mod evaluate;
@@ -108,6 +109,10 @@ pub struct Summary {
     pub fail: usize,
     /// SKIP findings.
     pub skip: usize,
+    /// WARN and FAIL findings accepted (`--accept`): counted in `warn`/`fail` too, but not in
+    /// the exit code.
+    #[serde(default)]
+    pub accepted: usize,
 }
 
 /// The whole audit.
@@ -132,17 +137,41 @@ pub struct AuditReport {
     pub findings: Vec<FindingGroup>,
     /// Counts.
     pub summary: Summary,
+    /// WARN and FAIL findings an acceptance covered (`--accept FILE`), with its reason.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accepted: Vec<accept::AcceptedFinding>,
+    /// Acceptances of the file past their date: they no longer apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expired_acceptances: Vec<accept::Acceptance>,
 }
 
 impl AuditReport {
-    /// Exit code: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable.
+    /// Whether the finding `check` of `node` (`cluster` for cluster-level checks) is accepted.
+    pub fn is_accepted(&self, node: &str, check: &str) -> bool {
+        self.accepted
+            .iter()
+            .any(|a| a.node == node && a.finding.check == check)
+    }
+
+    /// Exit code: 0 all PASS, 1 warnings, 2 failures, 3 nodes unreachable; accepted findings
+    /// do not count.
     pub fn exit_code(&self) -> u8 {
         use crate::exit;
+        let rows = self
+            .nodes
+            .iter()
+            .flat_map(|r| r.findings.iter().map(move |f| (r.node.as_str(), f)));
+        let cluster = self.cluster.iter().map(|f| ("cluster", f));
+        let worst = rows
+            .chain(cluster)
+            .filter(|(n, f)| !self.is_accepted(n, &f.check))
+            .map(|(_, f)| f.grade)
+            .max();
         if self.summary.unreachable > 0 {
             exit::UNREACHABLE
-        } else if self.summary.fail > 0 {
+        } else if worst == Some(Grade::Fail) {
             exit::FAILED
-        } else if self.summary.warn > 0 {
+        } else if worst == Some(Grade::Warn) {
             exit::WARNINGS
         } else {
             exit::OK
@@ -385,6 +414,8 @@ pub fn assemble_clusters(
         cluster,
         findings,
         summary,
+        accepted: Vec::new(),
+        expired_acceptances: Vec::new(),
     }
 }
 

@@ -53,9 +53,11 @@ pub mod clock;
 pub mod cluster;
 pub mod gpu;
 pub mod offload;
+pub mod qemu;
 pub mod rrd;
 mod sections;
 pub mod services;
+pub mod tls;
 pub mod updates;
 
 pub use sections::{combined_script, split_sections, Section};
@@ -84,6 +86,10 @@ pub struct Thresholds {
     /// Above which it is FAIL, percent.
     #[serde(deserialize_with = "percent")]
     pub disk_fail_pct: u8,
+    /// A TLS certificate expiring in fewer days than this is WARN.
+    pub cert_warn_days: u32,
+    /// In fewer days than this, FAIL (an expired one always FAILs).
+    pub cert_fail_days: u32,
 }
 
 fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -125,7 +131,8 @@ pub struct ThresholdOrder {
 }
 
 impl Thresholds {
-    /// Each WARN level at most its FAIL level (clock, disk), and the clock's FAIL level at most
+    /// Each WARN level at most its FAIL level (clock, disk; certificates count days down, so
+    /// there the FAIL level is the smaller), and the clock's FAIL level at most
     /// the ticket limit.
     pub fn check_order(&self) -> Result<(), ThresholdOrder> {
         let pairs = [
@@ -146,6 +153,13 @@ impl Thresholds {
                 f64::from(self.disk_warn_pct),
                 "disk_fail_pct",
                 f64::from(self.disk_fail_pct),
+            ),
+            // Days left count down: the FAIL level is the smaller one.
+            (
+                "cert_fail_days",
+                f64::from(self.cert_fail_days),
+                "cert_warn_days",
+                f64::from(self.cert_warn_days),
             ),
         ];
         for (lower, lower_value, higher, higher_value) in pairs {
@@ -170,6 +184,8 @@ impl Default for Thresholds {
             clock_ticket_s: 300.0,
             disk_warn_pct: 90,
             disk_fail_pct: 98,
+            cert_warn_days: 30,
+            cert_fail_days: 0,
         }
     }
 }
@@ -232,7 +248,7 @@ fn report<F: Serialize>(facts: &F, findings: Vec<Finding>) -> ProbeReport {
 
 /// Every probe, in matrix order.
 pub fn all() -> &'static [ProbeDef] {
-    static ALL: [ProbeDef; 8] = [
+    static ALL: [ProbeDef; 10] = [
         ProbeDef {
             name: clock::NAME,
             description: "clock offset from the controller (RTT-corrected), NTP daemon and sync state",
@@ -280,6 +296,18 @@ pub fn all() -> &'static [ProbeDef] {
             description: "Ceph health, OSDs, placement groups and maintenance flags (when the cluster has Ceph)",
             snippet: ceph::SNIPPET,
             evaluate: |s, t| ceph::parse(s).map(|f| report(&f, ceph::grade(&f, t))),
+        },
+        ProbeDef {
+            name: tls::NAME,
+            description: "days until the node's TLS certificates (pve-ssl.pem, pveproxy-ssl.pem) expire",
+            snippet: tls::SNIPPET,
+            evaluate: |s, t| tls::parse(s).map(|f| report(&f, tls::grade(&f, t))),
+        },
+        ProbeDef {
+            name: qemu::NAME,
+            description: "running VMs on an older QEMU than the installed pve-qemu-kvm (after an upgrade)",
+            snippet: qemu::SNIPPET,
+            evaluate: |s, t| qemu::parse(s).map(|f| report(&f, qemu::grade(&f, t))),
         },
     ];
     &ALL

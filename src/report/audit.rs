@@ -30,6 +30,8 @@ pub enum Format {
     Markdown,
     /// One self-contained HTML page (no external assets), printable.
     Html,
+    /// OpenMetrics text (Prometheus): one gauge per node and check ([`super::openmetrics`]).
+    OpenMetrics,
 }
 
 /// Render `report` in `format` (`terminal` options matter only to the terminal format).
@@ -39,6 +41,7 @@ pub fn render(report: &AuditReport, format: Format, terminal: &TerminalOptions) 
         Format::Json => render_json(report),
         Format::Markdown => render_markdown(report),
         Format::Html => render_html(report),
+        Format::OpenMetrics => super::openmetrics::render_openmetrics(report),
     }
 }
 
@@ -70,6 +73,19 @@ struct View {
     down: Vec<RowView>,
     findings: Vec<GroupView>,
     passed: Vec<PassedThrough>,
+    accepted: Vec<AcceptedView>,
+    expired: Vec<AcceptedView>,
+}
+
+/// An accepted finding, or an expired acceptance (grade and detail empty).
+#[derive(Serialize)]
+struct AcceptedView {
+    node: String,
+    check: String,
+    grade: &'static str,
+    detail: String,
+    until: String,
+    reason: String,
 }
 
 #[derive(Serialize)]
@@ -185,6 +201,30 @@ fn view(r: &AuditReport) -> View {
                 fix: g.finding.remediation.as_deref().map(clean),
             })
             .collect(),
+        accepted: r
+            .accepted
+            .iter()
+            .map(|a| AcceptedView {
+                node: clean(&a.node),
+                check: clean(&a.finding.check),
+                grade: grade_word(a.finding.grade),
+                detail: clean(&a.finding.detail),
+                until: clean(&a.until),
+                reason: clean(&a.reason),
+            })
+            .collect(),
+        expired: r
+            .expired_acceptances
+            .iter()
+            .map(|a| AcceptedView {
+                node: clean(&a.node),
+                check: clean(&a.check),
+                grade: "",
+                detail: String::new(),
+                until: clean(&a.until),
+                reason: clean(&a.reason),
+            })
+            .collect(),
         passed: super::passthrough::passed_through(r)
             .into_iter()
             .map(|p| PassedThrough {
@@ -274,6 +314,8 @@ mod tests {
             cluster: Vec::new(),
             findings: Vec::new(),
             summary: Summary::default(),
+            accepted: Vec::new(),
+            expired_acceptances: Vec::new(),
         }
     }
 

@@ -72,8 +72,13 @@ pub fn node_status_text(row: &NodeAudit) -> String {
 /// The summary line shared by every format.
 pub fn summary_line(r: &AuditReport) -> String {
     let s = &r.summary;
+    let accepted = if s.accepted > 0 {
+        format!(" ({} accepted)", s.accepted)
+    } else {
+        String::new()
+    };
     format!(
-        "{} nodes ({} not audited): {} PASS, {} WARN, {} FAIL, {} SKIP",
+        "{} nodes ({} not audited): {} PASS, {} WARN, {} FAIL, {} SKIP{accepted}",
         s.nodes, s.unreachable, s.pass, s.warn, s.fail, s.skip
     )
 }
@@ -305,14 +310,15 @@ fn compact_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
     out
 }
 
-/// The text of one wide matrix cell: the grade and its detail cut to `max`.
-fn wide_cell(row: &NodeAudit, check: &str, max: usize) -> (Option<Grade>, String) {
+/// The text of one wide matrix cell: the grade and its whole detail (`--wide` is asked for to
+/// read it; it was cut to 28 characters, a few words of most details).
+fn wide_cell(row: &NodeAudit, check: &str) -> (Option<Grade>, String) {
     if row.status != NodeStatus::Ok {
         return (None, String::new());
     }
     match row.cells.get(check) {
         Some(MatrixCell { grade, detail }) => {
-            let d = shorten(detail, max);
+            let d = detail.trim();
             if d.is_empty() {
                 (Some(*grade), grade_word(*grade).to_string())
             } else {
@@ -352,7 +358,7 @@ fn wide_matrix(r: &AuditReport, opts: &TerminalOptions) -> String {
         }
         cells.push(status);
         for check in &r.checks {
-            let (grade, text) = wide_cell(row, check, 28);
+            let (grade, text) = wide_cell(row, check);
             let mut cell = Cell::new(sanitize_str(&text));
             if let (true, Some(g)) = (opts.color, grade) {
                 cell = cell.fg(grade_color(g));
@@ -372,6 +378,38 @@ fn style(t: &mut Table, opts: &TerminalOptions) {
     }
     if let Some(w) = opts.width {
         t.set_width(u16::try_from(w).unwrap_or(u16::MAX));
+    }
+}
+
+/// The accepted findings (`--accept`) with their reason and date, and the expired acceptances.
+fn accepted_text(r: &AuditReport, out: &mut String, width: Option<usize>) {
+    if !r.accepted.is_empty() {
+        let _ = writeln!(out, "Accepted (not counted in the exit code):");
+    }
+    for a in &r.accepted {
+        let head = format!(
+            "  {} {} [{}] ",
+            grade_word(a.finding.grade),
+            a.finding.check,
+            sanitize_str(&a.node)
+        );
+        let text = format!(
+            "{}; accepted until {}: {}",
+            sanitize_str(&a.finding.detail),
+            sanitize_str(&a.until),
+            sanitize_str(&a.reason)
+        );
+        out.push_str(&wrap(&text, &head, "       ", width));
+    }
+    for a in &r.expired_acceptances {
+        let text = format!(
+            "{} on {} was accepted until {} ({}); it no longer applies",
+            a.check,
+            sanitize_str(&a.node),
+            sanitize_str(&a.until),
+            sanitize_str(&a.reason)
+        );
+        out.push_str(&wrap(&text, "  EXPIRED acceptance: ", "       ", width));
     }
 }
 
@@ -433,6 +471,7 @@ pub fn render_terminal(r: &AuditReport, opts: &TerminalOptions) -> String {
             let _ = writeln!(out, "       fix: {}", sanitize_str(fix));
         }
     }
+    accepted_text(r, &mut out, width);
     let passed = super::passthrough::passed_through(r);
     if !passed.is_empty() {
         let _ = writeln!(out, "Passed through (vfio-pci):");
@@ -494,6 +533,8 @@ mod tests {
             cluster: Vec::new(),
             findings: Vec::new(),
             summary: Summary::default(),
+            accepted: Vec::new(),
+            expired_acceptances: Vec::new(),
         }
     }
 
@@ -563,6 +604,69 @@ mod tests {
         );
         assert_eq!(offset_text(-0.0042), "-4ms");
         assert_eq!(offset_text(2.314), "+2.31s");
+    }
+
+    #[test]
+    fn accepted_findings_and_expired_acceptances_are_shown_with_reason_and_date() {
+        let f = Finding::new("gpu.iommu", Grade::Warn, "IOMMU off");
+        let mut r = report(vec![row("pve3", vec![f.clone()])]);
+        r.accepted.push(crate::audit::accept::AcceptedFinding {
+            node: "pve3".into(),
+            finding: f,
+            reason: "no passthrough here".into(),
+            until: "2027-03-31".into(),
+        });
+        r.summary.accepted = 1;
+        r.expired_acceptances
+            .push(crate::audit::accept::Acceptance {
+                check: "clock.offset".into(),
+                node: "*".into(),
+                until: "2026-01-01".into(),
+                reason: "old".into(),
+            });
+        let text = render_terminal(&r, &TerminalOptions::default());
+        assert!(
+            text.contains(
+                "WARN gpu.iommu [pve3] IOMMU off; accepted until 2027-03-31: no passthrough here"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("EXPIRED acceptance: clock.offset on * was accepted until 2026-01-01"),
+            "{text}"
+        );
+        assert!(text.contains("(1 accepted)"), "{text}");
+        let md = crate::report::audit::render_markdown(&r);
+        assert!(
+            md.contains("(accepted until 2027-03-31: no passthrough here)"),
+            "{md}"
+        );
+        let html = crate::report::audit::render_html(&r);
+        assert!(
+            html.contains("Accepted until 2027-03-31: no passthrough here"),
+            "{html}"
+        );
+        assert!(html.contains("it no longer applies"), "{html}");
+    }
+
+    #[test]
+    fn wide_cells_carry_the_whole_detail() {
+        let long = "+90.009 s (ahead of the controller): HA reports time drift above 2 s; RRD updates fail";
+        let r = report(vec![row(
+            "pve1",
+            vec![Finding::new("clock.offset", Grade::Fail, long)],
+        )]);
+        assert_eq!(wide_cell(&r.nodes[0], "clock").1, format!("FAIL {long}"));
+        let text = render_terminal(
+            &r,
+            &TerminalOptions {
+                wide: true,
+                width: Some(80),
+                ..TerminalOptions::default()
+            },
+        );
+        let row = text.lines().find(|l| l.contains(" pve1 ")).unwrap();
+        assert!(row.contains(long), "{text}");
     }
 
     #[test]

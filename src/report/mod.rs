@@ -7,6 +7,7 @@ pub mod audit_terminal;
 pub mod compare;
 pub mod exec;
 pub mod inventory;
+pub mod openmetrics;
 pub mod passthrough;
 pub use crate::nodeset;
 pub use crate::sanitize;

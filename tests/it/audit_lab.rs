@@ -46,7 +46,8 @@ fn set(items: &[(&str, &str, &str)]) -> BTreeSet<(String, String, String)> {
         .collect()
 }
 
-fn schema_check(v: &serde_json::Value) {
+/// `v` is valid against the shipped audit report schema.
+pub(crate) fn schema_check(v: &serde_json::Value) {
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(format!(
             "{}/docs/audit-report.schema.json",
@@ -410,7 +411,8 @@ fn offload_configured_but_not_applied_until_ifreload() {
 }
 
 /// `audit -o FILE` without `--format` writes the format FILE's extension names (it wrote the
-/// terminal table into report.html); `--format` still wins.
+/// terminal table into report.html): .html/.htm, .md/.markdown, .json, .prom (OpenMetrics), in
+/// any case; `--format` still wins.
 #[test]
 fn audit_output_takes_its_format_from_the_extension() {
     let Some(lab) = Lab::up("audit_output_extension", 52, 1, &[]) else {
@@ -442,6 +444,22 @@ fn audit_output_takes_its_format_from_the_extension() {
     assert!(md.starts_with("# "), "{}", &md[..80.min(md.len())]);
     let json = write("report.json", &[]);
     assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
+    let htm = write("REPORT.HTM", &[]);
+    assert!(
+        htm.trim_start().starts_with("<!DOCTYPE html"),
+        "the case of the extension does not matter"
+    );
+    let markdown = write("report.markdown", &[]);
+    assert!(
+        markdown.starts_with("# "),
+        "{}",
+        &markdown[..80.min(markdown.len())]
+    );
+    let prom = write("pvefleet.prom", &[]);
+    assert!(
+        prom.starts_with("# TYPE pvefleet_check_grade gauge\n") && prom.ends_with("# EOF\n"),
+        "{prom}"
+    );
     let forced = write("report.html", &["--format", "json"]);
     assert!(serde_json::from_str::<serde_json::Value>(&forced).is_ok());
     let plain = write("report.txt", &[]);

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod audit_export_lab;
 mod audit_lab;
 mod audit_terminal;
 mod cli_exec;

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Install what pvefleet's tests and the lab need on a Debian machine (idempotent; needs root).
 # python3: the lab's ceph and pvesh stand-ins print JSON with it.
+# python3-prometheus-client: its OpenMetrics parser checks `audit --format openmetrics` (tests).
 # ceph-*: Debian 12's Ceph 16 (Pacific) daemons, which the lab's nodes with profile ceph=yes run.
 set -euo pipefail
-pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux python3
+pkgs=(openssh-server openssh-client sudo iptables iproute2 procps util-linux psmisc time bc tmux python3 python3-prometheus-client
   ceph-mon ceph-mgr ceph-osd ceph-common)
 missing=()
 for p in "${pkgs[@]}"; do

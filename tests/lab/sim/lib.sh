@@ -60,7 +60,21 @@ conf_get() { # FILE KEY -> value (the current config, before any [snapshot] sect
   awk -v k="$2" '/^\[/ {exit} { i = index($0, ":"); if (i && substr($0, 1, i - 1) == k) { v = substr($0, i + 1); sub(/^ +/, "", v); print v; exit } }' "$1"
 }
 guest_state() { local s=stopped; [ -f "$CL/guests/$1" ] && read -r s < "$CL/guests/$1"; printf '%s\n' "$s"; }
-guest_set_state() { mkdir -p "$CL/guests"; printf '%s\n' "$2" > "$CL/guests/$1"; }
+# A start or stop ends the VM's QEMU process: the next one runs the installed QEMU (ID.qemu holds
+# the release an older process still runs, lab fault qemu-upgrade).
+guest_set_state() { mkdir -p "$CL/guests"; printf '%s\n' "$2" > "$CL/guests/$1"; rm -f "$CL/guests/$1.qemu"; }
+# pve-qemu-kvm replaced on disk (OLD_VERSION was installed): the node's running VMs keep the QEMU
+# process they started with, so they go on running OLD_VERSION's release (qm status --verbose's
+# running-qemu) until stopped, started or migrated.
+qemu_keep_running() {
+  local c id
+  for c in "$PVE/nodes/$NODE/qemu-server/"*.conf; do
+    [ -f "$c" ] || continue
+    id=${c##*/}; id=${id%.conf}
+    [ "$(guest_state "$id")" = running ] || continue
+    [ -f "$CL/guests/$id.qemu" ] || printf '%s\n' "${1%-*}" > "$CL/guests/$id.qemu"
+  done
+}
 ha_sid() { if [ "$2" = lxc ]; then echo "ct:$1"; else echo "vm:$1"; fi; }
 ha_managed() { [ -f "$CL/ha-resources" ] && grep -qx "$1" "$CL/ha-resources"; }
 # Online and quorate as this node's pmxcfs sees them: /etc/pve/.members, which follows the real
@@ -125,6 +139,8 @@ guest_move() { # ID TARGET
   local sub=qemu-server; [ "$(conf_kind "$f")" = lxc ] && sub=lxc
   mkdir -p "$PVE/nodes/$2/$sub"
   mv "$f" "$PVE/nodes/$2/$sub/$1.conf"
+  # A (live) migration starts a new QEMU process on the target (qemu-server QemuMigrate.pm).
+  rm -f "$CL/guests/$1.qemu"
 }
 # HA moves a service by itself a moment after it is asked (pve-ha-manager: the CRM schedules the
 # migration on its next round, about every 10 s on a real cluster; the lab takes ~1.5 s). A VM with
