@@ -21,6 +21,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
+pub use crate::vocab::{MaintenanceState, NooutState, Phase};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{GuestPolicy, StepResult};
@@ -159,14 +160,14 @@ pub struct BackupRecord {
     pub refresh: Option<String>,
     /// `intent` or `written`.
     #[serde(default = "written")]
-    pub phase: String,
+    pub phase: Phase,
     /// SHA-1 (hex) of what the run wrote; `None` when it removed the file.
     #[serde(default)]
     pub written_sha1: Option<String>,
 }
 
-fn written() -> String {
-    "written".into()
+fn written() -> Phase {
+    Phase::Written
 }
 
 /// A command that undoes what a `run` step changed (`undo` in the playbook), recorded before
@@ -180,7 +181,7 @@ pub struct UndoRecord {
     /// The undo command, rendered.
     pub command: String,
     /// `intent` or `applied` (or `unchanged`: the step changed nothing, no undo needed).
-    pub phase: String,
+    pub phase: Phase,
 }
 
 /// A guest the run moved or stopped, to be put back.
@@ -237,8 +238,8 @@ pub enum Event {
     },
     /// HA node maintenance switched on (`on`) or off, or left on on purpose.
     Maintenance {
-        /// `on`, `off`, `left-on`.
-        state: String,
+        /// `on`, `off`, `left-on`, `found-on`.
+        state: MaintenanceState,
         /// Why (for `left-on`).
         #[serde(default)]
         why: Option<String>,
@@ -248,7 +249,7 @@ pub enum Event {
         /// The guest.
         guest: GuestRef,
         /// `intent` or `done`.
-        phase: String,
+        phase: Phase,
     },
     /// A guest the run stopped was started again.
     GuestStarted {
@@ -264,7 +265,7 @@ pub enum Event {
         /// Where it went.
         to: String,
         /// `intent` or `done`.
-        phase: String,
+        phase: Phase,
     },
     /// A moved guest is about to be migrated back to its node (intent, before `qm migrate`; the
     /// migration runs detached and may end after a killed controller, which a resume settles).
@@ -285,8 +286,8 @@ pub enum Event {
     },
     /// Ceph's noout for the node: `set` (`scope` host or cluster), `unset`, `left-set`.
     Noout {
-        /// `set`, `unset`, `left-set`.
-        state: String,
+        /// `set`, `unset`, `left-set`, `found-set`.
+        state: NooutState,
         /// `host` or `cluster`.
         scope: String,
         /// Why (for `left-set`).
@@ -925,11 +926,11 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 }
             }
             // Only what the run switched on: `found-on` (someone else's maintenance) is not.
-            Event::Maintenance { state, .. } => match state.as_str() {
-                "on" | "left-on" => h.maintenance_on = true,
-                "off" => h.maintenance_on = false,
-                _ => {}
-            },
+            Event::Maintenance { state, .. } => {
+                if let Some(on) = state.run_owns_on() {
+                    h.maintenance_on = on;
+                }
+            }
             Event::GuestStopped { guest, .. } if !h.stopped_guests.contains(guest) => {
                 h.stopped_guests.push(guest.clone());
             }
@@ -941,7 +942,7 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 phase,
             } => {
                 h.moving_guests.retain(|(g, _, _)| g != guest);
-                if phase == "done" {
+                if *phase == Phase::Done {
                     h.moved_guests.retain(|(g, _, _)| g != guest);
                     h.moved_guests
                         .push((guest.clone(), from.clone(), to.clone()));
@@ -961,10 +962,10 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 h.returning_guests.retain(|(g, _, _)| g != guest);
             }
             // Only what the run set: `found-set` (an operator's noout) is left alone.
-            Event::Noout { state, scope, .. } => match state.as_str() {
-                "set" | "left-set" => h.noout = Some(scope.clone()),
-                "unset" => h.noout = None,
-                _ => {}
+            Event::Noout { state, scope, .. } => match state.run_owns_set() {
+                Some(true) => h.noout = Some(scope.clone()),
+                Some(false) => h.noout = None,
+                None => {}
             },
             Event::NodeDone { .. } => h.done = true,
             Event::NodeInterrupted { step, state } => {
@@ -1154,7 +1155,7 @@ mod tests {
             ev(
                 "pve1",
                 Event::Maintenance {
-                    state: "on".into(),
+                    state: crate::vocab::MaintenanceState::On,
                     why: None,
                 },
             ),
@@ -1162,7 +1163,7 @@ mod tests {
                 "pve1",
                 Event::GuestStopped {
                     guest: g.clone(),
-                    phase: "intent".into(),
+                    phase: crate::vocab::Phase::Intent,
                 },
             ),
             ev(
@@ -1195,7 +1196,7 @@ mod tests {
             time: now(),
             node: "pve1".into(),
             event: Event::Maintenance {
-                state: "left-on".into(),
+                state: crate::vocab::MaintenanceState::LeftOn,
                 why: Some("node down".into()),
             },
         };
@@ -1257,7 +1258,7 @@ mod move_tests {
                 guest: g(vmid),
                 from: "pve1".into(),
                 to: "pve2".into(),
-                phase: phase.into(),
+                phase: crate::vocab::Phase::parse(phase).expect("a phase"),
             },
         };
         let h = histories(&[
@@ -1313,7 +1314,7 @@ mod move_tests {
                 guest: g.clone(),
                 from: "pve1".into(),
                 to: "pve2".into(),
-                phase: "done".into(),
+                phase: crate::vocab::Phase::Done,
             }),
             rec(Event::GuestReturning {
                 guest: g.clone(),

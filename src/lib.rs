@@ -25,3 +25,4 @@ pub mod quote;
 pub mod report;
 pub mod sanitize;
 pub mod ssh;
+pub mod vocab;

@@ -60,7 +60,7 @@ fn files_by_node(backups: &[BackupRecord]) -> BTreeMap<String, Vec<FileRec>> {
                 f.refresh.push(r.clone());
             }
         }
-        if b.phase == "written" {
+        if b.phase == crate::vocab::Phase::Written {
             f.written = Some(b.written_sha1.clone());
         }
     }
@@ -78,7 +78,7 @@ fn undos_by_node(undos: &[UndoRecord]) -> BTreeMap<String, Vec<UndoRecord>> {
         }
     }
     for list in out.values_mut() {
-        list.retain(|u| u.phase != "unchanged");
+        list.retain(|u| u.phase != crate::vocab::Phase::Unchanged);
     }
     out
 }
@@ -556,7 +556,7 @@ impl NodeRollback<'_> {
                     j.record(
                         &node.name,
                         Event::Noout {
-                            state: "unset".into(),
+                            state: crate::vocab::NooutState::Unset,
                             scope: scope.as_str().into(),
                             why: Some("rollback".into()),
                         },
@@ -573,7 +573,7 @@ impl NodeRollback<'_> {
                     j.record(
                         &node.name,
                         Event::Maintenance {
-                            state: "off".into(),
+                            state: crate::vocab::MaintenanceState::Off,
                             why: Some("rollback".into()),
                         },
                     )
@@ -677,7 +677,7 @@ mod tests {
             backup: format!("/b{path}"),
             existed,
             refresh: None,
-            phase: phase.into(),
+            phase: crate::vocab::Phase::parse(phase).expect("a phase"),
             written_sha1: sha.map(str::to_string),
         }
     }
@@ -707,7 +707,7 @@ mod tests {
             node: "pve1".into(),
             step: step.into(),
             command: format!("undo {step}"),
-            phase: phase.into(),
+            phase: crate::vocab::Phase::parse(phase).expect("a phase"),
         };
         let by = undos_by_node(&[
             u("a", "intent"),

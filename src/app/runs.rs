@@ -241,7 +241,11 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             sanitize_str(&describe(&r.event))
         );
     }
-    for b in j.backups().iter().filter(|b| b.phase != "intent") {
+    for b in j
+        .backups()
+        .iter()
+        .filter(|b| b.phase != crate::vocab::Phase::Intent)
+    {
         println!("backup {}: {} -> {}", b.node, b.path, b.backup);
     }
     for l in &meta.left_on {
@@ -327,9 +331,12 @@ pub async fn cmd_prune(
         let backups: Vec<_> = j
             .backups()
             .into_iter()
-            .filter(|b| b.phase != "intent")
+            .filter(|b| b.phase != crate::vocab::Phase::Intent)
             .collect();
-        let undoable = j.undos().iter().any(|u| u.phase == "applied");
+        let undoable = j
+            .undos()
+            .iter()
+            .any(|u| u.phase == crate::vocab::Phase::Applied);
         let rollbackable =
             (!backups.is_empty() || undoable) && !meta.status.contains("rolled back");
         if rollbackable && !force {

@@ -21,7 +21,6 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::drain;
@@ -32,46 +31,7 @@ use crate::journal::{Event, GuestRef, Journal, NodeHistory};
 use crate::outcome::GuestPolicy;
 use crate::ssh;
 
-/// The states of a node's reboot, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RebootState {
-    /// Nothing done yet.
-    Preflight,
-    /// A drain undone before the reboot was issued (maintenance off, guests back and started):
-    /// nothing is left, the node was not rebooted, a resume starts again from the preflight.
-    DrainUndone,
-    /// HA maintenance on and no HA service left on the node.
-    MaintenanceOn,
-    /// Movable guests migrated away (`drain`).
-    GuestsMigrated,
-    /// The guest policy applied to the other running guests.
-    GuestsStopped,
-    /// Ceph noout set for the node.
-    NooutSet,
-    /// The reboot command was sent (the old boot id is in the journal).
-    RebootIssued,
-    /// The node went down.
-    DownSeen,
-    /// It answers again with a new boot id.
-    UpNewBoot,
-    /// Every health unit is active.
-    ServicesActive,
-    /// The cluster is quorate with the node's votes back.
-    Quorate,
-    /// The node's OSDs are up and every PG is active+clean.
-    CephClean,
-    /// noout unset.
-    NooutUnset,
-    /// HA maintenance switched off again.
-    MaintenanceOff,
-    /// Moved guests are back.
-    GuestsReturned,
-    /// Guests the run stopped are running again.
-    GuestsStarted,
-    /// Complete.
-    Done,
-}
+pub use crate::vocab::RebootState;
 
 /// A reboot of the node that the stopped run issued and did not see finish: its vote is gone,
 /// or coming back, and the resume continues it before anything else on that node.
@@ -80,36 +40,6 @@ pub fn reboot_underway(h: &NodeHistory) -> bool {
         .values()
         .filter_map(|p| RebootState::parse(&p.state))
         .any(|st| st >= RebootState::RebootIssued && st != RebootState::Done)
-}
-
-impl RebootState {
-    /// The state's name as journaled.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RebootState::Preflight => "preflight",
-            RebootState::DrainUndone => "drain-undone",
-            RebootState::MaintenanceOn => "maintenance-on",
-            RebootState::GuestsMigrated => "guests-migrated",
-            RebootState::GuestsStopped => "guests-stopped",
-            RebootState::NooutSet => "noout-set",
-            RebootState::RebootIssued => "reboot-issued",
-            RebootState::DownSeen => "down-seen",
-            RebootState::UpNewBoot => "up-new-boot",
-            RebootState::ServicesActive => "services-active",
-            RebootState::Quorate => "quorate",
-            RebootState::CephClean => "ceph-clean",
-            RebootState::NooutUnset => "noout-unset",
-            RebootState::MaintenanceOff => "maintenance-off",
-            RebootState::GuestsReturned => "guests-returned",
-            RebootState::GuestsStarted => "guests-started",
-            RebootState::Done => "done",
-        }
-    }
-
-    /// Parse a journaled state name (the serde names, which `as_str` gives too).
-    pub fn parse(s: &str) -> Option<RebootState> {
-        serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
-    }
 }
 
 /// What a reboot needs besides the node.
@@ -329,7 +259,7 @@ impl Machine<'_, '_> {
                             guest: g.clone(),
                             from: from.clone(),
                             to: to.clone(),
-                            phase: "done".into(),
+                            phase: crate::vocab::Phase::Done,
                         },
                     )
                     .await;
@@ -474,7 +404,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Maintenance {
-                    state: "found-on".into(),
+                    state: crate::vocab::MaintenanceState::FoundOn,
                     why: Some(format!(
                         "already on before the run ({holder}); left as found"
                     )),
@@ -488,7 +418,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Maintenance {
-                    state: "on".into(),
+                    state: crate::vocab::MaintenanceState::On,
                     why: None,
                 },
             )
@@ -517,7 +447,7 @@ impl Machine<'_, '_> {
                             r,
                             Event::GuestStopped {
                                 guest: g.clone(),
-                                phase: "intent".into(),
+                                phase: crate::vocab::Phase::Intent,
                             },
                         )
                         .await;
@@ -529,7 +459,7 @@ impl Machine<'_, '_> {
                             r,
                             Event::GuestStopped {
                                 guest: g,
-                                phase: "done".into(),
+                                phase: crate::vocab::Phase::Done,
                             },
                         )
                         .await;
@@ -562,7 +492,7 @@ impl Machine<'_, '_> {
                     guest: gref.clone(),
                     from: me.clone(),
                     to: target.clone(),
-                    phase: "intent".into(),
+                    phase: crate::vocab::Phase::Intent,
                 },
             )
             .await;
@@ -574,7 +504,7 @@ impl Machine<'_, '_> {
                     guest: gref.clone(),
                     from: me.clone(),
                     to: target.clone(),
-                    phase: "done".into(),
+                    phase: crate::vocab::Phase::Done,
                 },
             )
             .await;
@@ -621,7 +551,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Noout {
-                    state: "found-set".into(),
+                    state: crate::vocab::NooutState::FoundSet,
                     scope: found.as_str().into(),
                     why: Some("set before the run; left as found".into()),
                 },
@@ -634,7 +564,7 @@ impl Machine<'_, '_> {
         self.record(
             r,
             Event::Noout {
-                state: "set".into(),
+                state: crate::vocab::NooutState::Set,
                 scope: "host".into(),
                 why: None,
             },
@@ -645,7 +575,7 @@ impl Machine<'_, '_> {
         self.record(
             r,
             Event::Noout {
-                state: "set".into(),
+                state: crate::vocab::NooutState::Set,
                 scope: scope.as_str().into(),
                 why: None,
             },
@@ -674,7 +604,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Noout {
-                    state: "unset".into(),
+                    state: crate::vocab::NooutState::Unset,
                     scope: scope.as_str().into(),
                     why: None,
                 },
@@ -718,7 +648,7 @@ impl Machine<'_, '_> {
                 r,
                 Event::GuestStopped {
                     guest: g.clone(),
-                    phase: "done".into(),
+                    phase: crate::vocab::Phase::Done,
                 },
             )
             .await;
@@ -862,7 +792,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Maintenance {
-                    state: "off".into(),
+                    state: crate::vocab::MaintenanceState::Off,
                     why: None,
                 },
             )
@@ -909,7 +839,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Maintenance {
-                    state: "left-on".into(),
+                    state: crate::vocab::MaintenanceState::LeftOn,
                     why: Some(why.to_string()),
                 },
             )
@@ -923,7 +853,7 @@ impl Machine<'_, '_> {
             self.record(
                 r,
                 Event::Noout {
-                    state: "left-set".into(),
+                    state: crate::vocab::NooutState::LeftSet,
                     scope: scope.as_str().into(),
                     why: Some(why.to_string()),
                 },

@@ -203,6 +203,11 @@ fn summarise(v: &serde_json::Value) -> String {
     match v {
         J::Null => "none".into(),
         J::Bool(b) => b.to_string(),
+        // Measured values (a clock offset) at two decimals, so nodes alike fold together.
+        J::Number(n) if n.is_f64() => {
+            let v = format!("{:.2}", n.as_f64().unwrap_or_default());
+            v.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
         J::Number(n) => n.to_string(),
         J::String(s) => format!("'{}'", cut(s)),
         J::Array(a) if a.is_empty() => "[] (empty)".into(),
@@ -237,6 +242,9 @@ mod tests {
         assert_eq!(summarise(&json!(false)), "false");
         assert_eq!(summarise(&json!(null)), "none");
         assert_eq!(summarise(&json!(2.5)), "2.5");
+        assert_eq!(summarise(&json!(0.008549)), "0.01");
+        assert_eq!(summarise(&json!(0.0009)), "0");
+        assert_eq!(summarise(&json!(12)), "12");
         assert_eq!(summarise(&json!("bridge-ports")), "'bridge-ports'");
         assert_eq!(summarise(&json!(["a", "b"])), "['a', 'b']");
         assert_eq!(summarise(&json!([])), "[] (empty)");

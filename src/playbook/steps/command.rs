@@ -5,6 +5,7 @@
 //! `only_if` only when the step declares them read-only (`read_only = "guards"`), and runs the
 //! command itself only when the whole step is a declared check (`read_only = "all"`).
 
+use crate::vocab::Phase;
 use std::time::{Duration, Instant};
 
 use super::super::context::{result, NodeState};
@@ -33,6 +34,19 @@ async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<Exec
 }
 
 /// How the guards of a `run` step decided.
+/// A guard command as a skip reason says it: its first line, cut at 60 characters (a plan
+/// line names the guard; the playbook holds the whole command).
+fn short_guard(g: &str) -> String {
+    let first = g.lines().next().unwrap_or("").trim_end();
+    let more = g.lines().count() > 1 || first.chars().count() > 60;
+    let cut: String = first.chars().take(60).collect();
+    if more {
+        format!("{cut} …")
+    } else {
+        cut
+    }
+}
+
 enum Guards {
     /// Run the command.
     Run,
@@ -68,13 +82,19 @@ async fn guards(r: &Remote, st: &NodeState<'_>, step: &Step) -> Result<Guards, S
     if let Some(g) = unless {
         let o = r.sh(&g).await?;
         if o.exit == ExitStatus::Code(0) {
-            return Ok(Guards::Skip(format!("unless `{g}` succeeded")));
+            return Ok(Guards::Skip(format!(
+                "unless `{}` succeeded",
+                short_guard(&g)
+            )));
         }
     }
     if let Some(g) = only_if {
         let o = r.sh(&g).await?;
         if o.exit != ExitStatus::Code(0) {
-            return Ok(Guards::Skip(format!("only_if `{g}` failed")));
+            return Ok(Guards::Skip(format!(
+                "only_if `{}` failed",
+                short_guard(&g)
+            )));
         }
     }
     Ok(Guards::Run)
@@ -128,16 +148,16 @@ pub(super) async fn run(
         return Ok(res);
     }
     let undo = st.render(&step.undo, true)?;
-    let undo_record = |phase: &str| {
+    let undo_record = |phase: Phase| {
         undo.as_ref().map(|u| UndoRecord {
             node: r.node.name.clone(),
             step: step.name.get_ref().clone(),
             command: u.clone(),
-            phase: phase.into(),
+            phase,
         })
     };
     // Intent first: a controller killed while the step runs still leaves the undo on record.
-    if let (Some(j), Some(rec)) = (&st.s.journal, undo_record("intent")) {
+    if let (Some(j), Some(rec)) = (&st.s.journal, undo_record(Phase::Intent)) {
         j.undo(rec).await;
     }
     let mut note = "";
@@ -191,9 +211,9 @@ pub(super) async fn run(
     if let (Some(j), Some(rec)) = (
         &st.s.journal,
         undo_record(if status == StepStatus::Ok {
-            "unchanged"
+            Phase::Unchanged
         } else {
-            "applied"
+            Phase::Applied
         }),
     ) {
         j.undo(rec).await;

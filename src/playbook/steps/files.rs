@@ -56,7 +56,7 @@ async fn apply(
                     backup: backup.clone(),
                     existed: existed_now,
                     refresh: refresh.clone(),
-                    phase: "intent".into(),
+                    phase: crate::vocab::Phase::Intent,
                     written_sha1: None,
                 })
                 .await;
@@ -99,7 +99,7 @@ async fn apply(
             backup,
             existed,
             refresh,
-            phase: "written".into(),
+            phase: crate::vocab::Phase::Written,
             written_sha1: match change {
                 Change::Write(c) => Some(sha1_hex(c.as_bytes())),
                 Change::Remove => None,
