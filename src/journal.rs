@@ -107,7 +107,9 @@ pub struct RunMeta {
     pub nodes: Vec<String>,
     /// Start, RFC 3339.
     pub started: String,
-    /// `running`, `ok`, `failed`, `halted`, `interrupted`.
+    /// `running`, `ok`, `failed`, `halted`, `interrupted`, `paused: outside window`,
+    /// `paused: after N node(s) (--pause-after)`, `paused: not confirmed`,
+    /// `paused: backup running`.
     pub status: String,
     /// `--limit` used.
     pub limit: Option<String>,
@@ -136,6 +138,12 @@ pub struct RunMeta {
     /// When the run last ended, RFC 3339.
     #[serde(default)]
     pub ended: Option<String>,
+    /// `--window`s, as given (a resume keeps them unless given new ones).
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// Why the run paused, when its status is `paused: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 fn default_guests() -> GuestPolicy {
@@ -657,6 +665,20 @@ impl Journal {
                 tracing::error!("{e}");
                 eprintln!("pvefleet: {e}");
             }
+        }
+    }
+
+    /// Record why the run paused (`None`: it did not).
+    pub fn set_paused(&self, why: Option<String>) {
+        let _one_at_a_time = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
+        match self.meta() {
+            Ok(mut m) => {
+                m.paused = why;
+                if let Err(e) = self.write_meta(&m) {
+                    eprintln!("pvefleet: {e}");
+                }
+            }
+            Err(e) => eprintln!("pvefleet: {e}"),
         }
     }
 

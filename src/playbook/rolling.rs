@@ -355,6 +355,7 @@ async fn roll(
     };
     let mut failures = 0usize;
     let mut halted: Option<String> = None;
+    let mut paused: Option<String> = None;
     if let Some(why) = drain_preflight(&s, &todo).await {
         let mut rs: Vec<NodeRun> = todo
             .iter()
@@ -390,6 +391,22 @@ async fn roll(
                     .map(|n| NodeRun::not_started(&n.name, "interrupted before its batch")),
             );
             continue;
+        }
+        if let Some(why) = &paused {
+            results.extend(batch.iter().map(|n| NodeRun::paused(&n.name, why)));
+            continue;
+        }
+        // Between nodes, never inside one: a window, --pause-after, the operator's answer, a
+        // backup of the batch's guests. A pause stops the run here, resumable.
+        if !s.pacing.is_idle() {
+            if let Err(p) = s.pacing.before(batch, &s.cluster).await {
+                let why = p.why(&s.pacing.windows);
+                tracing::warn!("{why}");
+                s.pacing.record(p);
+                results.extend(batch.iter().map(|n| NodeRun::paused(&n.name, &why)));
+                paused = Some(why);
+                continue;
+            }
         }
         if reboots {
             if let Err(err) = check_gate(batch, &s).await {

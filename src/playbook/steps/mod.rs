@@ -161,7 +161,10 @@ async fn reboot_step(
         // Decide before you change: the plan asks the cluster now whether the node could
         // finish this reboot, and shows what it found (or why the run will refuse the node).
         let ask = readiness_ask(st, step)?;
-        let (predicted, said) = predicted(&r.node.name, step.timeout_or(Duration::from_secs(600)));
+        let (predicted, said) = predicted(
+            &r.node.name,
+            step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
+        );
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
                 let mut res = result(
@@ -198,7 +201,7 @@ async fn reboot_step(
     };
     let cx = RebootCtx {
         index: st.index,
-        timeout: step.timeout_or(Duration::from_secs(600)),
+        timeout: step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
         guests: st.s.guests,
         allow_maintained: st.s.allow_maintained,
         journal: st.s.journal.as_ref(),
