@@ -109,7 +109,7 @@ pub struct RunMeta {
     pub started: String,
     /// `running`, `ok`, `failed`, `halted`, `interrupted`, `paused: outside window`,
     /// `paused: after N node(s) (--pause-after)`, `paused: not confirmed`,
-    /// `paused: backup running`.
+    /// `paused: backup running`, `paused: backups could not be told`.
     pub status: String,
     /// `--limit` used.
     pub limit: Option<String>,

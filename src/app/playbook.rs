@@ -1099,3 +1099,63 @@ async fn execute_run(
     }
     Ok(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::StepResult;
+    use std::time::Duration;
+
+    fn step(name: &str, status: StepStatus, predicted_ms: Option<u64>) -> StepResult {
+        StepResult {
+            step: name.into(),
+            status,
+            detail: String::new(),
+            diff: None,
+            commands: Vec::new(),
+            checks: Vec::new(),
+            predicted_ms,
+        }
+    }
+
+    fn node(name: &str, steps: Vec<StepResult>) -> NodeRun {
+        let mut r = NodeRun::not_started(name, "");
+        r.not_started = false;
+        r.status = NodeStatus::Ok;
+        r.error = None;
+        r.steps = steps;
+        r
+    }
+
+    #[test]
+    fn a_node_is_predicted_from_its_plans_reboot_steps() {
+        let pb = Playbook::parse(
+            "name = \"p\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/x\"\nline = \"x\"\n\
+             [[step]]\nname = \"reboot\"\nkind = \"reboot\"\ntimeout = \"90s\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        let plan = vec![
+            // History in the journal: its mean.
+            node(
+                "pve1",
+                vec![
+                    step("mark", StepStatus::Changed, None),
+                    step("reboot", StepStatus::Changed, Some(42_000)),
+                ],
+            ),
+            // No history: the step's timeout.
+            node("pve2", vec![step("reboot", StepStatus::Changed, None)]),
+            // Its plan does not reboot it: no prediction (only its start must be inside).
+            node("pve3", vec![step("reboot", StepStatus::Skipped, None)]),
+            // Begun in the run being resumed (counted as rebooting): the timeout.
+            node("pve4", vec![step("reboot", StepStatus::Ok, None)]),
+        ];
+        let planned: BTreeSet<String> = ["pve1", "pve2", "pve4"].map(String::from).into();
+        let p = predicted_durations(&pb, &plan, &planned);
+        assert_eq!(p.get("pve1"), Some(&Duration::from_secs(42)));
+        assert_eq!(p.get("pve2"), Some(&Duration::from_secs(90)));
+        assert_eq!(p.get("pve3"), None);
+        assert_eq!(p.get("pve4"), Some(&Duration::from_secs(90)));
+    }
+}

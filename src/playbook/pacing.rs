@@ -33,12 +33,19 @@ pub enum Pause {
     After(usize),
     /// `--confirm-each-node`: the operator said no.
     NotConfirmed(String),
-    /// A backup of the node's guests runs (or the running backups could not be told).
+    /// A backup of the node's guests runs.
     Backup {
         /// The node.
         node: String,
-        /// What runs, or why it could not be told.
+        /// What runs.
         what: String,
+    },
+    /// The running backups could not be told (unknown is not "no backup").
+    BackupsUnknown {
+        /// The node.
+        node: String,
+        /// Why.
+        why: String,
     },
 }
 
@@ -50,6 +57,7 @@ impl Pause {
             Pause::After(n) => format!("paused: after {n} node(s) (--pause-after)"),
             Pause::NotConfirmed(_) => "paused: not confirmed".into(),
             Pause::Backup { .. } => "paused: backup running".into(),
+            Pause::BackupsUnknown { .. } => "paused: backups could not be told".into(),
         }
     }
 
@@ -70,6 +78,9 @@ impl Pause {
             Pause::Backup { node, what } => {
                 format!("paused: {node} not started while a backup runs: {what}")
             }
+            Pause::BackupsUnknown { node, why } => format!(
+                "paused: {node} not started: the running backups could not be told: {why}"
+            ),
         }
     }
 
@@ -253,9 +264,12 @@ pub async fn cluster_backups(nodes: &[Node]) -> Result<(), String> {
 /// A node of `batch` whose guests are being backed up (or the backups could not be told).
 async fn backups_of(batch: &[Node], cluster: &[Node]) -> Result<(), Pause> {
     let first = &batch[0];
-    let askable = batch
-        .iter()
-        .chain(cluster.iter().filter(|n| n.cluster == first.cluster));
+    // The batch's nodes first, then the rest of their cluster (a node may be mid-reboot).
+    let askable = batch.iter().chain(
+        cluster
+            .iter()
+            .filter(|n| n.cluster == first.cluster && !batch.iter().any(|b| b.name == n.name)),
+    );
     let mut last_error = String::from("no node of the cluster could be asked");
     for node in askable {
         let r = match Remote::connect(node, Duration::from_secs(30)).await {
@@ -271,15 +285,15 @@ async fn backups_of(batch: &[Node], cluster: &[Node]) -> Result<(), Pause> {
         let (tasks, res) = match (found, res) {
             (Ok(t), Ok(res)) => (t, res),
             (Err(e), _) => {
-                return Err(Pause::Backup {
+                return Err(Pause::BackupsUnknown {
                     node: first.name.clone(),
-                    what: format!("the running backups could not be told: {e}"),
+                    why: format!("{}: {e}", node.name),
                 })
             }
             (_, Err(e)) => {
-                return Err(Pause::Backup {
+                return Err(Pause::BackupsUnknown {
                     node: first.name.clone(),
-                    what: format!("the node's guests could not be told: {e}"),
+                    why: format!("{}: the guests' nodes: {e}", node.name),
                 })
             }
         };
@@ -304,9 +318,9 @@ async fn backups_of(batch: &[Node], cluster: &[Node]) -> Result<(), Pause> {
         }
         return Ok(());
     }
-    Err(Pause::Backup {
+    Err(Pause::BackupsUnknown {
         node: first.name.clone(),
-        what: format!("the running backups could not be told: {last_error}"),
+        why: last_error,
     })
 }
 
