@@ -77,15 +77,15 @@ fn a_window_that_closes_mid_run_pauses_between_nodes_and_the_resume_finishes() {
     let Some(lab) = Lab::up("window_closes", 97, 3, &[]) else {
         return;
     };
-    // pve1's boot is slow (12 s), so by the time pve2 could start its predicted reboot (the
+    // pve1's boot is slow (16 s), so by the time pve2 could start its predicted reboot (the
     // step's timeout: no history in a fresh journal) no longer ends inside the window, while
-    // pve1's did when the run started: the window closes at the minute boundary E, and the
-    // timeout is E - now - 10 s.
-    lab.fault("pve1", &["slow-boot", "12"]);
+    // pve1's did when the run started (within 15 s of `now`): the window closes at the minute
+    // boundary E, and the timeout is E - now - 15 s.
+    lab.fault("pve1", &["slow-boot", "16"]);
     let env = Env::new();
     let now = local_secs();
     let end_min = now / 60 + 2;
-    let timeout = end_min * 60 - now - 10;
+    let timeout = end_min * 60 - now - 15;
     let window = format!("{}-{}", hhmm(now / 60 + 1439), hhmm(end_min));
     let pb = write_playbook(env.state.path(), "pb.toml", &mark_and_reboot(timeout));
     let (b1, b2) = (lab.boots("pve1"), lab.boots("pve2"));
