@@ -279,28 +279,36 @@ async fn backups_of(batch: &[Node], cluster: &[Node]) -> Result<(), Pause> {
                 continue;
             }
         };
-        let found = crate::maintenance::backups::running(&r).await;
-        let res = crate::maintenance::drain::resources(&r).await;
-        r.session.close().await;
-        let (tasks, res) = match (found, res) {
-            (Ok(t), Ok(res)) => (t, res),
-            (Err(e), _) => {
+        let tasks = match crate::maintenance::backups::running(&r).await {
+            Ok(t) => t,
+            Err(e) => {
+                r.session.close().await;
                 return Err(Pause::BackupsUnknown {
                     node: first.name.clone(),
                     why: format!("{}: {e}", node.name),
-                })
-            }
-            (_, Err(e)) => {
-                return Err(Pause::BackupsUnknown {
-                    node: first.name.clone(),
-                    why: format!("{}: the guests' nodes: {e}", node.name),
-                })
+                });
             }
         };
+        // Where the guests are matters only while a backup runs.
+        let res = if tasks.is_empty() {
+            None
+        } else {
+            match crate::maintenance::drain::resources(&r).await {
+                Ok(res) => Some(res),
+                Err(e) => {
+                    r.session.close().await;
+                    return Err(Pause::BackupsUnknown {
+                        node: first.name.clone(),
+                        why: format!("{}: the guests' nodes: {e}", node.name),
+                    });
+                }
+            }
+        };
+        r.session.close().await;
         for n in batch {
             let guests: Vec<u32> = res
-                .guests
                 .iter()
+                .flat_map(|res| &res.guests)
                 .filter(|g| g.node == n.name)
                 .map(|g| g.vmid)
                 .collect();
