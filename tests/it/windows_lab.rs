@@ -170,6 +170,29 @@ fn a_window_that_closes_mid_run_pauses_between_nodes_and_the_resume_finishes() {
     assert_eq!((code, &v["status"]), (Some(0), &"ok".into()), "{v}");
     assert_eq!(v["nodes"][0]["not_started"], true, "pve1 done before: {v}");
     assert!(marked(&lab, "pve2"));
+    // A parallel playbook is paced as one batch: a window that is closed now starts nothing.
+    lab.sh("pve1", "rm -f /etc/pvefleet-test");
+    let env = Env::new();
+    let parallel = MARK.replace("mode = \"rolling\"\nbatch = 1", "mode = \"parallel\"");
+    assert!(parallel.contains("mode = \"parallel\"") && !parallel.contains("batch"));
+    let pb = write_playbook(env.state.path(), "par.toml", &parallel);
+    let now = local_secs();
+    let later = format!("{}-{}", hhmm(now / 60 + 120), hhmm(now / 60 + 180));
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--window",
+            &later,
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, Some(4), "{v}");
+    assert_eq!(v["nodes"][0]["paused"], true, "{v}");
+    assert!(!marked(&lab, "pve1") && !node_started(&env, "pve1"));
     // A bad window is a usage error naming what was expected; nothing is started.
     let out = env.run(&lab, &["run", "--yes", "--window", "25:00-03:00", "x.toml"]);
     assert_eq!(out.status.code(), Some(64));
