@@ -832,7 +832,8 @@ fn pacing(
         let mut text = render_plan(std::slice::from_ref(r), plan_width(true));
         text.push_str(&match predicted.get(&r.node) {
             Some(d) => format!("  predicted duration: {}\n", short_duration(*d)),
-            None => "  predicted duration: no reboot planned\n".to_string(),
+            None => "  predicted duration: none (no reboot planned, no history of its steps)\n"
+                .to_string(),
         });
         previews.insert(r.node.clone(), text);
     }
@@ -878,14 +879,16 @@ struct PaceArgs {
 }
 
 /// Each node's predicted duration: its plan's reboot steps (the journal's history of its
-/// reboots, or the step's timeout without one); a node the run counts as rebooting whose plan
-/// shows no reboot (begun in the run being resumed, or not planned) its first reboot step's
-/// timeout. A node whose plan does not reboot it is not predicted (it only has to start inside
-/// a window).
+/// reboots, or the step's timeout without one; a node the run counts as rebooting whose plan
+/// shows no reboot, begun in the run being resumed or not planned, its first reboot step's
+/// timeout) plus its other steps that run (each the mean of its last three runs on the node in
+/// the journal; without history, nothing). A node with neither is not predicted: it only has to
+/// start inside a window.
 fn predicted_durations(
     pb: &Playbook,
     plan: &[NodeRun],
     planned: &BTreeSet<String>,
+    past: &journal::Timings,
 ) -> BTreeMap<String, std::time::Duration> {
     use crate::playbook::model::REBOOT_TIMEOUT;
     use std::time::Duration;
@@ -904,6 +907,18 @@ fn predicted_durations(
         }
         if total.is_none() && planned.contains(&r.node) {
             total = steps.first().map(|s| s.timeout_or(REBOOT_TIMEOUT));
+        }
+        for st in r.steps.iter().filter(|s| s.status != StepStatus::Skipped) {
+            if steps.iter().any(|s| s.name.get_ref() == &st.step) {
+                continue;
+            }
+            let took = past
+                .steps
+                .get(&(r.node.clone(), st.step.clone()))
+                .and_then(|v| journal::recent_mean(v));
+            if let Some(d) = took {
+                *total.get_or_insert(Duration::ZERO) += d;
+            }
         }
         if let Some(t) = total {
             out.insert(r.node.clone(), t);
@@ -1014,7 +1029,7 @@ async fn execute_run(
     // stopped run had begun counts as rebooting; the others as their plan says.
     let mut planned = planned_reboots(&p.pb, &plan);
     planned.extend(histories.keys().cloned());
-    let predicted = predicted_durations(&p.pb, &plan, &planned);
+    let predicted = predicted_durations(&p.pb, &plan, &planned, journal::timings());
     s.planned_reboots = Some(planned);
     s.resume = histories;
     if let Some(pace) = &p.pace {
@@ -1152,10 +1167,35 @@ mod tests {
             node("pve4", vec![step("reboot", StepStatus::Ok, None)]),
         ];
         let planned: BTreeSet<String> = ["pve1", "pve2", "pve4"].map(String::from).into();
-        let p = predicted_durations(&pb, &plan, &planned);
+        let none = journal::Timings::default();
+        let p = predicted_durations(&pb, &plan, &planned, &none);
         assert_eq!(p.get("pve1"), Some(&Duration::from_secs(42)));
         assert_eq!(p.get("pve2"), Some(&Duration::from_secs(90)));
         assert_eq!(p.get("pve3"), None);
         assert_eq!(p.get("pve4"), Some(&Duration::from_secs(90)));
+        // The other steps that run: the mean of their last three runs on the node.
+        let mut past = journal::Timings::default();
+        past.steps.insert(
+            ("pve1".into(), "mark".into()),
+            [100, 2, 4, 6].map(Duration::from_secs).to_vec(),
+        );
+        past.steps
+            .insert(("pve3".into(), "mark".into()), vec![Duration::from_secs(7)]);
+        let plan3 = node(
+            "pve3",
+            vec![
+                step("mark", StepStatus::Ok, None),
+                step("reboot", StepStatus::Skipped, None),
+            ],
+        );
+        let mut plan = plan;
+        plan[2] = plan3;
+        let p = predicted_durations(&pb, &plan, &planned, &past);
+        assert_eq!(p.get("pve1"), Some(&Duration::from_secs(42 + 4)));
+        assert_eq!(
+            p.get("pve3"),
+            Some(&Duration::from_secs(7)),
+            "no reboot: its steps"
+        );
     }
 }

@@ -305,7 +305,8 @@ fn backups_refuse_or_pause_the_run_and_each_node_can_be_confirmed() {
     };
     let screen = asked("pve1");
     assert!(
-        screen.contains("== pve1 ==") && screen.contains("predicted duration: no reboot planned"),
+        screen.contains("== pve1 ==")
+            && screen.contains("predicted duration: none (no reboot planned"),
         "{screen}"
     );
     assert!(!node_started(&env, "pve1"), "asked before the node starts");

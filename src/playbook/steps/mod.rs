@@ -105,7 +105,7 @@ fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let last = &past[past.len().saturating_sub(3)..];
-    if last.is_empty() {
+    let Some(mean) = crate::journal::recent_mean(past) else {
         return (
             None,
             format!(
@@ -113,8 +113,7 @@ fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
                 crate::report::exec::short_duration(timeout)
             ),
         );
-    }
-    let mean = last.iter().sum::<Duration>() / last.len() as u32;
+    };
     (
         Some(mean),
         format!(
