@@ -233,6 +233,9 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// (exit 4); a resume keeps the run's windows unless given new ones.
         #[arg(long = "window", value_name = "[DAYS ]HH:MM-HH:MM")]
         windows: Vec<String>,
+        /// With --resume: drop the run's recorded windows (start its nodes at any time).
+        #[arg(long, requires = "resume", conflicts_with = "windows")]
+        no_window: bool,
         /// Ask on the terminal before each node, showing its plan (guests, targets, predicted
         /// duration): y starts it, n or q pauses the run (exit 5, resumable).
         #[arg(long)]

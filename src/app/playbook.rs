@@ -448,6 +448,8 @@ pub struct RunArgs<'a> {
     pub force: bool,
     /// `--window`s, as given.
     pub windows: &'a [String],
+    /// `--no-window` (with --resume): drop the run's windows.
+    pub no_window: bool,
     /// `--confirm-each-node`.
     pub confirm_each_node: bool,
     /// `--pause-after N`.
@@ -586,8 +588,10 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
             .timeout
             .or(meta.timeout_ms.map(std::time::Duration::from_millis)),
         limit: meta.limit.clone(),
-        // The run's windows, unless the resume gives its own.
-        windows: if a.windows.is_empty() {
+        // The run's windows, unless the resume gives its own (or drops them).
+        windows: if a.no_window {
+            Vec::new()
+        } else if a.windows.is_empty() {
             meta.windows.clone()
         } else {
             a.windows.to_vec()
@@ -865,9 +869,9 @@ fn pacing(
     }
 }
 
-/// A resume given its own windows (recorded in place of the run's).
+/// A resume given its own windows, or none (recorded in place of the run's).
 fn resumed_with_windows(a: &RunArgs) -> bool {
-    a.resume.is_some() && !a.windows.is_empty()
+    a.resume.is_some() && (!a.windows.is_empty() || a.no_window)
 }
 
 /// How the run is paced between nodes (see `playbook::pacing`).

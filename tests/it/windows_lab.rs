@@ -123,6 +123,19 @@ fn a_window_that_closes_mid_run_pauses_between_nodes_and_the_resume_finishes() {
     assert!(show.contains(&format!("--resume {id}")), "{show}");
 
     // A resume keeps the run's window: still closed for pve2 (nothing new is started) ...
+    let out = env.run(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            "--no-window",
+            "--window",
+            "00:00-01:00",
+            "--resume",
+            &id,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(64), "--no-window or --window");
     let (code, v) = env.json(&lab, &["run", "--yes", "--resume", &id]);
     assert_eq!(code, Some(4), "{v}");
     assert_eq!(lab.boots("pve2"), b2);
@@ -193,6 +206,14 @@ fn a_window_that_closes_mid_run_pauses_between_nodes_and_the_resume_finishes() {
     assert_eq!(code, Some(4), "{v}");
     assert_eq!(v["nodes"][0]["paused"], true, "{v}");
     assert!(!marked(&lab, "pve1") && !node_started(&env, "pve1"));
+    // --no-window: the resume drops the run's window (and records that).
+    let (code, v) = env.json(
+        &lab,
+        &["run", "--yes", "--resume", &env.run_id(), "--no-window"],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert!(marked(&lab, "pve1"));
+    assert_eq!(env.meta()["windows"], serde_json::json!([]));
     // A bad window is a usage error naming what was expected; nothing is started.
     let out = env.run(&lab, &["run", "--yes", "--window", "25:00-03:00", "x.toml"]);
     assert_eq!(out.status.code(), Some(64));
