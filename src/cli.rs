@@ -231,6 +231,26 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// With --resume: go on even though the playbook file changed since the run started.
         #[arg(long, requires = "resume")]
         force: bool,
+        /// Start a node only when its predicted duration ends inside this window (local time of
+        /// the controller): `02:00-05:00`, `22:00-04:00`, `"Mon-Fri 02:00-05:00"`,
+        /// `"Sat,Sun 00:00-06:00"`; repeatable. Outside, the run pauses before its next node
+        /// (exit 4); a resume keeps the run's windows unless given new ones.
+        #[arg(long = "window", value_name = "[DAYS ]HH:MM-HH:MM")]
+        windows: Vec<String>,
+        /// With --resume: drop the run's recorded windows (start its nodes at any time).
+        #[arg(long, requires = "resume", conflicts_with = "windows")]
+        no_window: bool,
+        /// Ask on the terminal before each node, showing its plan (guests, targets, predicted
+        /// duration): y starts it, n or q pauses the run (exit 5, resumable).
+        #[arg(long)]
+        confirm_each_node: bool,
+        /// Pause the run after N nodes (exit 5, resumable with --resume).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        pause_after: Option<u32>,
+        /// Start even though backups (vzdump tasks) run on the cluster, and start nodes whose
+        /// guests are being backed up.
+        #[arg(long)]
+        ignore_backups: bool,
     },
     /// Undo what a run changed: restore each file byte for byte (content, mode, owner) from the
     /// backup on its node, remove files the run created, run the playbook's `undo` commands, then

@@ -24,3 +24,9 @@ pub const PLAN_CHANGES: u8 = 2;
 pub const INTERNAL: u8 = 70;
 /// Interrupted by Ctrl-C (128 + SIGINT).
 pub const INTERRUPTED: u8 = 130;
+/// `run --window`: the next node would not end inside a window; the run paused cleanly before
+/// it (journal status `paused: outside window`; `run --resume` continues it).
+pub const OUTSIDE_WINDOW: u8 = 4;
+/// `run`: paused on purpose before its next node (`--pause-after`, `--confirm-each-node`
+/// answered no, a backup of the next node's guests running); `run --resume` continues it.
+pub const PAUSED: u8 = 5;

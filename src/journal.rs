@@ -108,7 +108,9 @@ pub struct RunMeta {
     pub nodes: Vec<String>,
     /// Start, RFC 3339.
     pub started: String,
-    /// `running`, `ok`, `failed`, `halted`, `interrupted`.
+    /// `running`, `ok`, `failed`, `halted`, `interrupted`, `paused: outside window`,
+    /// `paused: after N node(s) (--pause-after)`, `paused: not confirmed`,
+    /// `paused: backup running`, `paused: backups could not be told`.
     pub status: String,
     /// `--limit` used.
     pub limit: Option<String>,
@@ -137,6 +139,12 @@ pub struct RunMeta {
     /// When the run last ended, RFC 3339.
     #[serde(default)]
     pub ended: Option<String>,
+    /// `--window`s, as given (a resume keeps them unless given new ones).
+    #[serde(default)]
+    pub windows: Vec<String>,
+    /// Why the run paused, when its status is `paused: ...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
 }
 
 fn default_guests() -> GuestPolicy {
@@ -661,6 +669,20 @@ impl Journal {
         }
     }
 
+    /// Record why the run paused (`None`: it did not).
+    pub fn set_paused(&self, why: Option<String>) {
+        let _one_at_a_time = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
+        match self.meta() {
+            Ok(mut m) => {
+                m.paused = why;
+                if let Err(e) = self.write_meta(&m) {
+                    eprintln!("pvefleet: {e}");
+                }
+            }
+            Err(e) => eprintln!("pvefleet: {e}"),
+        }
+    }
+
     fn send(&self, file: &'static str, line: String, ack: Ack) -> bool {
         let tx = self.inner.tx.lock().expect("journal sender").clone();
         tx.send(Req { file, line, ack }).is_ok()
@@ -981,14 +1003,27 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
     out
 }
 
-/// How long each node's reboots took in earlier runs (the first `reboot` event of a reboot step
-/// to its `done`: drain, boot, health, Ceph and the guests' return), oldest first. Only reboots
-/// one controller drove from start to end count (a resumed run's gap is not a reboot's time).
-/// Read once per process from every run's `events.jsonl`.
-pub fn reboot_history() -> &'static BTreeMap<String, Vec<std::time::Duration>> {
-    static HISTORY: std::sync::OnceLock<BTreeMap<String, Vec<std::time::Duration>>> =
-        std::sync::OnceLock::new();
-    HISTORY.get_or_init(|| {
+/// How long things took in earlier runs, oldest first, read once per process from every run's
+/// `events.jsonl`: each node's reboots, and each node's steps by name.
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// Per node, its reboots (see [`reboot_durations`]).
+    pub reboots: BTreeMap<String, Vec<std::time::Duration>>,
+    /// Per (node, step name), the step's runs (see [`step_durations`]).
+    pub steps: BTreeMap<(String, String), Vec<std::time::Duration>>,
+}
+
+/// The mean of the last (at most) three of `past`, the prediction pvefleet makes from history;
+/// `None` without any.
+pub fn recent_mean(past: &[std::time::Duration]) -> Option<std::time::Duration> {
+    let last = &past[past.len().saturating_sub(3)..];
+    (!last.is_empty()).then(|| last.iter().sum::<std::time::Duration>() / last.len() as u32)
+}
+
+/// Every run's timings (read once per process).
+pub fn timings() -> &'static Timings {
+    static TIMINGS: std::sync::OnceLock<Timings> = std::sync::OnceLock::new();
+    TIMINGS.get_or_init(|| {
         let mut dirs: Vec<PathBuf> = std::fs::read_dir(runs_dir())
             .into_iter()
             .flatten()
@@ -996,35 +1031,82 @@ pub fn reboot_history() -> &'static BTreeMap<String, Vec<std::time::Duration>> {
             .map(|e| e.path())
             .collect();
         dirs.sort();
-        let mut out: BTreeMap<String, Vec<std::time::Duration>> = BTreeMap::new();
+        let mut out = Timings::default();
         for d in dirs {
             let events: Vec<Record> = read_lines(&d.join("events.jsonl"));
             for (node, took) in reboot_durations(&events) {
-                out.entry(node).or_default().push(took);
+                out.reboots.entry(node).or_default().push(took);
+            }
+            for (node, step, took) in step_durations(&events) {
+                out.steps.entry((node, step)).or_default().push(took);
             }
         }
         out
     })
 }
 
+/// How long each node's reboots took in earlier runs (the first `reboot` event of a reboot step
+/// to its `done`: drain, boot, health, Ceph and the guests' return), oldest first. Only reboots
+/// one controller drove from start to end count (a resumed run's gap is not a reboot's time).
+pub fn reboot_history() -> &'static BTreeMap<String, Vec<std::time::Duration>> {
+    &timings().reboots
+}
+
+/// One process drove the run from start to end (a resumed run's gaps are no step's time).
+fn one_controller(events: &[Record]) -> bool {
+    events
+        .iter()
+        .filter(|r| matches!(r.event, Event::RunStarted { .. }))
+        .count()
+        == 1
+}
+
+/// When a record was written.
+fn record_time(r: &Record) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(&r.time).ok()
+}
+
+/// The steps in one run's events that one controller drove from `step_started` to
+/// `step_done`: (node, step name, how long).
+pub fn step_durations(events: &[Record]) -> Vec<(String, String, std::time::Duration)> {
+    if !one_controller(events) {
+        return Vec::new();
+    }
+    let mut begun: BTreeMap<(String, usize), std::time::SystemTime> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in events {
+        let Some(t) = record_time(r) else { continue };
+        match &r.event {
+            Event::StepStarted { index, .. } => {
+                begun.insert((r.node.clone(), *index), t);
+            }
+            Event::StepDone { index, result } => {
+                if let Some(took) = begun
+                    .remove(&(r.node.clone(), *index))
+                    .and_then(|t0| t.duration_since(t0).ok())
+                {
+                    out.push((r.node.clone(), result.step.clone(), took));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The reboots in one run's events that one controller drove from their first state to
 /// `done`: (node, how long).
 pub fn reboot_durations(events: &[Record]) -> Vec<(String, std::time::Duration)> {
-    let starts = events
-        .iter()
-        .filter(|r| matches!(r.event, Event::RunStarted { .. }))
-        .count();
-    if starts != 1 {
+    if !one_controller(events) {
         return Vec::new();
     }
-    let at = |r: &Record| humantime::parse_rfc3339_weak(&r.time).ok();
     let mut begun: BTreeMap<(String, usize), std::time::SystemTime> = BTreeMap::new();
     let mut out = Vec::new();
     for r in events {
         let Event::Reboot { index, state, .. } = &r.event else {
             continue;
         };
-        let Some(t) = at(r) else { continue };
+        let Some(t) = record_time(r) else { continue };
         let key = (r.node.clone(), *index);
         if state == "done" {
             if let Some(took) = begun.remove(&key).and_then(|t0| t.duration_since(t0).ok()) {
@@ -1120,6 +1202,44 @@ mod tests {
             reboot_durations(&events).is_empty(),
             "a resumed run's gap is not a reboot"
         );
+    }
+
+    #[test]
+    fn a_step_counts_from_started_to_done_and_only_when_one_controller_drove_it() {
+        let rec = |time: &str, node: &str, event: Event| Record {
+            time: time.into(),
+            node: node.into(),
+            event,
+        };
+        let started = |index: usize| Event::StepStarted {
+            index,
+            step: "upgrade".into(),
+        };
+        let done = |index: usize| Event::StepDone {
+            index,
+            result: StepResult::new("upgrade", crate::outcome::StepStatus::Changed, ""),
+        };
+        let run = || Event::RunStarted {
+            pid: 1,
+            resumed: false,
+        };
+        let mut events = vec![
+            rec("2026-12-01T10:00:00.000Z", "-", run()),
+            rec("2026-12-01T10:00:01.000Z", "pve1", started(1)),
+            rec("2026-12-01T10:00:02.000Z", "pve2", started(1)),
+            rec("2026-12-01T10:00:43.250Z", "pve1", done(1)),
+            // pve2's never ended: no duration.
+        ];
+        assert_eq!(
+            step_durations(&events),
+            vec![(
+                "pve1".to_string(),
+                "upgrade".to_string(),
+                std::time::Duration::from_millis(42_250)
+            )]
+        );
+        events.push(rec("2026-12-01T11:00:00.000Z", "-", run()));
+        assert!(step_durations(&events).is_empty(), "resumed: not counted");
     }
 
     #[test]

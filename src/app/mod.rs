@@ -176,6 +176,11 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             allow_maintained,
             resume,
             force,
+            windows,
+            no_window,
+            confirm_each_node,
+            pause_after,
+            ignore_backups,
         } => {
             let args = playbook::RunArgs {
                 playbook: playbook.as_deref(),
@@ -186,6 +191,11 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 allow_maintained: *allow_maintained,
                 resume: resume.as_deref(),
                 force: *force,
+                windows,
+                no_window: *no_window,
+                confirm_each_node: *confirm_each_node,
+                pause_after: pause_after.map(|n| n as usize),
+                ignore_backups: *ignore_backups,
             };
             playbook::cmd_run(g, &args).await
         }

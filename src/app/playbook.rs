@@ -247,6 +247,8 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
     for r in runs {
         let status = if r.halted {
             "halted".to_string()
+        } else if r.paused {
+            "paused".to_string()
         } else if r.not_started {
             "not started".to_string()
         } else if r.interrupted() {
@@ -295,12 +297,24 @@ pub fn render_results(runs: &[NodeRun], color: bool) -> String {
 }
 
 fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
+    exit_code_paused(runs, interrupted, None)
+}
+
+/// As [`exit_code`], for a run that paused (`pause`) before some of its nodes: interrupted,
+/// unreachable and failed win over the pause.
+fn exit_code_paused(
+    runs: &[NodeRun],
+    interrupted: bool,
+    pause: Option<&crate::playbook::pacing::Pause>,
+) -> u8 {
     if interrupted || runs.iter().any(NodeRun::interrupted) {
         exit::INTERRUPTED
     } else if runs.iter().any(|r| r.status.is_connection_failure()) {
         exit::UNREACHABLE
     } else if runs.iter().any(|r| r.failed() || r.halted) {
         exit::FAILED
+    } else if let Some(p) = pause.filter(|_| runs.iter().any(|r| r.paused)) {
+        p.exit_code()
     } else {
         exit::OK
     }
@@ -321,6 +335,10 @@ struct Params {
     forks: u16,
     timeout: Option<std::time::Duration>,
     limit: Option<String>,
+    /// `--window`s as given (recorded; a resume's own replace them).
+    windows: Vec<String>,
+    /// How the run is paced between nodes (set by `cmd_run` once the windows are parsed).
+    pace: Option<PaceArgs>,
 }
 
 fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {
@@ -340,6 +358,7 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         cluster: p.inv.nodes.clone(),
         rolling: Default::default(),
         planned_reboots: None,
+        pacing: Default::default(),
     }
 }
 
@@ -409,6 +428,8 @@ pub async fn cmd_plan(
         forks: g.forks(),
         timeout: g.timeout,
         limit: g.limit.clone(),
+        windows: Vec::new(),
+        pace: None,
     };
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
     let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
@@ -467,6 +488,16 @@ pub struct RunArgs<'a> {
     pub resume: Option<&'a str>,
     /// `--force` (with --resume).
     pub force: bool,
+    /// `--window`s, as given.
+    pub windows: &'a [String],
+    /// `--no-window` (with --resume): drop the run's windows.
+    pub no_window: bool,
+    /// `--confirm-each-node`.
+    pub confirm_each_node: bool,
+    /// `--pause-after N`.
+    pub pause_after: Option<usize>,
+    /// `--ignore-backups`.
+    pub ignore_backups: bool,
 }
 
 fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
@@ -486,6 +517,8 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         forks: g.forks(),
         timeout: g.timeout,
         limit: g.limit.clone(),
+        windows: a.windows.to_vec(),
+        pace: None,
     })
 }
 
@@ -597,6 +630,15 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
             .timeout
             .or(meta.timeout_ms.map(std::time::Duration::from_millis)),
         limit: meta.limit.clone(),
+        // The run's windows, unless the resume gives its own (or drops them).
+        windows: if a.no_window {
+            Vec::new()
+        } else if a.windows.is_empty() {
+            meta.windows.clone()
+        } else {
+            a.windows.to_vec()
+        },
+        pace: None,
     })
 }
 
@@ -658,6 +700,14 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         )
         .await;
     }
+    crate::playbook::window::parse_all(a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
+    if a.confirm_each_node && !std::io::stdin().is_terminal() {
+        return Err(AppError::Usage(
+            "--confirm-each-node asks on the terminal before each node: not on a terminal \
+             (without one, pace the run with --pause-after or --window)"
+                .into(),
+        ));
+    }
     let resumed = match a.resume {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
         None => None,
@@ -666,6 +716,20 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         Some(j) => resumed_params(g, a, j)?,
         None => new_params(g, a)?,
     };
+    let windows = crate::playbook::window::parse_all(&p.windows)
+        .map_err(|e| AppError::BadInput(format!("the run's recorded windows: {e}")))?;
+    if let Some(j) = resumed.as_ref().filter(|_| !p.windows.is_empty()) {
+        eprintln!(
+            "run {}: window(s) {}{}",
+            j.id,
+            p.windows.join(", "),
+            if a.windows.is_empty() {
+                " (the run's own)"
+            } else {
+                " (given to this resume)"
+            }
+        );
+    }
     let histories: BTreeMap<String, NodeHistory> =
         resumed.as_ref().map(Journal::histories).unwrap_or_default();
     let done: HashSet<String> = histories
@@ -755,7 +819,17 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         eprintln!("nothing done");
         return Ok(exit::INTERRUPTED);
     }
-    if !a.yes {
+    // Not over a backup: refused before any change while vzdump tasks run on a cluster of the
+    // run (or when they cannot be told), unless --ignore-backups.
+    if !a.ignore_backups && !p.nodes.is_empty() {
+        if let Err(why) = crate::playbook::pacing::cluster_backups(&p.nodes).await {
+            eprintln!("pvefleet: {}", sanitize_str(&why));
+            eprintln!("nothing done");
+            return Ok(exit::LOCKED);
+        }
+    }
+    // --confirm-each-node asks before each node instead of once for the run.
+    if !a.yes && !a.confirm_each_node {
         if !std::io::stdin().is_terminal() {
             return Err(AppError::Usage(
                 "not on a terminal: pass --yes to apply the plan".into(),
@@ -815,11 +889,135 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
     };
     let stop_renewing = tokio_util::sync::CancellationToken::new();
     let renewing = locks.keep_renewed(stop_renewing.clone());
+    if resumed_with_windows(a) {
+        if let Ok(mut m) = journal.meta() {
+            m.windows = p.windows.clone();
+            if let Err(e) = journal.write_meta(&m) {
+                locks.release().await;
+                return Err(journal_error(e));
+            }
+        }
+    }
+    p.pace = Some(PaceArgs {
+        windows,
+        confirm: a.confirm_each_node,
+        pause_after: a.pause_after,
+        check_backups: !a.ignore_backups,
+    });
     let code = execute_run(g, p, journal, histories, done, plan, refused).await;
     stop_renewing.cancel();
     let _ = renewing.await;
     locks.release().await;
     code
+}
+
+/// The pacing of the run: its windows, `--pause-after`, `--confirm-each-node` (asking on the
+/// terminal above the live display, each node's plan as its preview) and the backup check.
+fn pacing(
+    pace: &PaceArgs,
+    plan: &[NodeRun],
+    predicted: BTreeMap<String, std::time::Duration>,
+    display: &Arc<crate::progress::StepProgress>,
+) -> crate::playbook::pacing::Pacing {
+    use crate::playbook::pacing::{Confirm, Pacing};
+    let mut previews = BTreeMap::new();
+    for r in plan {
+        let mut text = render_plan(std::slice::from_ref(r), plan_width(true));
+        text.push_str(&match predicted.get(&r.node) {
+            Some(d) => format!("  predicted duration: {}\n", short_duration(*d)),
+            None => "  predicted duration: none (no reboot planned, no history of its steps)\n"
+                .to_string(),
+        });
+        previews.insert(r.node.clone(), text);
+    }
+    let confirm: Option<Confirm> = pace.confirm.then(|| {
+        let display = Arc::clone(display);
+        let ask: Confirm = Arc::new(move |question: String| {
+            let display = Arc::clone(&display);
+            Box::pin(async move {
+                let (preview, q) = match question.rsplit_once('\n') {
+                    Some((p, q)) => (p.to_string(), q.to_string()),
+                    None => (String::new(), question),
+                };
+                if !preview.is_empty() {
+                    display.println(&preview);
+                }
+                signals::confirm(&format!("{q} (n or q pauses the run)")).await
+            })
+        });
+        ask
+    });
+    Pacing {
+        windows: pace.windows.clone(),
+        predicted,
+        pause_after: pace.pause_after,
+        confirm,
+        previews,
+        check_backups: pace.check_backups,
+        ..Pacing::default()
+    }
+}
+
+/// A resume given its own windows, or none (recorded in place of the run's).
+fn resumed_with_windows(a: &RunArgs) -> bool {
+    a.resume.is_some() && (!a.windows.is_empty() || a.no_window)
+}
+
+/// How the run is paced between nodes (see `playbook::pacing`).
+struct PaceArgs {
+    windows: Vec<crate::playbook::window::Window>,
+    confirm: bool,
+    pause_after: Option<usize>,
+    check_backups: bool,
+}
+
+/// Each node's predicted duration: its plan's reboot steps (the journal's history of its
+/// reboots, or the step's timeout without one; a node the run counts as rebooting whose plan
+/// shows no reboot, begun in the run being resumed or not planned, its first reboot step's
+/// timeout) plus its other steps that run (each the mean of its last three runs on the node in
+/// the journal; without history, nothing). A node with neither is not predicted: it only has to
+/// start inside a window.
+fn predicted_durations(
+    pb: &Playbook,
+    plan: &[NodeRun],
+    planned: &BTreeSet<String>,
+    past: &journal::Timings,
+) -> BTreeMap<String, std::time::Duration> {
+    use crate::playbook::model::REBOOT_TIMEOUT;
+    use std::time::Duration;
+    let steps: Vec<_> = pb.reboot_steps().collect();
+    let mut out = BTreeMap::new();
+    for r in plan {
+        let mut total: Option<Duration> = None;
+        for st in r.steps.iter().filter(|s| s.status == StepStatus::Changed) {
+            if let Some(step) = steps.iter().find(|s| s.name.get_ref() == &st.step) {
+                let d = st
+                    .predicted_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or_else(|| step.timeout_or(REBOOT_TIMEOUT));
+                *total.get_or_insert(Duration::ZERO) += d;
+            }
+        }
+        if total.is_none() && planned.contains(&r.node) {
+            total = steps.first().map(|s| s.timeout_or(REBOOT_TIMEOUT));
+        }
+        for st in r.steps.iter().filter(|s| s.status != StepStatus::Skipped) {
+            if steps.iter().any(|s| s.name.get_ref() == &st.step) {
+                continue;
+            }
+            let took = past
+                .steps
+                .get(&(r.node.clone(), st.step.clone()))
+                .and_then(|v| journal::recent_mean(v));
+            if let Some(d) = took {
+                *total.get_or_insert(Duration::ZERO) += d;
+            }
+        }
+        if let Some(t) = total {
+            out.insert(r.node.clone(), t);
+        }
+    }
+    out
 }
 
 fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
@@ -842,6 +1040,8 @@ fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
         stopped_at: Vec::new(),
         left_on: Vec::new(),
         ended: None,
+        windows: p.windows.clone(),
+        paused: None,
     };
     Journal::create(&meta, &p.pb.text).map_err(journal_error)
 }
@@ -922,8 +1122,12 @@ async fn execute_run(
     // stopped run had begun counts as rebooting; the others as their plan says.
     let mut planned = planned_reboots(&p.pb, &plan);
     planned.extend(histories.keys().cloned());
+    let predicted = predicted_durations(&p.pb, &plan, &planned, journal::timings());
     s.planned_reboots = Some(planned);
     s.resume = histories;
+    if let Some(pace) = &p.pace {
+        s.pacing = Arc::new(pacing(pace, &plan, predicted, &steps));
+    }
     let cancel = s.cancel.clone();
     let json = g.json;
     let color = use_color();
@@ -933,6 +1137,7 @@ async fn execute_run(
             shown.println(&render_results(batch, color));
         }
     };
+    let s_pacing = Arc::clone(&s.pacing);
     let runs = rolling::execute(
         p.nodes.clone(),
         Arc::new(s),
@@ -946,10 +1151,13 @@ async fn execute_run(
     // The clusters refused at the plan: in the result, and in the exit code.
     let mut runs = runs;
     runs.extend(refused);
-    let code = exit_code(&runs, cancel.is_cancelled());
+    let pause = s_pacing.paused();
+    let code = exit_code_paused(&runs, cancel.is_cancelled(), pause.as_ref());
+    let paused_status = pause.as_ref().map(|p| p.status());
     let status = match code {
         exit::OK => "ok",
         exit::INTERRUPTED => "interrupted",
+        exit::OUTSIDE_WINDOW | exit::PAUSED => paused_status.as_deref().unwrap_or("paused"),
         _ if runs.iter().any(|r| r.halted) => "halted",
         _ => "failed",
     };
@@ -961,6 +1169,7 @@ async fn execute_run(
         .into_iter()
         .collect();
     journal.set_status(status, stopped_at, left_on.clone());
+    journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
     journal
         .record(
             "-",
@@ -977,9 +1186,13 @@ async fn execute_run(
     if g.json {
         print_json(&serde_json::json!({
             "version": 1, "run": run_id, "status": status, "nodes": runs, "left_on": left_on,
+            "paused": pause.as_ref().map(|p| p.why(&s_pacing.windows)),
         }));
     } else {
         println!("{}", render_results(&runs, color));
+        if let Some(p) = &pause {
+            println!("run {run_id}: {}", p.why(&s_pacing.windows));
+        }
         println!(
             "run {run_id}: {status}{}",
             if status == "ok" {
@@ -999,9 +1212,17 @@ async fn execute_run(
 mod tests {
     use super::*;
     use crate::outcome::{Deferred, StepResult};
+    use std::time::Duration;
 
     fn step(name: &str, status: StepStatus, detail: &str) -> StepResult {
         StepResult::new(name, status, detail)
+    }
+
+    /// A step with only a status and a predicted duration.
+    fn predicted_step(name: &str, status: StepStatus, predicted_ms: Option<u64>) -> StepResult {
+        let mut s = StepResult::new(name, status, "");
+        s.predicted_ms = predicted_ms;
+        s
     }
 
     fn node(name: &str, steps: Vec<StepResult>) -> NodeRun {
@@ -1113,5 +1334,68 @@ mod tests {
         let text = render_plan(&other, Some(80));
         assert!(text.contains("== pve[1-2,4] (3) =="), "{text}");
         assert!(text.contains("== pve3 =="), "{text}");
+    }
+
+    #[test]
+    fn a_node_is_predicted_from_its_plans_reboot_steps() {
+        let pb = Playbook::parse(
+            "name = \"p\"\n[[step]]\nname = \"mark\"\nkind = \"line\"\npath = \"/x\"\nline = \"x\"\n\
+             [[step]]\nname = \"reboot\"\nkind = \"reboot\"\ntimeout = \"90s\"\n",
+            Path::new("p.toml"),
+        )
+        .unwrap();
+        let plan = vec![
+            // History in the journal: its mean.
+            node(
+                "pve1",
+                vec![
+                    predicted_step("mark", StepStatus::Changed, None),
+                    predicted_step("reboot", StepStatus::Changed, Some(42_000)),
+                ],
+            ),
+            // No history: the step's timeout.
+            node(
+                "pve2",
+                vec![predicted_step("reboot", StepStatus::Changed, None)],
+            ),
+            // Its plan does not reboot it: no prediction (only its start must be inside).
+            node(
+                "pve3",
+                vec![predicted_step("reboot", StepStatus::Skipped, None)],
+            ),
+            // Begun in the run being resumed (counted as rebooting): the timeout.
+            node("pve4", vec![predicted_step("reboot", StepStatus::Ok, None)]),
+        ];
+        let planned: BTreeSet<String> = ["pve1", "pve2", "pve4"].map(String::from).into();
+        let none = journal::Timings::default();
+        let p = predicted_durations(&pb, &plan, &planned, &none);
+        assert_eq!(p.get("pve1"), Some(&Duration::from_secs(42)));
+        assert_eq!(p.get("pve2"), Some(&Duration::from_secs(90)));
+        assert_eq!(p.get("pve3"), None);
+        assert_eq!(p.get("pve4"), Some(&Duration::from_secs(90)));
+        // The other steps that run: the mean of their last three runs on the node.
+        let mut past = journal::Timings::default();
+        past.steps.insert(
+            ("pve1".into(), "mark".into()),
+            [100, 2, 4, 6].map(Duration::from_secs).to_vec(),
+        );
+        past.steps
+            .insert(("pve3".into(), "mark".into()), vec![Duration::from_secs(7)]);
+        let plan3 = node(
+            "pve3",
+            vec![
+                predicted_step("mark", StepStatus::Ok, None),
+                predicted_step("reboot", StepStatus::Skipped, None),
+            ],
+        );
+        let mut plan = plan;
+        plan[2] = plan3;
+        let p = predicted_durations(&pb, &plan, &planned, &past);
+        assert_eq!(p.get("pve1"), Some(&Duration::from_secs(42 + 4)));
+        assert_eq!(
+            p.get("pve3"),
+            Some(&Duration::from_secs(7)),
+            "no reboot: its steps"
+        );
     }
 }

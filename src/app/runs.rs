@@ -198,7 +198,21 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             humantime::format_duration(std::time::Duration::from_millis(t))
         ));
     }
+    for w in &meta.windows {
+        params.push(format!("--window {w:?}"));
+    }
     println!("parameters: {}", sanitize_str(&params.join(" ")));
+    if let Some(why) = meta
+        .paused
+        .as_ref()
+        .filter(|_| meta.status.starts_with("paused"))
+    {
+        println!(
+            "{}\n  continue with: pvefleet run --resume {}",
+            sanitize_str(why),
+            meta.id
+        );
+    }
     for node in &meta.nodes {
         let where_ = match histories.get(node) {
             None => "not started".to_string(),

@@ -5,10 +5,11 @@
 //! `pvefleet maintenance`.
 //!
 //! Layers, each using only those above it: `remote` and `error` (one node's session and what
-//! can fail) -> `health`, `ceph_gate`, `drain` (asking and changing one node or the cluster) ->
+//! can fail) -> `health`, `ceph_gate`, `drain`, `backups` (asking and changing one node or the cluster) ->
 //! `readiness` (can the node finish its reboot, asked before it changes) and `reboot` (the state
 //! machine).
 
+pub mod backups;
 pub mod ceph_gate;
 pub mod cluster_lock;
 pub mod drain;

@@ -57,6 +57,8 @@ pub struct RunSettings {
     /// could not be planned. `None`: not known, every node counts as rebooting. The quorum gate
     /// of a batch counts only these; the reboot itself checks quorum again before it starts.
     pub planned_reboots: Option<std::collections::BTreeSet<String>>,
+    /// Windows, pauses, approvals and backups between the nodes of a rolling run.
+    pub pacing: Arc<super::pacing::Pacing>,
 }
 
 /// Variables every playbook has without declaring them: `node`, `facts`, `vars`, `run_id`,

@@ -43,6 +43,9 @@ pub struct NodeRun {
     /// Not started because the run halted (a failure or the quorum gate).
     #[serde(default)]
     pub halted: bool,
+    /// Not started because the run paused before it (a window, --pause-after, a backup).
+    #[serde(default)]
+    pub paused: bool,
     /// Where it stopped, when it stopped short.
     #[serde(default)]
     pub stopped_at: Option<StopPoint>,
@@ -62,6 +65,7 @@ impl NodeRun {
             error: None,
             not_started: false,
             halted: false,
+            paused: false,
             stopped_at: None,
             left_on: Vec::new(),
         }
@@ -81,6 +85,14 @@ impl NodeRun {
     pub fn halted(node: &str, why: &str) -> NodeRun {
         NodeRun {
             halted: true,
+            ..NodeRun::not_started(node, why)
+        }
+    }
+
+    /// A node not started because the run paused before it.
+    pub fn paused(node: &str, why: &str) -> NodeRun {
+        NodeRun {
+            paused: true,
             ..NodeRun::not_started(node, why)
         }
     }

@@ -3,7 +3,7 @@
 //!
 //! Layers, each using only those above it: `model`/`validate`/`template`/`edit` (the file and
 //! pure edits) -> `error`, `context` -> `steps` (the step kinds; the reboot step hands the node
-//! to `crate::maintenance`) -> `engine` (one node's run) -> `rolling` (strategies over nodes).
+//! to `crate::maintenance`) -> `engine` (one node's run) -> `rolling` (strategies over nodes, paced by `pacing` and `window`).
 
 pub mod context;
 pub mod edit;
@@ -11,10 +11,12 @@ pub mod engine;
 pub mod error;
 pub mod extra;
 pub mod model;
+pub mod pacing;
 pub mod rolling;
 mod steps;
 pub mod template;
 pub mod validate;
+pub mod window;
 
 pub use model::Playbook;
 pub use steps::refresh_for;

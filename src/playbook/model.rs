@@ -262,6 +262,9 @@ pub struct Step {
     pub message: Option<Spanned<String>>,
 }
 
+/// A reboot step's deadline when the playbook gives none (`timeout`).
+pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// A playbook file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

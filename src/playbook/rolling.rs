@@ -1,6 +1,8 @@
 //! Strategies: all nodes at once (parallel) or rolling batches that halt on failure, with the
 //! quorum gate before any batch that reboots (DOMAIN.md §5). A parallel playbook with reboot
-//! steps is one batch of every node, so it meets the same gate.
+//! steps is one batch of every node, so it meets the same gate. Between batches (and before a
+//! parallel run's one batch) the run's pacing (`pacing`: windows, pauses, approvals, backups)
+//! may pause it: the nodes not started are `paused`, never half done.
 //!
 //! Interruption: nodes not started when Ctrl-C (or TERM/HUP) comes are not started; running
 //! nodes are not dropped mid-flight but stop at their next safe point (see `engine`), so what
@@ -14,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{run_node, NodeRun, RunSettings};
 use super::model::Mode;
+use super::pacing::Pause;
 use crate::exec::NodeStatus;
 use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
@@ -273,6 +276,18 @@ async fn ceph_ok_to_stop(r: &Remote, group: &[String]) -> bool {
         .is_ok()
 }
 
+/// The run pauses before `nodes` (recorded for its status): why, and the nodes not started.
+fn paused_here(s: &RunSettings, p: Pause, nodes: &[Node]) -> (String, Vec<NodeRun>) {
+    let why = p.why(&s.pacing.windows);
+    tracing::warn!("{why}");
+    s.pacing.record(p);
+    let rs = nodes
+        .iter()
+        .map(|n| NodeRun::paused(&n.name, &why))
+        .collect();
+    (why, rs)
+}
+
 /// Run the playbook on `nodes` following its strategy; `done` nodes (resume) are skipped.
 pub async fn execute(
     nodes: Vec<Node>,
@@ -302,7 +317,16 @@ pub async fn execute(
         .collect();
     let reboots = s.playbook.reboots();
     if s.check || (strategy.mode == Mode::Parallel && !reboots) {
-        // One batch: the final table shows it; no per-batch table.
+        // One batch: the final table shows it; no per-batch table. Paced as one batch per
+        // cluster (each cluster's backups are its own).
+        if !s.check && !s.pacing.is_idle() {
+            for (_, group) in crate::maintenance::cluster_lock::by_cluster(&todo) {
+                if let Err(p) = s.pacing.before(&group, &s.cluster).await {
+                    results.extend(paused_here(&s, p, &todo).1);
+                    return results;
+                }
+            }
+        }
         results.extend(run_many(todo, s.clone(), forks, events).await);
         return results;
     }
@@ -351,6 +375,7 @@ async fn roll(
     };
     let mut failures = 0usize;
     let mut halted: Option<String> = None;
+    let mut paused: Option<String> = None;
     if let Some(why) = drain_preflight(&s, &todo).await {
         let mut rs: Vec<NodeRun> = todo
             .iter()
@@ -386,6 +411,20 @@ async fn roll(
                     .map(|n| NodeRun::not_started(&n.name, "interrupted before its batch")),
             );
             continue;
+        }
+        if let Some(why) = &paused {
+            results.extend(batch.iter().map(|n| NodeRun::paused(&n.name, why)));
+            continue;
+        }
+        // Between nodes, never inside one: a window, --pause-after, the operator's answer, a
+        // backup of the batch's guests. A pause stops the run here, resumable.
+        if !s.pacing.is_idle() {
+            if let Err(p) = s.pacing.before(batch, &s.cluster).await {
+                let (why, rs) = paused_here(&s, p, batch);
+                results.extend(rs);
+                paused = Some(why);
+                continue;
+            }
         }
         if reboots {
             if let Err(err) = check_gate(batch, &s).await {

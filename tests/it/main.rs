@@ -32,3 +32,4 @@ mod rolling_lab;
 mod shipped_playbooks_lab;
 mod ssh_transport;
 mod upgrade_lab;
+mod windows_lab;

@@ -129,7 +129,7 @@ fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let last = &past[past.len().saturating_sub(3)..];
-    if last.is_empty() {
+    let Some(mean) = crate::journal::recent_mean(past) else {
         return (
             None,
             format!(
@@ -137,8 +137,7 @@ fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
                 crate::report::exec::short_duration(timeout)
             ),
         );
-    }
-    let mean = last.iter().sum::<Duration>() / last.len() as u32;
+    };
     (
         Some(mean),
         format!(
@@ -192,7 +191,10 @@ async fn reboot_step(
                 .filter(|(n, h)| **n != r.node.name && reboot::reboot_underway(h))
                 .map(|(n, _)| n.clone())
                 .collect();
-        let (predicted, said) = predicted(&r.node.name, step.timeout_or(Duration::from_secs(600)));
+        let (predicted, said) = predicted(
+            &r.node.name,
+            step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
+        );
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
                 let mut res = result(
@@ -230,7 +232,7 @@ async fn reboot_step(
     };
     let cx = RebootCtx {
         index: st.index,
-        timeout: step.timeout_or(Duration::from_secs(600)),
+        timeout: step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
         guests: st.s.guests,
         allow_maintained: st.s.allow_maintained,
         journal: st.s.journal.as_ref(),

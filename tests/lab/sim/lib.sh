@@ -121,15 +121,24 @@ proc_starttime() { # PID: its start time (field 22 of /proc/PID/stat), nothing w
   stat=${stat##*) }  # past the command name, which may hold spaces and parentheses
   awk '{ print $20 }' <<<"$stat"
 }
+# The cluster's task list (pve-cluster PVE/Cluster.pm broadcast_tasklist / get_tasklist): each
+# node's active list shared through pmxcfs's kvstore, which pve-common's RESTEnvironment
+# fork_worker and log_task_result broadcast at once at a worker's start and end (pvestatd also
+# every 10 s, not simulated). Here: a copy of the node's active file in the cluster directory,
+# read by `pvesh get /cluster/tasks`.
+tasks_broadcast() { # (called holding the active file's lock)
+  mkdir -p "$CL/tasklist"
+  cp "$TASKS_ACTIVE" "$CL/tasklist/.$NODE.$$" && mv -f "$CL/tasklist/.$NODE.$$" "$CL/tasklist/$NODE"
+}
 task_begin() { # TYPE ID: sets TASK_UPID
   TASK_UPID=$(printf 'UPID:%s:%08X:%08X:%08X:%s:%s:root@pam:' "$NODE" $$ "$(proc_starttime $$)" "$(date +%s)" "$1" "$2")
   mkdir -p "${TASKS_ACTIVE%/*}"
-  ( flock 9; echo "$TASK_UPID 0" >> "$TASKS_ACTIVE" ) 9>"$TASKS_ACTIVE.lock"
+  ( flock 9; echo "$TASK_UPID 0" >> "$TASKS_ACTIVE"; tasks_broadcast ) 9>"$TASKS_ACTIVE.lock"
 }
 task_end() { # STATUS
   [ -n "${TASK_UPID:-}" ] || return 0
   local line; line=$(printf '%s 0 %08X %s' "$TASK_UPID" "$(date +%s)" "$1")
-  ( flock 9; sed -i "s|^$TASK_UPID 0\$|$line|" "$TASKS_ACTIVE" ) 9>"$TASKS_ACTIVE.lock"
+  ( flock 9; sed -i "s|^$TASK_UPID 0\$|$line|" "$TASKS_ACTIVE"; tasks_broadcast ) 9>"$TASKS_ACTIVE.lock"
   TASK_UPID=""
 }
 mduration() { local d=$(( $(date +%s) - $1 )); printf '%02d:%02d:%02d' $((d / 3600)) $((d % 3600 / 60)) $((d % 60)); }
