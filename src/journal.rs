@@ -21,7 +21,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
-pub use crate::vocab::{MaintenanceState, NooutState, Phase};
+pub use crate::vocab::{MaintenanceState, NooutState, Phase, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{GuestPolicy, StepResult};
@@ -111,7 +111,7 @@ pub struct RunMeta {
     /// `running`, `ok`, `failed`, `halted`, `interrupted`, `paused: outside window`,
     /// `paused: after N node(s) (--pause-after)`, `paused: not confirmed`,
     /// `paused: backup running`, `paused: backups could not be told`.
-    pub status: String,
+    pub status: RunStatus,
     /// `--limit` used.
     pub limit: Option<String>,
     /// `-e KEY=VALUE` items, as given.
@@ -647,14 +647,14 @@ impl Journal {
 
     /// Set the run's status and where it stopped (synchronous: used at start, at the end and
     /// from the signal path).
-    pub fn set_status(&self, status: &str, stopped_at: Vec<StopPoint>, left_on: Vec<String>) {
+    pub fn set_status(&self, status: RunStatus, stopped_at: Vec<StopPoint>, left_on: Vec<String>) {
         let _one_at_a_time = self.inner.meta.lock().unwrap_or_else(|e| e.into_inner());
         match self.meta() {
             Ok(mut m) => {
-                m.status = status.to_string();
+                m.status = status;
                 m.stopped_at = stopped_at;
                 m.left_on = left_on;
-                if status != "running" {
+                if m.status != RunStatus::Running {
                     m.ended = Some(now());
                 }
                 if let Err(e) = self.write_meta(&m) {

@@ -169,6 +169,101 @@ impl NooutState {
     }
 }
 
+/// A run's status, as its `run.json` records it (`running`, `ok`, `failed`, `halted`,
+/// `interrupted`, `paused: WHY`, `rolled back`, `partly rolled back (NODES)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStatus {
+    /// A process drives it (or drove it until it was killed).
+    Running,
+    /// Every node ended well.
+    Ok,
+    /// A node failed.
+    Failed,
+    /// A rolling run stopped before its next batch after a failure.
+    Halted,
+    /// Stopped by a signal.
+    Interrupted,
+    /// Stopped between nodes on purpose, resumable: why (`outside window`, `after 2 node(s)
+    /// (--pause-after)`, ...; empty when not said).
+    Paused(String),
+    /// Rolled back on every node that needed it.
+    RolledBack,
+    /// Rolled back on some nodes: which, as written (`pve1,pve2`).
+    PartlyRolledBack(Option<String>),
+    /// A status this version does not know, kept as written.
+    Other(String),
+}
+
+impl RunStatus {
+    /// The status of a recorded name (never fails: an unknown one is kept as `Other`).
+    pub fn parse(s: &str) -> RunStatus {
+        match s {
+            "running" => RunStatus::Running,
+            "ok" => RunStatus::Ok,
+            "failed" => RunStatus::Failed,
+            "halted" => RunStatus::Halted,
+            "interrupted" => RunStatus::Interrupted,
+            "paused" => RunStatus::Paused(String::new()),
+            "rolled back" => RunStatus::RolledBack,
+            "partly rolled back" => RunStatus::PartlyRolledBack(None),
+            _ => {
+                if let Some(why) = s.strip_prefix("paused: ") {
+                    RunStatus::Paused(why.to_string())
+                } else if let Some(n) = s
+                    .strip_prefix("partly rolled back (")
+                    .and_then(|r| r.strip_suffix(')'))
+                {
+                    RunStatus::PartlyRolledBack(Some(n.to_string()))
+                } else {
+                    RunStatus::Other(s.to_string())
+                }
+            }
+        }
+    }
+
+    /// A rollback ran (on every node that needed it, or on some).
+    pub fn rolled_back(&self) -> bool {
+        matches!(self, RunStatus::RolledBack | RunStatus::PartlyRolledBack(_))
+    }
+
+    /// Paused between nodes, resumable.
+    pub fn paused(&self) -> bool {
+        matches!(self, RunStatus::Paused(_))
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunStatus::Running => f.write_str("running"),
+            RunStatus::Ok => f.write_str("ok"),
+            RunStatus::Failed => f.write_str("failed"),
+            RunStatus::Halted => f.write_str("halted"),
+            RunStatus::Interrupted => f.write_str("interrupted"),
+            RunStatus::Paused(w) if w.is_empty() => f.write_str("paused"),
+            RunStatus::Paused(w) => write!(f, "paused: {w}"),
+            RunStatus::RolledBack => f.write_str("rolled back"),
+            RunStatus::PartlyRolledBack(None) => f.write_str("partly rolled back"),
+            RunStatus::PartlyRolledBack(Some(n)) => write!(f, "partly rolled back ({n})"),
+            RunStatus::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl serde::Serialize for RunStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RunStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(RunStatus::parse(
+            &<String as serde::Deserialize>::deserialize(d)?,
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +296,37 @@ mod tests {
             "{e}"
         );
         assert_eq!(RebootState::parse("warp-drive"), None);
+    }
+
+    #[test]
+    fn run_statuses_keep_their_recorded_names() {
+        for s in [
+            "running",
+            "ok",
+            "failed",
+            "halted",
+            "interrupted",
+            "paused",
+            "paused: outside window",
+            "paused: after 2 node(s) (--pause-after)",
+            "rolled back",
+            "partly rolled back",
+            "partly rolled back (pve1,pve3)",
+            "something newer",
+        ] {
+            assert_eq!(RunStatus::parse(s).to_string(), s);
+            let v: RunStatus = serde_json::from_value(serde_json::json!(s)).unwrap();
+            assert_eq!(serde_json::to_value(&v).unwrap(), s);
+        }
+        assert!(RunStatus::parse("partly rolled back (pve2)").rolled_back());
+        assert!(!RunStatus::parse("ok").rolled_back());
+        assert_eq!(
+            RunStatus::parse("paused: outside window"),
+            RunStatus::Paused("outside window".into())
+        );
+        assert_eq!(
+            RunStatus::parse("brand new"),
+            RunStatus::Other("brand new".into())
+        );
     }
 }

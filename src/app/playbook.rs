@@ -525,7 +525,7 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
 /// The parameters of the run being resumed, checked against what the command line says.
 fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, AppError> {
     let meta = j.meta().map_err(journal_error)?;
-    if meta.status.contains("rolled back") && !a.force {
+    if meta.status.rolled_back() && !a.force {
         return Err(AppError::Usage(format!(
             "run {}: it was {}; resuming it would apply it again over the rollback (pass --force \
              to do so anyway, or start a new run)",
@@ -1030,7 +1030,7 @@ fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
         inventory_path: p.inventory_path.clone(),
         nodes: p.nodes.iter().map(|n| n.name.clone()).collect(),
         started: journal::now(),
-        status: "running".into(),
+        status: journal::RunStatus::Running,
         limit: p.limit.clone(),
         extra_vars: p.extra_items.clone(),
         guests: p.guests,
@@ -1065,7 +1065,7 @@ async fn execute_run(
             },
         )
         .await;
-    journal.set_status("running", Vec::new(), Vec::new());
+    journal.set_status(journal::RunStatus::Running, Vec::new(), Vec::new());
     journal.save(
         "plan.json",
         &serde_json::to_value(&plan).unwrap_or_default(),
@@ -1089,11 +1089,11 @@ async fn execute_run(
                         .collect()
                 })
                 .unwrap_or_default();
-            j.set_status("interrupted", at, Vec::new());
+            j.set_status(journal::RunStatus::Interrupted, at, Vec::new());
             j.record_blocking(
                 "-",
                 Event::RunStopped {
-                    status: "interrupted".into(),
+                    status: journal::RunStatus::Interrupted.to_string(),
                 },
             );
         });
@@ -1155,11 +1155,13 @@ async fn execute_run(
     let code = exit_code_paused(&runs, cancel.is_cancelled(), pause.as_ref());
     let paused_status = pause.as_ref().map(|p| p.status());
     let status = match code {
-        exit::OK => "ok",
-        exit::INTERRUPTED => "interrupted",
-        exit::OUTSIDE_WINDOW | exit::PAUSED => paused_status.as_deref().unwrap_or("paused"),
-        _ if runs.iter().any(|r| r.halted) => "halted",
-        _ => "failed",
+        exit::OK => journal::RunStatus::Ok,
+        exit::INTERRUPTED => journal::RunStatus::Interrupted,
+        exit::OUTSIDE_WINDOW | exit::PAUSED => {
+            journal::RunStatus::parse(paused_status.as_deref().unwrap_or("paused"))
+        }
+        _ if runs.iter().any(|r| r.halted) => journal::RunStatus::Halted,
+        _ => journal::RunStatus::Failed,
     };
     let stopped_at: Vec<StopPoint> = runs.iter().filter_map(|r| r.stopped_at.clone()).collect();
     let left_on: Vec<String> = runs
@@ -1168,13 +1170,13 @@ async fn execute_run(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    journal.set_status(status, stopped_at, left_on.clone());
+    journal.set_status(status.clone(), stopped_at, left_on.clone());
     journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
     journal
         .record(
             "-",
             Event::RunStopped {
-                status: status.into(),
+                status: status.to_string(),
             },
         )
         .await;
@@ -1195,7 +1197,7 @@ async fn execute_run(
         }
         println!(
             "run {run_id}: {status}{}",
-            if status == "ok" {
+            if status == journal::RunStatus::Ok {
                 String::new()
             } else {
                 format!("\n  resume with: pvefleet run --resume {run_id}")

@@ -15,7 +15,7 @@ use crate::cli::GlobalOpts;
 use crate::exit;
 use crate::inventory::limit;
 use crate::inventory::{Inventory, Node};
-use crate::journal::{BackupRecord, Event, GuestRef, Journal, NodeHistory, UndoRecord};
+use crate::journal::{BackupRecord, Event, GuestRef, Journal, NodeHistory, RunStatus, UndoRecord};
 use crate::maintenance::remote::Remote;
 use crate::maintenance::{ceph_gate, drain};
 use crate::quote::shell_quote;
@@ -471,7 +471,7 @@ pub async fn cmd_rollback(
     }
     settle_status(&j, &meta);
     if g.json {
-        let status = j.meta().map(|m| m.status).unwrap_or_default();
+        let status = j.meta().map(|m| m.status.to_string()).unwrap_or_default();
         print_json(&serde_json::json!({
             "version": 1, "run": id, "status": status, "nodes": report,
         }));
@@ -505,17 +505,16 @@ fn settle_status(j: &Journal, meta: &crate::journal::RunMeta) {
         })
         .collect();
     let status = if !needing.is_empty() && done.len() == needing.len() {
-        "rolled back".to_string()
+        RunStatus::RolledBack
     } else if done.is_empty() {
         return;
     } else {
-        format!(
-            "partly rolled back ({})",
+        RunStatus::PartlyRolledBack(Some(
             done.iter()
                 .map(|s| s.as_str())
                 .collect::<Vec<_>>()
-                .join(",")
-        )
+                .join(","),
+        ))
     };
     let still: Vec<&String> = histories
         .iter()
@@ -528,7 +527,7 @@ fn settle_status(j: &Journal, meta: &crate::journal::RunMeta) {
         .filter(|l| still.iter().any(|n| l.contains(n.as_str())))
         .cloned()
         .collect();
-    j.set_status(&status, meta.stopped_at.clone(), left_on);
+    j.set_status(status, meta.stopped_at.clone(), left_on);
 }
 
 impl NodeRollback<'_> {

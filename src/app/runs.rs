@@ -12,8 +12,8 @@ use crate::sanitize::sanitize_str;
 use crate::ssh::{self, ExitStatus};
 
 /// The status to show: a `running` run that no process drives was killed.
-fn shown_status(j: &Journal, status: &str) -> String {
-    if status == "running" && !journal::is_driven(&j.dir) {
+fn shown_status(j: &Journal, status: &journal::RunStatus) -> String {
+    if *status == journal::RunStatus::Running && !journal::is_driven(&j.dir) {
         "killed (no pvefleet process drives it)".to_string()
     } else {
         status.to_string()
@@ -144,7 +144,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         for r in runs {
             let status = match Journal::open(&r.id) {
                 Ok(j) => shown_status(&j, &r.status),
-                Err(_) => r.status.clone(),
+                Err(_) => r.status.to_string(),
             };
             let playbook = std::path::Path::new(&r.playbook)
                 .file_stem()
@@ -202,11 +202,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         params.push(format!("--window {w:?}"));
     }
     println!("parameters: {}", sanitize_str(&params.join(" ")));
-    if let Some(why) = meta
-        .paused
-        .as_ref()
-        .filter(|_| meta.status.starts_with("paused"))
-    {
+    if let Some(why) = meta.paused.as_ref().filter(|_| meta.status.paused()) {
         println!(
             "{}\n  continue with: pvefleet run --resume {}",
             sanitize_str(why),
@@ -351,8 +347,7 @@ pub async fn cmd_prune(
             .undos()
             .iter()
             .any(|u| u.phase == crate::vocab::Phase::Applied);
-        let rollbackable =
-            (!backups.is_empty() || undoable) && !meta.status.contains("rolled back");
+        let rollbackable = (!backups.is_empty() || undoable) && !meta.status.rolled_back();
         if rollbackable && !force {
             println!(
                 "{}: kept: it can still be rolled back (pvefleet rollback {}); --force prunes it",

@@ -102,7 +102,8 @@ impl NodeState<'_> {
     }
 
     /// Why a step's `when` is false, in words: the variables and facts it read, each with its
-    /// value (lists and tables summarised), instead of the condition's text.
+    /// value (lists and tables summarised; a fact's number, a measurement, only named),
+    /// instead of the condition's text.
     pub fn why_false(&self, when: &toml::Spanned<String>) -> String {
         let ctx = serde_json::Value::Object(self.ctx_map(None));
         let read: Vec<String> = self
@@ -110,11 +111,14 @@ impl NodeState<'_> {
             .condition_paths(when.get_ref())
             .into_iter()
             .map(|p| {
-                let v = p
-                    .split('.')
-                    .try_fold(&ctx, |v, k| v.get(k))
-                    .map_or("undefined".to_string(), summarise);
-                format!("{p} = {v}")
+                let v = p.split('.').try_fold(&ctx, |v, k| v.get(k));
+                match v {
+                    // A fact's number is a measurement (a clock offset): named, not shown, so
+                    // nodes alike still fold together.
+                    Some(n) if n.is_number() && p.starts_with("facts.") => p,
+                    Some(v) => format!("{p} = {}", summarise(v)),
+                    None => format!("{p} = undefined"),
+                }
             })
             .collect();
         if read.is_empty() {

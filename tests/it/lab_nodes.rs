@@ -656,3 +656,36 @@ fn grub_d_files_override_the_default_line_like_grub_mkconfig() {
         "the grub.d line wins: {cmdline}"
     );
 }
+
+/// `lab fault --help` (and `lab up --help`) print their help and touch nothing: no `lab-10`
+/// directory appears where they are run (issue 17).
+#[test]
+fn the_labs_help_makes_no_lab() {
+    if !crate::common::sshd::require_root("the_labs_help_makes_no_lab") {
+        return;
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab/lab");
+    let out = std::process::Command::new(&lab)
+        .args(["fault", "--help"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for kind in ["no-return", "osd-stop", "vzdump", "cert-expires"] {
+        assert!(help.contains(kind), "{kind} in:\n{help}");
+    }
+    let out = std::process::Command::new(&lab)
+        .args(["up", "-h"])
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lab up N"));
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing made where the help ran"
+    );
+}
