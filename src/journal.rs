@@ -274,6 +274,9 @@ pub enum Event {
         to: String,
         /// `intent` or `done`.
         phase: Phase,
+        /// Its memory, bytes, where known (the plan's migration time per GiB is learnt from it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        maxmem: Option<u64>,
     },
     /// A moved guest is about to be migrated back to its node (intent, before `qm migrate`; the
     /// migration runs detached and may end after a killed controller, which a resume settles).
@@ -962,6 +965,7 @@ pub fn histories(events: &[Record]) -> BTreeMap<String, NodeHistory> {
                 from,
                 to,
                 phase,
+                ..
             } => {
                 h.moving_guests.retain(|(g, _, _)| g != guest);
                 if *phase == Phase::Done {
@@ -1011,6 +1015,21 @@ pub struct Timings {
     pub reboots: BTreeMap<String, Vec<std::time::Duration>>,
     /// Per (node, step name), the step's runs (see [`step_durations`]).
     pub steps: BTreeMap<(String, String), Vec<std::time::Duration>>,
+    /// Per node, the part of each of its reboots spent migrating guests away and back (same
+    /// order as `reboots`).
+    pub reboot_migrating: BTreeMap<String, Vec<std::time::Duration>>,
+    /// Every live migration away whose guest's memory is known: (bytes, how long).
+    pub migrations: Vec<(u64, std::time::Duration)>,
+}
+
+impl Timings {
+    /// Seconds per GiB of guest memory migrated, from every migration in the journal; `None`
+    /// without one.
+    pub fn secs_per_gib(&self) -> Option<f64> {
+        let bytes: u64 = self.migrations.iter().map(|(b, _)| b).sum();
+        let secs: f64 = self.migrations.iter().map(|(_, d)| d.as_secs_f64()).sum();
+        (bytes > 0).then(|| secs / (bytes as f64 / (1u64 << 30) as f64))
+    }
 }
 
 /// The mean of the last (at most) three of `past`, the prediction pvefleet makes from history;
@@ -1034,9 +1053,14 @@ pub fn timings() -> &'static Timings {
         let mut out = Timings::default();
         for d in dirs {
             let events: Vec<Record> = read_lines(&d.join("events.jsonl"));
-            for (node, took) in reboot_durations(&events) {
-                out.reboots.entry(node).or_default().push(took);
+            for (node, took, migrating) in reboot_times(&events) {
+                out.reboots.entry(node.clone()).or_default().push(took);
+                out.reboot_migrating
+                    .entry(node)
+                    .or_default()
+                    .push(migrating);
             }
+            out.migrations.extend(migration_times(&events));
             for (node, step, took) in step_durations(&events) {
                 out.steps.entry((node, step)).or_default().push(took);
             }
@@ -1097,23 +1121,84 @@ pub fn step_durations(events: &[Record]) -> Vec<(String, String, std::time::Dura
 /// The reboots in one run's events that one controller drove from their first state to
 /// `done`: (node, how long).
 pub fn reboot_durations(events: &[Record]) -> Vec<(String, std::time::Duration)> {
+    reboot_times(events)
+        .into_iter()
+        .map(|(node, took, _)| (node, took))
+        .collect()
+}
+
+/// Each reboot as [`reboot_durations`] gives it, with the part of it spent migrating guests
+/// away and back (`guest_moved` intent to done, `guest_returning` to `guest_returned`).
+fn reboot_times(events: &[Record]) -> Vec<(String, std::time::Duration, std::time::Duration)> {
+    use std::time::{Duration, SystemTime};
     if !one_controller(events) {
         return Vec::new();
     }
-    let mut begun: BTreeMap<(String, usize), std::time::SystemTime> = BTreeMap::new();
+    let mut begun: BTreeMap<(String, usize), SystemTime> = BTreeMap::new();
+    let mut migrating: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut moving: BTreeMap<(String, u32), SystemTime> = BTreeMap::new();
     let mut out = Vec::new();
     for r in events {
-        let Event::Reboot { index, state, .. } = &r.event else {
-            continue;
-        };
         let Some(t) = record_time(r) else { continue };
-        let key = (r.node.clone(), *index);
-        if state == "done" {
-            if let Some(took) = begun.remove(&key).and_then(|t0| t.duration_since(t0).ok()) {
-                out.push((r.node.clone(), took));
+        let mut ended = |key: (String, u32), moving: &mut BTreeMap<(String, u32), SystemTime>| {
+            if let Some(d) = moving.remove(&key).and_then(|t0| t.duration_since(t0).ok()) {
+                *migrating.entry(key.0).or_default() += d;
             }
-        } else {
-            begun.entry(key).or_insert(t);
+        };
+        match &r.event {
+            Event::GuestMoved { guest, phase, .. } if *phase == Phase::Intent => {
+                moving.insert((r.node.clone(), guest.vmid), t);
+            }
+            Event::GuestMoved { guest, .. } => ended((r.node.clone(), guest.vmid), &mut moving),
+            Event::GuestReturning { guest, .. } => {
+                moving.insert((r.node.clone(), guest.vmid), t);
+            }
+            Event::GuestReturned { guest, .. } => ended((r.node.clone(), guest.vmid), &mut moving),
+            Event::Reboot { index, state, .. } => {
+                let key = (r.node.clone(), *index);
+                if state == "done" {
+                    if let Some(took) = begun.remove(&key).and_then(|t0| t.duration_since(t0).ok())
+                    {
+                        let m = migrating.remove(&r.node).unwrap_or_default();
+                        out.push((r.node.clone(), took, m.min(took)));
+                    }
+                } else if let std::collections::btree_map::Entry::Vacant(e) = begun.entry(key) {
+                    e.insert(t);
+                    migrating.remove(&r.node);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The live migrations away in one run's events whose guest's memory was recorded: (bytes, how
+/// long from intent to done). Only runs one controller drove.
+pub fn migration_times(events: &[Record]) -> Vec<(u64, std::time::Duration)> {
+    if !one_controller(events) {
+        return Vec::new();
+    }
+    let mut begun: BTreeMap<(String, u32), std::time::SystemTime> = BTreeMap::new();
+    let mut out = Vec::new();
+    for r in events {
+        let Some(t) = record_time(r) else { continue };
+        if let Event::GuestMoved {
+            guest,
+            phase,
+            maxmem,
+            ..
+        } = &r.event
+        {
+            let key = (r.node.clone(), guest.vmid);
+            if *phase == Phase::Intent {
+                begun.insert(key, t);
+            } else if let (Some(bytes), Some(took)) = (
+                maxmem,
+                begun.remove(&key).and_then(|t0| t.duration_since(t0).ok()),
+            ) {
+                out.push((*bytes, took));
+            }
         }
     }
     out
@@ -1201,6 +1286,81 @@ mod tests {
         assert!(
             reboot_durations(&events).is_empty(),
             "a resumed run's gap is not a reboot"
+        );
+    }
+
+    #[test]
+    fn a_reboot_s_migrations_are_timed_and_the_rate_per_gib_learnt() {
+        let rec = |time: &str, event: Event| Record {
+            time: time.into(),
+            node: "pve1".into(),
+            event,
+        };
+        let g = GuestRef {
+            kind: "qm".into(),
+            vmid: 101,
+            name: "web".into(),
+        };
+        let reboot = |state: &str| Event::Reboot {
+            index: 1,
+            state: state.into(),
+            old_boot_id: None,
+            detail: None,
+        };
+        let moved = |phase: Phase| Event::GuestMoved {
+            guest: g.clone(),
+            from: "pve1".into(),
+            to: "pve2".into(),
+            phase,
+            maxmem: Some(2 << 30),
+        };
+        let events = vec![
+            Record {
+                time: "2026-12-01T10:00:00.000Z".into(),
+                node: "-".into(),
+                event: Event::RunStarted {
+                    pid: 1,
+                    resumed: false,
+                },
+            },
+            rec("2026-12-01T10:00:00.000Z", reboot("maintenance-on")),
+            rec("2026-12-01T10:00:01.000Z", moved(Phase::Intent)),
+            rec("2026-12-01T10:00:05.000Z", moved(Phase::Done)),
+            rec("2026-12-01T10:00:06.000Z", reboot("reboot-issued")),
+            rec(
+                "2026-12-01T10:00:20.000Z",
+                Event::GuestReturning {
+                    guest: g.clone(),
+                    from: "pve2".into(),
+                    to: "pve1".into(),
+                },
+            ),
+            rec(
+                "2026-12-01T10:00:24.000Z",
+                Event::GuestReturned {
+                    guest: g.clone(),
+                    to: "pve1".into(),
+                },
+            ),
+            rec("2026-12-01T10:00:30.000Z", reboot("done")),
+        ];
+        let s = std::time::Duration::from_secs;
+        assert_eq!(
+            reboot_times(&events),
+            vec![("pve1".to_string(), s(30), s(8))],
+            "30 s in all, 4 s away and 4 s back"
+        );
+        let m = migration_times(&events);
+        assert_eq!(m, vec![(2u64 << 30, s(4))]);
+        let t = Timings {
+            migrations: m,
+            ..Timings::default()
+        };
+        assert_eq!(t.secs_per_gib(), Some(2.0));
+        assert_eq!(
+            Timings::default().secs_per_gib(),
+            None,
+            "no migration, no rate"
         );
     }
 
@@ -1379,6 +1539,7 @@ mod move_tests {
                 from: "pve1".into(),
                 to: "pve2".into(),
                 phase: crate::vocab::Phase::parse(phase).expect("a phase"),
+                maxmem: None,
             },
         };
         let h = histories(&[
@@ -1435,6 +1596,7 @@ mod move_tests {
                 from: "pve1".into(),
                 to: "pve2".into(),
                 phase: crate::vocab::Phase::Done,
+                maxmem: None,
             }),
             rec(Event::GuestReturning {
                 guest: g.clone(),

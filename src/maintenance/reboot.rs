@@ -260,6 +260,7 @@ impl Machine<'_, '_> {
                             from: from.clone(),
                             to: to.clone(),
                             phase: crate::vocab::Phase::Done,
+                            maxmem: None,
                         },
                     )
                     .await;
@@ -493,6 +494,7 @@ impl Machine<'_, '_> {
                     from: me.clone(),
                     to: target.clone(),
                     phase: crate::vocab::Phase::Intent,
+                    maxmem: g.maxmem,
                 },
             )
             .await;
@@ -505,6 +507,7 @@ impl Machine<'_, '_> {
                     from: me.clone(),
                     to: target.clone(),
                     phase: crate::vocab::Phase::Done,
+                    maxmem: g.maxmem,
                 },
             )
             .await;

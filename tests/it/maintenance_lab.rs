@@ -1027,4 +1027,21 @@ fn the_plans_guest_placements_are_the_runs() {
         "plan {plan}\nrun's journal: {:?}",
         env.events()
     );
+    // With that run in the journal, the next plan predicts each node's reboot from its boots
+    // and the migration time per GiB it measured.
+    let (code, again) = env.json(&lab, &["plan", "-e", "marker=again", pb.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{again}");
+    let pve1 = &again["nodes"][0];
+    let reboot = pve1["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "reboot")
+        .unwrap();
+    assert!(reboot["predicted_ms"].as_u64().is_some(), "{pve1}");
+    let checks = reboot["checks"].to_string();
+    assert!(
+        checks.contains("there and back at") && checks.contains("s/GiB measured"),
+        "{checks}"
+    );
 }

@@ -121,31 +121,73 @@ pub(crate) fn reboot_in_progress(
     }
 }
 
-/// A node's reboot predicted from its earlier ones in the journal (the mean of the last three),
-/// and the plan's line for it.
-fn predicted(node: &str, timeout: Duration) -> (Option<Duration>, String) {
-    let past = crate::journal::reboot_history()
+/// A node's reboot predicted from the journal: its boots (the mean of its last three reboots,
+/// without the time they spent migrating guests), plus the guests this drain would move, at the
+/// migration time per GiB measured over every migration recorded (there and back when they
+/// return); and the plan's line for it.
+fn predicted(
+    node: &str,
+    timeout: Duration,
+    moves: &[crate::outcome::PlannedMove],
+    back: bool,
+) -> (Option<Duration>, String) {
+    let t = crate::journal::timings();
+    let past = t.reboots.get(node).map(Vec::as_slice).unwrap_or(&[]);
+    let migrating = t
+        .reboot_migrating
         .get(node)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    let last = &past[past.len().saturating_sub(3)..];
-    let Some(mean) = crate::journal::recent_mean(past) else {
+    let boots: Vec<Duration> = past
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.saturating_sub(migrating.get(i).copied().unwrap_or_default()))
+        .collect();
+    let short = crate::report::exec::short_duration;
+    let Some(boot) = crate::journal::recent_mean(&boots) else {
         return (
             None,
             format!(
                 "predicted: no history of this node's reboots (its timeout: {})",
-                crate::report::exec::short_duration(timeout)
+                short(timeout)
             ),
         );
     };
-    (
-        Some(mean),
-        format!(
-            "predicted: about {} (the mean of its last {} reboot(s) in the journal)",
-            crate::report::exec::short_duration(mean),
-            last.len()
+    let n = boots.len().min(3);
+    let bytes: u64 = moves.iter().filter_map(|m| m.maxmem).sum();
+    let gib = bytes as f64 / (1u64 << 30) as f64;
+    let trips = if back { 2.0 } else { 1.0 };
+    match (moves.is_empty(), t.secs_per_gib()) {
+        (true, _) => (
+            Some(boot),
+            format!(
+                "predicted: about {} (the mean of its last {n} reboot(s) in the journal)",
+                short(boot)
+            ),
         ),
-    )
+        (false, Some(rate)) => {
+            let moving = Duration::from_secs_f64(gib * rate * trips);
+            (
+                Some(boot + moving),
+                format!(
+                    "predicted: about {} (its boots: {}, the mean of its last {n} in the journal; \
+                     {gib:.1} GiB of guests {} at {rate:.1} s/GiB measured: {})",
+                    short(boot + moving),
+                    short(boot),
+                    if back { "there and back" } else { "away" },
+                    short(moving)
+                ),
+            )
+        }
+        (false, None) => (
+            Some(boot),
+            format!(
+                "predicted: about {} for its boots (the mean of its last {n} in the journal), \
+                 plus moving {gib:.1} GiB of guests: no migration in the journal to time it",
+                short(boot)
+            ),
+        ),
+    }
 }
 
 /// What [`readiness::check`] needs to know of a reboot step and the run.
@@ -191,10 +233,9 @@ async fn reboot_step(
                 .filter(|(n, h)| **n != r.node.name && reboot::reboot_underway(h))
                 .map(|(n, _)| n.clone())
                 .collect();
-        let (predicted, said) = predicted(
-            &r.node.name,
-            step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
-        );
+        let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
+        let back = ask.drain.is_some_and(|d| d.return_guests);
+        let (mut predicted, _) = predicted(&r.node.name, timeout, &[], back);
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
                 let mut res = result(
@@ -202,6 +243,8 @@ async fn reboot_step(
                     StepStatus::Changed,
                     "would reboot and wait for the node and the cluster",
                 );
+                let (p, said) = self::predicted(&r.node.name, timeout, &found.moves, back);
+                predicted = p;
                 res.checks = found.lines;
                 res.checks.push(said);
                 res.moves = found.moves;
