@@ -86,6 +86,8 @@ impl StepProgress {
         let main = multi.add(ProgressBar::new(total as u64));
         main.set_style(nodes_style());
         main.set_prefix(what.to_string());
+        // The run's clock keeps going between nodes.
+        main.enable_steady_tick(std::time::Duration::from_millis(500));
         StepProgress {
             multi: Some(multi),
             main: Some(main),
@@ -117,7 +119,13 @@ impl StepProgress {
             if step.is_empty() {
                 bar.finish_and_clear();
             } else {
-                bar.set_message(crate::sanitize::sanitize_str(step));
+                // The time shown is since this line's state began (a slow boot shows its own
+                // wait, not the step's whole time).
+                let msg = crate::sanitize::sanitize_str(step);
+                if bar.message() != msg {
+                    bar.reset_elapsed();
+                    bar.set_message(msg);
+                }
             }
         }))
     }

@@ -103,6 +103,44 @@ vocabulary! {
     }
 }
 
+impl RebootState {
+    /// What the reboot does or waits for once it has reached this state (the live display's
+    /// line for the node).
+    pub fn awaiting(self) -> &'static str {
+        match self {
+            RebootState::Preflight => "checking quorum, guests and Ceph",
+            RebootState::DrainUndone => "starting again from the preflight",
+            RebootState::MaintenanceOn => "migrating the other guests away (HA has moved its own)",
+            RebootState::GuestsMigrated => "applying the guest policy to the others",
+            RebootState::GuestsStopped => "setting Ceph noout",
+            RebootState::NooutSet => "issuing the reboot",
+            RebootState::RebootIssued => "waiting for the node to go down",
+            RebootState::DownSeen => "waiting for a new boot id",
+            RebootState::UpNewBoot => "waiting for every service to be active",
+            RebootState::ServicesActive => "waiting for a quorate cluster with its votes",
+            RebootState::Quorate => "waiting for Ceph: its OSDs up, every PG active+clean",
+            RebootState::CephClean => "unsetting noout",
+            RebootState::NooutUnset => "switching HA maintenance off",
+            RebootState::MaintenanceOff => "migrating guests back",
+            RebootState::GuestsReturned => "starting the guests it stopped",
+            RebootState::GuestsStarted => "finishing",
+            RebootState::Done => "done",
+        }
+    }
+
+    /// After this state the reboot waits on the node or the cluster, within the step's timeout.
+    pub fn waits(self) -> bool {
+        matches!(
+            self,
+            RebootState::RebootIssued
+                | RebootState::DownSeen
+                | RebootState::UpNewBoot
+                | RebootState::ServicesActive
+                | RebootState::Quorate
+        )
+    }
+}
+
 vocabulary! {
     /// Where a journaled action stood: recorded before it is done (`intent`), then once done.
     Phase {

@@ -704,3 +704,43 @@ fn a_node_lost_at_the_quorum_gate_is_unreachable_and_journaled() {
     lab.clear("pve2", Some("sshd-stop"));
     assert_eq!(lab.boots("pve2"), 1);
 }
+
+/// Issue 17: the live display says what a node waits for, since when and until when: during a
+/// slow boot, `reboot: waiting for a new boot id, up to 40.0s (3s)`: the time of that wait.
+#[test]
+fn the_live_display_says_what_the_reboot_waits_for() {
+    let Some(lab) = Lab::up("live_display", 179, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = env.playbook("touch-and-reboot.toml");
+    lab.fault("pve1", &["slow-boot", "10"]);
+    let cmd = format!(
+        "PVEFLEET_STATE_DIR={} {} -i {} -l pve1 run --yes {}; echo RUN-EXIT-$?; sleep 60",
+        env.state.path().display(),
+        env!("CARGO_BIN_EXE_pvefleet"),
+        lab.inventory().display(),
+        pb.display()
+    );
+    let t = crate::common::tmux::Tmux::start("live", 120, 30, &cmd);
+    let mut screen = String::new();
+    assert!(
+        crate::common::wait::eventually(60, || {
+            screen = t.capture(true, 200);
+            screen.contains("waiting for a new boot id")
+        }),
+        "the display never said it waits for the boot:\n{screen}"
+    );
+    assert!(
+        screen.contains("reboot: waiting for a new boot id, up to 40.0s ("),
+        "{screen}"
+    );
+    assert!(
+        crate::common::wait::eventually(90, || {
+            screen = t.capture(true, 2000);
+            screen.contains("RUN-EXIT-")
+        }),
+        "{screen}"
+    );
+    assert!(screen.contains("RUN-EXIT-0"), "{screen}");
+}

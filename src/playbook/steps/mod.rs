@@ -267,10 +267,20 @@ async fn reboot_step(
     let sink = st.s.on_step.clone();
     let node = r.node.name.clone();
     let name = step.name.get_ref().clone();
+    let deadline = crate::report::exec::short_duration(
+        step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
+    );
+    // The live display says what the node now waits for, and the deadline of the waits that
+    // have one (its time since that state is the display's own).
     let on_state = move |s: RebootState| {
         on_state(s);
         if let Some(f) = &sink {
-            f(&node, &format!("{name}: {}", s.as_str()));
+            let line = if s.waits() {
+                format!("{name}: {}, up to {deadline}", s.awaiting())
+            } else {
+                format!("{name}: {}", s.awaiting())
+            };
+            f(&node, &line);
         }
     };
     let cx = RebootCtx {
