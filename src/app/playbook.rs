@@ -386,6 +386,11 @@ async fn plan_runs(
 ) -> Vec<NodeRun> {
     let mut s = settings(p, true, "plan".into(), None);
     s.resume = resume.clone();
+    // On a terminal, planning many nodes shows its progress (the nodes planned, a line per node
+    // being planned), cleared before the plan is printed.
+    let shown =
+        crate::progress::StepProgress::new("plan", p.nodes.len().saturating_sub(skip.len()));
+    s.on_step = shown.sink();
     let s = Arc::new(s);
     let nodes: Vec<Node> = p
         .nodes
@@ -393,15 +398,17 @@ async fn plan_runs(
         .filter(|n| !skip.contains(&n.name))
         .cloned()
         .collect();
-    rolling::execute(
+    let runs = rolling::execute(
         nodes,
         s,
         usize::from(p.forks),
-        None,
+        shown.events(),
         &HashSet::new(),
         &|_| {},
     )
-    .await
+    .await;
+    shown.finish();
+    runs
 }
 
 /// `pvefleet plan`.
