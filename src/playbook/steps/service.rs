@@ -3,7 +3,7 @@
 
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
-use super::super::model::Step;
+use super::super::model::{ServiceStep, Step};
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
@@ -13,13 +13,10 @@ pub(super) async fn service(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    service: &ServiceStep,
 ) -> Result<StepResult, StepError> {
-    let unit = st.render(&step.service, false)?.expect("validated");
-    let want = step
-        .state
-        .as_ref()
-        .map(|s| s.get_ref().as_str())
-        .unwrap_or("started");
+    let unit = st.render_one(&service.service, false)?;
+    let want = service.state.as_str();
     let q = shell_quote(&unit);
     // One unit per query: with several units systemctl answers "any of" (DOMAIN.md §7).
     let (query, good) = match want {
