@@ -1,6 +1,8 @@
-//! Validation of a playbook before anything runs: step kinds and their fields, unique names,
-//! `on_change` references, probe names, template syntax; and (per node, once the inventory is
-//! known) that every variable a template uses is defined.
+//! Validation of a playbook before anything runs, as the one conversion of the file serde read
+//! ([`super::raw`]) into the typed [`super::model`]: each step's kind and its fields (which it
+//! takes, which it needs, their values), unique names, `on_change` references, probe names,
+//! template syntax; and (per node, once the inventory is known) that every variable a template
+//! uses is defined.
 
 use std::collections::HashSet;
 use std::ops::Range;
@@ -453,6 +455,72 @@ mod tests {
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "want {want:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_another_kind_is_refused_naming_what_the_kind_takes() {
+        let cases = [
+            ("run", "path = \"/x\"", "`path` does not apply to a `run` step; it takes: command, creates, unless, only_if, changed_when, failed_when, undo, read_only, detach, repair"),
+            ("reboot", "probes = [\"gpu\"]", "`probes` does not apply to a `reboot` step; it takes: timeout, drain, local_disks, return_guests, ceph_accept_warnings, pg_timeout"),
+            ("lines", "line = \"a\"", "`line` does not apply to a `lines` step; it takes: path, lines, state"),
+            ("kernel_cmdline", "state = \"absent\"", "`state` does not apply to a `kernel_cmdline` step; it takes: add, remove"),
+        ];
+        for (kind, field, want) in cases {
+            let text =
+                format!("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"{kind}\"\n{field}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("pb.toml:5:") && e.contains(want),
+                "want {want:?}, got {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_load_as_one_typed_value_per_kind() {
+        let pb = parse("name = \"x\"\n[[step]]\nname = \"up\"\nkind = \"run\"\ncommand = \"apt-get -y dist-upgrade\"\ndetach = true\nrepair = \"dpkg --configure -a\"\nunless = \"true\"\nread_only = \"guards\"\n[[step]]\nname = \"svc\"\nkind = \"service\"\nservice = \"rrdcached\"\nstate = \"restarted\"\n[[step]]\nname = \"rb\"\nkind = \"reboot\"\ndrain = true\nlocal_disks = true\ntimeout = \"5m\"\n[[step]]\nname = \"ln\"\nkind = \"line\"\npath = \"/etc/x\"\nline = \"a\"\nstate = \"absent\"\n").unwrap();
+        let steps = &pb.file.steps;
+        let Action::Run(run) = &steps[0].action else {
+            panic!("{:?}", steps[0].action)
+        };
+        assert_eq!(run.read_only, ReadOnly::Guards);
+        let repair = run.detach.as_ref().and_then(|d| d.repair.as_ref());
+        assert_eq!(
+            repair.map(|r| r.get_ref().as_str()),
+            Some("dpkg --configure -a")
+        );
+        let Action::Service(svc) = &steps[1].action else {
+            panic!("{:?}", steps[1].action)
+        };
+        assert_eq!(svc.state, ServiceState::Restarted);
+        let reboot = steps[2].reboot().expect("a reboot step");
+        let drain = Drain {
+            local_disks: true,
+            return_guests: true,
+        };
+        assert_eq!(reboot.drain, Some(drain));
+        assert_eq!(reboot.pg_timeout, Duration::from_secs(1800));
+        assert_eq!(
+            steps[2].timeout_or(Duration::ZERO),
+            Duration::from_secs(300)
+        );
+        assert!(pb.drains() && pb.reboots());
+        let Action::Line(line) = &steps[3].action else {
+            panic!("{:?}", steps[3].action)
+        };
+        assert_eq!(line.state, Presence::Absent);
+        assert_eq!(steps[3].kind(), StepKind::Line);
+    }
+
+    #[test]
+    fn a_kernel_cmdline_or_modules_step_needs_something_to_add_or_remove() {
+        for kind in ["modules", "kernel_cmdline"] {
+            let text =
+                format!("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"{kind}\"\nadd = []\n");
+            let e = parse(&text).unwrap_err().to_string();
+            let want = format!("pb.toml:4:8: a `{kind}` step needs `add` or `remove`");
+            assert!(e.starts_with(&want), "want {want:?}, got {e:?}");
         }
     }
 
