@@ -579,3 +579,17 @@ impl Action {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_state_reads_back_as_written() {
+        for name in ServiceState::NAMES {
+            let state = ServiceState::parse(name).expect(name);
+            assert_eq!(state.as_str(), name);
+        }
+        assert_eq!(ServiceState::parse("on"), None);
+    }
+}
