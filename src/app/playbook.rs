@@ -992,7 +992,7 @@ fn predicted_durations(
 ) -> BTreeMap<String, std::time::Duration> {
     use crate::playbook::model::REBOOT_TIMEOUT;
     use std::time::Duration;
-    let steps: Vec<_> = pb.reboot_steps().collect();
+    let steps: Vec<_> = pb.reboot_steps().map(|(step, _)| step).collect();
     let mut out = BTreeMap::new();
     for r in plan {
         let mut total: Option<Duration> = None;

@@ -154,23 +154,28 @@ impl NodeState<'_> {
         StepError::Template(self.s.playbook.error_at(span, e.to_string()).to_string())
     }
 
+    /// An optional template rendered (a command's values shell-quoted when `command`).
     pub fn render(
         &self,
         s: &Option<toml::Spanned<String>>,
         command: bool,
     ) -> Result<Option<String>, StepError> {
-        match s {
-            None => Ok(None),
-            Some(x) => {
-                let ctx = self.ctx(None);
-                let r = if command {
-                    self.t.command(x.get_ref(), &ctx)
-                } else {
-                    self.t.text(x.get_ref(), &ctx)
-                };
-                r.map(Some).map_err(|e| self.template_error(x.span(), e))
-            }
-        }
+        s.as_ref().map(|x| self.render_one(x, command)).transpose()
+    }
+
+    /// A template rendered (a command's values shell-quoted when `command`).
+    pub fn render_one(
+        &self,
+        x: &toml::Spanned<String>,
+        command: bool,
+    ) -> Result<String, StepError> {
+        let ctx = self.ctx(None);
+        let r = if command {
+            self.t.command(x.get_ref(), &ctx)
+        } else {
+            self.t.text(x.get_ref(), &ctx)
+        };
+        r.map_err(|e| self.template_error(x.span(), e))
     }
 
     pub fn render_list(&self, items: &[toml::Spanned<String>]) -> Result<Vec<String>, StepError> {

@@ -134,7 +134,7 @@ fn issued_reboot(
         .steps
         .iter()
         .enumerate()
-        .filter(|(_, st)| *st.kind.get_ref() == StepKind::Reboot)
+        .filter(|(_, st)| st.kind() == StepKind::Reboot)
         .find_map(|(i, _)| {
             steps::reboot_in_progress(history, i)
                 .filter(|st| RebootState::parse(st).is_none_or(|x| x >= RebootState::RebootIssued))
@@ -368,7 +368,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         .as_ref()
         .is_some_and(|p| p.contains(&node.name));
     if !s.check && history.is_none() && planned {
-        if let Some(step) = s.playbook.reboot_steps().next() {
+        if let Some((_, step)) = s.playbook.reboot_steps().next() {
             let found = match steps::readiness_ask(&st, step) {
                 Ok(ask) => crate::maintenance::readiness::check(&remote, &ask)
                     .await
@@ -410,12 +410,12 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         // result, and whether it changed something, come from the journal).
         let earlier = history
             .and_then(|h| h.steps.get(&index))
-            .filter(|r| r.status != StepStatus::Failed && reusable(*step.kind.get_ref()));
+            .filter(|r| r.status != StepStatus::Failed && reusable(step.kind()));
         if let Some(prev) = earlier {
             let mut prev = prev.clone();
             if prev.status == StepStatus::Changed {
                 st.changed.insert(name.clone());
-                if *step.kind.get_ref() == StepKind::Reboot {
+                if step.kind() == StepKind::Reboot {
                     st.rebooted = true;
                 }
             }
@@ -460,7 +460,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
                 }
                 run.status = status_of(&e);
                 let mut r = result(step, StepStatus::Failed, e.to_string());
-                r.detail = format!("{}: {}", kind_name(*step.kind.get_ref()), r.detail);
+                r.detail = format!("{}: {}", kind_name(step.kind()), r.detail);
                 r
             }
         };

@@ -1,4 +1,8 @@
-//! The playbook file: TOML parsed into typed steps, validated up front with file:line:column.
+//! A loaded playbook: the typed values [`super::validate`] builds from the TOML (read by serde
+//! into [`super::raw`] first). A step is a [`Step`] (what every kind shares: name, `when`,
+//! `on_change`) holding an [`Action`], one variant per kind with only that kind's fields, the
+//! required ones not optional: once a playbook is loaded, a step its kind cannot run is not
+//! representable. Spans stay on the template strings, for errors located at run time.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -6,7 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::inventory::{HumanDuration, SourceError};
+use crate::inventory::SourceError;
 
 /// How nodes are worked through.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -154,137 +158,272 @@ pub enum ReadOnly {
     All,
 }
 
-/// One `[[step]]`. Fields not used by the step's kind are rejected by validation.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One step of a loaded playbook: what every kind shares, and the kind's own fields in
+/// [`Action`]. Built only by [`super::validate`], so a step that loads is one that can run.
+#[derive(Debug, Clone)]
 pub struct Step {
     /// Unique name.
     pub name: Spanned<String>,
-    /// Kind.
-    pub kind: Spanned<StepKind>,
     /// Run only when this expression is true.
     pub when: Option<Spanned<String>>,
     /// Run only if one of these earlier steps changed something on the node (once).
-    #[serde(default)]
     pub on_change: Vec<Spanned<String>>,
+    /// What the step does, with the fields of its kind.
+    pub action: Action,
+}
 
-    // run / wait_for
-    /// Command (run, wait_for).
-    pub command: Option<Spanned<String>>,
-    /// run: skip when this path exists.
+/// What a step does: one variant per kind, each holding only the fields that kind takes.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// `run`: a shell command with guards.
+    Run(RunStep),
+    /// `wait_for`: a command that must succeed within a timeout.
+    WaitFor(WaitForStep),
+    /// `line`: one line present or absent.
+    Line(LineStep),
+    /// `lines`: several lines present or absent.
+    Lines(LinesStep),
+    /// `block`: a marked block managed as a whole.
+    Block(BlockStep),
+    /// `file`: a whole file's content, mode, owner; or absent.
+    File(FileStep),
+    /// `kernel_cmdline`: kernel command line parameters, boot-loader aware.
+    KernelCmdline(AddRemove),
+    /// `modules`: kernel modules in /etc/modules (+ update-initramfs when changed).
+    Modules(AddRemove),
+    /// `service`: a systemd unit's state.
+    Service(ServiceStep),
+    /// `probe`: run probes; their facts become `facts.<probe>`.
+    Probe(ProbeStep),
+    /// `assert`: stop the node unless a condition holds.
+    Assert(AssertStep),
+    /// `reboot`: reboot and wait for the node and the cluster to be healthy.
+    Reboot(RebootStep),
+}
+
+/// A `run` step.
+#[derive(Debug, Clone)]
+pub struct RunStep {
+    /// The command (templated).
+    pub command: Spanned<String>,
+    /// Skip when this path exists.
     pub creates: Option<Spanned<String>>,
-    /// run: skip when this command succeeds.
+    /// Skip when this command succeeds.
     pub unless: Option<Spanned<String>>,
-    /// run: run only when this command succeeds.
+    /// Run only when this command succeeds.
     pub only_if: Option<Spanned<String>>,
-    /// run: expression over `rc`, `stdout`, `stderr`; default: always changed.
+    /// Expression over `rc`, `stdout`, `stderr`; default: always changed.
     pub changed_when: Option<Spanned<String>>,
-    /// run: expression; default `rc != 0`.
+    /// Expression over `rc`, `stdout`, `stderr`; default `rc != 0`.
     pub failed_when: Option<Spanned<String>>,
-    /// run: a command that undoes what the step changed; `pvefleet rollback` runs it (in
-    /// reverse step order) on nodes where the step reported a change. Templated like `command`
+    /// A command that undoes what the step changed; `pvefleet rollback` runs it (in reverse
+    /// step order) on nodes where the step reported a change. Templated like `command`
     /// (`run_id` is defined).
     pub undo: Option<Spanned<String>>,
-    /// run: which parts of the step only read the node, so that `pvefleet plan` may execute
-    /// them: `"guards"` (`unless` / `only_if`) or `"all"` (the guards and the command: a
-    /// check). Without it a plan evaluates no `unless` / `only_if` (only `creates`, which is
-    /// pvefleet's own `test -e`) and shows the step as "would run".
-    pub read_only: Option<Spanned<String>>,
-    /// run: run the command detached from the SSH session (its own session, output and exit
-    /// status in files under `/run/pvefleet/` on the node): a killed controller or a dropped
-    /// connection does not stop it halfway, and a resume reads how it ended (or waits while it
-    /// still runs) instead of running it again.
-    pub detach: Option<Spanned<bool>>,
-    /// run with `detach`: what repairs the step's own command when it was cut off without an
-    /// exit status (e.g. `dpkg --configure -a` after a killed dist-upgrade). A resume runs it,
-    /// journaled, before the node's facts are gathered, then runs the step again.
+    /// Which parts of the step only read the node, so that `pvefleet plan` may execute them.
+    /// `Guards` comes only with an `unless` or `only_if`.
+    pub read_only: ReadOnly,
+    /// `detach = true`: the command runs detached from the SSH session (its own session,
+    /// output and exit status in files under `/run/pvefleet/` on the node): a killed
+    /// controller or a dropped connection does not stop it halfway, and a resume reads how it
+    /// ended (or waits while it still runs) instead of running it again.
+    pub detach: Option<Detach>,
+}
+
+/// How a detached `run` step is repaired.
+#[derive(Debug, Clone)]
+pub struct Detach {
+    /// What repairs the step's own command when it was cut off without an exit status (e.g.
+    /// `dpkg --configure -a` after a killed dist-upgrade). A resume runs it, journaled, before
+    /// the node's facts are gathered, then runs the step again.
     pub repair: Option<Spanned<String>>,
+}
 
-    // files
+/// A `wait_for` step.
+#[derive(Debug, Clone)]
+pub struct WaitForStep {
+    /// The command that must succeed (templated).
+    pub command: Spanned<String>,
+    /// How long it may take (default 2m).
+    pub timeout: Option<Duration>,
+}
+
+/// A `line` step.
+#[derive(Debug, Clone)]
+pub struct LineStep {
     /// Target file.
-    pub path: Option<Spanned<String>>,
-    /// line: the line.
-    pub line: Option<Spanned<String>>,
-    /// lines: the lines.
-    pub lines: Option<Vec<Spanned<String>>>,
-    /// line: replace the (last) line matching this regex.
-    pub regexp: Option<Spanned<String>>,
-    /// line: insert after the first line matching this regex (templated) instead of at the end.
+    pub path: Spanned<String>,
+    /// The line.
+    pub line: Spanned<String>,
+    /// Replace the (last) line matching this regex.
+    pub regexp: Option<regex::Regex>,
+    /// Insert after the first line matching this regex (templated) instead of at the end.
     pub after: Option<Spanned<String>>,
-    /// line/lines/block/file: present or absent.
-    #[serde(default)]
-    pub state: Option<Spanned<String>>,
-    /// block: content between the markers.
-    pub block: Option<Spanned<String>>,
-    /// file: content.
-    pub content: Option<Spanned<String>>,
-    /// file: octal mode (`"0644"`).
-    pub mode: Option<Spanned<String>>,
-    /// file: owner (`root:root`).
-    pub owner: Option<Spanned<String>>,
+    /// Present or absent.
+    pub state: Presence,
+}
 
-    // kernel_cmdline / modules
+/// A `lines` step.
+#[derive(Debug, Clone)]
+pub struct LinesStep {
+    /// Target file.
+    pub path: Spanned<String>,
+    /// The lines (templated each).
+    pub lines: Vec<Spanned<String>>,
+    /// Present or absent.
+    pub state: Presence,
+}
+
+/// A `block` step.
+#[derive(Debug, Clone)]
+pub struct BlockStep {
+    /// Target file.
+    pub path: Spanned<String>,
+    /// Content between the markers.
+    pub block: Spanned<String>,
+    /// Present or absent.
+    pub state: Presence,
+}
+
+/// A `file` step.
+#[derive(Debug, Clone)]
+pub struct FileStep {
+    /// Target file.
+    pub path: Spanned<String>,
+    /// Content (empty when not given).
+    pub content: Option<Spanned<String>>,
+    /// Octal mode (`"0644"`).
+    pub mode: Option<Spanned<String>>,
+    /// Owner (`root:root`).
+    pub owner: Option<Spanned<String>>,
+    /// Present or absent.
+    pub state: Presence,
+}
+
+/// A `kernel_cmdline` or `modules` step: at least one of the lists has an item.
+#[derive(Debug, Clone)]
+pub struct AddRemove {
     /// Parameters or modules to ensure present.
-    #[serde(default)]
     pub add: Vec<Spanned<String>>,
     /// Parameters or modules to ensure absent.
-    #[serde(default)]
     pub remove: Vec<Spanned<String>>,
+}
 
-    // service
-    /// Unit name.
-    pub service: Option<Spanned<String>>,
+/// A `service` step.
+#[derive(Debug, Clone)]
+pub struct ServiceStep {
+    /// Unit name (templated).
+    pub service: Spanned<String>,
+    /// The state wanted.
+    pub state: ServiceState,
+}
 
-    // reboot / wait_for
-    /// Deadline.
-    pub timeout: Option<Spanned<HumanDuration>>,
-    /// reboot: empty the node first: HA guests through node maintenance, other running VMs
-    /// live-migrated (`qm migrate --online`), containers moved (`pct migrate --restart`) to
-    /// nodes with room; guests that cannot move meet `--guests`.
-    pub drain: Option<Spanned<bool>>,
-    /// reboot with drain: allow `--with-local-disks` (copies local disks; slow).
-    pub local_disks: Option<Spanned<bool>>,
-    /// reboot with drain: move the guests back to the node once it is back (default true).
-    pub return_guests: Option<Spanned<bool>>,
-    /// reboot: Ceph health check codes that do not stop the run (e.g. `["MON_CLOCK_SKEW"]`).
-    #[serde(default)]
-    pub ceph_accept_warnings: Vec<Spanned<String>>,
-    /// reboot: how long PGs may take to be active+clean again (default 30m).
-    pub pg_timeout: Option<Spanned<HumanDuration>>,
+/// What a `service` step makes of its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceState {
+    /// Active (started when it is not).
+    Started,
+    /// Inactive (stopped when it is active).
+    Stopped,
+    /// Restarted, always.
+    Restarted,
+    /// Enabled at boot.
+    Enabled,
+    /// Disabled at boot.
+    Disabled,
+}
 
-    // probe / assert
-    /// probe: probe names.
-    #[serde(default)]
+impl ServiceState {
+    /// Every state, as written in files.
+    pub const NAMES: [&'static str; 5] = ["started", "stopped", "restarted", "enabled", "disabled"];
+
+    /// The state named `s` in a file.
+    pub fn parse(s: &str) -> Option<ServiceState> {
+        use ServiceState::*;
+        Some(match s {
+            "started" => Started,
+            "stopped" => Stopped,
+            "restarted" => Restarted,
+            "enabled" => Enabled,
+            "disabled" => Disabled,
+            _ => return None,
+        })
+    }
+
+    /// The name as written in files.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+}
+
+/// A `probe` step.
+#[derive(Debug, Clone)]
+pub struct ProbeStep {
+    /// Probe names (each a known probe).
     pub probes: Vec<Spanned<String>>,
-    /// assert: expression that must be true.
-    pub that: Option<Spanned<String>>,
-    /// assert: message when it is not.
+}
+
+/// An `assert` step.
+#[derive(Debug, Clone)]
+pub struct AssertStep {
+    /// Expression that must be true.
+    pub that: Spanned<String>,
+    /// Message when it is not (templated; default: the expression).
     pub message: Option<Spanned<String>>,
 }
 
 /// A reboot step's deadline when the playbook gives none (`timeout`).
 pub const REBOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// A playbook file as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A `reboot` step.
+#[derive(Debug, Clone)]
+pub struct RebootStep {
+    /// How long the node may take to come back (default 10m).
+    pub timeout: Option<Duration>,
+    /// `drain = true`: empty the node first: HA guests through node maintenance, other running
+    /// VMs live-migrated (`qm migrate --online`), containers moved (`pct migrate --restart`) to
+    /// nodes with room; guests that cannot move meet `--guests`.
+    pub drain: Option<Drain>,
+    /// Ceph health check codes that do not stop the run (e.g. `["MON_CLOCK_SKEW"]`).
+    pub ceph_accept_warnings: Vec<Spanned<String>>,
+    /// How long PGs may take to be active+clean again (default 30m).
+    pub pg_timeout: Duration,
+}
+
+/// How a reboot step drains its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// `local_disks`: allow `--with-local-disks` (copies local disks; slow).
+    pub local_disks: bool,
+    /// `return_guests`: move the guests back to the node once it is back (default true).
+    pub return_guests: bool,
+}
+
+/// A template string of a step, as validation and the variable check see it.
+#[derive(Debug, Clone, Copy)]
+pub struct TemplateRef<'a> {
+    /// The text, with its span.
+    pub text: &'a Spanned<String>,
+    /// An expression (`when`, `changed_when`, `failed_when`, `that`), not text.
+    pub expression: bool,
+    /// Evaluated over a command's result: `rc`, `stdout`, `stderr` are defined.
+    pub sees_result: bool,
+}
+
+/// A loaded, validated playbook file.
+#[derive(Debug, Clone)]
 pub struct PlaybookFile {
     /// Name.
     pub name: String,
     /// What it does.
-    #[serde(default)]
     pub description: String,
     /// Variables with defaults (inventory vars and `-e` override them).
-    #[serde(default)]
     pub vars: BTreeMap<String, toml::Value>,
-    /// Probes whose facts are gathered before the steps (`facts.<probe>`).
-    #[serde(default)]
+    /// Probes whose facts are gathered before the steps (`facts.<probe>`), each known.
     pub gather: Vec<Spanned<String>>,
     /// How nodes are worked through.
-    #[serde(default)]
     pub strategy: Strategy,
     /// The steps, in order.
-    #[serde(rename = "step", default)]
     pub steps: Vec<Step>,
 }
 
@@ -301,11 +440,11 @@ pub struct Playbook {
 
 impl Playbook {
     /// The reboot steps, in order.
-    pub(crate) fn reboot_steps(&self) -> impl Iterator<Item = &Step> {
+    pub(crate) fn reboot_steps(&self) -> impl Iterator<Item = (&Step, &RebootStep)> {
         self.file
             .steps
             .iter()
-            .filter(|st| *st.kind.get_ref() == StepKind::Reboot)
+            .filter_map(|st| st.reboot().map(|r| (st, r)))
     }
 
     /// The playbook has a reboot step.
@@ -316,13 +455,13 @@ impl Playbook {
     /// The names of the reboot steps.
     pub fn reboot_step_names(&self) -> Vec<String> {
         self.reboot_steps()
-            .map(|st| st.name.get_ref().clone())
+            .map(|(st, _)| st.name.get_ref().clone())
             .collect()
     }
 
     /// The playbook has a reboot step that drains its node.
     pub fn drains(&self) -> bool {
-        self.reboot_steps().any(|st| Step::flag(&st.drain, false))
+        self.reboot_steps().any(|(_, r)| r.drain.is_some())
     }
 
     /// An error at a span of this playbook.
@@ -332,30 +471,128 @@ impl Playbook {
 }
 
 impl Step {
-    /// A boolean field's value, or `default`.
-    pub fn flag(field: &Option<Spanned<bool>>, default: bool) -> bool {
-        field.as_ref().map_or(default, |b| *b.get_ref())
+    /// The step's kind.
+    pub fn kind(&self) -> StepKind {
+        self.action.kind()
     }
 
-    /// The step's timeout, or `default`.
+    /// The reboot step's own fields, when it is one.
+    pub fn reboot(&self) -> Option<&RebootStep> {
+        match &self.action {
+            Action::Reboot(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The step's timeout (`wait_for`, `reboot`), or `default`.
     pub fn timeout_or(&self, default: Duration) -> Duration {
-        self.timeout.as_ref().map_or(default, |t| t.get_ref().0)
+        let t = match &self.action {
+            Action::WaitFor(w) => w.timeout,
+            Action::Reboot(r) => r.timeout,
+            _ => None,
+        };
+        t.unwrap_or(default)
     }
 
-    /// `read_only`, parsed (validated already).
+    /// What the step declares read-only (only a `run` step declares anything).
     pub fn read_only(&self) -> ReadOnly {
-        match self.read_only.as_ref().map(|s| s.get_ref().as_str()) {
-            Some("guards") => ReadOnly::Guards,
-            Some("all") => ReadOnly::All,
+        match &self.action {
+            Action::Run(r) => r.read_only,
             _ => ReadOnly::Nothing,
         }
     }
 
-    /// `state`, parsed (validated already).
-    pub fn presence(&self) -> Presence {
-        match self.state.as_ref().map(|s| s.get_ref().as_str()) {
-            Some("absent") => Presence::Absent,
-            _ => Presence::Present,
+    /// A detached `run` step (see [`RunStep::detach`]).
+    pub fn detached(&self) -> Option<&Detach> {
+        match &self.action {
+            Action::Run(r) => r.detach.as_ref(),
+            _ => None,
         }
+    }
+
+    /// Every template string of the step, in the order validation checks them: the kind's
+    /// texts, then `when`, then the kind's expressions.
+    pub fn templates(&self) -> Vec<TemplateRef<'_>> {
+        let text = |t| TemplateRef {
+            text: t,
+            expression: false,
+            sees_result: false,
+        };
+        let expr = |t, sees_result| TemplateRef {
+            text: t,
+            expression: true,
+            sees_result,
+        };
+        let mut v: Vec<TemplateRef<'_>> = Vec::new();
+        let mut exprs: Vec<TemplateRef<'_>> = Vec::new();
+        match &self.action {
+            Action::Run(r) => {
+                v.push(text(&r.command));
+                let repair = r.detach.as_ref().and_then(|d| d.repair.as_ref());
+                for t in [&r.creates, &r.unless, &r.only_if, &r.undo]
+                    .into_iter()
+                    .flatten()
+                    .chain(repair)
+                {
+                    v.push(text(t));
+                }
+                for t in [&r.changed_when, &r.failed_when].into_iter().flatten() {
+                    exprs.push(expr(t, true));
+                }
+            }
+            Action::WaitFor(w) => v.push(text(&w.command)),
+            Action::Line(l) => v.extend([text(&l.path), text(&l.line)]),
+            Action::Lines(l) => {
+                v.push(text(&l.path));
+                v.extend(l.lines.iter().map(text));
+            }
+            Action::Block(b) => v.extend([text(&b.path), text(&b.block)]),
+            Action::File(f) => {
+                v.push(text(&f.path));
+                v.extend(f.content.iter().map(text));
+            }
+            Action::KernelCmdline(a) | Action::Modules(a) => {
+                v.extend(a.add.iter().chain(&a.remove).map(text));
+            }
+            Action::Assert(a) => exprs.push(expr(&a.that, false)),
+            Action::Service(_) | Action::Probe(_) | Action::Reboot(_) => {}
+        }
+        v.extend(self.when.iter().map(|w| expr(w, false)));
+        v.extend(exprs);
+        v
+    }
+}
+
+impl Action {
+    /// The kind this action is.
+    pub fn kind(&self) -> StepKind {
+        match self {
+            Action::Run(_) => StepKind::Run,
+            Action::WaitFor(_) => StepKind::WaitFor,
+            Action::Line(_) => StepKind::Line,
+            Action::Lines(_) => StepKind::Lines,
+            Action::Block(_) => StepKind::Block,
+            Action::File(_) => StepKind::File,
+            Action::KernelCmdline(_) => StepKind::KernelCmdline,
+            Action::Modules(_) => StepKind::Modules,
+            Action::Service(_) => StepKind::Service,
+            Action::Probe(_) => StepKind::Probe,
+            Action::Assert(_) => StepKind::Assert,
+            Action::Reboot(_) => StepKind::Reboot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_state_reads_back_as_written() {
+        for name in ServiceState::NAMES {
+            let state = ServiceState::parse(name).expect(name);
+            assert_eq!(state.as_str(), name);
+        }
+        assert_eq!(ServiceState::parse("on"), None);
     }
 }

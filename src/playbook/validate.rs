@@ -1,146 +1,24 @@
-//! Validation of a playbook before anything runs: step kinds and their fields, unique names,
-//! `on_change` references, probe names, template syntax; and (per node, once the inventory is
-//! known) that every variable a template uses is defined.
+//! Validation of a playbook before anything runs, as the one conversion of the file serde read
+//! ([`super::raw`]) into the typed [`super::model`]: each step's kind and its fields (which it
+//! takes, which it needs, their values), unique names, `on_change` references, probe names,
+//! template syntax; and (per node, once the inventory is known) that every variable a template
+//! uses is defined.
 
 use std::collections::HashSet;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
 
 use toml::Spanned;
 
-use std::path::Path;
-
-use super::model::{Playbook, PlaybookFile, Step, StepKind};
+use super::model::{
+    Action, AddRemove, AssertStep, BlockStep, Detach, Drain, FileStep, LineStep, LinesStep,
+    Playbook, PlaybookFile, Presence, ProbeStep, ReadOnly, RebootStep, RunStep, ServiceState,
+    ServiceStep, Step, StepKind, WaitForStep,
+};
+use super::raw::{RawPlaybookFile, RawStep};
 use super::template::Templates;
 use crate::inventory::SourceError;
-
-/// Which fields each kind takes (besides name, kind, when, on_change).
-fn allowed(kind: StepKind) -> &'static [&'static str] {
-    use StepKind::*;
-    match kind {
-        Run => &[
-            "command",
-            "creates",
-            "unless",
-            "only_if",
-            "changed_when",
-            "failed_when",
-            "undo",
-            "read_only",
-            "detach",
-            "repair",
-        ],
-        Line => &["path", "line", "regexp", "after", "state"],
-        Lines => &["path", "lines", "state"],
-        Block => &["path", "block", "state"],
-        File => &["path", "content", "mode", "owner", "state"],
-        KernelCmdline => &["add", "remove"],
-        Modules => &["add", "remove"],
-        Service => &["service", "state"],
-        Reboot => &[
-            "timeout",
-            "drain",
-            "local_disks",
-            "return_guests",
-            "ceph_accept_warnings",
-            "pg_timeout",
-        ],
-        WaitFor => &["command", "timeout"],
-        Probe => &["probes"],
-        Assert => &["that", "message"],
-    }
-}
-
-fn required(kind: StepKind) -> &'static [&'static str] {
-    use StepKind::*;
-    match kind {
-        Run | WaitFor => &["command"],
-        Line => &["path", "line"],
-        Lines => &["path", "lines"],
-        Block => &["path", "block"],
-        File => &["path"],
-        Service => &["service", "state"],
-        Probe => &["probes"],
-        Assert => &["that"],
-        KernelCmdline | Modules | Reboot => &[],
-    }
-}
-
-/// The fields a step sets, with their spans.
-fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
-    let mut v = Vec::new();
-    macro_rules! opt {
-        ($f:ident) => {
-            if let Some(x) = &s.$f {
-                v.push((stringify!($f), x.span()));
-            }
-        };
-    }
-    macro_rules! list {
-        ($f:ident) => {
-            if let Some(x) = s.$f.first() {
-                v.push((stringify!($f), x.span()));
-            }
-        };
-    }
-    opt!(command);
-    opt!(creates);
-    opt!(unless);
-    opt!(only_if);
-    opt!(changed_when);
-    opt!(failed_when);
-    opt!(undo);
-    opt!(read_only);
-    opt!(detach);
-    opt!(repair);
-    opt!(path);
-    opt!(line);
-    if let Some(l) = &s.lines {
-        v.push(("lines", l.first().map_or(s.name.span(), Spanned::span)));
-    }
-    opt!(regexp);
-    opt!(after);
-    opt!(state);
-    opt!(block);
-    opt!(content);
-    opt!(mode);
-    opt!(owner);
-    list!(add);
-    list!(remove);
-    opt!(service);
-    opt!(timeout);
-    opt!(drain);
-    opt!(local_disks);
-    opt!(return_guests);
-    list!(ceph_accept_warnings);
-    opt!(pg_timeout);
-    list!(probes);
-    opt!(that);
-    opt!(message);
-    v
-}
-
-/// Every template string of a step: (text, span, is_expression).
-pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
-    let mut v: Vec<(&Spanned<String>, bool)> = Vec::new();
-    for t in [
-        &s.command, &s.creates, &s.unless, &s.only_if, &s.undo, &s.repair, &s.path, &s.line,
-        &s.block, &s.content,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        v.push((t, false));
-    }
-    for t in s.lines.iter().flatten().chain(&s.add).chain(&s.remove) {
-        v.push((t, false));
-    }
-    for t in [&s.when, &s.changed_when, &s.failed_when, &s.that]
-        .into_iter()
-        .flatten()
-    {
-        v.push((t, true));
-    }
-    v
-}
 
 impl Playbook {
     /// Read, parse and validate.
@@ -151,22 +29,29 @@ impl Playbook {
 
     /// Parse and validate `text`.
     pub fn parse(text: &str, path: &Path) -> Result<Playbook, SourceError> {
-        let file: PlaybookFile =
+        let raw: RawPlaybookFile =
             toml::from_str(text).map_err(|e| SourceError::from_toml(path, text, &e))?;
-        let pb = Playbook {
+        let mut pb = Playbook {
             path: path.to_path_buf(),
             text: text.to_string(),
-            file,
+            file: PlaybookFile {
+                name: raw.name,
+                description: raw.description,
+                vars: raw.vars,
+                gather: raw.gather,
+                strategy: raw.strategy,
+                steps: Vec::new(),
+            },
         };
-        validate(&pb)?;
+        pb.file.steps = validate(&pb, raw.steps)?;
         Ok(pb)
     }
 }
 
-/// Structural validation (no inventory needed).
-pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
+/// Structural validation (no inventory needed): the strategy and `gather` of `pb`, then each
+/// raw step converted into its typed [`Step`].
+fn validate(pb: &Playbook, raw: Vec<RawStep>) -> Result<Vec<Step>, SourceError> {
     let t = Templates::new();
-    let mut names: Vec<&str> = Vec::new();
     if let Some(b) = pb
         .file
         .strategy
@@ -191,92 +76,184 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
             ));
         }
     }
-    for s in &pb.file.steps {
+    let mut steps: Vec<Step> = Vec::new();
+    for s in raw {
         let name = s.name.get_ref();
-        if names.contains(&name.as_str()) {
+        if steps.iter().any(|e| e.name.get_ref() == name) {
             return Err(pb.error_at(s.name.span(), format!("duplicate step name `{name}`")));
         }
-        let kind = *s.kind.get_ref();
-        let ok = allowed(kind);
-        for (field, span) in set_fields(s) {
-            if !ok.contains(&field) {
-                return Err(pb.error_at(
-                    span,
-                    format!(
-                        "`{field}` does not apply to a `{kind:?}` step; it takes: {}",
-                        ok.join(", ")
-                    )
-                    .replace(&format!("{kind:?}"), &kind_name(kind)),
-                ));
+        let step = Convert::new(pb, s).step(&steps)?;
+        for tpl in step.templates() {
+            if let Err(e) = t.variables(tpl.text.get_ref(), tpl.expression) {
+                return Err(pb.error_at(tpl.text.span(), format!("template error: {e}")));
             }
         }
-        let set: Vec<&str> = set_fields(s).into_iter().map(|(f, _)| f).collect();
-        for r in required(kind) {
-            if !set.contains(r) {
-                return Err(pb.error_at(
-                    s.kind.span(),
-                    format!("a `{}` step needs `{r}`", kind_name(kind)),
-                ));
-            }
+        steps.push(step);
+    }
+    Ok(steps)
+}
+
+/// Takes a raw step apart into its typed [`Step`]: the one place that knows which fields each
+/// kind takes, which it needs, and what their values may be. Each kind takes its fields out of
+/// the raw step (recording their names, for the error that lists them); a field still set
+/// afterwards does not apply to the kind.
+struct Convert<'a> {
+    pb: &'a Playbook,
+    raw: RawStep,
+    kind: StepKind,
+    kind_span: Range<usize>,
+    /// The fields the kind takes, in the order it takes them.
+    takes: Vec<&'static str>,
+}
+
+/// Take field `$f` out of the raw step of `$c`, noting that the kind takes it.
+macro_rules! take {
+    ($c:ident . $f:ident) => {{
+        $c.takes.push(stringify!($f));
+        std::mem::take(&mut $c.raw.$f)
+    }};
+}
+
+impl<'a> Convert<'a> {
+    fn new(pb: &'a Playbook, raw: RawStep) -> Self {
+        Convert {
+            pb,
+            kind: *raw.kind.get_ref(),
+            kind_span: raw.kind.span(),
+            raw,
+            takes: Vec::new(),
         }
-        if let Some(st) = &s.state {
-            let valid: &[&str] = match kind {
-                StepKind::Service => &["started", "stopped", "restarted", "enabled", "disabled"],
-                _ => &["present", "absent"],
-            };
-            if !valid.contains(&st.get_ref().as_str()) {
-                return Err(pb.error_at(
-                    st.span(),
-                    format!(
-                        "state `{}`: expected one of {}",
-                        st.get_ref(),
-                        valid.join(", ")
-                    ),
-                ));
+    }
+
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> SourceError {
+        self.pb.error_at(span, message.into())
+    }
+
+    /// The checks made in this order, the first failing one reported: the kind's fields (none
+    /// that does not apply, every required one), their values, `on_change`, and for
+    /// `kernel_cmdline` / `modules` that something is added or removed.
+    fn step(mut self, earlier: &[Step]) -> Result<Step, SourceError> {
+        use StepKind as K;
+        let action = match self.kind {
+            K::Run => self.run()?,
+            K::WaitFor => {
+                let (command, timeout) = (take!(self.command), take!(self.timeout));
+                self.no_others()?;
+                Action::WaitFor(WaitForStep {
+                    command: self.need(command, "command")?,
+                    timeout: timeout.map(|t| t.into_inner().0),
+                })
             }
-        }
-        if let Some(ro) = &s.read_only {
-            match ro.get_ref().as_str() {
-                "all" => {}
-                "guards" if s.unless.is_some() || s.only_if.is_some() => {}
-                "guards" => {
-                    return Err(pb.error_at(
-                        ro.span(),
-                        "read_only = \"guards\" needs an `unless` or `only_if` guard".into(),
-                    ))
+            K::Line => {
+                let (path, line, regexp) = (take!(self.path), take!(self.line), take!(self.regexp));
+                let (after, state) = (take!(self.after), take!(self.state));
+                self.no_others()?;
+                let (path, line) = (self.need(path, "path")?, self.need(line, "line")?);
+                let state = self.presence(state)?;
+                let regexp = regexp
+                    .map(|r| {
+                        regex::Regex::new(r.get_ref())
+                            .map_err(|e| self.err(r.span(), format!("bad regexp: {e}")))
+                    })
+                    .transpose()?;
+                Action::Line(LineStep {
+                    path,
+                    line,
+                    regexp,
+                    after,
+                    state,
+                })
+            }
+            K::Lines => {
+                let (path, lines, state) = (take!(self.path), take!(self.lines), take!(self.state));
+                self.no_others()?;
+                let (path, lines) = (self.need(path, "path")?, self.need(lines, "lines")?);
+                let state = self.presence(state)?;
+                Action::Lines(LinesStep { path, lines, state })
+            }
+            K::Block => {
+                let (path, block, state) = (take!(self.path), take!(self.block), take!(self.state));
+                self.no_others()?;
+                let (path, block) = (self.need(path, "path")?, self.need(block, "block")?);
+                let state = self.presence(state)?;
+                Action::Block(BlockStep { path, block, state })
+            }
+            K::File => {
+                let (path, content, mode) =
+                    (take!(self.path), take!(self.content), take!(self.mode));
+                let (owner, state) = (take!(self.owner), take!(self.state));
+                self.no_others()?;
+                let path = self.need(path, "path")?;
+                let state = self.presence(state)?;
+                Action::File(FileStep {
+                    path,
+                    content,
+                    mode,
+                    owner,
+                    state,
+                })
+            }
+            K::KernelCmdline | K::Modules => {
+                let (add, remove) = (take!(self.add), take!(self.remove));
+                self.no_others()?;
+                let lists = AddRemove { add, remove };
+                match self.kind {
+                    K::Modules => Action::Modules(lists),
+                    _ => Action::KernelCmdline(lists),
                 }
-                other => {
-                    return Err(pb.error_at(
-                        ro.span(),
-                        format!("read_only `{other}`: expected \"guards\" (unless / only_if only read the node) or \"all\" (the command too)"),
-                    ))
+            }
+            K::Service => {
+                let (service, state) = (take!(self.service), take!(self.state));
+                self.no_others()?;
+                let service = self.need(service, "service")?;
+                let state = self.need(state, "state")?;
+                let state = ServiceState::parse(state.get_ref())
+                    .ok_or_else(|| self.bad_state(&state, &ServiceState::NAMES))?;
+                Action::Service(ServiceStep { service, state })
+            }
+            K::Reboot => {
+                let (timeout, drain) = (take!(self.timeout), take!(self.drain));
+                let (local_disks, return_guests) =
+                    (take!(self.local_disks), take!(self.return_guests));
+                let accept = take!(self.ceph_accept_warnings);
+                let pg_timeout = take!(self.pg_timeout);
+                self.no_others()?;
+                Action::Reboot(RebootStep {
+                    timeout: timeout.map(|t| t.into_inner().0),
+                    drain: flag(drain, false).then(|| Drain {
+                        local_disks: flag(local_disks, false),
+                        return_guests: flag(return_guests, true),
+                    }),
+                    ceph_accept_warnings: accept,
+                    pg_timeout: pg_timeout.map_or(Duration::from_secs(1800), |t| t.into_inner().0),
+                })
+            }
+            K::Probe => {
+                let probes = take!(self.probes);
+                self.no_others()?;
+                if probes.is_empty() {
+                    return Err(self.needs("probes"));
                 }
-            }
-        }
-        if let Some(rep) = &s.repair {
-            if !Step::flag(&s.detach, false) {
-                return Err(pb.error_at(
-                    rep.span(),
-                    "`repair` needs `detach = true` (it repairs a detached command cut off halfway)"
-                        .into(),
-                ));
-            }
-        }
-        if matches!(kind, StepKind::Line) {
-            if let Some(r) = &s.regexp {
-                if let Err(e) = regex::Regex::new(r.get_ref()) {
-                    return Err(pb.error_at(r.span(), format!("bad regexp: {e}")));
+                if let Some(p) = probes
+                    .iter()
+                    .find(|p| crate::probe::by_name(p.get_ref()).is_none())
+                {
+                    return Err(self.err(p.span(), format!("unknown probe `{}`", p.get_ref())));
                 }
+                Action::Probe(ProbeStep { probes })
             }
-        }
-        for p in &s.probes {
-            if crate::probe::by_name(p.get_ref()).is_none() {
-                return Err(pb.error_at(p.span(), format!("unknown probe `{}`", p.get_ref())));
+            K::Assert => {
+                let (that, message) = (take!(self.that), take!(self.message));
+                self.no_others()?;
+                Action::Assert(AssertStep {
+                    that: self.need(that, "that")?,
+                    message,
+                })
             }
-        }
-        for c in &s.on_change {
-            if !names.contains(&c.get_ref().as_str()) {
-                return Err(pb.error_at(
+        };
+        for c in &self.raw.on_change {
+            if !earlier.iter().any(|e| e.name.get_ref() == c.get_ref()) {
+                return Err(self.err(
                     c.span(),
                     format!(
                         "on_change names `{}`, which is not an earlier step",
@@ -285,26 +262,124 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
                 ));
             }
         }
-        if kind == StepKind::Modules && s.add.is_empty() && s.remove.is_empty() {
-            return Err(pb.error_at(
-                s.kind.span(),
-                "a `modules` step needs `add` or `remove`".into(),
-            ));
-        }
-        if kind == StepKind::KernelCmdline && s.add.is_empty() && s.remove.is_empty() {
-            return Err(pb.error_at(
-                s.kind.span(),
-                "a `kernel_cmdline` step needs `add` or `remove`".into(),
-            ));
-        }
-        for (tpl, expr) in templates_of(s) {
-            if let Err(e) = t.variables(tpl.get_ref(), expr) {
-                return Err(pb.error_at(tpl.span(), format!("template error: {e}")));
+        if let Action::KernelCmdline(l) | Action::Modules(l) = &action {
+            if l.add.is_empty() && l.remove.is_empty() {
+                return Err(self.err(
+                    self.kind_span.clone(),
+                    format!("a `{}` step needs `add` or `remove`", kind_name(self.kind)),
+                ));
             }
         }
-        names.push(name);
+        Ok(Step {
+            name: self.raw.name,
+            when: self.raw.when,
+            on_change: self.raw.on_change,
+            action,
+        })
     }
-    Ok(())
+
+    fn run(&mut self) -> Result<Action, SourceError> {
+        let (command, creates) = (take!(self.command), take!(self.creates));
+        let (unless, only_if) = (take!(self.unless), take!(self.only_if));
+        let (changed_when, failed_when) = (take!(self.changed_when), take!(self.failed_when));
+        let (undo, read_only) = (take!(self.undo), take!(self.read_only));
+        let (detach, repair) = (take!(self.detach), take!(self.repair));
+        self.no_others()?;
+        let command = self.need(command, "command")?;
+        let read_only = match read_only {
+            None => ReadOnly::Nothing,
+            Some(ro) => match ro.get_ref().as_str() {
+                "all" => ReadOnly::All,
+                "guards" if unless.is_some() || only_if.is_some() => ReadOnly::Guards,
+                "guards" => {
+                    return Err(self.err(
+                        ro.span(),
+                        "read_only = \"guards\" needs an `unless` or `only_if` guard",
+                    ))
+                }
+                other => {
+                    return Err(self.err(
+                        ro.span(),
+                        format!("read_only `{other}`: expected \"guards\" (unless / only_if only read the node) or \"all\" (the command too)"),
+                    ))
+                }
+            },
+        };
+        let detach = match (flag(detach, false), repair) {
+            (true, repair) => Some(Detach { repair }),
+            (false, None) => None,
+            (false, Some(rep)) => return Err(self.err(
+                rep.span(),
+                "`repair` needs `detach = true` (it repairs a detached command cut off halfway)",
+            )),
+        };
+        Ok(Action::Run(RunStep {
+            command,
+            creates,
+            unless,
+            only_if,
+            changed_when,
+            failed_when,
+            undo,
+            read_only,
+            detach,
+        }))
+    }
+
+    /// After the kind took its fields: the first field still set does not apply to the kind.
+    fn no_others(&self) -> Result<(), SourceError> {
+        match self.raw.set_fields().into_iter().next() {
+            None => Ok(()),
+            Some((field, span)) => Err(self.err(
+                span,
+                format!(
+                    "`{field}` does not apply to a `{}` step; it takes: {}",
+                    kind_name(self.kind),
+                    self.takes.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// A required field's value.
+    fn need<T>(&self, field: Option<T>, name: &str) -> Result<T, SourceError> {
+        field.ok_or_else(|| self.needs(name))
+    }
+
+    fn needs(&self, name: &str) -> SourceError {
+        self.err(
+            self.kind_span.clone(),
+            format!("a `{}` step needs `{name}`", kind_name(self.kind)),
+        )
+    }
+
+    /// `state` of a file edit: present (the default) or absent.
+    fn presence(&self, state: Option<Spanned<String>>) -> Result<Presence, SourceError> {
+        let Some(state) = state else {
+            return Ok(Presence::Present);
+        };
+        match state.get_ref().as_str() {
+            "present" => Ok(Presence::Present),
+            "absent" => Ok(Presence::Absent),
+            _ => Err(self.bad_state(&state, &["present", "absent"])),
+        }
+    }
+
+    fn bad_state(&self, state: &Spanned<String>, valid: &[&str]) -> SourceError {
+        self.err(
+            state.span(),
+            format!(
+                "state `{}`: expected one of {}",
+                state.get_ref(),
+                valid.join(", ")
+            ),
+        )
+    }
+}
+
+/// A boolean field's value, or `default`.
+fn flag(field: Option<Spanned<bool>>, default: bool) -> bool {
+    field.map_or(default, Spanned::into_inner)
 }
 
 /// The name of a kind as written in files.
@@ -325,17 +400,15 @@ pub fn kind_name(k: StepKind) -> String {
 pub fn check_variables(pb: &Playbook, known: &HashSet<String>) -> Result<(), SourceError> {
     let t = Templates::new();
     for s in &pb.file.steps {
-        for (tpl, expr) in templates_of(s) {
+        for tpl in s.templates() {
             let used = t
-                .variables(tpl.get_ref(), expr)
-                .map_err(|e| pb.error_at(tpl.span(), e.to_string()))?;
-            let is_result_expr = [&s.changed_when, &s.failed_when]
-                .iter()
-                .any(|x| x.as_ref().is_some_and(|x| std::ptr::eq(x, tpl)));
+                .variables(tpl.text.get_ref(), tpl.expression)
+                .map_err(|e| pb.error_at(tpl.text.span(), e.to_string()))?;
             for v in used {
-                let result_var = is_result_expr && ["rc", "stdout", "stderr"].contains(&v.as_str());
+                let result_var =
+                    tpl.sees_result && ["rc", "stdout", "stderr"].contains(&v.as_str());
                 if !known.contains(&v) && !result_var {
-                    return Err(pb.error_at(tpl.span(), format!("undefined variable `{v}` (define it in [vars], the inventory, or with -e)")));
+                    return Err(pb.error_at(tpl.text.span(), format!("undefined variable `{v}` (define it in [vars], the inventory, or with -e)")));
                 }
             }
         }
@@ -382,6 +455,72 @@ mod tests {
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(want), "want {want:?}, got {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_field_of_another_kind_is_refused_naming_what_the_kind_takes() {
+        let cases = [
+            ("run", "path = \"/x\"", "`path` does not apply to a `run` step; it takes: command, creates, unless, only_if, changed_when, failed_when, undo, read_only, detach, repair"),
+            ("reboot", "probes = [\"gpu\"]", "`probes` does not apply to a `reboot` step; it takes: timeout, drain, local_disks, return_guests, ceph_accept_warnings, pg_timeout"),
+            ("lines", "line = \"a\"", "`line` does not apply to a `lines` step; it takes: path, lines, state"),
+            ("kernel_cmdline", "state = \"absent\"", "`state` does not apply to a `kernel_cmdline` step; it takes: add, remove"),
+        ];
+        for (kind, field, want) in cases {
+            let text =
+                format!("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"{kind}\"\n{field}\n");
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(
+                e.starts_with("pb.toml:5:") && e.contains(want),
+                "want {want:?}, got {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn steps_load_as_one_typed_value_per_kind() {
+        let pb = parse("name = \"x\"\n[[step]]\nname = \"up\"\nkind = \"run\"\ncommand = \"apt-get -y dist-upgrade\"\ndetach = true\nrepair = \"dpkg --configure -a\"\nunless = \"true\"\nread_only = \"guards\"\n[[step]]\nname = \"svc\"\nkind = \"service\"\nservice = \"rrdcached\"\nstate = \"restarted\"\n[[step]]\nname = \"rb\"\nkind = \"reboot\"\ndrain = true\nlocal_disks = true\ntimeout = \"5m\"\n[[step]]\nname = \"ln\"\nkind = \"line\"\npath = \"/etc/x\"\nline = \"a\"\nstate = \"absent\"\n").unwrap();
+        let steps = &pb.file.steps;
+        let Action::Run(run) = &steps[0].action else {
+            panic!("{:?}", steps[0].action)
+        };
+        assert_eq!(run.read_only, ReadOnly::Guards);
+        let repair = run.detach.as_ref().and_then(|d| d.repair.as_ref());
+        assert_eq!(
+            repair.map(|r| r.get_ref().as_str()),
+            Some("dpkg --configure -a")
+        );
+        let Action::Service(svc) = &steps[1].action else {
+            panic!("{:?}", steps[1].action)
+        };
+        assert_eq!(svc.state, ServiceState::Restarted);
+        let reboot = steps[2].reboot().expect("a reboot step");
+        let drain = Drain {
+            local_disks: true,
+            return_guests: true,
+        };
+        assert_eq!(reboot.drain, Some(drain));
+        assert_eq!(reboot.pg_timeout, Duration::from_secs(1800));
+        assert_eq!(
+            steps[2].timeout_or(Duration::ZERO),
+            Duration::from_secs(300)
+        );
+        assert!(pb.drains() && pb.reboots());
+        let Action::Line(line) = &steps[3].action else {
+            panic!("{:?}", steps[3].action)
+        };
+        assert_eq!(line.state, Presence::Absent);
+        assert_eq!(steps[3].kind(), StepKind::Line);
+    }
+
+    #[test]
+    fn a_kernel_cmdline_or_modules_step_needs_something_to_add_or_remove() {
+        for kind in ["modules", "kernel_cmdline"] {
+            let text =
+                format!("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"{kind}\"\nadd = []\n");
+            let e = parse(&text).unwrap_err().to_string();
+            let want = format!("pb.toml:4:8: a `{kind}` step needs `add` or `remove`");
+            assert!(e.starts_with(&want), "want {want:?}, got {e:?}");
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
-use super::super::model::{ReadOnly, Step};
+use super::super::model::{ReadOnly, RunStep, Step, WaitForStep};
 use super::detached::{self, Status};
 use crate::journal::UndoRecord;
 use crate::maintenance::remote::{first_line, Remote};
@@ -60,7 +60,7 @@ enum Guards {
 /// so a plan (check mode) runs only those that cannot change it: `creates` (pvefleet's own
 /// `test -e`) always; `unless` / `only_if` only when the step declares them read-only
 /// (`read_only = "guards"` or `"all"`). Otherwise the plan says which guard it did not evaluate.
-async fn guards(r: &Remote, st: &NodeState<'_>, step: &Step) -> Result<Guards, StepError> {
+async fn guards(r: &Remote, st: &NodeState<'_>, step: &RunStep) -> Result<Guards, StepError> {
     if let Some(path) = st.render(&step.creates, true)? {
         let o = r.sh(&format!("test -e {path}")).await?;
         if o.exit == ExitStatus::Code(0) {
@@ -69,7 +69,7 @@ async fn guards(r: &Remote, st: &NodeState<'_>, step: &Step) -> Result<Guards, S
     }
     let unless = st.render(&step.unless, true)?;
     let only_if = st.render(&step.only_if, true)?;
-    if st.s.check && step.read_only() == ReadOnly::Nothing {
+    if st.s.check && step.read_only == ReadOnly::Nothing {
         let skipped: Vec<String> = [("unless", &unless), ("only_if", &only_if)]
             .into_iter()
             .filter_map(|(k, g)| g.as_ref().map(|g| format!("{k} `{g}`")))
@@ -104,9 +104,10 @@ pub(super) async fn run(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    run: &RunStep,
 ) -> Result<StepResult, StepError> {
-    let cmd = st.render(&step.command, true)?.expect("validated");
-    let read_only = step.read_only();
+    let cmd = st.render_one(&run.command, true)?;
+    let read_only = run.read_only;
     if st.s.check && st.reboot_pending && read_only == ReadOnly::All {
         // A check after a reboot the plan would do reads a state the node is not in yet.
         let mut res = result(
@@ -118,14 +119,14 @@ pub(super) async fn run(
         res.commands.push(cmd);
         return Ok(res);
     }
-    let not_evaluated = match guards(r, st, step).await? {
+    let not_evaluated = match guards(r, st, run).await? {
         Guards::Skip(why) => return Ok(result(step, StepStatus::Skipped, why)),
         Guards::NotEvaluated(g) => Some(g),
         Guards::Run => None,
     };
     if st.s.check && read_only != ReadOnly::All {
         // A step declared never to change anything (a check) is not a change in the plan.
-        let checks_only = step
+        let checks_only = run
             .changed_when
             .as_ref()
             .is_some_and(|c| c.get_ref().trim() == "false");
@@ -147,7 +148,7 @@ pub(super) async fn run(
         res.commands.push(cmd);
         return Ok(res);
     }
-    let undo = st.render(&step.undo, true)?;
+    let undo = st.render(&run.undo, true)?;
     let undo_record = |phase: Phase| {
         undo.as_ref().map(|u| UndoRecord {
             node: r.node.name.clone(),
@@ -161,7 +162,7 @@ pub(super) async fn run(
         j.undo(rec).await;
     }
     let mut note = "";
-    let o = if Step::flag(&step.detach, false) {
+    let o = if run.detach.is_some() {
         let dir = detached::dir(&st.s.run_id, st.index);
         // The interrupted attempt started this very step: how did its command end?
         let resumed = st
@@ -193,11 +194,11 @@ pub(super) async fn run(
         "stdout": String::from_utf8_lossy(&o.stdout),
         "stderr": String::from_utf8_lossy(&o.stderr),
     });
-    let failed = match &step.failed_when {
+    let failed = match &run.failed_when {
         Some(e) => st.truth(e, Some(vars.clone()))?,
         None => o.exit != ExitStatus::Code(0),
     };
-    let changed = match &step.changed_when {
+    let changed = match &run.changed_when {
         Some(e) => st.truth(e, Some(vars))?,
         None => true,
     };
@@ -238,11 +239,7 @@ pub(super) async fn ended_while_away(
         .history
         .and_then(|h| h.in_step.as_ref())
         .is_some_and(|(i, _)| *i == st.index);
-    if st.s.check
-        || !resumed
-        || *step.kind.get_ref() != super::super::model::StepKind::Run
-        || !Step::flag(&step.detach, false)
-    {
+    if st.s.check || !resumed || step.detached().is_none() {
         return Ok(false);
     }
     let dir = detached::dir(&st.s.run_id, st.index);
@@ -262,12 +259,9 @@ pub(crate) async fn repair_interrupted(
     let Some(step) = st.s.playbook.file.steps.get(index) else {
         return Ok(None);
     };
-    if st.s.check || *step.kind.get_ref() != super::super::model::StepKind::Run {
+    let Some(detach) = step.detached().filter(|_| !st.s.check) else {
         return Ok(None);
-    }
-    if !Step::flag(&step.detach, false) {
-        return Ok(None);
-    }
+    };
     let dir = detached::dir(&st.s.run_id, index);
     if matches!(detached::status(r, &dir).await?, Status::Running) {
         eprintln!(
@@ -279,7 +273,7 @@ pub(crate) async fn repair_interrupted(
     let Some(state) = detached::settle(r, &dir, &st.s.cancel).await? else {
         return Err(StepError::Interrupted);
     };
-    let (Status::Dead, Some(repair)) = (state, st.render(&step.repair, true)?) else {
+    let (Status::Dead, Some(repair)) = (state, st.render(&detach.repair, true)?) else {
         return Ok(None);
     };
     let o = interruptible(r, st, &repair).await?;
@@ -318,8 +312,9 @@ pub(super) async fn wait_for(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    wait: &WaitForStep,
 ) -> Result<StepResult, StepError> {
-    let cmd = st.render(&step.command, true)?.expect("validated");
+    let cmd = st.render_one(&wait.command, true)?;
     let deadline = Instant::now() + step.timeout_or(Duration::from_secs(120));
     if st.s.check {
         let mut res = result(

@@ -8,7 +8,7 @@
 
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
-use super::super::model::Step;
+use super::super::model::{AssertStep, ProbeStep, Step};
 use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
 
@@ -49,8 +49,9 @@ pub(super) async fn probe(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    probe: &ProbeStep,
 ) -> Result<StepResult, StepError> {
-    let names: Vec<String> = step.probes.iter().map(|p| p.get_ref().clone()).collect();
+    let names: Vec<String> = probe.probes.iter().map(|p| p.get_ref().clone()).collect();
     let facts = gather(r, &names).await?;
     st.facts.extend(facts);
     Ok(result(
@@ -60,8 +61,12 @@ pub(super) async fn probe(
     ))
 }
 
-pub(super) fn assert(st: &NodeState<'_>, step: &Step) -> Result<StepResult, StepError> {
-    let that = step.that.as_ref().expect("validated");
+pub(super) fn assert(
+    st: &NodeState<'_>,
+    step: &Step,
+    assert: &AssertStep,
+) -> Result<StepResult, StepError> {
+    let that = &assert.that;
     if st.truth(that, None)? {
         Ok(result(
             step,
@@ -69,7 +74,7 @@ pub(super) fn assert(st: &NodeState<'_>, step: &Step) -> Result<StepResult, Step
             format!("{} holds", that.get_ref()),
         ))
     } else {
-        let msg = match st.render(&step.message, false)? {
+        let msg = match st.render(&assert.message, false)? {
             Some(m) => m,
             None => format!("assertion failed: {}", that.get_ref()),
         };

@@ -7,7 +7,7 @@
 use super::super::context::{backup_dir, result, NodeState};
 use super::super::edit;
 use super::super::error::StepError;
-use super::super::model::{Presence, Step, StepKind};
+use super::super::model::{AddRemove, BlockStep, FileStep, LineStep, LinesStep, Presence, Step};
 use crate::journal::{sha1_hex, BackupRecord};
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
@@ -169,23 +169,58 @@ pub(super) async fn line(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    line: &LineStep,
 ) -> Result<StepResult, StepError> {
-    let path = st.render(&step.path, false)?.expect("validated");
-    let lines = match *step.kind.get_ref() {
-        StepKind::Line => vec![st.render(&step.line, false)?.expect("validated")],
-        _ => st.render_list(step.lines.as_deref().unwrap_or(&[]))?,
+    let path = st.render_one(&line.path, false)?;
+    let lines = vec![st.render_one(&line.line, false)?];
+    let after = regex(st.render(&line.after, false)?, "after")?;
+    let how = LineEdit {
+        regexp: line.regexp.as_ref(),
+        after: after.as_ref(),
+        state: line.state,
     };
-    let re = regex(step.regexp.as_ref().map(|x| x.get_ref().clone()), "regexp")?;
-    let after = regex(st.render(&step.after, false)?, "after")?;
-    let state = step.presence();
+    edit_lines(r, st, step, &path, &lines, how).await
+}
+
+pub(super) async fn lines(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+    lines: &LinesStep,
+) -> Result<StepResult, StepError> {
+    let path = st.render_one(&lines.path, false)?;
+    let rendered = st.render_list(&lines.lines)?;
+    let how = LineEdit {
+        regexp: None,
+        after: None,
+        state: lines.state,
+    };
+    edit_lines(r, st, step, &path, &rendered, how).await
+}
+
+/// How each line of a `line` / `lines` step is put in its file.
+struct LineEdit<'a> {
+    regexp: Option<&'a regex::Regex>,
+    after: Option<&'a regex::Regex>,
+    state: Presence,
+}
+
+async fn edit_lines(
+    r: &mut Remote,
+    st: &mut NodeState<'_>,
+    step: &Step,
+    path: &str,
+    lines: &[String],
+    how: LineEdit<'_>,
+) -> Result<StepResult, StepError> {
     file_step(
         r,
         st,
         step,
-        &path,
+        path,
         |old| {
             lines.iter().fold(old.to_string(), |acc, l| {
-                edit::ensure_line_after(&acc, l, re.as_ref(), after.as_ref(), state)
+                edit::ensure_line_after(&acc, l, how.regexp, how.after, how.state)
             })
         },
         None,
@@ -197,11 +232,12 @@ pub(super) async fn block(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    block: &BlockStep,
 ) -> Result<StepResult, StepError> {
-    let path = st.render(&step.path, false)?.expect("validated");
-    let body = st.render(&step.block, false)?.expect("validated");
+    let path = st.render_one(&block.path, false)?;
+    let body = st.render_one(&block.block, false)?;
     let name = step.name.get_ref().clone();
-    let state = step.presence();
+    let state = block.state;
     file_step(
         r,
         st,
@@ -217,9 +253,10 @@ pub(super) async fn file(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    file: &FileStep,
 ) -> Result<StepResult, StepError> {
-    let path = st.render(&step.path, false)?.expect("validated");
-    if step.presence() == Presence::Absent {
+    let path = st.render_one(&file.path, false)?;
+    if file.state == Presence::Absent {
         let exists = r.read(&path).await?.is_some();
         if !exists {
             return Ok(result(step, StepStatus::Ok, format!("{path} absent")));
@@ -233,18 +270,18 @@ pub(super) async fn file(
         }
         return Ok(res);
     }
-    let content = st.render(&step.content, false)?.unwrap_or_default();
+    let content = st.render(&file.content, false)?.unwrap_or_default();
     let mut res = file_step(r, st, step, &path, |_| content.clone(), None).await?;
     if res.status != StepStatus::Failed {
         let mut fix = Vec::new();
-        if let Some(m) = &step.mode {
+        if let Some(m) = &file.mode {
             fix.push(format!(
                 "chmod {} {}",
                 shell_quote(m.get_ref()),
                 shell_quote(&path)
             ));
         }
-        if let Some(o) = &step.owner {
+        if let Some(o) = &file.owner {
             fix.push(format!(
                 "chown {} {}",
                 shell_quote(o.get_ref()),
@@ -255,7 +292,7 @@ pub(super) async fn file(
             r.sh(&fix.join(" && ")).await?;
         }
     }
-    if res.status == StepStatus::Ok && (step.mode.is_some() || step.owner.is_some()) {
+    if res.status == StepStatus::Ok && (file.mode.is_some() || file.owner.is_some()) {
         res.detail.push_str(" (mode/owner enforced)");
     }
     Ok(res)
@@ -273,9 +310,10 @@ pub(super) async fn kernel_cmdline(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    lists: &AddRemove,
 ) -> Result<StepResult, StepError> {
-    let add = st.render_list(&step.add)?;
-    let remove = st.render_list(&step.remove)?;
+    let add = st.render_list(&lists.add)?;
+    let remove = st.render_list(&lists.remove)?;
     // The file the boot loader reads (a grub.d file that replaces the line wins over
     // /etc/default/grub) and what makes an edit reach the next boot: update-grub on plain GRUB,
     // proxmox-boot-tool refresh on systemd-boot and on GRUB managed by proxmox-boot-tool.
@@ -296,9 +334,10 @@ pub(super) async fn modules(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    lists: &AddRemove,
 ) -> Result<StepResult, StepError> {
-    let add = st.render_list(&step.add)?;
-    let remove = st.render_list(&step.remove)?;
+    let add = st.render_list(&lists.add)?;
+    let remove = st.render_list(&lists.remove)?;
     file_step(
         r,
         st,

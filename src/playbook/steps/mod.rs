@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::context::{result, NodeState};
 use super::error::StepError;
-use super::model::{Step, StepKind};
+use super::model::{Action, RebootStep, Step, StepKind};
 use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
 use crate::maintenance::remote::Remote;
@@ -32,7 +32,7 @@ pub(super) async fn run_step(
     // A reboot the stopped run left in progress continues from where it stood, whatever its
     // guards say now (a reboot into a new kernel is no longer "needed" once the node runs it,
     // yet what its drain set must be put back).
-    let in_progress = (*step.kind.get_ref() == StepKind::Reboot)
+    let in_progress = (step.kind() == StepKind::Reboot)
         .then(|| reboot_in_progress(st.history, st.index))
         .flatten();
     if let (true, Some(state)) = (st.s.check, &in_progress) {
@@ -59,8 +59,12 @@ pub(super) async fn run_step(
             "nothing it depends on changed",
         ));
     }
-    let kind = *step.kind.get_ref();
-    if st.reboot_pending && matches!(kind, StepKind::Probe | StepKind::Assert | StepKind::WaitFor) {
+    if st.reboot_pending
+        && matches!(
+            step.action,
+            Action::Probe(_) | Action::Assert(_) | Action::WaitFor(_)
+        )
+    {
         let mut res = result(
             step,
             StepStatus::Skipped,
@@ -69,18 +73,19 @@ pub(super) async fn run_step(
         res.deferred = Some(crate::outcome::Deferred::AfterReboot);
         return Ok(res);
     }
-    match kind {
-        StepKind::Run => command::run(r, st, step).await,
-        StepKind::WaitFor => command::wait_for(r, st, step).await,
-        StepKind::Line | StepKind::Lines => files::line(r, st, step).await,
-        StepKind::Block => files::block(r, st, step).await,
-        StepKind::File => files::file(r, st, step).await,
-        StepKind::KernelCmdline => files::kernel_cmdline(r, st, step).await,
-        StepKind::Modules => files::modules(r, st, step).await,
-        StepKind::Service => service::service(r, st, step).await,
-        StepKind::Probe => facts::probe(r, st, step).await,
-        StepKind::Assert => facts::assert(st, step),
-        StepKind::Reboot => reboot_step(r, st, step).await,
+    match &step.action {
+        Action::Run(a) => command::run(r, st, step, a).await,
+        Action::WaitFor(a) => command::wait_for(r, st, step, a).await,
+        Action::Line(a) => files::line(r, st, step, a).await,
+        Action::Lines(a) => files::lines(r, st, step, a).await,
+        Action::Block(a) => files::block(r, st, step, a).await,
+        Action::File(a) => files::file(r, st, step, a).await,
+        Action::KernelCmdline(a) => files::kernel_cmdline(r, st, step, a).await,
+        Action::Modules(a) => files::modules(r, st, step, a).await,
+        Action::Service(a) => service::service(r, st, step, a).await,
+        Action::Probe(a) => facts::probe(r, st, step, a).await,
+        Action::Assert(a) => facts::assert(st, step, a),
+        Action::Reboot(a) => reboot_step(r, st, step, a).await,
     }
 }
 
@@ -193,7 +198,7 @@ fn predicted(
 /// What [`readiness::check`] needs to know of a reboot step and the run.
 pub(crate) fn readiness_ask<'a>(
     st: &'a NodeState<'_>,
-    step: &Step,
+    step: &RebootStep,
 ) -> Result<readiness::Ask<'a>, StepError> {
     Ok(readiness::Ask {
         guests: st.s.guests,
@@ -210,10 +215,10 @@ pub(crate) fn readiness_ask<'a>(
     })
 }
 
-fn drain_opts(step: &Step) -> Option<reboot::DrainOpts> {
-    Step::flag(&step.drain, false).then(|| reboot::DrainOpts {
-        local_disks: Step::flag(&step.local_disks, false),
-        return_guests: Step::flag(&step.return_guests, true),
+fn drain_opts(step: &RebootStep) -> Option<reboot::DrainOpts> {
+    step.drain.map(|d| reboot::DrainOpts {
+        local_disks: d.local_disks,
+        return_guests: d.return_guests,
     })
 }
 
@@ -221,12 +226,13 @@ async fn reboot_step(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    reboot_step: &RebootStep,
 ) -> Result<StepResult, StepError> {
     if st.s.check {
         st.reboot_pending = true;
         // Decide before you change: the plan asks the cluster now whether the node could
         // finish this reboot, and shows what it found (or why the run will refuse the node).
-        let mut ask = readiness_ask(st, step)?;
+        let mut ask = readiness_ask(st, reboot_step)?;
         ask.coming_back =
             st.s.resume
                 .iter()
@@ -292,12 +298,9 @@ async fn reboot_step(
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
-        drain: drain_opts(step),
-        ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
-        pg_timeout: step
-            .pg_timeout
-            .as_ref()
-            .map_or(Duration::from_secs(1800), |t| t.get_ref().0),
+        drain: drain_opts(reboot_step),
+        ceph_accept: st.render_list(&reboot_step.ceph_accept_warnings)?,
+        pg_timeout: reboot_step.pg_timeout,
         cluster: &st.s.cluster,
         rolling: &st.s.rolling,
     };

@@ -3,7 +3,7 @@
 
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
-use super::super::model::Step;
+use super::super::model::{ServiceState, ServiceStep, Step};
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
@@ -13,29 +13,30 @@ pub(super) async fn service(
     r: &mut Remote,
     st: &mut NodeState<'_>,
     step: &Step,
+    service: &ServiceStep,
 ) -> Result<StepResult, StepError> {
-    let unit = st.render(&step.service, false)?.expect("validated");
-    let want = step
-        .state
-        .as_ref()
-        .map(|s| s.get_ref().as_str())
-        .unwrap_or("started");
+    let unit = st.render_one(&service.service, false)?;
+    let want = service.state.as_str();
     let q = shell_quote(&unit);
     // One unit per query: with several units systemctl answers "any of" (DOMAIN.md §7).
-    let (query, good) = match want {
-        "enabled" | "disabled" => (format!("systemctl is-enabled {q}"), want),
+    let (query, good) = match service.state {
+        ServiceState::Enabled | ServiceState::Disabled => {
+            (format!("systemctl is-enabled {q}"), want)
+        }
         _ => (format!("systemctl is-active {q}"), "active"),
     };
     let (_, state) = r.text(&query).await?;
     let matches = state.trim() == good;
-    let cmd = match (want, matches) {
-        ("started", true) | ("stopped", false) | ("enabled", true) | ("disabled", true) => None,
-        ("started", false) => Some(format!("systemctl start {q}")),
-        ("stopped", true) => Some(format!("systemctl stop {q}")),
-        ("restarted", _) => Some(format!("systemctl restart {q}")),
-        ("enabled", false) => Some(format!("systemctl enable {q}")),
-        _ => Some(format!("systemctl disable {q}")),
+    let verb = match (service.state, matches) {
+        (ServiceState::Started | ServiceState::Enabled | ServiceState::Disabled, true)
+        | (ServiceState::Stopped, false) => None,
+        (ServiceState::Started, false) => Some("start"),
+        (ServiceState::Stopped, true) => Some("stop"),
+        (ServiceState::Restarted, _) => Some("restart"),
+        (ServiceState::Enabled, false) => Some("enable"),
+        (ServiceState::Disabled, false) => Some("disable"),
     };
+    let cmd = verb.map(|v| format!("systemctl {v} {q}"));
     let Some(cmd) = cmd else {
         return Ok(result(
             step,
