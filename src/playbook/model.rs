@@ -164,6 +164,10 @@ pub struct Step {
     pub kind: Spanned<StepKind>,
     /// Run only when this expression is true.
     pub when: Option<Spanned<String>>,
+    /// When `when` is false: the skip's detail, a template (rendered empty: the usual words,
+    /// which variables and facts `when` read). Says what the skip leaves to do ("reboot
+    /// pending: KERNEL").
+    pub skip_note: Option<Spanned<String>>,
     /// Run only if one of these earlier steps changed something on the node (once).
     #[serde(default)]
     pub on_change: Vec<Spanned<String>>,

@@ -122,8 +122,17 @@ fn set_fields(s: &Step) -> Vec<(&'static str, std::ops::Range<usize>)> {
 pub fn templates_of(s: &Step) -> Vec<(&Spanned<String>, bool)> {
     let mut v: Vec<(&Spanned<String>, bool)> = Vec::new();
     for t in [
-        &s.command, &s.creates, &s.unless, &s.only_if, &s.undo, &s.repair, &s.path, &s.line,
-        &s.block, &s.content,
+        &s.command,
+        &s.creates,
+        &s.unless,
+        &s.only_if,
+        &s.undo,
+        &s.repair,
+        &s.path,
+        &s.line,
+        &s.block,
+        &s.content,
+        &s.skip_note,
     ]
     .into_iter()
     .flatten()
@@ -252,6 +261,12 @@ pub fn validate(pb: &Playbook) -> Result<(), SourceError> {
                     ))
                 }
             }
+        }
+        if let (Some(n), None) = (&s.skip_note, &s.when) {
+            return Err(pb.error_at(
+                n.span(),
+                "`skip_note` needs a `when` (it is the detail of the skip `when` decides)".into(),
+            ));
         }
         if let Some(rep) = &s.repair {
             if !Step::flag(&s.detach, false) {
