@@ -393,6 +393,7 @@ mod tests {
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"guards\"\n", "pb.toml:6:13: read_only = \"guards\" needs an `unless` or `only_if` guard"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"wait_for\"\ncommand = \"x\"\nread_only = \"all\"\n", "pb.toml:6:13: `read_only` does not apply to a `wait_for` step"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nrepair = \"y\"\n", "pb.toml:6:10: `repair` needs `detach = true`"),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"reboot\"\nskip_note = \"y\"\n", "pb.toml:5:13: `skip_note` needs a `when`"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();
