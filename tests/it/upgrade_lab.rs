@@ -339,7 +339,8 @@ fn skip_reboot_leaves_it_pending_and_force_reboot_reboots_without_a_new_kernel()
     let show = text(&show.stdout);
     assert!(show.contains("reboot pending: 6.8.12-9-pve"), "{show}");
 
-    // The pending reboot, and only it.
+    // The pending reboot, and only it: pve1's guest drained and back.
+    lab.fault("pve1", &["guest", "100", "mem=512"]);
     let env = Env::new();
     let (code, v) = env.json(
         &lab,
@@ -354,6 +355,17 @@ fn skip_reboot_leaves_it_pending_and_force_reboot_reboots_without_a_new_kernel()
     assert_eq!(code, Some(0), "{v}");
     assert_eq!(lab.boots("pve1"), 2, "{v}");
     assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
+    assert_eq!(lab.guest(100), ("pve1".into(), "running".into()), "{v}");
+    let moved = lab
+        .events()
+        .iter()
+        .filter(|e| e.contains("migrate"))
+        .count();
+    assert!(
+        moved >= 2,
+        "the guest moved away and back: {:?}",
+        lab.events()
+    );
     for n in ["pve2", "pve3"] {
         assert_eq!(lab.boots(n), 1, "{n} rebooted: {v}");
     }
