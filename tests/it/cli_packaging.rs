@@ -336,3 +336,51 @@ fn the_systemd_units_are_packaged_and_verify() {
     assert!(out.status.success(), "systemd-analyze verify: {err}");
     assert!(err.trim().is_empty(), "systemd-analyze verify: {err}");
 }
+
+/// The rolling reboot without packages is one shipped playbook, found by name (`run reboot`)
+/// from any directory and listed by `pvefleet playbooks` with its purpose; the upgrade declares
+/// the choice of reboot as bool variables (so `-e skip_reboot=maybe` is refused).
+#[test]
+fn the_reboot_playbook_is_shipped_and_found_by_name() {
+    let dir = dir_with_bad_inventory();
+    for cmd in [&["plan"][..], &["run", "--check"][..]] {
+        let mut args = BAD_INV.to_vec();
+        args.extend_from_slice(cmd);
+        args.push("reboot");
+        let out = pvefleet(dir.path(), &repo_playbooks(), &args);
+        assert_eq!(out.status.code(), Some(65), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("bad-inventory.toml:"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = pvefleet(dir.path(), &repo_playbooks(), &["playbooks"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        listed.contains("reboot             Rolling reboot without package changes"),
+        "{listed}"
+    );
+    // A node never reached: the refusal comes before SSH.
+    std::fs::write(
+        dir.path().join("inv.toml"),
+        "[nodes.pve1]\naddress = \"127.0.0.1\"\nport = 1\n",
+    )
+    .unwrap();
+    let args = [
+        "-i",
+        "inv.toml",
+        "plan",
+        "upgrade",
+        "-e",
+        "skip_reboot=maybe",
+    ];
+    let out = pvefleet(dir.path(), &repo_playbooks(), &args);
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("`skip_reboot` is a bool in the playbook upgrade"),
+        "{}",
+        stderr(&out)
+    );
+}
