@@ -347,13 +347,7 @@ fn the_reboot_playbook_is_shipped_and_found_by_name() {
         let mut args = BAD_INV.to_vec();
         args.extend_from_slice(cmd);
         args.push("reboot");
-        let out = pvefleet(dir.path(), &repo_playbooks(), &args);
-        assert_eq!(out.status.code(), Some(65), "{args:?}: {}", stderr(&out));
-        assert!(
-            stderr(&out).contains("bad-inventory.toml:"),
-            "{}",
-            stderr(&out)
-        );
+        refused_with(dir.path(), &args, "bad-inventory.toml:");
     }
     let out = pvefleet(dir.path(), &repo_playbooks(), &["playbooks"]);
     let listed = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -376,11 +370,18 @@ fn the_reboot_playbook_is_shipped_and_found_by_name() {
         "-e",
         "skip_reboot=maybe",
     ];
-    let out = pvefleet(dir.path(), &repo_playbooks(), &args);
-    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("`skip_reboot` is a bool in the playbook upgrade"),
-        "{}",
-        stderr(&out)
+    refused_with(
+        dir.path(),
+        &args,
+        "`skip_reboot` is a bool in the playbook upgrade",
     );
+}
+
+/// `pvefleet ARGS` in `cwd` (the repository's playbooks shipped) is invalid input (65) saying
+/// `what`.
+fn refused_with(cwd: &Path, args: &[&str], what: &str) {
+    let out = pvefleet(cwd, &repo_playbooks(), args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(65), "{args:?}: {err}");
+    assert!(err.contains(what), "{args:?}: {err}");
 }
