@@ -2,7 +2,9 @@
 # Check a built pvefleet .deb: usage `packaging/check-deb.sh [--system] PACKAGE.deb`.
 #
 #   1. `dpkg-deb --contents` lists the binary, the man pages, the bash/zsh/fish completions and
-#      every playbook of playbooks/ with its README; the binary holds no build path.
+#      every playbook of playbooks/ with its README, the systemd units of packaging/systemd/ in
+#      /lib/systemd/system (and no maintainer script enabling them); the binary holds no build
+#      path.
 #   2. Installed with `dpkg --root` into an empty temporary root (no maintainer scripts run, no
 #      root needed for anything but dpkg's chown): the binary's --version is the package's,
 #      `completions bash` is valid bash, pvefleet(1) renders with `man -l` (when man is
@@ -47,11 +49,20 @@ expect=(
   ./usr/share/fish/vendor_completions.d/pvefleet.fish
   ./usr/share/pvefleet/playbooks/README.md
 )
+for u in "$root"/packaging/systemd/pvefleet-*; do
+  expect+=("./lib/systemd/system/$(basename "$u")")
+done
 for p in "$root"/playbooks/*.toml; do
   expect+=("./usr/share/pvefleet/playbooks/$(basename "$p")")
 done
 for p in "${expect[@]}"; do
   grep -qxF "$p" <<<"$contents" || fail "$deb does not contain $p"
+done
+for script in postinst prerm postrm; do
+  text=$(dpkg-deb --info "$deb" "$script" 2>/dev/null || true)
+  if grep -q 'systemctl' <<<"$text"; then
+    fail "$deb's $script calls systemctl: the units are shipped, not enabled"
+  fi
 done
 say "contents: ${#expect[@]} expected paths present ($(grep -c . <<<"$contents") entries)"
 

@@ -166,6 +166,10 @@ pub struct Step {
     pub name: Spanned<String>,
     /// Run only when this expression is true.
     pub when: Option<Spanned<String>>,
+    /// When `when` is false: the skip's detail, a template (rendered empty: the usual words,
+    /// which variables and facts `when` read). Says what the skip leaves to do ("reboot
+    /// pending: KERNEL").
+    pub skip_note: Option<Spanned<String>>,
     /// Run only if one of these earlier steps changed something on the node (once).
     pub on_change: Vec<Spanned<String>>,
     /// What the step does, with the fields of its kind.
@@ -557,6 +561,7 @@ impl Step {
             Action::Assert(a) => exprs.push(expr(&a.that, false)),
             Action::Service(_) | Action::Probe(_) | Action::Reboot(_) => {}
         }
+        v.extend(self.skip_note.iter().map(text));
         v.extend(self.when.iter().map(|w| expr(w, false)));
         v.extend(exprs);
         v

@@ -45,6 +45,8 @@ pub(super) struct RawStep {
     pub(super) kind: Spanned<StepKind>,
     /// Run only when this expression is true.
     pub(super) when: Option<Spanned<String>>,
+    /// When `when` is false: the skip's detail (a template).
+    pub(super) skip_note: Option<Spanned<String>>,
     /// Run only if one of these earlier steps changed something on the node (once).
     #[serde(default)]
     pub(super) on_change: Vec<Spanned<String>>,

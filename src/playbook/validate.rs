@@ -270,9 +270,16 @@ impl<'a> Convert<'a> {
                 ));
             }
         }
+        if let (Some(n), None) = (&self.raw.skip_note, &self.raw.when) {
+            return Err(self.err(
+                n.span(),
+                "`skip_note` needs a `when` (it is the detail of the skip `when` decides)",
+            ));
+        }
         Ok(Step {
             name: self.raw.name,
             when: self.raw.when,
+            skip_note: self.raw.skip_note,
             on_change: self.raw.on_change,
             action,
         })
@@ -451,6 +458,7 @@ mod tests {
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nread_only = \"guards\"\n", "pb.toml:6:13: read_only = \"guards\" needs an `unless` or `only_if` guard"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"wait_for\"\ncommand = \"x\"\nread_only = \"all\"\n", "pb.toml:6:13: `read_only` does not apply to a `wait_for` step"),
             ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"run\"\ncommand = \"x\"\nrepair = \"y\"\n", "pb.toml:6:10: `repair` needs `detach = true`"),
+            ("name = \"x\"\n[[step]]\nname = \"a\"\nkind = \"reboot\"\nskip_note = \"y\"\n", "pb.toml:5:13: `skip_note` needs a `when`"),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

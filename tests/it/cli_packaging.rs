@@ -257,3 +257,131 @@ fn package_assets_exist_or_are_generated_by_the_build_script() {
         assert!(targets.iter().any(|t| t == dest), "{dest} not packaged");
     }
 }
+
+/// The shipped systemd units: one file each in packaging/systemd/, every one an asset installed
+/// into /lib/systemd/system, the timers' services present, and each passing `systemd-analyze
+/// verify` (with the built binary as `/usr/bin/pvefleet`, man pages not looked up). A machine
+/// without systemd-analyze fails the test unless PVEFLEET_SKIP_LAB=1 skips the check on purpose.
+#[test]
+fn the_systemd_units_are_packaged_and_verify() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let units = [
+        "pvefleet-audit.service",
+        "pvefleet-audit.timer",
+        "pvefleet-upgrade.service",
+        "pvefleet-upgrade.timer",
+    ];
+    let dir = root.join("packaging/systemd");
+    let mut found: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    found.sort();
+    assert_eq!(found, units, "packaging/systemd/");
+    let manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let assets = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .unwrap();
+    for u in units {
+        let src = format!("packaging/systemd/{u}");
+        assert!(
+            assets.iter().any(|a| a[0].as_str() == Some(src.as_str())
+                && a[1].as_str() == Some("lib/systemd/system/")),
+            "{src} is not installed into lib/systemd/system/ by [package.metadata.deb]"
+        );
+    }
+    let audit = std::fs::read_to_string(dir.join("pvefleet-audit.service")).unwrap();
+    assert!(
+        audit.contains(
+            "audit --compare /var/lib/pvefleet/last.json --save-json /var/lib/pvefleet/last.json"
+        ),
+        "{audit}"
+    );
+    assert!(audit.contains("StateDirectory=pvefleet"), "{audit}");
+    let upgrade = std::fs::read_to_string(dir.join("pvefleet-upgrade.service")).unwrap();
+    assert!(
+        upgrade.contains("run upgrade --yes --window 02:00-05:00"),
+        "{upgrade}"
+    );
+    assert!(upgrade.contains("SuccessExitStatus=4"), "{upgrade}");
+
+    // systemd-analyze wants ExecStart's binary to exist: the built one stands in.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut paths = Vec::new();
+    for u in units {
+        let text = std::fs::read_to_string(dir.join(u))
+            .unwrap()
+            .replace("/usr/bin/pvefleet", env!("CARGO_BIN_EXE_pvefleet"));
+        let p = tmp.path().join(u);
+        std::fs::write(&p, text).unwrap();
+        paths.push(p);
+    }
+    let out = match Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&paths)
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) if std::env::var_os("PVEFLEET_SKIP_LAB").is_some_and(|v| v == "1") => {
+            eprintln!("SKIPPED systemd-analyze verify: {e}; skipped because PVEFLEET_SKIP_LAB=1");
+            return;
+        }
+        Err(e) => panic!(
+            "systemd-analyze: {e}: install systemd, or set PVEFLEET_SKIP_LAB=1 to skip the check \
+             on purpose"
+        ),
+    };
+    let err = stderr(&out);
+    assert!(out.status.success(), "systemd-analyze verify: {err}");
+    assert!(err.trim().is_empty(), "systemd-analyze verify: {err}");
+}
+
+/// The rolling reboot without packages is one shipped playbook, found by name (`run reboot`)
+/// from any directory and listed by `pvefleet playbooks` with its purpose; the upgrade declares
+/// the choice of reboot as bool variables (so `-e skip_reboot=maybe` is refused).
+#[test]
+fn the_reboot_playbook_is_shipped_and_found_by_name() {
+    let dir = dir_with_bad_inventory();
+    for cmd in [&["plan"][..], &["run", "--check"][..]] {
+        let mut args = BAD_INV.to_vec();
+        args.extend_from_slice(cmd);
+        args.push("reboot");
+        refused_with(dir.path(), &args, "bad-inventory.toml:");
+    }
+    let out = pvefleet(dir.path(), &repo_playbooks(), &["playbooks"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        listed.contains("reboot             Rolling reboot without package changes"),
+        "{listed}"
+    );
+    // A node never reached: the refusal comes before SSH.
+    std::fs::write(
+        dir.path().join("inv.toml"),
+        "[nodes.pve1]\naddress = \"127.0.0.1\"\nport = 1\n",
+    )
+    .unwrap();
+    let args = [
+        "-i",
+        "inv.toml",
+        "plan",
+        "upgrade",
+        "-e",
+        "skip_reboot=maybe",
+    ];
+    refused_with(
+        dir.path(),
+        &args,
+        "`skip_reboot` is a bool in the playbook upgrade",
+    );
+}
+
+/// `pvefleet ARGS` in `cwd` (the repository's playbooks shipped) is invalid input (65) saying
+/// `what`.
+fn refused_with(cwd: &Path, args: &[&str], what: &str) {
+    let out = pvefleet(cwd, &repo_playbooks(), args);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(65), "{args:?}: {err}");
+    assert!(err.contains(what), "{args:?}: {err}");
+}

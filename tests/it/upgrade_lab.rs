@@ -255,3 +255,141 @@ fn dpkg_half_way_is_repaired_when_the_run_did_it_and_refused_otherwise() {
         assert_eq!(upgrades(&lab, node), 0, "{node}");
     }
 }
+
+/// The detail of the step named `step` of node `node` in a plan or run document.
+fn step_detail(v: &serde_json::Value, node: usize, step: &str) -> (String, String) {
+    let s = v["nodes"][node]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["step"] == step)
+        .unwrap_or_else(|| panic!("no step {step:?} on node {node}: {v}"));
+    (
+        s["status"].as_str().unwrap_or_default().to_string(),
+        s["detail"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// The choice of reboot: `-e skip_reboot=true` installs the new kernel and leaves the reboot
+/// pending, said in the plan, the run and `runs show`; `run reboot -e only_pending=true` then
+/// reboots those nodes only (drained, gated) into it; `-e force_reboot=true` reboots a node
+/// with nothing new to boot; both together are refused before anything changes.
+#[test]
+fn skip_reboot_leaves_it_pending_and_force_reboot_reboots_without_a_new_kernel() {
+    let Some(lab) = Lab::up("upgrade_choice_of_reboot", 173, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["pending-kernel", "6.8.12-9-pve"]);
+    let up = shipped("upgrade.toml");
+    let base = ["-e", "min_free_mib=64"];
+
+    let env = Env::new();
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            base[0],
+            base[1],
+            "-e",
+            "force_reboot=true",
+            "-e",
+            "skip_reboot=true",
+            &up,
+        ],
+    );
+    assert_ne!(code, Some(0), "{v}");
+    assert!(v.to_string().contains("contradict each other"), "{v}");
+    assert!(!lab.sh("pve1", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
+
+    let (code, plan) = env.json(
+        &lab,
+        &["plan", base[0], base[1], "-e", "skip_reboot=true", &up],
+    );
+    assert_eq!(code, Some(0), "{plan}");
+    let (status, detail) = step_detail(&plan, 0, "reboot into the new kernel");
+    assert_eq!(status, "skipped", "{plan}");
+    assert!(
+        detail.starts_with("reboot pending: 6.8.12-9-pve"),
+        "{detail}"
+    );
+
+    let env = Env::new();
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            base[0],
+            base[1],
+            "-e",
+            "skip_reboot=true",
+            &up,
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(lab.boots("pve1"), 1, "pve1 was rebooted: {v}");
+    assert!(lab.sh("pve1", "ls /boot").contains("vmlinuz-6.8.12-9-pve"));
+    let (_, detail) = step_detail(&v, 0, "reboot into the new kernel");
+    assert!(
+        detail.starts_with("reboot pending: 6.8.12-9-pve"),
+        "{detail}"
+    );
+    let show = env.run(&lab, &["runs", "show", &env.run_id()]);
+    let show = text(&show.stdout);
+    assert!(show.contains("reboot pending: 6.8.12-9-pve"), "{show}");
+
+    // The pending reboot, and only it: pve1's guest drained and back.
+    lab.fault("pve1", &["guest", "100", "mem=512"]);
+    let env = Env::new();
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            "-e",
+            "only_pending=true",
+            &shipped("reboot.toml"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(lab.boots("pve1"), 2, "{v}");
+    assert_eq!(lab.sh("pve1", "uname -r"), "6.8.12-9-pve\n");
+    assert_eq!(lab.guest(100), ("pve1".into(), "running".into()), "{v}");
+    let moved = lab
+        .events()
+        .iter()
+        .filter(|e| e.contains("migrate"))
+        .count();
+    assert!(
+        moved >= 2,
+        "the guest moved away and back: {:?}",
+        lab.events()
+    );
+    for n in ["pve2", "pve3"] {
+        assert_eq!(lab.boots(n), 1, "{n} rebooted: {v}");
+    }
+    let (status, detail) = step_detail(&v, 1, "reboot");
+    assert_eq!(status, "skipped", "{v}");
+    assert!(detail.starts_with("no reboot pending"), "{detail}");
+
+    // Nothing new to boot on pve2: force_reboot reboots it all the same.
+    let env = Env::new();
+    let (code, v) = env.json(
+        &lab,
+        &[
+            "run",
+            "--yes",
+            "--limit",
+            "pve2",
+            base[0],
+            base[1],
+            "-e",
+            "force_reboot=true",
+            &up,
+        ],
+    );
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(lab.boots("pve2"), 2, "{v}");
+    assert_eq!(lab.boots("pve3"), 1, "{v}");
+}

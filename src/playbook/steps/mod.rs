@@ -43,7 +43,12 @@ pub(super) async fn run_step(
         // A detached command the stopped run started and that has ended since is taken as
         // done, whatever the guard now says (the guard read the node before it ran).
         if !st.truth(w, None)? && !command::ended_while_away(r, st, step).await? {
-            return Ok(result(step, StepStatus::Skipped, st.why_false(w)));
+            let note = st
+                .render(&step.skip_note, false)?
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty());
+            let why = note.unwrap_or_else(|| st.why_false(w));
+            return Ok(result(step, StepStatus::Skipped, why));
         }
     }
     if !continuing
