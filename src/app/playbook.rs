@@ -730,6 +730,13 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         None => new_params(g, a)?,
     };
     p.notify = notify;
+    for u in &p.inv.notify {
+        let t = crate::notify::Target::parse(u)
+            .map_err(|e| AppError::Usage(format!("{e} (the inventory's notify)")))?;
+        if !p.notify.contains(&t) {
+            p.notify.push(t);
+        }
+    }
     let windows = crate::playbook::window::parse_all(&p.windows)
         .map_err(|e| AppError::BadInput(format!("the run's recorded windows: {e}")))?;
     if let Some(j) = resumed.as_ref().filter(|_| !p.windows.is_empty()) {

@@ -1,5 +1,5 @@
 //! `run --notify`: a rolling run with a reboot on the lab tells a loopback receiver every event
-//! in order (JSON and plain text), mails through a fake `sendmail` on PATH, and goes on, ending
+//! in order (JSON and plain text), mails through a fake `sendmail` on PATH (a target from the inventory's `notify`), and goes on, ending
 //! ok, while one receiver refuses the connection and another answers 500 (both said on stderr,
 //! their URLs' secrets redacted).
 
@@ -105,6 +105,13 @@ fn notifications_follow_a_rolling_run_and_never_stop_it() {
     let text_url = format!("text+http://127.0.0.1:{ok_port}/ntfy-topic");
     let refused_url = format!("http://127.0.0.1:{closed}/x?auth=s3cret2");
     let err_url = format!("http://127.0.0.1:{err_port}/gotify/message?token=s3cret3");
+    // The mail target comes from the inventory's top-level `notify`.
+    let inv = std::fs::read_to_string(lab.inventory()).unwrap();
+    std::fs::write(
+        lab.inventory(),
+        format!("notify = [\"mailto:ops@example.org\"]\n{inv}"),
+    )
+    .unwrap();
     let path = format!(
         "{}:{}",
         bin.display(),
@@ -125,8 +132,6 @@ fn notifications_follow_a_rolling_run_and_never_stop_it() {
                 &refused_url,
                 "--notify",
                 &err_url,
-                "--notify",
-                "mailto:ops@example.org",
                 pb.to_str().unwrap(),
             ],
         )
