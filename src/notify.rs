@@ -549,6 +549,36 @@ mod tests {
         assert!(Target::parse("ftp://x").is_err());
     }
 
+    #[tokio::test]
+    async fn a_receiver_that_never_answers_is_given_up_on_within_the_bound() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        // Accepts and holds each connection, answering nothing.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        let t = Target::parse(&format!("http://127.0.0.1:{port}/?token=x")).unwrap();
+        let mut b = Builder::new("R", BTreeMap::new());
+        let n = b
+            .build(&rec(
+                "2026-12-02T01:00:00.000Z",
+                "-",
+                Event::RunStarted {
+                    pid: 1,
+                    resumed: true,
+                },
+            ))
+            .unwrap();
+        assert_eq!(n.state, "resumed");
+        let start = std::time::Instant::now();
+        let e = send(&t, &n).await.unwrap_err();
+        assert_eq!(e, "no answer within 5 s");
+        assert!(start.elapsed() < TIMEOUT + Duration::from_secs(2));
+    }
+
     fn rec(time: &str, node: &str, event: Event) -> Record {
         Record {
             time: time.into(),
