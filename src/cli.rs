@@ -251,6 +251,14 @@ Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable n
         /// guests are being backed up.
         #[arg(long)]
         ignore_backups: bool,
+        /// Tell URL of the run's start, each node done or failed, a pause, a halt and the end;
+        /// repeatable. `http://...` gets a JSON POST (also a Gotify message), `text+http://...`
+        /// a plain text POST (ntfy), `mailto:ADDR` a mail through the controller's sendmail.
+        /// A failing notification is said on stderr and never stops the run; secrets in the
+        /// URL (user:password@, query values) are never shown. Not recorded: give it again
+        /// to a resume.
+        #[arg(long = "notify", value_name = "URL")]
+        notify: Vec<String>,
     },
     /// Undo what a run changed: restore each file byte for byte (content, mode, owner) from the
     /// backup on its node, remove files the run created, run the playbook's `undo` commands, then

@@ -16,6 +16,7 @@ pub mod inventory;
 pub mod journal;
 pub mod maintenance;
 pub mod nodeset;
+pub mod notify;
 pub mod outcome;
 pub mod paths;
 pub mod playbook;

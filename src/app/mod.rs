@@ -181,6 +181,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
             confirm_each_node,
             pause_after,
             ignore_backups,
+            notify,
         } => {
             let args = playbook::RunArgs {
                 playbook: playbook.as_deref(),
@@ -196,6 +197,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
                 confirm_each_node: *confirm_each_node,
                 pause_after: pause_after.map(|n| n as usize),
                 ignore_backups: *ignore_backups,
+                notify,
             };
             playbook::cmd_run(g, &args).await
         }

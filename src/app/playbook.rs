@@ -339,6 +339,8 @@ struct Params {
     windows: Vec<String>,
     /// How the run is paced between nodes (set by `cmd_run` once the windows are parsed).
     pace: Option<PaceArgs>,
+    /// Where the run's notifications go (`--notify`; set by `cmd_run`, never recorded).
+    notify: Vec<crate::notify::Target>,
 }
 
 fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {
@@ -437,6 +439,7 @@ pub async fn cmd_plan(
         limit: g.limit.clone(),
         windows: Vec::new(),
         pace: None,
+        notify: Vec::new(),
     };
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
     let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
@@ -505,6 +508,8 @@ pub struct RunArgs<'a> {
     pub pause_after: Option<usize>,
     /// `--ignore-backups`.
     pub ignore_backups: bool,
+    /// `--notify URL`s, as given.
+    pub notify: &'a [String],
 }
 
 fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
@@ -526,6 +531,7 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         limit: g.limit.clone(),
         windows: a.windows.to_vec(),
         pace: None,
+        notify: Vec::new(),
     })
 }
 
@@ -646,6 +652,7 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
             a.windows.to_vec()
         },
         pace: None,
+        notify: Vec::new(),
     })
 }
 
@@ -708,6 +715,12 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         .await;
     }
     crate::playbook::window::parse_all(a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
+    let notify = a
+        .notify
+        .iter()
+        .map(|u| crate::notify::Target::parse(u))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(AppError::Usage)?;
     if a.confirm_each_node && !std::io::stdin().is_terminal() {
         return Err(AppError::Usage(
             "--confirm-each-node asks on the terminal before each node: not on a terminal \
@@ -719,10 +732,18 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
         None => None,
     };
-    let p = match &resumed {
+    let mut p = match &resumed {
         Some(j) => resumed_params(g, a, j)?,
         None => new_params(g, a)?,
     };
+    p.notify = notify;
+    for u in &p.inv.notify {
+        let t = crate::notify::Target::parse(u)
+            .map_err(|e| AppError::Usage(format!("{e} (the inventory's notify)")))?;
+        if !p.notify.contains(&t) {
+            p.notify.push(t);
+        }
+    }
     let windows = crate::playbook::window::parse_all(&p.windows)
         .map_err(|e| AppError::BadInput(format!("the run's recorded windows: {e}")))?;
     if let Some(j) = resumed.as_ref().filter(|_| !p.windows.is_empty()) {
@@ -1063,6 +1084,18 @@ async fn execute_run(
     refused: Vec<NodeRun>,
 ) -> Result<u8, AppError> {
     let run_id = journal.id.clone();
+    // Notifications consume the journal's events on their own task.
+    let notifier = (!p.notify.is_empty()).then(|| {
+        let clusters = p
+            .nodes
+            .iter()
+            .filter_map(|n| Some((n.name.clone(), n.cluster.clone()?)))
+            .collect();
+        let builder = crate::notify::Builder::new(&run_id, clusters);
+        let (tx, handle) = crate::notify::start(p.notify.clone(), builder);
+        journal.observe(tx);
+        handle
+    });
     journal
         .record(
             "-",
@@ -1187,6 +1220,10 @@ async fn execute_run(
             },
         )
         .await;
+    if let Some(handle) = notifier {
+        journal.unobserve();
+        crate::notify::finish(handle).await;
+    }
     signals::clear_hooks();
     journal.save(
         "result.json",

@@ -150,6 +150,9 @@ struct GroupEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InventoryFile {
+    /// `notify = [URL, ...]`: where `run` sends its notifications (with any `--notify`).
+    #[serde(default)]
+    notify: Vec<String>,
     #[serde(default)]
     defaults: NodeEntry,
     #[serde(default)]
@@ -217,6 +220,10 @@ pub struct Inventory {
     pub nodes: Vec<Node>,
     /// Declared groups, in declaration order, with their members.
     pub groups: IndexMap<String, Vec<String>>,
+    /// Where `run` sends its notifications (top-level `notify = [...]`; never shown: URLs may
+    /// hold secrets).
+    #[serde(skip)]
+    pub notify: Vec<String>,
 }
 
 /// Connection defaults when neither inventory nor ssh_config says otherwise.
@@ -415,6 +422,7 @@ fn resolve(
         source: path.display().to_string(),
         nodes,
         groups,
+        notify: file.notify,
     })
 }
 
@@ -518,6 +526,24 @@ mod tests {
 
     fn parse(text: &str) -> Result<Inventory, SourceError> {
         Inventory::parse(text, Path::new("/inv/cluster.toml"))
+    }
+
+    #[test]
+    fn top_level_notify_is_read_and_never_serialised() {
+        let inv = parse(
+            "notify = [\"http://u:secret@h/x\", \"mailto:ops@example.org\"]\n\
+             [nodes.pve1]\naddress = \"10.0.0.1\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            inv.notify,
+            ["http://u:secret@h/x", "mailto:ops@example.org"]
+        );
+        assert!(!serde_json::to_string(&inv).unwrap().contains("secret"));
+        assert!(parse("[nodes.pve1]\naddress = \"10.0.0.1\"\n")
+            .unwrap()
+            .notify
+            .is_empty());
     }
 
     #[test]

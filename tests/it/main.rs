@@ -24,6 +24,7 @@ mod lab_cluster;
 mod lab_corosync;
 mod lab_nodes;
 mod maintenance_lab;
+mod notify_lab;
 mod ownership_lab;
 mod plan_exact_lab;
 mod playbook_lab;
