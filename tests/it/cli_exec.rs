@@ -196,17 +196,20 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     }
     let fleet = Fleet::start(26, 3);
     let inv = fleet.inventory("");
-    // `sleep 30.026`: a process name no other test's command has, to wait for below.
-    let cmd = "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) sleep 30.026;; esac";
+    // `sleep 30.026PID`: a process name no other test's command has (nor this test's in
+    // another checkout running at the same time), to wait for below.
+    let sleep = format!("sleep 30.026{}", std::process::id());
+    let cmd =
+        format!("case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) {sleep};; esac");
     let child = command()
-        .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", cmd])
+        .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", &cmd])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     // Interrupted once the two slow nodes run their command.
     assert!(crate::common::wait::eventually(20, || {
-        crate::common::sshd::sh("pgrep -xfc 'sleep 30.026' || true").trim() == "2"
+        crate::common::sshd::sh(&format!("pgrep -xfc '{sleep}' || true")).trim() == "2"
     }));
     crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let start = Instant::now();
