@@ -27,12 +27,14 @@ const UPGRADE_ARGS: [&str; 6] = ["-l", "pve1", "run", "--yes", "-e", "min_free_m
 /// Start the upgrade of pve1 with a dist-upgrade that waits 6 s between unpacking and setting
 /// up, and SIGKILL the controller while dpkg is halfway (pve-manager unpacked).
 fn kill_the_controller_mid_upgrade(lab: &Lab, env: &Env) {
-    kill_the_controller_mid_upgrade_of(lab, env, "pve-manager", "8.3.5");
+    kill_the_controller_mid_upgrade_of(lab, env, "pve-manager", "8.3.5", 6);
 }
 
-fn kill_the_controller_mid_upgrade_of(lab: &Lab, env: &Env, pkg: &str, version: &str) {
+/// `slow`: seconds dpkg waits between unpacking and setting up (long enough, for a test that
+/// resumes while it still runs, to outlast the resume's start and plan on a loaded machine).
+fn kill_the_controller_mid_upgrade_of(lab: &Lab, env: &Env, pkg: &str, version: &str, slow: u32) {
     lab.fault("pve1", &["pending", &format!("{pkg}={version}")]);
-    lab.fault("pve1", &["dpkg-slow", "6"]);
+    lab.fault("pve1", &["dpkg-slow", &slow.to_string()]);
     let pb = shipped("upgrade.toml");
     let mut args = UPGRADE_ARGS.to_vec();
     args.push(&pb);
@@ -165,7 +167,7 @@ fn a_dist_upgrade_outlives_a_killed_controller_and_the_resume_goes_on() {
 
     // Resumed while dpkg still runs: the resume waits for it, then takes its result.
     let env = Env::new();
-    kill_the_controller_mid_upgrade_of(&lab, &env, "qemu-server", "8.3.5");
+    kill_the_controller_mid_upgrade_of(&lab, &env, "qemu-server", "8.3.5", 20);
     let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
