@@ -136,6 +136,11 @@ pub enum Command {
         /// bytes; the rest is counted and reported as truncated). Bytes, or K, M, G (binary).
         #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::exec::parse_size)]
         max_output: usize,
+        /// Read the controller's standard input (at most 64 MiB) and send the same bytes to
+        /// every node's command, then end of file. Without it the command's standard input is
+        /// closed at once (as `ssh host cmd </dev/null`).
+        #[arg(long)]
+        stdin: bool,
         /// The command (run by the login shell on each node). Put it after `--`.
         #[arg(
             required = true,
