@@ -371,17 +371,20 @@ impl From<GuestsArg> for crate::playbook::engine::GuestPolicy {
 /// `pvefleet maintenance ...`
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceCommand {
-    /// `ha-manager crm-command node-maintenance disable NODE` for each node.
-    #[command(after_help = "Example:\n  pvefleet maintenance off pve2")]
+    /// `ha-manager crm-command node-maintenance disable NODE` for each node named, or each
+    /// node `-l PATTERN` selects (with both: the named nodes the pattern matches).
+    #[command(after_help = "Examples:\n  pvefleet maintenance off pve2\n  \
+pvefleet -l 'pve[2-3]' maintenance off")]
     Off {
-        /// Node names (from the inventory).
-        #[arg(required = true)]
+        /// Node names (from the inventory); without them, `-l PATTERN` selects the nodes.
         nodes: Vec<String>,
     },
-    /// `ha-manager crm-command node-maintenance enable NODE` for each node.
+    /// `ha-manager crm-command node-maintenance enable NODE` for each node named, or each node
+    /// `-l PATTERN` selects (with both: the named nodes the pattern matches).
+    #[command(after_help = "Examples:\n  pvefleet maintenance on pve2\n  \
+pvefleet -l @ceph maintenance on")]
     On {
-        /// Node names (from the inventory).
-        #[arg(required = true)]
+        /// Node names (from the inventory); without them, `-l PATTERN` selects the nodes.
         nodes: Vec<String>,
     },
 }
@@ -404,7 +407,12 @@ pub enum LockCommand {
 /// `pvefleet runs ...`
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// Show one run: its nodes, steps and backups.
+    /// Show one run: its nodes, steps (with their output) and backups. With `-l PATTERN`,
+    /// only the matching nodes' sections and events (the run's own events stay).
+    #[command(
+        after_help = "Examples:\n  pvefleet runs show 20261124T130501-1a2b\n  \
+pvefleet -l pve2 runs show 20261124T130501-1a2b"
+    )]
     Show {
         /// Run id.
         run_id: String,
