@@ -136,6 +136,11 @@ pub enum Command {
         /// bytes; the rest is counted and reported as truncated). Bytes, or K, M, G (binary).
         #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::exec::parse_size)]
         max_output: usize,
+        /// Read the controller's standard input (at most 64 MiB) and send the same bytes to
+        /// every node's command, then end of file. Without it the command's standard input is
+        /// closed at once (as `ssh host cmd </dev/null`).
+        #[arg(long)]
+        stdin: bool,
         /// The command (run by the login shell on each node). Put it after `--`.
         #[arg(
             required = true,
@@ -374,17 +379,20 @@ impl From<GuestsArg> for crate::playbook::engine::GuestPolicy {
 /// `pvefleet maintenance ...`
 #[derive(Debug, Subcommand)]
 pub enum MaintenanceCommand {
-    /// `ha-manager crm-command node-maintenance disable NODE` for each node.
-    #[command(after_help = "Example:\n  pvefleet maintenance off pve2")]
+    /// `ha-manager crm-command node-maintenance disable NODE` for each node named, or each
+    /// node `-l PATTERN` selects (with both: the named nodes the pattern matches).
+    #[command(after_help = "Examples:\n  pvefleet maintenance off pve2\n  \
+pvefleet -l 'pve[2-3]' maintenance off")]
     Off {
-        /// Node names (from the inventory).
-        #[arg(required = true)]
+        /// Node names (from the inventory); without them, `-l PATTERN` selects the nodes.
         nodes: Vec<String>,
     },
-    /// `ha-manager crm-command node-maintenance enable NODE` for each node.
+    /// `ha-manager crm-command node-maintenance enable NODE` for each node named, or each node
+    /// `-l PATTERN` selects (with both: the named nodes the pattern matches).
+    #[command(after_help = "Examples:\n  pvefleet maintenance on pve2\n  \
+pvefleet -l @ceph maintenance on")]
     On {
-        /// Node names (from the inventory).
-        #[arg(required = true)]
+        /// Node names (from the inventory); without them, `-l PATTERN` selects the nodes.
         nodes: Vec<String>,
     },
 }
@@ -407,7 +415,12 @@ pub enum LockCommand {
 /// `pvefleet runs ...`
 #[derive(Debug, Subcommand)]
 pub enum RunsCommand {
-    /// Show one run: its nodes, steps and backups.
+    /// Show one run: its nodes, steps (with their output) and backups. With `-l PATTERN`,
+    /// only the matching nodes' sections and events (the run's own events stay).
+    #[command(
+        after_help = "Examples:\n  pvefleet runs show 20261124T130501-1a2b\n  \
+pvefleet -l pve2 runs show 20261124T130501-1a2b"
+    )]
     Show {
         /// Run id.
         run_id: String,

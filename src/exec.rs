@@ -8,6 +8,7 @@
 //! prints 300 MB costs 16 MiB per stream by default, not 300 MB (or several times that while
 //! rendering). The counts are in the results (`stdout_truncated_bytes`, `stderr_truncated_bytes`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -175,6 +176,36 @@ pub struct ExecOptions {
     pub timeout: Option<Duration>,
     /// Bytes of each stream (stdout, stderr) kept per node; the rest is counted and dropped.
     pub max_output: usize,
+    /// What every node's command reads on its standard input (`--stdin`: the same bytes to
+    /// each), then end of file; `None`: end of file at once.
+    pub stdin: Option<Arc<[u8]>>,
+}
+
+/// The most `exec --stdin` reads from the controller's standard input: it is held in memory
+/// once and sent to every node, so it is bounded.
+pub const MAX_STDIN: usize = 64 << 20;
+
+/// Why `exec --stdin` refused its input.
+#[derive(Debug, thiserror::Error)]
+pub enum StdinError {
+    /// More than [`MAX_STDIN`] bytes.
+    #[error("--stdin takes at most {} MiB of input; copy larger files with a playbook's file step or scp", MAX_STDIN >> 20)]
+    TooLarge,
+    /// Reading failed.
+    #[error("cannot read standard input: {0}")]
+    Read(#[from] std::io::Error),
+}
+
+/// Read all of `input` for `exec --stdin`, refusing more than `cap` bytes (without reading
+/// more than one byte past it).
+pub fn read_stdin(input: impl std::io::Read, cap: usize) -> Result<Vec<u8>, StdinError> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    input.take(cap as u64 + 1).read_to_end(&mut buf)?;
+    if buf.len() > cap {
+        return Err(StdinError::TooLarge);
+    }
+    Ok(buf)
 }
 
 /// The default `--max-output`: 16 MiB per stream and node.
@@ -219,13 +250,14 @@ pub fn parse_size(text: &str) -> Result<usize, SizeError> {
     Ok(bytes)
 }
 
-/// Connect to `node` and run `command`, keeping at most `max_output` bytes of each stream; every
-/// failure becomes the node's status.
+/// Connect to `node` and run `command` (with `stdin` on its standard input, if any), keeping at
+/// most `max_output` bytes of each stream; every failure becomes the node's status.
 pub async fn exec_on_node(
     node: &Node,
     command: &str,
     timeout: Option<Duration>,
     max_output: usize,
+    stdin: Option<&[u8]>,
 ) -> NodeResult {
     let start = Instant::now();
     let session = match ssh::connect(&node.connect_spec()).await {
@@ -239,9 +271,15 @@ pub async fn exec_on_node(
             )
         }
     };
-    let result = session
-        .exec_capped(command, timeout.unwrap_or(node.command_timeout), max_output)
-        .await;
+    let timeout = timeout.unwrap_or(node.command_timeout);
+    let result = match stdin {
+        Some(input) => {
+            session
+                .exec_capped_with_stdin(command, input, timeout, max_output)
+                .await
+        }
+        None => session.exec_capped(command, timeout, max_output).await,
+    };
     // A lost connection is just dropped: there is no one to say goodbye to.
     if !matches!(&result, Err(e) if e.is_connection_lost()) {
         session.close().await;
@@ -284,6 +322,7 @@ pub async fn exec_all(
 ) -> Vec<NodeResult> {
     let command = command.to_string();
     let (timeout, max_output) = (opts.timeout, opts.max_output);
+    let stdin = opts.stdin.clone();
     let out = fanout::run(
         nodes,
         opts.forks,
@@ -292,8 +331,8 @@ pub async fn exec_all(
         |n: &Node| n.name.clone(),
         |r: &NodeResult| r.status == NodeStatus::Ok,
         move |node: Node| {
-            let command = command.clone();
-            async move { exec_on_node(&node, &command, timeout, max_output).await }
+            let (command, stdin) = (command.clone(), stdin.clone());
+            async move { exec_on_node(&node, &command, timeout, max_output, stdin.as_deref()).await }
         },
     )
     .await;
@@ -369,6 +408,15 @@ mod tests {
             "\"99999999999G\" is too large"
         );
         assert_eq!(parse_size("0"), Err(SizeError::Zero));
+    }
+
+    #[test]
+    fn stdin_is_read_whole_up_to_the_cap_and_refused_past_it() {
+        assert_eq!(read_stdin(&b"a\nb\n"[..], 4).unwrap(), b"a\nb\n");
+        assert_eq!(read_stdin(&b""[..], 4).unwrap(), b"");
+        let e = read_stdin(&b"12345"[..], 4).unwrap_err();
+        assert!(matches!(e, StdinError::TooLarge), "{e}");
+        assert!(e.to_string().contains("at most 64 MiB"), "{e}");
     }
 
     #[test]

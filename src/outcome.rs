@@ -49,6 +49,63 @@ pub struct StepResult {
     /// In a plan: where the reboot's drain would move each guest that leaves the node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub moves: Vec<PlannedMove>,
+    /// What a `run` step's command printed, capped by [`capped_output`] (journals written
+    /// before it was recorded have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+/// Lines of a step's output the journal keeps: the last ones.
+pub const OUTPUT_LINES: usize = 100;
+/// Bytes of a step's output the journal keeps, at most (the last ones, whole lines).
+pub const OUTPUT_BYTES: usize = 4096;
+
+/// A step command's output as the journal keeps it: its stdout, then its stderr under a
+/// `stderr:` line, cut to the last [`OUTPUT_LINES`] lines and [`OUTPUT_BYTES`] bytes; a cut
+/// output opens with a line saying how much was cut. `None` when the command printed nothing.
+/// The tail is kept: what a command prints last (its error, its summary) says most.
+pub fn capped_output(stdout: &[u8], stderr: &[u8]) -> Option<String> {
+    let (out, err) = (
+        String::from_utf8_lossy(stdout),
+        String::from_utf8_lossy(stderr),
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    if !err.trim().is_empty() {
+        lines.push("stderr:");
+        lines.extend(err.lines());
+    }
+    if lines.iter().all(|l| l.trim().is_empty()) {
+        return None;
+    }
+    let total = lines.len();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut bytes = 0;
+    for l in lines.iter().rev().take(OUTPUT_LINES) {
+        if bytes + l.len() + 1 > OUTPUT_BYTES && !kept.is_empty() {
+            break;
+        }
+        bytes += l.len() + 1;
+        kept.push(l);
+    }
+    kept.reverse();
+    let mut text = String::new();
+    if kept.len() < total {
+        text.push_str(&format!(
+            "[output cut: the first {} of {total} lines not kept; the last {} shown]\n",
+            total - kept.len(),
+            kept.len()
+        ));
+    }
+    for l in kept {
+        // One line longer than the cap keeps its end.
+        let cut = l.len().saturating_sub(OUTPUT_BYTES);
+        let start = (cut..=l.len())
+            .find(|&i| l.is_char_boundary(i))
+            .unwrap_or(l.len());
+        text.push_str(&l[start..]);
+        text.push('\n');
+    }
+    Some(text)
 }
 
 /// A guest a planned reboot's drain would move away, and where.
@@ -93,6 +150,7 @@ impl StepResult {
             deferred: None,
             resumed: false,
             moves: Vec::new(),
+            output: None,
         }
     }
 
@@ -134,5 +192,49 @@ impl std::fmt::Display for GuestPolicy {
             GuestPolicy::Shutdown => "shutdown",
             GuestPolicy::Ignore => "ignore",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_output_is_kept_whole_with_stderr_after_stdout() {
+        let thirty: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(
+            capped_output(thirty.as_bytes(), b"").as_deref(),
+            Some(thirty.as_str())
+        );
+        assert_eq!(
+            capped_output(b"done\n", b"warning: x\n").as_deref(),
+            Some("done\nstderr:\nwarning: x\n")
+        );
+        assert_eq!(capped_output(b"", b"\n"), None);
+    }
+
+    #[test]
+    fn a_long_output_keeps_its_last_lines_and_says_it_was_cut() {
+        let many: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+        let kept = capped_output(many.as_bytes(), b"").unwrap();
+        let lines: Vec<&str> = kept.lines().collect();
+        assert_eq!(
+            lines[0],
+            "[output cut: the first 99900 of 100000 lines not kept; the last 100 shown]"
+        );
+        assert_eq!(lines.len(), 101);
+        assert_eq!(lines[100], "100000");
+        let wide: String = (0..100).map(|_| format!("{}\n", "x".repeat(200))).collect();
+        let kept = capped_output(wide.as_bytes(), b"").unwrap();
+        assert!(kept.len() <= OUTPUT_BYTES + 100, "{}", kept.len());
+        assert!(
+            kept.starts_with("[output cut: the first 80 of 100 lines"),
+            "{kept}"
+        );
+        let one = "y".repeat(10_000);
+        assert_eq!(
+            capped_output(one.as_bytes(), b"").unwrap().len(),
+            OUTPUT_BYTES + 1
+        );
     }
 }

@@ -131,7 +131,8 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         Command::Exec {
             command,
             max_output,
-        } => cmd_exec(g, &command.join(" "), *max_output).await,
+            stdin,
+        } => cmd_exec(g, &command.join(" "), *max_output, *stdin).await,
         Command::Inventory(InventoryCommand::Show) => cmd_inventory_show(g),
         Command::Inventory(InventoryCommand::Discover {
             from,
@@ -286,15 +287,33 @@ pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-async fn cmd_exec(g: &GlobalOpts, command: &str, max_output: usize) -> Result<u8, AppError> {
+async fn cmd_exec(
+    g: &GlobalOpts,
+    command: &str,
+    max_output: usize,
+    stdin: bool,
+) -> Result<u8, AppError> {
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
+    // Read before connecting: the input is the same for every node, and a refused one costs
+    // no connection.
+    let stdin = if stdin {
+        let input =
+            exec::read_stdin(std::io::stdin().lock(), exec::MAX_STDIN).map_err(|e| match e {
+                exec::StdinError::TooLarge => AppError::Usage(e.to_string()),
+                exec::StdinError::Read(_) => AppError::Internal(e.to_string()),
+            })?;
+        Some(std::sync::Arc::from(input))
+    } else {
+        None
+    };
     let cancel = ctrl_c_token();
     let progress = Progress::new("exec", nodes.len());
     let opts = ExecOptions {
         forks: usize::from(g.forks()),
         timeout: g.timeout,
         max_output,
+        stdin,
     };
     let results = exec::exec_all(nodes, command, &opts, &cancel, progress.sink()).await;
     progress.finish();

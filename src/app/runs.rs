@@ -160,17 +160,41 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
                 started,
             ]);
         }
+        // The id is copied into `runs show`, `rollback`, `run --resume`, and the start is read
+        // at a glance: neither is ever broken over two lines (the playbook and status wrap).
+        for c in [0, 4] {
+            if let Some(col) = t.column_mut(c) {
+                col.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
+            }
+        }
         println!("{t}");
         return Ok(exit::OK);
     };
     let j = Journal::open(id).map_err(journal_error)?;
     let meta = j.meta().map_err(journal_error)?;
-    let events = j.events();
+    let mut events = j.events();
+    // `-l`: only the selected nodes' sections and events; the run's own events (not a node's)
+    // stay. The pattern is read against the inventory (groups, clusters).
+    let mut backups = j.backups();
+    let mut shown_nodes = meta.nodes.clone();
+    if g.limit.is_some() {
+        let inv = load_inventory(g)?;
+        let selected: Vec<String> = super::targets(&inv, g)?
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        let run_nodes = meta.nodes.clone();
+        let shown =
+            |node: &str| !run_nodes.iter().any(|n| n == node) || selected.iter().any(|n| n == node);
+        events.retain(|r| shown(&r.node));
+        backups.retain(|b| shown(&b.node));
+        shown_nodes.retain(|n| selected.contains(n));
+    }
     let histories = journal::histories(&events);
     let status = shown_status(&j, &meta.status);
     if g.json {
         print_json(&serde_json::json!({
-            "run": meta, "shown_status": status, "events": events, "backups": j.backups(),
+            "run": meta, "shown_status": status, "events": events, "backups": backups,
             "undo": j.undos(),
         }));
         return Ok(exit::OK);
@@ -209,7 +233,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             meta.id
         );
     }
-    for node in &meta.nodes {
+    for node in &shown_nodes {
         let where_ = match histories.get(node) {
             None => "not started".to_string(),
             Some(h) if h.rolled_back == Some(true) => "rolled back".to_string(),
@@ -250,9 +274,14 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             r.node,
             sanitize_str(&describe(&r.event))
         );
+        // A step's output (capped when recorded) under it, indented.
+        if let Event::StepDone { result, .. } = &r.event {
+            for line in result.output.iter().flat_map(|o| o.lines()) {
+                println!("    {}", sanitize_str(line));
+            }
+        }
     }
-    for b in j
-        .backups()
+    for b in backups
         .iter()
         .filter(|b| b.phase != crate::vocab::Phase::Intent)
     {
@@ -469,9 +498,46 @@ pub async fn cmd_lock(g: &GlobalOpts, brk: Option<&str>) -> Result<u8, AppError>
     Ok(code)
 }
 
+/// The nodes `maintenance` acts on: those named, those `-l` selects when none is named, or,
+/// with both, the named ones the pattern matches (a named node it leaves out is said and
+/// skipped). Neither is a usage error: HA maintenance on every node is never a default.
+fn maintenance_nodes(
+    inv: &crate::inventory::Inventory,
+    g: &GlobalOpts,
+    named: &[String],
+) -> Result<Vec<String>, AppError> {
+    let selected = || -> Result<Vec<String>, AppError> {
+        Ok(super::targets(inv, g)?
+            .into_iter()
+            .map(|n| n.name)
+            .collect())
+    };
+    match (named.is_empty(), g.limit.is_some()) {
+        (true, false) => Err(AppError::Usage(
+            "name the nodes (`maintenance on pve2`) or select them with -l PATTERN".into(),
+        )),
+        (true, true) => selected(),
+        (false, false) => Ok(named.to_vec()),
+        (false, true) => {
+            let selected = selected()?;
+            let (kept, left): (Vec<String>, Vec<String>) =
+                named.iter().cloned().partition(|n| selected.contains(n));
+            if !left.is_empty() {
+                eprintln!(
+                    "not selected by -l {}, skipped: {}",
+                    sanitize_str(g.limit.as_deref().unwrap_or_default()),
+                    sanitize_str(&left.join(", "))
+                );
+            }
+            Ok(kept)
+        }
+    }
+}
+
 /// `pvefleet maintenance on|off NODE...` (with `--json`, one document: each node's result).
-pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Result<u8, AppError> {
+pub async fn cmd_maintenance(g: &GlobalOpts, named: &[String], on: bool) -> Result<u8, AppError> {
     let inv = load_inventory(g)?;
+    let nodes = maintenance_nodes(&inv, g, named)?;
     let mut code = exit::OK;
     let mut report: Vec<serde_json::Value> = Vec::new();
     let state = if on { "on" } else { "off" };
@@ -486,7 +552,8 @@ pub async fn cmd_maintenance(g: &GlobalOpts, nodes: &[String], on: bool) -> Resu
             "node": name, "status": status, "maintenance": state, "error": error,
         }));
     };
-    for name in nodes {
+    for name in &nodes {
+        let name = name.as_str();
         let Some(n) = inv.node(name) else {
             return Err(AppError::Usage(format!(
                 "{name}: not in the inventory {}",

@@ -60,6 +60,9 @@ impl CappedBuf {
     }
 }
 
+/// The transfer of a command's input (then end of file), polled beside its output.
+type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send + 'a>>;
+
 type Ping<'a> = Pin<
     Box<
         dyn Future<Output = Result<Result<(), russh::Error>, tokio::time::error::Elapsed>>
@@ -92,8 +95,8 @@ impl Session {
     }
 
     /// Run `command` with `input` on its standard input (then end of file), collecting all its
-    /// output. The input is sent before the output is read, so this is for commands that read
-    /// their input first (`cat > FILE`), of any size: no argument-length limit applies.
+    /// output. The input is sent while the output is read, so any command and any size of
+    /// input will do (`cat > FILE`, `sha256sum`, `cat`): no argument-length limit applies.
     pub async fn exec_with_stdin(
         &self,
         command: &str,
@@ -101,6 +104,18 @@ impl Session {
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
         self.run(command, timeout, usize::MAX, Some(input)).await
+    }
+
+    /// [`Session::exec_capped`] with `input` on the command's standard input (then end of
+    /// file): what `exec --stdin` sends every node.
+    pub async fn exec_capped_with_stdin(
+        &self,
+        command: &str,
+        input: &[u8],
+        timeout: Duration,
+        cap: usize,
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, timeout, cap, Some(input)).await
     }
 
     async fn run(
@@ -122,7 +137,7 @@ impl Session {
             .await
             .map_err(|_| SshError::Protocol("connection closed".into()))?;
         let start = Instant::now();
-        let mut channel = self
+        let channel = self
             .answered(
                 "opening a channel",
                 self.inner.handle.channel_open_session(),
@@ -133,26 +148,25 @@ impl Session {
             channel.exec(true, command.as_bytes()),
         )
         .await?;
-        if let Some(data) = input {
-            // Flow control may hold the data back; the whole transfer gets the command's
-            // deadline, not the connect timeout.
-            let sent = tokio::time::timeout(timeout, async {
-                channel.data(data).await?;
-                channel.eof().await
-            })
-            .await;
-            match sent {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(SshError::Protocol(format!("sending input: {e}"))),
-                Err(_) => return Err(SshError::Timeout(timeout)),
+        // The write half sends the input (if any) while the read half collects the output, so a
+        // command that prints as it reads (`cat`, `tee`) never stalls on a full window either
+        // way, whatever the size of the input.
+        let (mut channel, writer) = channel.split();
+        let writer = &writer;
+        let mut sending: Option<Sending<'_>> = match input {
+            Some(data) => Some(Box::pin(async move {
+                writer.data(data).await?;
+                writer.eof().await
+            })),
+            None => {
+                // No input: end of file at once, as `ssh host cmd </dev/null`, so a command
+                // that reads its standard input (`cat`, a prompt, `read`) ends instead of
+                // waiting for the command's deadline. A command quick enough to have ended
+                // already has closed its channel: not an error.
+                let _ = tokio::time::timeout(self.inner.answer_within, writer.eof()).await;
+                None
             }
-        } else {
-            // No input: end of file at once, as `ssh host cmd </dev/null`, so a command that
-            // reads its standard input (`cat`, a prompt, `read`) ends instead of waiting for
-            // the command's deadline.
-            // A command quick enough to have ended already has closed its channel: not an error.
-            let _ = tokio::time::timeout(self.inner.answer_within, channel.eof()).await;
-        }
+        };
         let (mut stdout, mut stderr) = (CappedBuf::new(cap), CappedBuf::new(cap));
         let mut exit: Option<ExitStatus> = None;
         // Silence longer than `probe_after` is probed with a keepalive that must be answered
@@ -182,6 +196,11 @@ impl Session {
                         Some(_) => {}
                     }
                 }
+                // A command that ends without reading all its input (`head -1`) closes the
+                // channel under the transfer: its exit status, not the transfer, says how it went.
+                _sent = async { sending.as_mut().expect("guarded by is_some").await }, if sending.is_some() => {
+                    sending = None;
+                }
                 () = &mut idle, if ping.is_none() => {
                     ping = Some(Box::pin(tokio::time::timeout(
                         reply_within,
@@ -205,8 +224,9 @@ impl Session {
                 }
                 () = &mut deadline => {
                     let bound = self.inner.answer_within;
-                    let _ = tokio::time::timeout(bound, channel.signal(Sig::TERM)).await;
-                    let _ = tokio::time::timeout(bound, channel.close()).await;
+                    drop(sending);
+                    let _ = tokio::time::timeout(bound, writer.signal(Sig::TERM)).await;
+                    let _ = tokio::time::timeout(bound, writer.close()).await;
                     return Err(SshError::Timeout(timeout));
                 }
             }

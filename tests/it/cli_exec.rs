@@ -397,3 +397,127 @@ fn warnings_piped_to_a_file_have_no_escape_codes() {
     assert!(err.contains("INSECURE: accepting host key"), "{err}");
     assert!(!err.contains('\u{1b}'), "{err:?}");
 }
+
+/// `pvefleet ARGS` with `input` on its standard input, waited for.
+fn pvefleet_fed(args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = command()
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run pvefleet");
+    let mut pipe = child.stdin.take().expect("stdin piped");
+    let input = input.to_vec();
+    // Written from a thread: the binary may stop reading (a refused input) before the end.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().expect("wait for pvefleet");
+    writer.join().expect("writer thread");
+    out
+}
+
+/// `exec --stdin` sends the controller's standard input to every node's command, the same
+/// bytes to each, then end of file; without it the command's input is closed at once.
+#[test]
+fn stdin_is_forwarded_to_every_node_byte_exact() {
+    if !require_root("stdin_is_forwarded_to_every_node_byte_exact") {
+        return;
+    }
+    let fleet = Fleet::start(46, 3);
+    let inv = fleet.inventory("");
+    let inv = inv.to_str().unwrap();
+    let out = pvefleet_fed(
+        &["-i", inv, "--json", "exec", "--stdin", "--", "wc -l"],
+        b"a\nb\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    for n in 0..3 {
+        assert_eq!(
+            v["nodes"][n]["stdout"].as_str().map(str::trim),
+            Some("2"),
+            "{v}"
+        );
+    }
+
+    // Without --stdin, the controller's input is not read and `cat` ends at once.
+    let started = Instant::now();
+    let out = pvefleet_fed(
+        &["-i", inv, "--timeout", "60s", "--json", "exec", "--", "cat"],
+        b"not for the nodes\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(json_of(&out)["nodes"][0]["stdout"], "");
+
+    // 5 MB, printed back as it is read (`cat`) and summed: byte-exact on every node.
+    let big: Vec<u8> = (0..5_000_000u32)
+        .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[(i % 27) as usize])
+        .collect();
+    let out = pvefleet_fed(&["-i", inv, "--json", "exec", "--stdin", "--", "cat"], &big);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = json_of(&out);
+    for n in 0..3 {
+        let got = v["nodes"][n]["stdout"].as_str().unwrap_or_default();
+        assert!(
+            got.as_bytes() == big.as_slice(),
+            "node {n}: {} bytes back",
+            got.len()
+        );
+    }
+    let sum = sha256_hex(&big);
+    let out = pvefleet_fed(
+        &["-i", inv, "--json", "exec", "--stdin", "--", "sha256sum"],
+        &big,
+    );
+    let v = json_of(&out);
+    for n in 0..3 {
+        let got = v["nodes"][n]["stdout"].as_str().unwrap_or_default();
+        assert!(got.starts_with(&sum), "node {n}: {got} (want {sum})");
+    }
+}
+
+/// More than the documented 64 MiB of input is refused as a usage error, before any node is
+/// contacted.
+#[test]
+fn stdin_past_64_mib_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.toml");
+    std::fs::write(&inv, "[nodes.a]\naddress = \"127.77.47.1\"\n").unwrap();
+    let out = pvefleet_fed(
+        &[
+            "-i",
+            inv.to_str().unwrap(),
+            "exec",
+            "--stdin",
+            "--",
+            "wc -c",
+        ],
+        &vec![b'x'; (64 << 20) + 1],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("at most 64 MiB"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// SHA-256 of `data` in hex, by the system's `sha256sum`.
+fn sha256_hex(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sha256sum");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = text(&child.wait_with_output().unwrap().stdout);
+    out.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}

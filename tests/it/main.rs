@@ -30,6 +30,7 @@ mod plan_exact_lab;
 mod playbook_lab;
 mod rollback_lab;
 mod rolling_lab;
+mod runs_show_lab;
 mod shipped_playbooks_lab;
 mod ssh_transport;
 mod upgrade_lab;

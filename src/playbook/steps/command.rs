@@ -225,6 +225,7 @@ pub(super) async fn run(
     } + note;
     let mut res = result(step, status, detail);
     res.commands.push(cmd);
+    res.output = crate::outcome::capped_output(&o.stdout, &o.stderr);
     Ok(res)
 }
 
