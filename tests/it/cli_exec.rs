@@ -199,8 +199,14 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
     // `sleep 30.026PID`: a process name no other test's command has (nor this test's in
     // another checkout running at the same time), to wait for below.
     let sleep = format!("sleep 30.026{}", std::process::id());
-    let cmd =
-        format!("case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick;; *) {sleep};; esac");
+    // The quick node leaves a marker once it ran (the Fleet's sshds share this machine's files):
+    // it may connect after the slow ones have started.
+    let marker = tempfile::tempdir().unwrap();
+    let quick = marker.path().join("quick");
+    let cmd = format!(
+        "case \"$SSH_CONNECTION\" in *127.77.26.1\\ 22) echo quick; : > {};; *) {sleep};; esac",
+        quick.display()
+    );
     let child = command()
         .args(["-i", inv.to_str().unwrap(), "--json", "exec", "--", &cmd])
         .stdout(Stdio::piped())
@@ -209,8 +215,11 @@ fn ctrl_c_prints_what_finished_and_exits_130() {
         .unwrap();
     // Interrupted once the two slow nodes run their command.
     assert!(crate::common::wait::eventually(20, || {
-        crate::common::sshd::sh(&format!("pgrep -xfc '{sleep}' || true")).trim() == "2"
+        quick.exists()
+            && crate::common::sshd::sh(&format!("pgrep -xfc '{sleep}' || true")).trim() == "2"
     }));
+    // The quick node's exit status is one round trip behind its marker.
+    std::thread::sleep(Duration::from_millis(500));
     crate::common::sshd::sh(&format!("kill -INT {}", child.id()));
     let start = Instant::now();
     let out = child.wait_with_output().unwrap();
