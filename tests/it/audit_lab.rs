@@ -478,6 +478,9 @@ fn the_cron_compare_recipe_starts_from_no_earlier_report() {
         return;
     };
     lab.fault("pve1", &["rrd-zero", "2"]);
+    // Both RRD findings from the first run on: the 0-byte files at once, pmxcfs's logged errors
+    // within its 10 s update cycle (a first audit before them made the second see one "new").
+    crate::common::wait::wait_rrd_errors(&lab, &["pve1"]);
     let dir = tempfile::tempdir().unwrap();
     let last = dir.path().join("last.json");
     let inv = lab.inventory();
