@@ -138,6 +138,22 @@ impl StepProgress {
         }
     }
 
+    /// Stop drawing while a question is asked on the terminal (the run's clock would draw over
+    /// it); [`StepProgress::show`] draws again.
+    pub fn hide(&self) {
+        if let Some(m) = &self.multi {
+            let _ = m.clear();
+            m.set_draw_target(ProgressDrawTarget::hidden());
+        }
+    }
+
+    /// Draw again after [`StepProgress::hide`].
+    pub fn show(&self) {
+        if let Some(m) = &self.multi {
+            m.set_draw_target(ProgressDrawTarget::stderr());
+        }
+    }
+
     /// Remove every line.
     pub fn finish(&self) {
         for b in self.lines.lock().expect("progress lines").values() {

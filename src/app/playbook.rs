@@ -967,10 +967,13 @@ fn pacing(
                     Some((p, q)) => (p.to_string(), q.to_string()),
                     None => (String::new(), question),
                 };
+                display.hide();
                 if !preview.is_empty() {
                     display.println(&preview);
                 }
-                signals::confirm(&format!("{q} (n or q pauses the run)")).await
+                let answer = signals::confirm(&format!("{q} (n or q pauses the run)")).await;
+                display.show();
+                answer
             })
         });
         ask
