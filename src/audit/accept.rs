@@ -322,17 +322,7 @@ mod tests {
     }
 
     fn row(node: &str, findings: Vec<Finding>) -> NodeAudit {
-        NodeAudit {
-            node: node.into(),
-            address: "x".into(),
-            status: crate::exec::NodeStatus::Ok,
-            error: None,
-            cells: Default::default(),
-            findings,
-            facts: Default::default(),
-            clock: None,
-            duration_ms: 1,
-        }
+        NodeAudit::reached(node, findings)
     }
 
     #[test]

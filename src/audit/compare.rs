@@ -255,7 +255,6 @@ pub fn compare(old: &AuditReport, new: &AuditReport) -> Comparison {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::audit::{NodeAudit, Summary, AUDIT_SCHEMA_VERSION};
@@ -265,17 +264,7 @@ mod tests {
     }
 
     fn node(name: &str, findings: Vec<Finding>) -> NodeAudit {
-        NodeAudit {
-            node: name.into(),
-            address: "x".into(),
-            status: NodeStatus::Ok,
-            error: None,
-            cells: BTreeMap::new(),
-            findings,
-            facts: BTreeMap::new(),
-            clock: None,
-            duration_ms: 1,
-        }
+        NodeAudit::reached(name, findings)
     }
 
     fn report(at: &str, nodes: Vec<NodeAudit>, cluster: Vec<Finding>) -> AuditReport {

@@ -466,6 +466,24 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+impl NodeAudit {
+    /// A node reached in 1 ms with these findings and nothing else measured (unit tests).
+    pub(crate) fn reached(node: &str, findings: Vec<Finding>) -> NodeAudit {
+        NodeAudit {
+            node: node.into(),
+            address: "x".into(),
+            status: crate::exec::NodeStatus::Ok,
+            error: None,
+            cells: BTreeMap::new(),
+            findings,
+            facts: BTreeMap::new(),
+            clock: None,
+            duration_ms: 1,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -487,17 +505,7 @@ mod tests {
     }
 
     fn row(node: &str, findings: Vec<Finding>) -> NodeAudit {
-        NodeAudit {
-            node: node.into(),
-            address: "x".into(),
-            status: NodeStatus::Ok,
-            error: None,
-            cells: BTreeMap::new(),
-            findings,
-            facts: BTreeMap::new(),
-            clock: None,
-            duration_ms: 1,
-        }
+        NodeAudit::reached(node, findings)
     }
 
     #[test]

@@ -196,25 +196,17 @@ pub fn render_openmetrics(r: &AuditReport) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::audit::{AuditReport, ClockMeasurement, NodeAudit, Summary};
 
     fn node(name: &str, findings: Vec<Finding>) -> NodeAudit {
         NodeAudit {
-            node: name.into(),
-            address: "x".into(),
-            status: NodeStatus::Ok,
-            error: None,
-            cells: BTreeMap::new(),
-            findings,
-            facts: BTreeMap::new(),
             clock: Some(ClockMeasurement {
                 offset_s: -0.25,
                 error_s: 0.001,
             }),
-            duration_ms: 1,
+            ..NodeAudit::reached(name, findings)
         }
     }
 
