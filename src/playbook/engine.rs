@@ -154,24 +154,12 @@ fn preview_while_down(
 ) -> NodeRun {
     let mut run = NodeRun::new(&node.name);
     for (index, step) in s.playbook.file.steps.iter().enumerate() {
-        let mut res = if index < reboot {
-            match history.and_then(|h| h.steps.get(&index)) {
-                Some(prev) => {
-                    let mut prev = prev.clone();
-                    prev.detail = format!("{} (done before the resume)", prev.detail);
-                    prev.resumed = true;
-                    prev
-                }
-                None => result(step, StepStatus::Skipped, "not run before the reboot"),
-            }
-        } else if index == reboot {
-            result(
-                step,
-                StepStatus::Changed,
-                format!(
-                    "would continue the stopped run's reboot from {state}: the node does not answer yet; the resume waits for its new boot, then for its services and the cluster, and puts back what the drain set"
-                ),
-            )
+        let res = if index == reboot {
+            steps::continued_reboot_result(step, state, true)
+        } else if let Some(prev) = reused(history, index, step) {
+            prev
+        } else if index < reboot && history.is_some_and(|h| !h.steps.contains_key(&index)) {
+            result(step, StepStatus::Skipped, "not run before the reboot")
         } else {
             let mut r = result(
                 step,
@@ -181,11 +169,27 @@ fn preview_while_down(
             r.deferred = Some(crate::outcome::Deferred::AfterReboot);
             r
         };
-        res.step = step.name.get_ref().clone();
         run.steps.push(res);
     }
     run.duration_ms = start.elapsed().as_millis() as u64;
     run
+}
+
+/// The stopped run's result of step `index`, when a resume keeps it instead of running the
+/// step again (it did not fail, and it is no read of the node's present state), marked so.
+fn reused(
+    history: Option<&crate::journal::NodeHistory>,
+    index: usize,
+    step: &super::model::Step,
+) -> Option<StepResult> {
+    let prev = history?
+        .steps
+        .get(&index)
+        .filter(|r| r.status != StepStatus::Failed && reusable(step.kind()))?;
+    let mut prev = prev.clone();
+    prev.detail = format!("{} (done before the resume)", prev.detail);
+    prev.resumed = true;
+    Some(prev)
 }
 
 /// Run (or plan) the playbook on one node.
@@ -408,19 +412,13 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         }
         // Resume: a step that completed in the interrupted attempt is not run again (its
         // result, and whether it changed something, come from the journal).
-        let earlier = history
-            .and_then(|h| h.steps.get(&index))
-            .filter(|r| r.status != StepStatus::Failed && reusable(step.kind()));
-        if let Some(prev) = earlier {
-            let mut prev = prev.clone();
+        if let Some(prev) = reused(history, index, step) {
             if prev.status == StepStatus::Changed {
                 st.changed.insert(name.clone());
                 if step.kind() == StepKind::Reboot {
                     st.rebooted = true;
                 }
             }
-            prev.detail = format!("{} (done before the resume)", prev.detail);
-            prev.resumed = true;
             run.steps.push(prev);
             continue;
         }

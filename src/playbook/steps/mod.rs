@@ -98,12 +98,25 @@ pub(super) async fn run_step(
 /// continues from there (no readiness check: the node is past that point).
 fn continued_reboot(st: &mut NodeState<'_>, step: &Step, state: &str) -> StepResult {
     st.reboot_pending = true;
-    let issued = RebootState::parse(state).is_some_and(|s| s >= RebootState::RebootIssued);
-    let what = if issued {
-        "the reboot was issued: the resume waits for the node's new boot, then for its services \
-         and the cluster, and puts back what the drain set"
-    } else {
-        "the resume finishes the drain, reboots the node and waits for it and the cluster"
+    continued_reboot_result(step, state, false)
+}
+
+/// The preview's result for a reboot the stopped run left at `state`; `down`: the node does
+/// not answer yet (the reboot was issued).
+pub(crate) fn continued_reboot_result(step: &Step, state: &str, down: bool) -> StepResult {
+    let issued = down || RebootState::parse(state).is_some_and(|s| s >= RebootState::RebootIssued);
+    let what = match (down, issued) {
+        (true, _) => {
+            "the node does not answer yet; the resume waits for its new boot, then for its \
+             services and the cluster, and puts back what the drain set"
+        }
+        (false, true) => {
+            "the reboot was issued: the resume waits for the node's new boot, then for its \
+             services and the cluster, and puts back what the drain set"
+        }
+        (false, false) => {
+            "the resume finishes the drain, reboots the node and waits for it and the cluster"
+        }
     };
     let mut res = result(
         step,
