@@ -5,8 +5,9 @@
 #      every playbook of playbooks/ with its README, the systemd units of packaging/systemd/ in
 #      /lib/systemd/system (and no maintainer script enabling them); the binary holds no build
 #      path.
-#   2. Installed with `dpkg --root` into an empty temporary root (no maintainer scripts run, no
-#      root needed for anything but dpkg's chown): the binary's --version is the package's,
+#   2. Installed with `dpkg --root` into an empty temporary root (the maintainer scripts run
+#      chrootless with DPKG_ROOT; root needed for dpkg's chown): the postinst's directories exist
+#      there (mode 0750), the binary's --version is the package's,
 #      `completions bash` is valid bash, pvefleet(1) renders with `man -l` (when man is
 #      installed), and a playbook given by name is found in the root's shipped directory.
 #   3. With --system (CI, as root, on a throwaway machine): `dpkg -i` on this machine, then from an
@@ -71,10 +72,19 @@ r="$tmp/root"
 mkdir -p "$r/var/lib/dpkg/info" "$r/var/lib/dpkg/updates"
 touch "$r/var/lib/dpkg/status"
 # The empty root has no libc6 to satisfy Depends; nothing else is forced.
-dpkg --root="$r" --force-depends -i "$deb" >"$tmp/dpkg.log" 2>&1 || fail "dpkg --root: $(cat "$tmp/dpkg.log")"
+# The root has no shell to chroot into: the maintainer scripts run outside it with DPKG_ROOT set
+# (--force-script-chrootless, dpkg(1)), which they honour.
+dpkg --root="$r" --force-depends --force-script-chrootless -i "$deb" >"$tmp/dpkg.log" 2>&1 ||
+  fail "dpkg --root: $(cat "$tmp/dpkg.log")"
 dpkg-query --admindir="$r/var/lib/dpkg" -W -f='${Status}' pvefleet | grep -q 'ok installed' ||
   fail "not installed in $r"
 bin="$r/usr/bin/pvefleet"
+# The postinst made the directories the documented recipes use, root only, in the root (not on
+# this machine's own /etc and /var/lib).
+for d in /etc/pvefleet /etc/pvefleet/inventory /etc/pvefleet/playbooks /var/lib/pvefleet; do
+  [ -d "$r$d" ] || fail "postinst did not create $d in $r"
+  [ "$(stat -c %a "$r$d")" = 750 ] || fail "$d in $r has mode $(stat -c %a "$r$d"), expected 750"
+done
 if grep -qaF "$root" "$bin"; then
   fail "the packaged binary holds the build path $root (not reproducible)"
 fi
@@ -108,6 +118,8 @@ say "clean root $r: --version, completions, playbook by name ok"
 $system || exit 0
 [ "$(id -u)" = 0 ] || fail "--system needs root"
 dpkg -i "$deb" >/dev/null
+[ -d /var/lib/pvefleet ] && [ -d /etc/pvefleet/inventory ] ||
+  fail "dpkg -i: /var/lib/pvefleet or /etc/pvefleet/inventory missing"
 if command -v man >/dev/null; then
   where=$(man -w pvefleet 2>&1 || true)
   [ "$where" = /usr/share/man/man1/pvefleet.1.gz ] || fail "man -w pvefleet: $where"
