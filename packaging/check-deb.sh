@@ -7,7 +7,8 @@
 #      path.
 #   2. Installed with `dpkg --root` into an empty temporary root (the maintainer scripts run
 #      chrootless with DPKG_ROOT; root needed for dpkg's chown): the postinst's directories exist
-#      there (mode 0750), the binary's --version is the package's,
+#      there (mode 0750; one made before keeps its mode), a purge removes
+#      the state and the empty ones, the binary's --version is the package's,
 #      `completions bash` is valid bash, pvefleet(1) renders with `man -l` (when man is
 #      installed), and a playbook given by name is found in the root's shipped directory.
 #   3. With --system (CI, as root, on a throwaway machine): `dpkg -i` on this machine, then from an
@@ -71,6 +72,10 @@ say "contents: ${#expect[@]} expected paths present ($(grep -c . <<<"$contents")
 r="$tmp/root"
 mkdir -p "$r/var/lib/dpkg/info" "$r/var/lib/dpkg/updates"
 touch "$r/var/lib/dpkg/status"
+# The directories the postinst creates for the documented recipes (README "From the Debian
+# package"). One the operator made before is theirs: its mode stays.
+dirs=(/etc/pvefleet /etc/pvefleet/inventory /etc/pvefleet/playbooks /var/lib/pvefleet)
+install -d -m 0700 "$r/var/lib/pvefleet"
 # The empty root has no libc6 to satisfy Depends; nothing else is forced.
 # The root has no shell to chroot into: the maintainer scripts run outside it with DPKG_ROOT set
 # (--force-script-chrootless, dpkg(1)), which they honour.
@@ -79,11 +84,13 @@ dpkg --root="$r" --force-depends --force-script-chrootless -i "$deb" >"$tmp/dpkg
 dpkg-query --admindir="$r/var/lib/dpkg" -W -f='${Status}' pvefleet | grep -q 'ok installed' ||
   fail "not installed in $r"
 bin="$r/usr/bin/pvefleet"
-# The postinst made the directories the documented recipes use, root only, in the root (not on
-# this machine's own /etc and /var/lib).
-for d in /etc/pvefleet /etc/pvefleet/inventory /etc/pvefleet/playbooks /var/lib/pvefleet; do
+# The postinst made the directories, root only, in the root (not on this machine's own /etc and
+# /var/lib); the operator's /var/lib/pvefleet kept its mode.
+for d in "${dirs[@]}"; do
   [ -d "$r$d" ] || fail "postinst did not create $d in $r"
-  [ "$(stat -c %a "$r$d")" = 750 ] || fail "$d in $r has mode $(stat -c %a "$r$d"), expected 750"
+  want=750
+  [ "$d" != /var/lib/pvefleet ] || want=700
+  [ "$(stat -c %a "$r$d")" = "$want" ] || fail "$d in $r has mode $(stat -c %a "$r$d"), expected $want"
 done
 if grep -qaF "$root" "$bin"; then
   fail "the packaged binary holds the build path $root (not reproducible)"
@@ -112,14 +119,23 @@ printf '[nodes\n' >"$tmp/work/bad.toml"
 out=$(cd "$tmp/work" && PVEFLEET_SHIPPED_PLAYBOOKS="$r/usr/share/pvefleet/playbooks" \
   "$bin" -i bad.toml run --check fix-rrd 2>&1) && fail "run --check with a bad inventory succeeded"
 grep -q '^pvefleet: bad.toml:1:' <<<"$out" || fail "fix-rrd not found in $r: $out"
-say "clean root $r: --version, completions, playbook by name ok"
+# A purge removes the state and the empty directories of /etc/pvefleet; an inventory stays.
+echo '[nodes]' >"$r/etc/pvefleet/inventory/cluster.toml"
+echo '{}' >"$r/var/lib/pvefleet/last.json"
+dpkg --root="$r" --force-script-chrootless --purge pvefleet >"$tmp/dpkg.log" 2>&1 ||
+  fail "dpkg --root --purge: $(cat "$tmp/dpkg.log")"
+[ ! -e "$r/var/lib/pvefleet" ] || fail "purge left /var/lib/pvefleet in $r"
+[ ! -e "$r/etc/pvefleet/playbooks" ] || fail "purge left the empty /etc/pvefleet/playbooks in $r"
+[ -f "$r/etc/pvefleet/inventory/cluster.toml" ] || fail "purge removed the operator's inventory in $r"
+say "clean root $r: --version, completions, playbook by name, directories, purge ok"
 
 # 3. This machine.
 $system || exit 0
 [ "$(id -u)" = 0 ] || fail "--system needs root"
 dpkg -i "$deb" >/dev/null
-[ -d /var/lib/pvefleet ] && [ -d /etc/pvefleet/inventory ] ||
-  fail "dpkg -i: /var/lib/pvefleet or /etc/pvefleet/inventory missing"
+for d in "${dirs[@]}"; do
+  [ -d "$d" ] || fail "dpkg -i: $d missing"
+done
 if command -v man >/dev/null; then
   where=$(man -w pvefleet 2>&1 || true)
   [ "$where" = /usr/share/man/man1/pvefleet.1.gz ] || fail "man -w pvefleet: $where"
