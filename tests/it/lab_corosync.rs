@@ -74,7 +74,9 @@ fn a_reboot_costs_the_node_its_vote_as_corosync_reports_it() {
     lab.run(&["reboot", "pve3"]);
     let down = votes(&lab, "pve1", 2, 10);
     let gone = t.elapsed();
-    assert!(gone < Duration::from_secs(4), "vote gone after {gone:?}");
+    // About a second here, 4.3 s once on a loaded CI machine (the bound includes `lab reboot`
+    // itself): well before the node could be back, which is what the gates depend on.
+    assert!(gone < Duration::from_secs(8), "vote gone after {gone:?}");
     assert_eq!(field(&down, "Quorate:"), "Yes", "{down}");
     assert_ne!(field(&down, "Ring ID:"), field(&before, "Ring ID:"));
     let pvecm = lab.sh("pve1", "pvecm status");
@@ -98,7 +100,8 @@ fn a_reboot_costs_the_node_its_vote_as_corosync_reports_it() {
     assert_eq!((code, out.as_str()), (3, "failed\n"));
     let t = Instant::now();
     votes(&lab, "pve1", 2, 10);
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Token 600 ms: about 1.4 s here; the bound leaves a loaded machine room.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     lab.sh("pve2", "systemctl start corosync");
     assert_eq!(lab.sh("pve2", "systemctl is-active corosync"), "active\n");
     votes(&lab, "pve1", 3, 10);

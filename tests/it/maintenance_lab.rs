@@ -611,10 +611,20 @@ fn a_ceph_node_that_never_returns_keeps_noout_set_until_resume_unsets_it() {
     };
     let env = Env::new();
     halt_with_noout_left_set(&lab, &env);
-    // Back, and resumed: PGs clean, noout unset, the run finishes.
+    // Back, and resumed: PGs clean, noout unset, the run finishes. The 15 s reboot timeout that
+    // made the halt quick is too short for the resumed nodes' reboots on a loaded machine (pve2
+    // once came back after it, its quorum later still): the operator raises it, as one would
+    // after such a halt, and resumes with the file as it is now (--force).
+    let pb = env.state.path().join("pb.toml");
+    let text = std::fs::read_to_string(&pb).unwrap();
+    assert!(text.contains("timeout = \"15s\""), "{text}");
+    std::fs::write(&pb, text.replace("timeout = \"15s\"", "timeout = \"120s\"")).unwrap();
     lab.clear("pve1", Some("no-return"));
     assert!(lab.wait("pve1", "up", 30));
-    let (code, v) = env.json(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let (code, v) = env.json(
+        &lab,
+        &["run", "--resume", &env.run_id(), "--yes", "--force"],
+    );
     assert_eq!(code, Some(0), "{v}");
     assert!(lab
         .events()
