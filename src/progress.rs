@@ -1,10 +1,13 @@
 //! Live progress on stderr (indicatif), only when stderr is a terminal; nothing when piped.
 //!
-//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far.
+//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far; a playbook run's
+//! display also shows each running node's [`Doing`]: what it does or waits for, its own clock,
+//! and the deadline when there is one.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -61,15 +64,163 @@ impl Progress {
     }
 }
 
-/// Callback: node `.0` is now at step `.1`.
-pub type StepSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// What a node is doing now, for the live display: "reboot: waiting for a new boot id (14 s of
+/// 10 m)", "reboot: migrating 101 (web) to pve3 (8 s)", "reboot: Ceph PGs 96/128 active+clean
+/// (8 s of 30 m)".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Doing {
+    /// The activity; its clock starts when this changes.
+    pub what: String,
+    /// How far it is (a count that changes while the clock goes on).
+    pub detail: Option<String>,
+    /// How long it may take, when it is bounded.
+    pub deadline: Option<Duration>,
+}
+
+impl Doing {
+    /// An activity with no detail and no deadline (a step running).
+    pub fn new(what: impl Into<String>) -> Doing {
+        Doing {
+            what: what.into(),
+            detail: None,
+            deadline: None,
+        }
+    }
+
+    /// The same with a deadline.
+    pub fn within(mut self, deadline: Duration) -> Doing {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The same with how far it is.
+    pub fn detail(mut self, detail: impl Into<String>) -> Doing {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// The same, its activity named under `prefix` ("reboot: ...").
+    pub fn under(mut self, prefix: &str) -> Doing {
+        self.what = format!("{prefix}: {}", self.what);
+        self
+    }
+
+    /// The line without its clock: `what`, then the detail.
+    pub fn text(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{} {d}", self.what),
+            None => self.what.clone(),
+        }
+    }
+
+    /// The whole line after `elapsed` in this activity: "waiting for a new boot id (14 s of
+    /// 10 m)".
+    pub fn line(&self, elapsed: Duration) -> String {
+        match self.deadline {
+            Some(d) => format!("{} ({} of {})", self.text(), clock(elapsed), clock(d)),
+            None => format!("{} ({})", self.text(), clock(elapsed)),
+        }
+    }
+}
+
+/// A duration as the live display says it: "14 s", "3 m 07 s", "10 m", "1 h 05 m".
+pub fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 if s % 60 == 0 => format!("{} m", s / 60),
+        60..3600 => format!("{} m {:02} s", s / 60, s % 60),
+        _ if s % 3600 / 60 == 0 => format!("{} h", s / 3600),
+        _ => format!("{} h {:02} m", s / 3600, s % 3600 / 60),
+    }
+}
+
+/// A live line's current activity, read by its style at each tick.
+type SharedDoing = Arc<std::sync::Mutex<Doing>>;
+
+/// Remote text (guest names, Ceph's words) made safe for the terminal.
+fn sanitized(d: &Doing) -> Doing {
+    Doing {
+        what: crate::sanitize::sanitize_str(&d.what),
+        detail: d
+            .detail
+            .as_deref()
+            .map(|t| crate::sanitize::sanitize_str(t)),
+        deadline: d.deadline,
+    }
+}
+
+/// Receives a running command's output line by line as it arrives: (node, stream, line without
+/// its newline). `-v` prints it under the live display, prefixed with the node.
+pub type OutputSink = Arc<dyn Fn(&str, crate::ssh::Stream, &str) + Send + Sync>;
+
+/// Cuts a command's output into lines as its pieces arrive (a piece may end mid-line, or hold
+/// many lines), each stream on its own; [`LineSplitter::finish`] gives what is left without a
+/// final newline. Invalid UTF-8 is replaced, never dropped.
+#[derive(Default)]
+pub struct LineSplitter {
+    partial: std::sync::Mutex<[Vec<u8>; 2]>,
+}
+
+impl LineSplitter {
+    fn slot(stream: crate::ssh::Stream) -> usize {
+        match stream {
+            crate::ssh::Stream::Stdout => 0,
+            crate::ssh::Stream::Stderr => 1,
+        }
+    }
+
+    /// Take a piece of `stream`'s output; `line` is called for each line it completes.
+    pub fn push(&self, stream: crate::ssh::Stream, data: &[u8], mut line: impl FnMut(&str)) {
+        let mut done = Vec::new();
+        {
+            let mut p = self.partial.lock().expect("line splitter");
+            let buf = &mut p[Self::slot(stream)];
+            buf.extend_from_slice(data);
+            while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                let rest = buf.split_off(i + 1);
+                let mut l = std::mem::replace(buf, rest);
+                l.pop();
+                if l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                done.push(l);
+            }
+        }
+        for l in done {
+            line(&String::from_utf8_lossy(&l));
+        }
+    }
+
+    /// What `stream` has of a line not finished yet (a progress text waiting for its newline).
+    pub fn unfinished(&self, stream: crate::ssh::Stream) -> String {
+        let p = self.partial.lock().expect("line splitter");
+        String::from_utf8_lossy(&p[Self::slot(stream)]).into_owned()
+    }
+
+    /// The unfinished last line of each stream, if any (the command ended without a newline).
+    pub fn finish(&self, mut line: impl FnMut(crate::ssh::Stream, &str)) {
+        let rest = std::mem::take(&mut *self.partial.lock().expect("line splitter"));
+        for (stream, l) in [crate::ssh::Stream::Stdout, crate::ssh::Stream::Stderr]
+            .into_iter()
+            .zip(rest)
+        {
+            if !l.is_empty() {
+                line(stream, &String::from_utf8_lossy(&l));
+            }
+        }
+    }
+}
+
+/// Callback: node `.0` is now doing `.1`; `None` when the node is done.
+pub type StepSink = Arc<dyn Fn(&str, Option<&Doing>) + Send + Sync>;
 
 /// Live per-node progress for playbook runs: a bar of nodes done, and one line per running node
 /// showing its current step. Only when stderr is a terminal.
 pub struct StepProgress {
     multi: Option<indicatif::MultiProgress>,
     main: Option<ProgressBar>,
-    lines: Arc<std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>>,
+    lines: Arc<std::sync::Mutex<std::collections::HashMap<String, (ProgressBar, SharedDoing)>>>,
 }
 
 impl StepProgress {
@@ -104,28 +255,48 @@ impl StepProgress {
     pub fn sink(&self) -> Option<StepSink> {
         let multi = self.multi.clone()?;
         let lines = Arc::clone(&self.lines);
-        Some(Arc::new(move |node: &str, step: &str| {
+        Some(Arc::new(move |node: &str, doing: Option<&Doing>| {
             let mut map = lines.lock().expect("progress lines");
-            let bar = map.entry(node.to_string()).or_insert_with(|| {
+            let Some(doing) = doing else {
+                if let Some((bar, _)) = map.get(node) {
+                    bar.finish_and_clear();
+                }
+                return;
+            };
+            let (bar, shown) = map.entry(node.to_string()).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new_spinner());
+                let shown: SharedDoing = Arc::new(std::sync::Mutex::new(Doing::new("")));
+                let line = Arc::clone(&shown);
                 b.set_style(
-                    ProgressStyle::with_template("  {spinner} {prefix:<12} {msg} ({elapsed})")
-                        .expect("valid template"),
+                    ProgressStyle::with_template("  {spinner} {prefix:<12} {line}")
+                        .expect("valid template")
+                        .with_key(
+                            "line",
+                            move |st: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                                let d = line.lock().expect("progress line");
+                                let _ = w.write_str(&d.line(st.elapsed()));
+                            },
+                        ),
                 );
                 b.set_prefix(node.to_string());
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
-                b
+                (b, shown)
             });
-            if step.is_empty() {
-                bar.finish_and_clear();
-            } else {
-                // The time shown is since this line's state began (a slow boot shows its own
-                // wait, not the step's whole time).
-                let msg = crate::sanitize::sanitize_str(step);
-                if bar.message() != msg {
-                    bar.reset_elapsed();
-                    bar.set_message(msg);
-                }
+            let doing = sanitized(doing);
+            // The clock is this activity's (a slow boot shows its own wait, not the step's whole
+            // time); a new count keeps it going. (No drawing while the line is locked: the
+            // style reads it.)
+            let (new_activity, changed) = {
+                let mut now = shown.lock().expect("progress line");
+                let seen = (now.what != doing.what, *now != doing);
+                *now = doing;
+                seen
+            };
+            if new_activity {
+                bar.reset_elapsed();
+            }
+            if changed {
+                bar.tick();
             }
         }))
     }
@@ -156,7 +327,7 @@ impl StepProgress {
 
     /// Remove every line.
     pub fn finish(&self) {
-        for b in self.lines.lock().expect("progress lines").values() {
+        for (b, _) in self.lines.lock().expect("progress lines").values() {
             b.finish_and_clear();
         }
         if let Some(b) = &self.main {
@@ -165,5 +336,85 @@ impl StepProgress {
         if let Some(m) = &self.multi {
             let _ = m.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_says_seconds_minutes_and_hours_as_the_display_does() {
+        let s = Duration::from_secs;
+        assert_eq!(clock(s(0)), "0 s");
+        assert_eq!(clock(s(14)), "14 s");
+        assert_eq!(clock(s(60)), "1 m");
+        assert_eq!(clock(s(187)), "3 m 07 s");
+        assert_eq!(clock(s(600)), "10 m");
+        assert_eq!(clock(s(3600)), "1 h");
+        assert_eq!(clock(s(3900)), "1 h 05 m");
+        assert_eq!(clock(Duration::from_millis(59_999)), "59 s");
+    }
+
+    #[test]
+    fn a_line_says_what_how_far_since_when_and_until_when() {
+        let wait = Doing::new("waiting for a new boot id")
+            .within(Duration::from_secs(600))
+            .under("reboot");
+        assert_eq!(
+            wait.line(Duration::from_secs(14)),
+            "reboot: waiting for a new boot id (14 s of 10 m)"
+        );
+        let pgs = Doing::new("Ceph PGs")
+            .detail("96/128 active+clean")
+            .within(Duration::from_secs(1800));
+        assert_eq!(
+            pgs.line(Duration::from_secs(8)),
+            "Ceph PGs 96/128 active+clean (8 s of 30 m)"
+        );
+        let moving = Doing::new("migrating qm 101 (web) to pve3");
+        assert_eq!(
+            moving.line(Duration::from_secs(8)),
+            "migrating qm 101 (web) to pve3 (8 s)"
+        );
+    }
+
+    #[test]
+    fn output_is_cut_into_lines_whatever_the_pieces() {
+        use crate::ssh::Stream::{Stderr, Stdout};
+        let split = LineSplitter::default();
+        let mut seen = Vec::new();
+        split.push(Stdout, b"Get:1 http://deb", |l| seen.push(l.to_string()));
+        assert!(seen.is_empty(), "no line yet");
+        split.push(Stderr, b"W: one\r\nW: tw", |l| {
+            seen.push(format!("err {l}"))
+        });
+        split.push(Stdout, b"ian.org ok\n\nSetting up x\n", |l| {
+            seen.push(l.to_string())
+        });
+        split.push(Stdout, b"tail \xff", |l| seen.push(l.to_string()));
+        assert_eq!(split.unfinished(Stdout), "tail \u{fffd}");
+        assert_eq!(split.unfinished(Stderr), "W: tw");
+        split.finish(|s, l| seen.push(format!("{s:?} {l}")));
+        assert_eq!(
+            seen,
+            [
+                "err W: one",
+                "Get:1 http://debian.org ok",
+                "",
+                "Setting up x",
+                "Stdout tail \u{fffd}",
+                "Stderr W: tw",
+            ]
+        );
+    }
+
+    #[test]
+    fn remote_words_reach_the_terminal_sanitised() {
+        let d = sanitized(&Doing::new("migrating qm 101 (\u{1b}[2Jweb)").detail("\u{7}x"));
+        assert!(
+            !d.text().contains('\u{1b}') && !d.text().contains('\u{7}'),
+            "{d:?}"
+        );
     }
 }

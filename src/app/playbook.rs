@@ -355,6 +355,7 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         allow_maintained: p.allow_maintained,
         own_maintenance: p.own_maintenance.clone(),
         on_step: None,
+        output: None,
         cancel: ctrl_c_token(),
         resume: BTreeMap::new(),
         cluster: p.inv.nodes.clone(),
@@ -1147,20 +1148,29 @@ async fn execute_run(
     ));
     let display = steps.sink();
     let track = Arc::clone(&current);
-    let sink: StepSink = Arc::new(move |node: &str, step: &str| {
+    let sink: StepSink = Arc::new(move |node: &str, doing: Option<&crate::progress::Doing>| {
         if let Ok(mut m) = track.lock() {
-            if step.is_empty() {
-                m.remove(node);
-            } else {
-                m.insert(node.to_string(), step.to_string());
-            }
+            match doing {
+                None => m.remove(node),
+                Some(d) => m.insert(node.to_string(), d.what.clone()),
+            };
         }
         if let Some(d) = &display {
-            d(node, step);
+            d(node, doing);
         }
     });
     let mut s = settings(&p, false, run_id.clone(), Some(journal.clone()));
     s.on_step = Some(sink);
+    // -v: every command's output as it arrives, a line at a time under the live display,
+    // prefixed with its node (sanitised: it is the node's text).
+    if g.verbose > 0 {
+        let shown = Arc::clone(&steps);
+        s.output = Some(Arc::new(
+            move |node: &str, _: crate::ssh::Stream, line: &str| {
+                shown.println(&format!("{node} | {}", crate::sanitize::sanitize_str(line)));
+            },
+        ));
+    }
     // A resumed run reuses the journal's step results, which the plan does not see: a node the
     // stopped run had begun counts as rebooting; the others as their plan says.
     let mut planned = planned_reboots(&p.pb, &plan);

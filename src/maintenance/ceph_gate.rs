@@ -325,6 +325,17 @@ pub async fn wait_osds_up(
     deadline: Instant,
     cancel: &CancellationToken,
 ) -> Result<(), RebootError> {
+    wait_osds_up_shown(r, host, deadline, cancel, &|_| {}).await
+}
+
+/// [`wait_osds_up`], telling `shown` how many of them are still down at each look.
+pub async fn wait_osds_up_shown(
+    r: &Remote,
+    host: &str,
+    deadline: Instant,
+    cancel: &CancellationToken,
+    shown: &(dyn Fn(usize) + Sync),
+) -> Result<(), RebootError> {
     loop {
         let (_, tree) = r.text("timeout 30 ceph osd tree -f json").await?;
         let down: Vec<String> = parse_osd_tree(&tree)
@@ -336,6 +347,7 @@ pub async fn wait_osds_up(
         if down.is_empty() {
             return Ok(());
         }
+        shown(down.len());
         if Instant::now() > deadline {
             return Err(RebootError::Ceph(format!(
                 "OSDs of {host} not up in time: {}",
@@ -346,17 +358,20 @@ pub async fn wait_osds_up(
     }
 }
 
-/// Wait until every PG is active+clean.
+/// Wait until every PG is active+clean, telling `shown` at each look how many are (`None`: not
+/// known, no PG statistics) of how many.
 pub async fn wait_clean(
     r: &Remote,
     deadline: Instant,
     cancel: &CancellationToken,
+    shown: &(dyn Fn(Option<u64>, u64) + Sync),
 ) -> Result<(), RebootError> {
     loop {
         let s = status(r).await?;
         if s.all_clean() {
             return Ok(());
         }
+        shown(s.clean_pgs(), s.num_pgs);
         if Instant::now() > deadline {
             if !s.pg_stats_known() {
                 return Err(RebootError::Ceph(format!(

@@ -896,6 +896,7 @@ pub async fn return_guests(
     moved: &[(GuestRef, String, String)],
     opts: super::reboot::DrainOpts,
     journal: Option<&crate::journal::Journal>,
+    on_doing: &(dyn Fn(crate::progress::Doing) + Send + Sync),
 ) -> Result<Returned, RebootError> {
     let me = r.node.name.clone();
     let mut out = Returned::default();
@@ -943,6 +944,10 @@ pub async fn return_guests(
             )
             .await;
         }
+        on_doing(crate::progress::Doing::new(format!(
+            "migrating {what} back from {}",
+            now.node
+        )));
         match migrate_from(cluster, &now.node, g, origin, opts.local_disks, r.timeout).await {
             Ok(()) => out.returned.push(g.clone()),
             Err(e) => {

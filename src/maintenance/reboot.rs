@@ -29,6 +29,7 @@ use super::health;
 use super::remote::Remote;
 use crate::journal::{Event, GuestRef, Journal, NodeHistory};
 use crate::outcome::GuestPolicy;
+use crate::progress::Doing;
 use crate::ssh;
 
 pub use crate::vocab::RebootState;
@@ -61,6 +62,9 @@ pub struct RebootCtx<'a> {
     pub resume: Option<&'a NodeHistory>,
     /// Told each state reached (live display, stop point).
     pub on_state: &'a (dyn Fn(RebootState) + Send + Sync),
+    /// Told what the reboot does within a state (each migration, the Ceph wait's counts): the
+    /// live display.
+    pub on_doing: &'a (dyn Fn(crate::progress::Doing) + Send + Sync),
     /// Drain the node (migrate guests away and back), with its options.
     pub drain: Option<DrainOpts>,
     /// Ceph health check codes that do not stop the run.
@@ -499,6 +503,10 @@ impl Machine<'_, '_> {
             )
             .await;
             tracing::info!(node = %me, guest = g.vmid, to = %target, "migrate");
+            (self.cx.on_doing)(Doing::new(format!(
+                "migrating {} to {target}",
+                drain::describe(std::slice::from_ref(&gref))
+            )));
             drain::migrate(r, &gref, &target, opts.local_disks).await?;
             self.record(
                 r,
@@ -592,10 +600,31 @@ impl Machine<'_, '_> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
-        let pg_deadline = Instant::now() + self.cx.pg_timeout;
-        super::ceph_gate::wait_osds_up(r, &r.node.name, deadline.max(pg_deadline), self.cx.cancel)
-            .await?;
-        super::ceph_gate::wait_clean(r, pg_deadline, self.cx.cancel).await?;
+        let started = Instant::now();
+        let pg_deadline = started + self.cx.pg_timeout;
+        let osd_deadline = deadline.max(pg_deadline);
+        super::ceph_gate::wait_osds_up_shown(
+            r,
+            &r.node.name,
+            osd_deadline,
+            self.cx.cancel,
+            &|down| {
+                (self.cx.on_doing)(
+                    Doing::new("waiting for its OSDs to be up")
+                        .detail(format!("({down} down)"))
+                        .within(osd_deadline.saturating_duration_since(started)),
+                )
+            },
+        )
+        .await?;
+        super::ceph_gate::wait_clean(r, pg_deadline, self.cx.cancel, &|clean, total| {
+            let d = Doing::new("Ceph PGs").within(self.cx.pg_timeout);
+            (self.cx.on_doing)(match (clean, total) {
+                (Some(c), t) => d.detail(format!("{c}/{t} active+clean")),
+                (None, _) => d.detail("state not known yet (no PG statistics from a mgr)"),
+            })
+        })
+        .await?;
         self.to(r, RebootState::CephClean, None).await;
         self.unset_noout(r).await
     }
@@ -632,7 +661,15 @@ impl Machine<'_, '_> {
         // Each return is journaled intent-first (`guest_returning`), as the move away: the migration
         // runs detached and may end after a killed controller; a resume settles it
         // ([`Self::settle_unfinished_returns`]).
-        let back = drain::return_guests(r, self.cx.cluster, &moved, opts, self.cx.journal).await?;
+        let back = drain::return_guests(
+            r,
+            self.cx.cluster,
+            &moved,
+            opts,
+            self.cx.journal,
+            self.cx.on_doing,
+        )
+        .await?;
         for g in &back.returned {
             if let Some((_, origin, _)) = moved.iter().find(|(m, _, _)| m == g) {
                 self.record(

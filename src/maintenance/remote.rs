@@ -67,6 +67,16 @@ impl Remote {
         self.session.exec(cmd, self.timeout).await
     }
 
+    /// Run `cmd` with the node's command deadline, handing its output to `tap` as it arrives.
+    pub async fn sh_tapped(
+        &self,
+        cmd: &str,
+        tap: &(dyn Fn(crate::ssh::Stream, &[u8]) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        tracing::trace!(node = %self.node.name, cmd, "exec, output followed");
+        self.session.exec_tapped(cmd, self.timeout, tap).await
+    }
+
     /// Run `cmd` with `input` on its standard input (any size).
     pub async fn sh_stdin(&self, cmd: &str, input: &[u8]) -> Result<ExecOutput, SshError> {
         tracing::trace!(node = %self.node.name, cmd, bytes = input.len(), "exec with input");

@@ -17,8 +17,7 @@ use crate::inventory::Node;
 use crate::journal::{Journal, NodeHistory};
 use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 
-/// A receiver of live step changes: (node, current step); an empty step when the node is done.
-pub type StepSink = Arc<dyn Fn(&str, &str) + Send + Sync>;
+pub use crate::progress::StepSink;
 
 /// Everything a node run needs besides the node.
 pub struct RunSettings {
@@ -44,6 +43,8 @@ pub struct RunSettings {
     pub own_maintenance: std::collections::BTreeSet<String>,
     /// Live display.
     pub on_step: Option<StepSink>,
+    /// `-v`: each command's output, line by line as it arrives.
+    pub output: Option<crate::progress::OutputSink>,
     /// Ctrl-C, SIGTERM, SIGHUP: nodes stop at the next safe point.
     pub cancel: CancellationToken,
     /// Per-node history of the run being resumed.

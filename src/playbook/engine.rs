@@ -423,7 +423,10 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             continue;
         }
         if let Some(f) = &s.on_step {
-            f(&node.name, name);
+            f(
+                &node.name,
+                Some(&crate::progress::Doing::new(name.as_str())),
+            );
         }
         if !s.check {
             record(Event::StepStarted {
@@ -492,7 +495,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     }
     remote.session.close().await;
     if let Some(f) = &s.on_step {
-        f(&node.name, "");
+        f(&node.name, None);
     }
     run.rebooted = st.rebooted;
     run.left_on.append(&mut st.left_on);

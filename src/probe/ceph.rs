@@ -83,6 +83,18 @@ impl CephStatus {
             && self.pgs_by_state.iter().map(|(_, c)| c).sum::<u64>() == self.num_pgs
     }
 
+    /// How many PGs are `active+clean`, when the statistics are known (the live display's
+    /// "96/128 active+clean"; unknown is not zero).
+    pub fn clean_pgs(&self) -> Option<u64> {
+        self.pg_stats_known().then(|| {
+            self.pgs_by_state
+                .iter()
+                .filter(|(s, _)| s == "active+clean")
+                .map(|(_, c)| c)
+                .sum()
+        })
+    }
+
     /// PGs whose data is unavailable: not active, or `stale` (no OSD has reported them to the
     /// monitors; Ceph raises PG_AVAILABILITY for both), whatever else they say
     /// (`stale+active+clean` included).
@@ -430,6 +442,14 @@ mod tests {
         assert!(!s.pg_stats_known());
         assert!(!s.all_clean(), "no mgr: nothing is known of the PGs");
         assert!(s.checks.iter().any(|c| c.code == "MGR_DOWN"));
+        assert_eq!(s.clean_pgs(), None, "the display says unknown, not 0 clean");
+    }
+
+    #[test]
+    fn the_clean_count_is_the_active_clean_pgs_only() {
+        assert_eq!(parse_status(STATUS_DEGRADED).unwrap().clean_pgs(), Some(88));
+        assert_eq!(parse_status(STATUS_STALE).unwrap().clean_pgs(), Some(124));
+        assert_eq!(parse_status(STATUS_NOOUT).unwrap().clean_pgs(), Some(129));
     }
 
     #[test]

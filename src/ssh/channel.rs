@@ -60,6 +60,15 @@ impl CappedBuf {
     }
 }
 
+/// Which of a command's output streams a piece of output came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error (the channel's extended data, type 1).
+    Stderr,
+}
+
 /// The transfer of a command's input (then end of file), polled beside its output.
 type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send + 'a>>;
 
@@ -91,7 +100,7 @@ impl Session {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, SshError> {
-        self.run(command, timeout, cap, None).await
+        self.run(command, timeout, cap, None, None).await
     }
 
     /// Run `command` with `input` on its standard input (then end of file), collecting all its
@@ -103,7 +112,8 @@ impl Session {
         input: &[u8],
         timeout: Duration,
     ) -> Result<ExecOutput, SshError> {
-        self.run(command, timeout, usize::MAX, Some(input)).await
+        self.run(command, timeout, usize::MAX, Some(input), None)
+            .await
     }
 
     /// [`Session::exec_capped`] with `input` on the command's standard input (then end of
@@ -115,7 +125,19 @@ impl Session {
         timeout: Duration,
         cap: usize,
     ) -> Result<ExecOutput, SshError> {
-        self.run(command, timeout, cap, Some(input)).await
+        self.run(command, timeout, cap, Some(input), None).await
+    }
+
+    /// [`Session::exec`], also handing each piece of output to `tap` as it arrives (`-v`
+    /// follows a long command live; the display reads what it waits for).
+    pub async fn exec_tapped(
+        &self,
+        command: &str,
+        timeout: Duration,
+        tap: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+    ) -> Result<ExecOutput, SshError> {
+        self.run(command, timeout, usize::MAX, None, Some(tap))
+            .await
     }
 
     async fn run(
@@ -124,6 +146,7 @@ impl Session {
         timeout: Duration,
         cap: usize,
         input: Option<&[u8]>,
+        tap: Option<&(dyn Fn(Stream, &[u8]) + Send + Sync)>,
     ) -> Result<ExecOutput, SshError> {
         let command = if self.inner.become_root {
             format!("sudo -n -- sh -c {}", shell_quote(command))
@@ -184,8 +207,18 @@ impl Session {
                     ping = None;
                     idle.as_mut().reset(tokio::time::Instant::now() + probe_after);
                     match msg {
-                        Some(ChannelMsg::Data { data }) => stdout.push(&data),
-                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => stderr.push(&data),
+                        Some(ChannelMsg::Data { data }) => {
+                            if let Some(t) = tap {
+                                t(Stream::Stdout, &data);
+                            }
+                            stdout.push(&data)
+                        }
+                        Some(ChannelMsg::ExtendedData { data, ext: 1 }) => {
+                            if let Some(t) = tap {
+                                t(Stream::Stderr, &data);
+                            }
+                            stderr.push(&data)
+                        }
                         Some(ChannelMsg::ExitStatus { exit_status }) => {
                             exit = Some(ExitStatus::Code(exit_status));
                         }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 mod channel;
+pub use channel::Stream;
 pub mod config;
 pub use config::parse_destination;
 pub mod known_hosts;

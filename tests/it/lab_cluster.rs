@@ -768,8 +768,9 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
     // The dpkg frontend lock held by another apt-get: the real messages, exit 100; a simulation
     // needs no lock; -o DPkg::Lock::Timeout waits for it.
     lab.fault("pve1", &["pending", "pve-manager=8.3.5"]);
-    // Held 10 s: the five commands below must all meet it, also on a loaded machine.
-    lab.fault("pve1", &["dpkg-lock", "10"]);
+    // Held 20 s: the five commands below must all meet it, also on a loaded machine (10 s was
+    // once over before the fourth of them, with 20 tests at once).
+    lab.fault("pve1", &["dpkg-lock", "20"]);
     let (code, _, err) = lab.ssh("pve1", "apt-get -y dist-upgrade");
     assert_eq!(code, 100);
     let lines: Vec<&str> = err.lines().collect();
@@ -798,8 +799,19 @@ fn dpkg_lock_and_an_enterprise_repo_without_subscription_fail_like_apt() {
         0
     );
     let t = Instant::now();
-    let (code, out, err) = lab.ssh("pve1", "apt-get -y -o DPkg::Lock::Timeout=20 dist-upgrade");
+    let (code, out, err) = lab.ssh(
+        "pve1",
+        "apt-get -y -q -o DPkg::Lock::Timeout=40 dist-upgrade",
+    );
     assert_eq!(code, 0, "{out}{err}");
+    // The wait as apt reports it with -q (its progress, on stdout: once, ended by a newline
+    // when the lock is taken): what the live display reads.
+    let first = out.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process ")
+            && first.ends_with(" (apt-get)..."),
+        "{out}"
+    );
     assert!(
         t.elapsed() >= Duration::from_secs(1),
         "it waited for the lock"

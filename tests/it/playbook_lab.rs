@@ -2,6 +2,7 @@
 //! run is a no-op; rolling reboots, the quorum gate, halting, resume, rollback, Ctrl-C.
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::common::lab::Lab;
 use crate::common::runs::{audit_problems, changed_steps, Env};
@@ -558,6 +559,83 @@ fn a_terminal_shows_each_nodes_current_step_and_a_pipe_shows_no_progress() {
         "no live step line on the terminal:\n{screen}"
     );
     assert!(screen.contains("0/2 nodes"), "no nodes-done bar:\n{screen}");
+}
+
+/// Issue 17: `-v` follows each command's output as it comes, a line at a time prefixed with its
+/// node (piped here: a command's first line arrives seconds before its last, not with its end),
+/// for a step run in the session as for a detached one; on a terminal the live display says
+/// when apt waits for another apt's dpkg lock, who holds it, and for how long.
+#[test]
+fn verbose_follows_commands_live_and_the_display_names_the_dpkg_lock_wait() {
+    use std::io::BufRead;
+    let Some(lab) = Lab::up("verbose_follow", 135, 1, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    let pb = write_playbook(
+        env.state.path(),
+        "name = \"follow\"\n[[step]]\nname = \"talk\"\nkind = \"run\"\ncommand = \"echo first; sleep 3; echo second >&2\"\n[[step]]\nname = \"talk detached\"\nkind = \"run\"\ndetach = true\ncommand = \"echo third; sleep 3; printf fourth\"\n",
+    );
+    let mut child = env.spawn(&lab, &["-v", "run", "--yes", pb.to_str().unwrap()]);
+    let err = child.stderr.take().unwrap();
+    let seen: Vec<(std::time::Instant, String)> = std::io::BufReader::new(err)
+        .lines()
+        .map(|l| (std::time::Instant::now(), l.unwrap()))
+        .collect();
+    let status = child.wait().unwrap();
+    let all: Vec<&str> = seen.iter().map(|(_, l)| l.as_str()).collect();
+    assert!(status.success(), "{all:#?}");
+    let at = |want: &str| {
+        seen.iter()
+            .find(|(_, l)| l == want)
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("no `{want}` line: {all:#?}"))
+    };
+    let gap = |a: &str, b: &str| at(b).duration_since(at(a));
+    assert!(
+        gap("pve1 | first", "pve1 | second") >= Duration::from_secs(2),
+        "{all:#?}"
+    );
+    // Detached: the same, its last line too (no newline at its end).
+    assert!(
+        gap("pve1 | third", "pve1 | fourth") >= Duration::from_secs(2),
+        "{all:#?}"
+    );
+    // Without -v nothing of it.
+    let quiet = env.run(&lab, &["run", "--yes", pb.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("pve1 | "));
+
+    // Another apt-get holds the lock for 8 s: the display says so while apt waits.
+    let apt = write_playbook(
+        env.state.path(),
+        "name = \"apt\"\n[[step]]\nname = \"upgrade\"\nkind = \"run\"\ndetach = true\ncommand = \"apt-get -y -q -o DPkg::Lock::Timeout=60 dist-upgrade\"\n",
+    );
+    lab.fault("pve1", &["dpkg-lock", "8"]);
+    let cmd = format!(
+        "PVEFLEET_STATE_DIR={} {} -i {} run --yes {}; echo RUN-EXIT-$?; sleep 60",
+        env.state.path().display(),
+        env!("CARGO_BIN_EXE_pvefleet"),
+        lab.inventory().display(),
+        apt.display()
+    );
+    let t = crate::common::tmux::Tmux::start("lock", 160, 30, &cmd);
+    let mut screen = String::new();
+    assert!(
+        crate::common::wait::eventually(30, || {
+            screen = t.capture(false, 0);
+            screen.contains("upgrade: waiting for the dpkg lock (held by process ")
+        }),
+        "the display never said it waits for the lock:\n{screen}"
+    );
+    assert!(screen.contains(" (apt-get)) ("), "{screen}");
+    assert!(
+        crate::common::wait::eventually(60, || {
+            screen = t.capture(true, 2000);
+            screen.contains("RUN-EXIT-")
+        }),
+        "{screen}"
+    );
+    assert!(screen.contains("RUN-EXIT-0"), "{screen}");
 }
 
 /// `plan --detailed-exitcode` (as terraform's): 2 while something would change, 0 once the run

@@ -705,15 +705,19 @@ fn a_node_lost_at_the_quorum_gate_is_unreachable_and_journaled() {
     assert_eq!(lab.boots("pve2"), 1);
 }
 
-/// Issue 17: the live display says what a node waits for, since when and until when: during a
-/// slow boot, `reboot: waiting for a new boot id, up to 40.0s (3s)`: the time of that wait.
+/// Issue 17: the live display says what a node does and waits for, since when and until when:
+/// each migration of its drain (`reboot: migrating qm 101 (web) to pve2 (3 s)`), then during a
+/// slow boot `reboot: waiting for a new boot id (3 s of 1 m)`: the time of that wait and the
+/// step's deadline.
 #[test]
 fn the_live_display_says_what_the_reboot_waits_for() {
     let Some(lab) = Lab::up("live_display", 179, 3, &[]) else {
         return;
     };
     let env = Env::new();
-    let pb = env.playbook("touch-and-reboot.toml");
+    let pb = env.playbook("drain-and-reboot.toml");
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["migrate-slow", "8"]);
     lab.fault("pve1", &["slow-boot", "10"]);
     let cmd = format!(
         "PVEFLEET_STATE_DIR={} {} -i {} -l pve1 run --yes {}; echo RUN-EXIT-$?; sleep 60",
@@ -724,6 +728,28 @@ fn the_live_display_says_what_the_reboot_waits_for() {
     );
     let t = crate::common::tmux::Tmux::start("live", 120, 30, &cmd);
     let mut screen = String::new();
+    // A line with its own clock: `... to pve2 (N s)` or `pve3`.
+    let clocked = |screen: &str, what: &str, tail: &str| {
+        screen.lines().any(|l| {
+            l.split_once(what).is_some_and(|(_, rest)| {
+                rest.strip_prefix(" (")
+                    .and_then(|r| r.split_once(' '))
+                    .is_some_and(|(n, r)| n.parse::<u32>().is_ok() && r.starts_with(tail))
+            })
+        })
+    };
+    assert!(
+        crate::common::wait::eventually(60, || {
+            screen = t.capture(true, 200);
+            screen.contains("reboot: migrating qm 101 (web) to pve")
+        }),
+        "the display never showed the migration:\n{screen}"
+    );
+    assert!(
+        clocked(&screen, "migrating qm 101 (web) to pve2", "s)")
+            || clocked(&screen, "migrating qm 101 (web) to pve3", "s)"),
+        "{screen}"
+    );
     assert!(
         crate::common::wait::eventually(60, || {
             screen = t.capture(true, 200);
@@ -732,7 +758,7 @@ fn the_live_display_says_what_the_reboot_waits_for() {
         "the display never said it waits for the boot:\n{screen}"
     );
     assert!(
-        screen.contains("reboot: waiting for a new boot id, up to 40.0s ("),
+        clocked(&screen, "reboot: waiting for a new boot id", "s of 1 m)"),
         "{screen}"
     );
     assert!(

@@ -15,7 +15,8 @@ use super::detached::{self, Status};
 use crate::journal::UndoRecord;
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
-use crate::ssh::{ExecOutput, ExitStatus};
+use crate::progress::Doing;
+use crate::ssh::{ExecOutput, ExitStatus, Stream};
 
 fn rc_of(o: &ExecOutput) -> i64 {
     match o.exit {
@@ -31,6 +32,76 @@ async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<Exec
         _ = st.s.cancel.cancelled() => Err(StepError::Interrupted),
         o = r.sh(cmd) => Ok(o?),
     }
+}
+
+/// A `run` step's own command, run so that its output can be followed when someone follows it:
+/// `-v` gets each line as it arrives, and the live display says when apt waits for another
+/// apt/dpkg to let go of the lock (then what the step runs again). Otherwise as
+/// [`interruptible`].
+async fn followed(
+    r: &Remote,
+    st: &NodeState<'_>,
+    step: &str,
+    cmd: &str,
+) -> Result<ExecOutput, StepError> {
+    let (out, display) = (st.s.output.clone(), st.s.on_step.clone());
+    if out.is_none() && display.is_none() {
+        return interruptible(r, st, cmd).await;
+    }
+    let node = r.node.name.clone();
+    let waiting = std::sync::atomic::AtomicBool::new(false);
+    let lines = crate::progress::LineSplitter::default();
+    // A finished line: followed; and apt has moved on from any wait it reported.
+    let on_line = |stream: Stream, line: &str| {
+        if let Some(o) = &out {
+            o(&node, stream, line);
+        }
+        if let Some(d) = &display {
+            if waiting.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                d(&node, Some(&Doing::new(step)));
+            }
+        }
+    };
+    // apt reports the wait as a line it finishes only once the lock is taken.
+    let tap = |stream: Stream, data: &[u8]| {
+        lines.push(stream, data, |l| on_line(stream, l));
+        if let Some(d) = &display {
+            if let Some(holder) = apt_lock_wait(&lines.unfinished(stream)) {
+                if !waiting.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    d(
+                        &node,
+                        Some(
+                            &Doing::new(format!("{step}: waiting for the dpkg lock"))
+                                .detail(holder),
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    let o = tokio::select! {
+        _ = st.s.cancel.cancelled() => return Err(StepError::Interrupted),
+        o = r.sh_tapped(cmd, &tap) => o?,
+    };
+    lines.finish(&on_line);
+    Ok(o)
+}
+
+/// apt waiting for the lock another apt or dpkg holds (`-o DPkg::Lock::Timeout=N`): apt-pkg's
+/// debSystem GetLockMaybeWait reports "Waiting for cache lock: " and the lock error ("Could not
+/// get lock /var/lib/dpkg/lock-frontend. It is held by process 1234 (apt-get)") through its
+/// progress, on stdout, without a newline until the wait is over (with -q once, without a
+/// "\r... N%" spinner: apt-pkg/contrib/progress.cc OpTextProgress). Who holds it, when apt says.
+fn apt_lock_wait(line: &str) -> Option<String> {
+    let (_, why) = line.split_once("Waiting for cache lock: ")?;
+    Some(match why.split_once("held by process ") {
+        Some((_, who)) => {
+            // "1234 (apt-get)..." or "1234 (apt-get)... 5s": up to the holder's name.
+            let who = who.find(')').map_or(who, |i| &who[..=i]);
+            format!("(held by process {who})")
+        }
+        None => "(another apt or dpkg holds it)".into(),
+    })
 }
 
 /// How the guards of a `run` step decided.
@@ -184,10 +255,19 @@ pub(super) async fn run(
             }
             // Never started, cut off (repaired before the facts were gathered), or gone with a
             // reboot of the node: run it (again).
+            _ if st.s.output.is_some() || st.s.on_step.is_some() => {
+                followed(
+                    r,
+                    st,
+                    step.name.get_ref(),
+                    &detached::start_script_followed(&dir, &cmd),
+                )
+                .await?
+            }
             _ => interruptible(r, st, &detached::start_script(&dir, &cmd)).await?,
         }
     } else {
-        interruptible(r, st, &cmd).await?
+        followed(r, st, step.name.get_ref(), &cmd).await?
     };
     let vars = serde_json::json!({
         "rc": rc_of(&o),
@@ -346,5 +426,35 @@ pub(super) async fn wait_for(
             _ = st.s.cancel.cancelled() => return Err(StepError::Interrupted),
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apts_lock_wait_is_read_with_its_holder() {
+        // As apt-get -q prints it (stdout, no newline yet), and as the spinner does without -q.
+        let q = "Waiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 4242 (apt-get)...";
+        assert_eq!(
+            apt_lock_wait(q).as_deref(),
+            Some("(held by process 4242 (apt-get))")
+        );
+        let spinner = "\rWaiting for cache lock: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 77 (unattended-upgr)... 3%\r";
+        assert_eq!(
+            apt_lock_wait(spinner).as_deref(),
+            Some("(held by process 77 (unattended-upgr))")
+        );
+        assert_eq!(
+            apt_lock_wait("Waiting for cache lock: Could not get lock /var/lib/dpkg/lock. Resource temporarily unavailable...").as_deref(),
+            Some("(another apt or dpkg holds it)")
+        );
+        assert_eq!(apt_lock_wait("Reading package lists..."), None);
+        assert_eq!(
+            apt_lock_wait("E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by process 1 (apt-get)"),
+            None,
+            "the error after the timeout is no wait"
+        );
     }
 }

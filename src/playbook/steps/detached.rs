@@ -40,6 +40,28 @@ pub fn start_script(dir: &str, cmd: &str) -> String {
     )
 }
 
+/// [`start_script`] for a command whose output is followed live (`-v`, the display): the same
+/// files and the same detachment, but `out` and `err` are streamed while the command runs
+/// (GNU `tail -f --pid`, which reads to the end once the command's session has ended) instead
+/// of printed at its end. The script's output is the command's either way.
+pub fn start_script_followed(dir: &str, cmd: &str) -> String {
+    let d = shell_quote(dir);
+    format!(
+        "d={d}; rm -rf \"$d\"; mkdir -p \"$d\" || exit 125\n\
+         : >\"$d/out\"; : >\"$d/err\"\n\
+         setsid -w sh -c 'echo $$ >\"$1/pid\"; sh -c \"$2\" </dev/null >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.new\"; mv \"$1/rc.new\" \"$1/rc\"' pvefleet-detached \"$d\" {} &\n\
+         p=$!\n\
+         tail -s 0.2 -c +1 -f --pid=\"$p\" \"$d/out\" &\n\
+         t=$!\n\
+         tail -s 0.2 -c +1 -f --pid=\"$p\" \"$d/err\" >&2\n\
+         wait \"$t\"\n\
+         wait \"$p\"\n\
+         if [ -f \"$d/rc\" ]; then exit \"$(cat \"$d/rc\")\"; fi\n\
+         echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n",
+        shell_quote(cmd),
+    )
+}
+
 fn collect_tail() -> &'static str {
     "if [ -f \"$d/rc\" ]; then cat \"$d/out\"; cat \"$d/err\" >&2; exit \"$(cat \"$d/rc\")\"; fi\n\
      echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n"
@@ -107,6 +129,32 @@ mod tests {
             "/run/pvefleet/20261201T221300-1f2e.step5"
         );
         assert_eq!(dir("../x y", 1), "/run/pvefleet/xy.step1");
+    }
+
+    /// Followed, the script gives the same output and status as it streams them, the last
+    /// lines too (written just before the command ended), and the files are the same.
+    #[test]
+    fn a_followed_detached_command_streams_the_same_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("f").to_string_lossy().into_owned();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(start_script_followed(
+                &d,
+                "echo one; sleep 0.5; echo two; echo oops >&2; printf last; exit 3",
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\nlast");
+        assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+        let dir = std::path::Path::new(&d);
+        assert_eq!(std::fs::read_to_string(dir.join("rc")).unwrap(), "3\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("out")).unwrap(),
+            "one\ntwo\nlast"
+        );
+        assert!(dir.join("pid").exists());
     }
 
     /// The script runs the command in its own session and hands back its output and status;

@@ -18,6 +18,7 @@ use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
 use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
+use crate::progress::Doing;
 
 pub(crate) use command::repair_interrupted;
 pub(crate) use facts::gather;
@@ -291,21 +292,20 @@ async fn reboot_step(
     let sink = st.s.on_step.clone();
     let node = r.node.name.clone();
     let name = step.name.get_ref().clone();
-    let deadline = crate::report::exec::short_duration(
-        step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
-    );
-    // The live display says what the node now waits for, and the deadline of the waits that
-    // have one (its time since that state is the display's own).
+    let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
+    // The live display says what the node now waits for, with the deadline of the waits that
+    // have one; within a state, what the drain and the Ceph gate are doing (each migration, the
+    // PG count) under the step's name.
+    let doing = move |d: Doing| {
+        if let Some(f) = &sink {
+            f(&node, Some(&d.under(&name)));
+        }
+    };
+    let on_doing = doing.clone();
     let on_state = move |s: RebootState| {
         on_state(s);
-        if let Some(f) = &sink {
-            let line = if s.waits() {
-                format!("{name}: {}, up to {deadline}", s.awaiting())
-            } else {
-                format!("{name}: {}", s.awaiting())
-            };
-            f(&node, &line);
-        }
+        let d = Doing::new(s.awaiting());
+        doing(if s.waits() { d.within(timeout) } else { d });
     };
     let cx = RebootCtx {
         index: st.index,
@@ -316,6 +316,7 @@ async fn reboot_step(
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
+        on_doing: &on_doing,
         drain: drain_opts(reboot_step),
         ceph_accept: st.render_list(&reboot_step.ceph_accept_warnings)?,
         pg_timeout: reboot_step.pg_timeout,
