@@ -142,10 +142,7 @@ type SharedDoing = Arc<std::sync::Mutex<Doing>>;
 fn sanitized(d: &Doing) -> Doing {
     Doing {
         what: crate::sanitize::sanitize_str(&d.what),
-        detail: d
-            .detail
-            .as_deref()
-            .map(|t| crate::sanitize::sanitize_str(t)),
+        detail: d.detail.as_deref().map(crate::sanitize::sanitize_str),
         deadline: d.deadline,
     }
 }

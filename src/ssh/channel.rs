@@ -69,6 +69,9 @@ pub enum Stream {
     Stderr,
 }
 
+/// Receives each piece of a command's output as it arrives.
+pub type Tap<'a> = &'a (dyn Fn(Stream, &[u8]) + Send + Sync);
+
 /// The transfer of a command's input (then end of file), polled beside its output.
 type Sending<'a> = Pin<Box<dyn Future<Output = Result<(), russh::Error>> + Send + 'a>>;
 
@@ -134,7 +137,7 @@ impl Session {
         &self,
         command: &str,
         timeout: Duration,
-        tap: &(dyn Fn(Stream, &[u8]) + Send + Sync),
+        tap: Tap<'_>,
     ) -> Result<ExecOutput, SshError> {
         self.run(command, timeout, usize::MAX, None, Some(tap))
             .await
@@ -146,7 +149,7 @@ impl Session {
         timeout: Duration,
         cap: usize,
         input: Option<&[u8]>,
-        tap: Option<&(dyn Fn(Stream, &[u8]) + Send + Sync)>,
+        tap: Option<Tap<'_>>,
     ) -> Result<ExecOutput, SshError> {
         let command = if self.inner.become_root {
             format!("sudo -n -- sh -c {}", shell_quote(command))
