@@ -166,7 +166,7 @@ fn predicted(
         .enumerate()
         .map(|(i, d)| d.saturating_sub(migrating.get(i).copied().unwrap_or_default()))
         .collect();
-    let short = crate::report::exec::short_duration;
+    let short = crate::outcome::short_duration;
     let Some(boot) = crate::journal::recent_mean(&boots) else {
         return (
             None,
@@ -291,9 +291,8 @@ async fn reboot_step(
     let sink = st.s.on_step.clone();
     let node = r.node.name.clone();
     let name = step.name.get_ref().clone();
-    let deadline = crate::report::exec::short_duration(
-        step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
-    );
+    let deadline =
+        crate::outcome::short_duration(step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT));
     // The live display says what the node now waits for, and the deadline of the waits that
     // have one (its time since that state is the display's own).
     let on_state = move |s: RebootState| {
