@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::{ctrl_c_token, load_inventory, print_json, signals, targets, use_color, AppError};
-use crate::cli::GlobalOpts;
 use crate::cli::DEFAULT_FORKS;
+use crate::cli::{GlobalOpts, PlanArgs, RunArgs};
 use crate::exec::NodeStatus;
 use crate::exit;
 use crate::inventory::{Inventory, Node};
@@ -227,13 +227,8 @@ async fn plan_runs(
 }
 
 /// `pvefleet plan`.
-pub async fn cmd_plan(
-    g: &GlobalOpts,
-    path: &Path,
-    extra: &[String],
-    detailed: bool,
-    guests: GuestPolicy,
-) -> Result<u8, AppError> {
+pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
+    let (path, extra, detailed) = (&a.playbook, a.extra.as_slice(), a.detailed_exitcode);
     let pb = load_playbook(path)?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
@@ -241,7 +236,7 @@ pub async fn cmd_plan(
         extra: parse_extra(extra, &pb)?,
         pb,
         extra_items: extra.to_vec(),
-        guests,
+        guests: a.guest_policy(),
         allow_maintained: false,
         own_maintenance: BTreeSet::new(),
         nodes,
@@ -293,47 +288,15 @@ fn inventory_file(g: &GlobalOpts) -> Option<PathBuf> {
     Some(std::fs::canonicalize(&p).unwrap_or(p))
 }
 
-/// `pvefleet run` arguments.
-pub struct RunArgs<'a> {
-    /// Playbook (not with --resume).
-    pub playbook: Option<&'a Path>,
-    /// Plan only.
-    pub check: bool,
-    /// No confirmation.
-    pub yes: bool,
-    /// `-e` items.
-    pub extra: &'a [String],
-    /// `--guests`.
-    pub guests: Option<GuestPolicy>,
-    /// `--allow-maintained`.
-    pub allow_maintained: bool,
-    /// `--resume ID`.
-    pub resume: Option<&'a str>,
-    /// `--force` (with --resume).
-    pub force: bool,
-    /// `--window`s, as given.
-    pub windows: &'a [String],
-    /// `--no-window` (with --resume): drop the run's windows.
-    pub no_window: bool,
-    /// `--confirm-each-node`.
-    pub confirm_each_node: bool,
-    /// `--pause-after N`.
-    pub pause_after: Option<usize>,
-    /// `--ignore-backups`.
-    pub ignore_backups: bool,
-    /// `--notify URL`s, as given.
-    pub notify: &'a [String],
-}
-
 fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
-    let pb = load_playbook(a.playbook.expect("clap requires it"))?;
+    let pb = load_playbook(a.playbook.as_deref().expect("clap requires it"))?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     Ok(Params {
-        extra: parse_extra(a.extra, &pb)?,
+        extra: parse_extra(&a.extra, &pb)?,
         pb,
         extra_items: a.extra.to_vec(),
-        guests: a.guests.unwrap_or(GuestPolicy::Refuse),
+        guests: a.guest_policy().unwrap_or(GuestPolicy::Refuse),
         allow_maintained: a.allow_maintained,
         own_maintenance: BTreeSet::new(),
         nodes,
@@ -359,10 +322,10 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         )));
     }
     let mut conflicts = Vec::new();
-    if !a.extra.is_empty() && a.extra != meta.extra_vars.as_slice() {
+    if !a.extra.is_empty() && a.extra != meta.extra_vars {
         conflicts.push(format!("-e (the run has: {:?})", meta.extra_vars));
     }
-    if a.guests.is_some_and(|x| x != meta.guests) {
+    if a.guest_policy().is_some_and(|x| x != meta.guests) {
         conflicts.push(format!("--guests (the run has: {})", meta.guests));
     }
     if g.limit.is_some() && g.limit != meta.limit {
@@ -472,8 +435,8 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
 /// `pvefleet run --resume ID --check`: what the resume would do, from the run's journal (steps
 /// done before, the reboot state it continues from, the nodes left), changing nothing and
 /// taking no lock.
-async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
-    let id = a.resume.unwrap_or_default();
+async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
+    let id = a.resume.as_deref().unwrap_or_default();
     let j = Journal::open(id).map_err(journal_error)?;
     let p = resumed_params(g, a, &j)?;
     let histories = j.histories();
@@ -510,24 +473,24 @@ async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppEr
 }
 
 /// `pvefleet run`.
-pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
+pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
     if a.check && a.resume.is_some() {
         return cmd_preview_resume(g, a).await;
     }
     if a.check {
         let path = a
             .playbook
+            .clone()
             .ok_or_else(|| AppError::Usage("--check needs a playbook".into()))?;
-        return cmd_plan(
-            g,
-            path,
-            a.extra,
-            false,
-            a.guests.unwrap_or(GuestPolicy::Refuse),
-        )
-        .await;
+        let plan = PlanArgs {
+            playbook: path,
+            extra: a.extra.clone(),
+            detailed_exitcode: false,
+            guests: a.guests,
+        };
+        return cmd_plan(g, &plan).await;
     }
-    crate::playbook::window::parse_all(a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
+    crate::playbook::window::parse_all(&a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
     let notify = a
         .notify
         .iter()
@@ -541,7 +504,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
                 .into(),
         ));
     }
-    let resumed = match a.resume {
+    let resumed = match a.resume.as_deref() {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
         None => None,
     };
@@ -742,7 +705,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
     p.pace = Some(PaceArgs {
         windows,
         confirm: a.confirm_each_node,
-        pause_after: a.pause_after,
+        pause_after: a.pause_after(),
         check_backups: !a.ignore_backups,
     });
     let code = execute_run(g, p, journal, histories, done, plan, refused).await;

@@ -4,7 +4,7 @@
 
 use super::playbook::journal_error;
 use super::{ctrl_c_token, load_inventory, print_json, signals, AppError};
-use crate::cli::GlobalOpts;
+use crate::cli::{GlobalOpts, RollbackArgs};
 use crate::exit;
 use crate::inventory::limit;
 use crate::journal::{Journal, NodeHistory};
@@ -17,12 +17,8 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 /// `pvefleet rollback`.
-pub async fn cmd_rollback(
-    g: &GlobalOpts,
-    id: &str,
-    yes: bool,
-    force: bool,
-) -> Result<u8, AppError> {
+pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, AppError> {
+    let (id, yes, force) = (args.run_id.as_str(), args.yes, args.force);
     let j = Journal::open_locked(id).map_err(journal_error)?;
     let meta = j.meta().map_err(journal_error)?;
     let mut files = files_by_node(&j.backups());

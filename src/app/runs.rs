@@ -3,7 +3,7 @@
 
 use super::playbook::journal_error;
 use super::{load_inventory, print_json, use_color, AppError};
-use crate::cli::GlobalOpts;
+use crate::cli::{GlobalOpts, PruneArgs};
 use crate::exit;
 use crate::journal::{self, Journal};
 use crate::report::runs::{render_list, render_run, shown_status};
@@ -59,12 +59,12 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
 /// `pvefleet runs prune`: the runs beyond the `keep` newest and/or started more than
 /// `older_than` ago, their backups on the nodes first (a node that cannot be reached keeps the
 /// run's journal, so nothing is orphaned), then the journal.
-pub async fn cmd_prune(
-    g: &GlobalOpts,
-    keep: Option<usize>,
-    older_than: Option<std::time::Duration>,
-    force: bool,
-) -> Result<u8, AppError> {
+pub async fn cmd_prune(g: &GlobalOpts, args: &PruneArgs) -> Result<u8, AppError> {
+    let PruneArgs {
+        keep,
+        older_than,
+        force,
+    } = *args;
     if keep.is_none() && older_than.is_none() {
         return Err(AppError::Usage(
             "runs prune: say which runs: --keep N and/or --older-than AGE".into(),
