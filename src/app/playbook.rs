@@ -109,30 +109,6 @@ fn plan_width(on_stderr: bool) -> Option<usize> {
     comfy_table::Table::new().width().map(usize::from)
 }
 
-fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
-    exit_code_paused(runs, interrupted, None)
-}
-
-/// As [`exit_code`], for a run that paused (`pause`) before some of its nodes: interrupted,
-/// unreachable and failed win over the pause.
-fn exit_code_paused(
-    runs: &[NodeRun],
-    interrupted: bool,
-    pause: Option<&crate::playbook::pacing::Pause>,
-) -> u8 {
-    if interrupted || runs.iter().any(NodeRun::interrupted) {
-        exit::INTERRUPTED
-    } else if runs.iter().any(|r| r.status.is_connection_failure()) {
-        exit::UNREACHABLE
-    } else if runs.iter().any(|r| r.failed() || r.halted) {
-        exit::FAILED
-    } else if let Some(p) = pause.filter(|_| runs.iter().any(|r| r.paused)) {
-        p.exit_code()
-    } else {
-        exit::OK
-    }
-}
-
 /// What a run is asked to do, new or resumed.
 struct Params {
     pb: Playbook,
@@ -270,7 +246,7 @@ pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
             (false, false) => exit::OK,
         }
     } else if failed {
-        exit_code(&runs, false).max(exit::FAILED)
+        rolling::exit_code(&runs, false, None).max(exit::FAILED)
     } else {
         exit::OK
     })
@@ -469,7 +445,7 @@ async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError>
         }
         print_plan(&runs);
     }
-    Ok(exit_code(&runs, false))
+    Ok(rolling::exit_code(&runs, false, None))
 }
 
 /// `pvefleet run`.
@@ -591,7 +567,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
             .filter_map(|r| cluster_of(&r.node).map(|c| (c, *r)))
             .collect();
         if p.nodes.iter().all(|n| stopped.contains_key(&n.cluster)) {
-            return Ok(exit_code(&plan, false));
+            return Ok(rolling::exit_code(&plan, false, None));
         }
         for n in p.nodes.iter().filter(|n| stopped.contains_key(&n.cluster)) {
             let bad = stopped[&n.cluster];
@@ -975,25 +951,9 @@ async fn execute_run(
     let mut runs = runs;
     runs.extend(refused);
     let pause = s_pacing.paused();
-    let code = exit_code_paused(&runs, cancel.is_cancelled(), pause.as_ref());
-    let paused_status = pause.as_ref().map(|p| p.status());
-    let status = match code {
-        exit::OK => journal::RunStatus::Ok,
-        exit::INTERRUPTED => journal::RunStatus::Interrupted,
-        exit::OUTSIDE_WINDOW | exit::PAUSED => {
-            journal::RunStatus::parse(paused_status.as_deref().unwrap_or("paused"))
-        }
-        _ if runs.iter().any(|r| r.halted) => journal::RunStatus::Halted,
-        _ => journal::RunStatus::Failed,
-    };
-    let stopped_at: Vec<StopPoint> = runs.iter().filter_map(|r| r.stopped_at.clone()).collect();
-    let left_on: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.left_on.iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    journal.set_status(status.clone(), stopped_at, left_on.clone());
+    let ending = rolling::ending(&runs, cancel.is_cancelled(), pause.as_ref());
+    let (code, status, left_on) = (ending.code, ending.status, ending.left_on);
+    journal.set_status(status.clone(), ending.stopped_at, left_on.clone());
     journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
     journal
         .record(
