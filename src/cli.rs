@@ -131,44 +131,13 @@ pub enum Command {
         after_help = "Examples:\n  pvefleet exec -- uptime\n  pvefleet -l 'pve[1-3]' exec -- \
 'journalctl -u pve-cluster --since -10min | tail -n 5'\n  pvefleet --json exec -- pveversion"
     )]
-    Exec {
-        /// Keep at most SIZE bytes of each node's stdout, and as many of its stderr (the first
-        /// bytes; the rest is counted and reported as truncated). Bytes, or K, M, G (binary).
-        #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::exec::parse_size)]
-        max_output: usize,
-        /// Read the controller's standard input (at most 64 MiB) and send the same bytes to
-        /// every node's command, then end of file. Without it the command's standard input is
-        /// closed at once (as `ssh host cmd </dev/null`).
-        #[arg(long)]
-        stdin: bool,
-        /// The command (run by the login shell on each node). Put it after `--`.
-        #[arg(
-            required = true,
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "CMD"
-        )]
-        command: Vec<String>,
-    },
+    Exec(ExecArgs),
     /// Run probes on every targeted node and show their facts and findings.
     #[command(
         after_help = "Examples:\n  pvefleet probe --list\n  pvefleet probe clock rrd\n  \
 pvefleet -l pve2 --json probe gpu"
     )]
-    Probe {
-        /// List the probes and what each checks.
-        #[arg(long)]
-        list: bool,
-        /// Print the shell script the probes run on each node (what `audit` sends), and exit.
-        #[arg(long)]
-        script: bool,
-        /// Probes to run (default: all).
-        #[arg(value_name = "NAME")]
-        names: Vec<String>,
-        /// Grading thresholds (TOML), overriding the defaults.
-        #[arg(long, value_name = "FILE")]
-        thresholds: Option<PathBuf>,
-    },
+    Probe(ProbeArgs),
     /// Audit the cluster: every probe on every node, one round trip per node, graded
     /// PASS/WARN/FAIL/SKIP with the fix for each finding.
     #[command(
@@ -185,101 +154,19 @@ pvefleet audit -o /var/lib/prometheus/node-exporter/pvefleet.prom"
     #[command(
         after_help = "Example:\n  pvefleet plan playbooks/igpu-passthrough.toml -e gpu_mode=passthrough"
     )]
-    Plan {
-        /// The playbook (TOML).
-        playbook: PathBuf,
-        /// Set a variable the playbook declares (`key=value`, read as the type of its default: bool
-        /// true/false/yes/no/on/off/1/0, integer, number, list, string); repeatable.
-        #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
-        extra: Vec<String>,
-        /// Exit 0 when nothing would change, 2 when something would, 1 when a node could not
-        /// be planned (as terraform's), so a cron job can tell; input errors keep 64/65.
-        #[arg(long)]
-        detailed_exitcode: bool,
-        /// The guest policy the run will use (as `run --guests`): the plan says what it would
-        /// do with each node's running guests, and which nodes it would refuse.
-        #[arg(long, value_enum)]
-        guests: Option<GuestsArg>,
-    },
+    Plan(PlanArgs),
     /// Apply a playbook: plan, confirm, then run with backups and a journal.
     #[command(after_help = "Examples:\n  pvefleet run playbooks/fix-rrd.toml\n  \
 pvefleet run playbooks/igpu-passthrough.toml --yes\n  pvefleet run --resume 20261124T130501-1a2b\n  \
 pvefleet run --resume 20261124T130501-1a2b --check\n\
 Exit codes: 0 all nodes ok, 2 a node failed (or the run halted), 3 unreachable nodes, 130 interrupted.")]
-    Run {
-        /// The playbook (TOML); not needed with --resume.
-        #[arg(required_unless_present = "resume")]
-        playbook: Option<PathBuf>,
-        /// Plan only (same as `pvefleet plan`); with --resume, what the resume would do, from
-        /// the run's journal (steps done before, the reboot it continues, the nodes left).
-        #[arg(long)]
-        check: bool,
-        /// Do not ask for confirmation (required when stdin is not a terminal).
-        #[arg(short = 'y', long)]
-        yes: bool,
-        /// Set a variable (`key=value`); repeatable.
-        #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
-        extra: Vec<String>,
-        /// Running guests (not HA-managed) on a node about to reboot: refuse (the default),
-        /// shut them down and start them again once the node is back, or ignore.
-        #[arg(long, value_enum)]
-        guests: Option<GuestsArg>,
-        /// Go on with a node that is already in HA maintenance someone else switched on (refused
-        /// by default); its maintenance is never switched off by the run.
-        #[arg(long)]
-        allow_maintained: bool,
-        /// Continue an interrupted, halted or killed run with the parameters it was started with
-        /// (playbook, -e, --guests, --limit, inventory); nodes already done are not redone, a
-        /// reboot in progress is continued, not repeated.
-        #[arg(long, value_name = "RUN_ID")]
-        resume: Option<String>,
-        /// With --resume: go on even though the playbook file changed since the run started.
-        #[arg(long, requires = "resume")]
-        force: bool,
-        /// Start a node only when its predicted duration ends inside this window (local time of
-        /// the controller): `02:00-05:00`, `22:00-04:00`, `"Mon-Fri 02:00-05:00"`,
-        /// `"Sat,Sun 00:00-06:00"`; repeatable. Outside, the run pauses before its next node
-        /// (exit 4); a resume keeps the run's windows unless given new ones.
-        #[arg(long = "window", value_name = "[DAYS ]HH:MM-HH:MM")]
-        windows: Vec<String>,
-        /// With --resume: drop the run's recorded windows (start its nodes at any time).
-        #[arg(long, requires = "resume", conflicts_with = "windows")]
-        no_window: bool,
-        /// Ask on the terminal before each node, showing its plan (guests, targets, predicted
-        /// duration): y starts it, n or q pauses the run (exit 5, resumable).
-        #[arg(long)]
-        confirm_each_node: bool,
-        /// Pause the run after N nodes (exit 5, resumable with --resume).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-        pause_after: Option<u32>,
-        /// Start even though backups (vzdump tasks) run on the cluster, and start nodes whose
-        /// guests are being backed up.
-        #[arg(long)]
-        ignore_backups: bool,
-        /// Tell URL of the run's start, each node done or failed, a pause, a halt and the end;
-        /// repeatable. `http://...` gets a JSON POST (also a Gotify message), `text+http://...`
-        /// a plain text POST (ntfy), `mailto:ADDR` a mail through the controller's sendmail.
-        /// A failing notification is said on stderr and never stops the run; secrets in the
-        /// URL (user:password@, query values) are never shown. Not recorded: give it again
-        /// to a resume.
-        #[arg(long = "notify", value_name = "URL")]
-        notify: Vec<String>,
-    },
+    Run(RunArgs),
     /// Undo what a run changed: restore each file byte for byte (content, mode, owner) from the
     /// backup on its node, remove files the run created, run the playbook's `undo` commands, then
     /// re-run what makes the restored files take effect (update-grub, proxmox-boot-tool refresh,
     /// update-initramfs). Honours --limit. A file changed since the run is refused unless --force.
     #[command(after_help = "Example:\n  pvefleet rollback 20261124T130501-1a2b --yes")]
-    Rollback {
-        /// The run id (`pvefleet runs`).
-        run_id: String,
-        /// Do not ask for confirmation.
-        #[arg(short = 'y', long)]
-        yes: bool,
-        /// Restore files that changed since the run too (their current content is lost).
-        #[arg(long)]
-        force: bool,
-    },
+    Rollback(RollbackArgs),
     /// Switch HA node maintenance on or off by hand; e.g. after a run left it on for a node that
     /// did not come back (the run says so, and `pvefleet run --resume` also clears it).
     #[command(subcommand)]
@@ -327,30 +214,7 @@ pub enum InventoryCommand {
         after_help = "Example:\n  pvefleet inventory discover --from root@192.168.15.91 \
 -o inventory/cluster.toml"
     )]
-    Discover {
-        /// The node to ask: `[user@]host[:port]`, or a node name of the current inventory (then
-        /// reached, and the written inventory's defaults set, as that inventory reaches it).
-        #[arg(long, value_name = "HOST")]
-        from: String,
-        /// Write here instead of stdout (refuses to overwrite without --force); its directory
-        /// is created.
-        #[arg(short = 'o', long, value_name = "FILE")]
-        output: Option<PathBuf>,
-        /// Overwrite --output if it exists.
-        #[arg(long, conflicts_with = "append")]
-        force: bool,
-        /// Add this cluster's nodes (with `cluster = "NAME"`) to the existing --output
-        /// inventory, e.g. a second cluster; node names must not be there already.
-        #[arg(long, requires = "output")]
-        append: bool,
-        /// Identity file to use (and to record in the written inventory).
-        #[arg(long, value_name = "FILE")]
-        identity: Option<PathBuf>,
-        /// known_hosts file to use (and to record in the written inventory; the cluster's keys
-        /// are recorded in it).
-        #[arg(long, value_name = "FILE")]
-        known_hosts: Option<PathBuf>,
-    },
+    Discover(DiscoverArgs),
 }
 
 /// `--guests` values (the clap face of [`crate::playbook::engine::GuestPolicy`]).
@@ -431,17 +295,7 @@ pvefleet -l pve2 runs show 20261124T130501-1a2b"
     #[command(
         after_help = "Examples:\n  pvefleet runs prune --keep 20\n  pvefleet runs prune --older-than 90d"
     )]
-    Prune {
-        /// Keep the N newest runs.
-        #[arg(long, value_name = "N")]
-        keep: Option<usize>,
-        /// Only runs started longer ago than this (e.g. 90d, 2w).
-        #[arg(long, value_parser = parse_duration, value_name = "AGE")]
-        older_than: Option<Duration>,
-        /// Prune runs that could still be rolled back too.
-        #[arg(long)]
-        force: bool,
-    },
+    Prune(PruneArgs),
 }
 
 /// `--format` values (the clap face of [`crate::report::audit::Format`]).
@@ -509,6 +363,200 @@ pub struct AuditArgs {
     #[arg(long, hide = true, value_name = "DOCUMENT", num_args = 0..=1,
           default_missing_value = "report", value_parser = ["report", "compare"])]
     pub print_schema: Option<String>,
+}
+
+/// Options of `pvefleet exec`.
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    /// Keep at most SIZE bytes of each node's stdout, and as many of its stderr (the first
+    /// bytes; the rest is counted and reported as truncated). Bytes, or K, M, G (binary).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = crate::exec::parse_size)]
+    pub max_output: usize,
+    /// Read the controller's standard input (at most 64 MiB) and send the same bytes to
+    /// every node's command, then end of file. Without it the command's standard input is
+    /// closed at once (as `ssh host cmd </dev/null`).
+    #[arg(long)]
+    pub stdin: bool,
+    /// The command (run by the login shell on each node). Put it after `--`.
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub command: Vec<String>,
+}
+
+/// Options of `pvefleet probe`.
+#[derive(Debug, Args, Clone)]
+pub struct ProbeArgs {
+    /// List the probes and what each checks.
+    #[arg(long)]
+    pub list: bool,
+    /// Print the shell script the probes run on each node (what `audit` sends), and exit.
+    #[arg(long)]
+    pub script: bool,
+    /// Probes to run (default: all).
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Grading thresholds (TOML), overriding the defaults.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
+}
+
+/// Options of `pvefleet plan`.
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// The playbook (TOML).
+    pub playbook: PathBuf,
+    /// Set a variable the playbook declares (`key=value`, read as the type of its default: bool
+    /// true/false/yes/no/on/off/1/0, integer, number, list, string); repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+    /// Exit 0 when nothing would change, 2 when something would, 1 when a node could not
+    /// be planned (as terraform's), so a cron job can tell; input errors keep 64/65.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// The guest policy the run will use (as `run --guests`): the plan says what it would
+    /// do with each node's running guests, and which nodes it would refuse.
+    #[arg(long, value_enum)]
+    pub guests: Option<GuestsArg>,
+}
+
+impl PlanArgs {
+    /// `--guests` as the engine's policy (refuse when not given).
+    pub fn guest_policy(&self) -> crate::playbook::engine::GuestPolicy {
+        self.guests
+            .map_or(crate::playbook::engine::GuestPolicy::Refuse, Into::into)
+    }
+}
+
+/// Options of `pvefleet run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The playbook (TOML); not needed with --resume.
+    #[arg(required_unless_present = "resume")]
+    pub playbook: Option<PathBuf>,
+    /// Plan only (same as `pvefleet plan`); with --resume, what the resume would do, from
+    /// the run's journal (steps done before, the reboot it continues, the nodes left).
+    #[arg(long)]
+    pub check: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Set a variable (`key=value`); repeatable.
+    #[arg(short = 'e', long = "extra-var", value_name = "KEY=VALUE")]
+    pub extra: Vec<String>,
+    /// Running guests (not HA-managed) on a node about to reboot: refuse (the default),
+    /// shut them down and start them again once the node is back, or ignore.
+    #[arg(long, value_enum)]
+    pub guests: Option<GuestsArg>,
+    /// Go on with a node that is already in HA maintenance someone else switched on (refused
+    /// by default); its maintenance is never switched off by the run.
+    #[arg(long)]
+    pub allow_maintained: bool,
+    /// Continue an interrupted, halted or killed run with the parameters it was started with
+    /// (playbook, -e, --guests, --limit, inventory); nodes already done are not redone, a
+    /// reboot in progress is continued, not repeated.
+    #[arg(long, value_name = "RUN_ID")]
+    pub resume: Option<String>,
+    /// With --resume: go on even though the playbook file changed since the run started.
+    #[arg(long, requires = "resume")]
+    pub force: bool,
+    /// Start a node only when its predicted duration ends inside this window (local time of
+    /// the controller): `02:00-05:00`, `22:00-04:00`, `"Mon-Fri 02:00-05:00"`,
+    /// `"Sat,Sun 00:00-06:00"`; repeatable. Outside, the run pauses before its next node
+    /// (exit 4); a resume keeps the run's windows unless given new ones.
+    #[arg(long = "window", value_name = "[DAYS ]HH:MM-HH:MM")]
+    pub windows: Vec<String>,
+    /// With --resume: drop the run's recorded windows (start its nodes at any time).
+    #[arg(long, requires = "resume", conflicts_with = "windows")]
+    pub no_window: bool,
+    /// Ask on the terminal before each node, showing its plan (guests, targets, predicted
+    /// duration): y starts it, n or q pauses the run (exit 5, resumable).
+    #[arg(long)]
+    pub confirm_each_node: bool,
+    /// Pause the run after N nodes (exit 5, resumable with --resume).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pause_after: Option<u32>,
+    /// Start even though backups (vzdump tasks) run on the cluster, and start nodes whose
+    /// guests are being backed up.
+    #[arg(long)]
+    pub ignore_backups: bool,
+    /// Tell URL of the run's start, each node done or failed, a pause, a halt and the end;
+    /// repeatable. `http://...` gets a JSON POST (also a Gotify message), `text+http://...`
+    /// a plain text POST (ntfy), `mailto:ADDR` a mail through the controller's sendmail.
+    /// A failing notification is said on stderr and never stops the run; secrets in the
+    /// URL (user:password@, query values) are never shown. Not recorded: give it again
+    /// to a resume.
+    #[arg(long = "notify", value_name = "URL")]
+    pub notify: Vec<String>,
+}
+
+impl RunArgs {
+    /// `--guests` as the engine's policy (none given: the run's own on a resume, else refuse).
+    pub fn guest_policy(&self) -> Option<crate::playbook::engine::GuestPolicy> {
+        self.guests.map(Into::into)
+    }
+
+    /// `--pause-after N` as a count of nodes.
+    pub fn pause_after(&self) -> Option<usize> {
+        self.pause_after.map(|n| n as usize)
+    }
+}
+
+/// Options of `pvefleet rollback`.
+#[derive(Debug, Args, Clone)]
+pub struct RollbackArgs {
+    /// The run id (`pvefleet runs`).
+    pub run_id: String,
+    /// Do not ask for confirmation.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Restore files that changed since the run too (their current content is lost).
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Options of `pvefleet inventory discover`.
+#[derive(Debug, Args, Clone)]
+pub struct DiscoverArgs {
+    /// The node to ask: `[user@]host[:port]`, or a node name of the current inventory (then
+    /// reached, and the written inventory's defaults set, as that inventory reaches it).
+    #[arg(long, value_name = "HOST")]
+    pub from: String,
+    /// Write here instead of stdout (refuses to overwrite without --force); its directory
+    /// is created.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Overwrite --output if it exists.
+    #[arg(long, conflicts_with = "append")]
+    pub force: bool,
+    /// Add this cluster's nodes (with `cluster = "NAME"`) to the existing --output
+    /// inventory, e.g. a second cluster; node names must not be there already.
+    #[arg(long, requires = "output")]
+    pub append: bool,
+    /// Identity file to use (and to record in the written inventory).
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// known_hosts file to use (and to record in the written inventory; the cluster's keys
+    /// are recorded in it).
+    #[arg(long, value_name = "FILE")]
+    pub known_hosts: Option<PathBuf>,
+}
+
+/// Options of `pvefleet runs prune`.
+#[derive(Debug, Args, Clone)]
+pub struct PruneArgs {
+    /// Keep the N newest runs.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Only runs started longer ago than this (e.g. 90d, 2w).
+    #[arg(long, value_parser = parse_duration, value_name = "AGE")]
+    pub older_than: Option<Duration>,
+    /// Prune runs that could still be rolled back too.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[cfg(test)]

@@ -424,7 +424,7 @@ mod tests {
         use crate::cli::{Cli, Command};
         use clap::Parser;
         let max = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
-            Command::Exec { max_output, .. } => max_output,
+            Command::Exec(args) => args.max_output,
             other => panic!("{other:?}"),
         };
         assert_eq!(

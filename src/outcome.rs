@@ -195,6 +195,18 @@ impl std::fmt::Display for GuestPolicy {
     }
 }
 
+/// Human duration for tables and step details: `850ms`, `1.2s`, `2m03s`.
+pub fn short_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

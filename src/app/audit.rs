@@ -7,7 +7,7 @@ use comfy_table::{presets, Cell, ContentArrangement, Table};
 
 use super::{ctrl_c_token, load_inventory, print_json, targets, use_color, AppError};
 use crate::audit::{self, AuditOptions};
-use crate::cli::{AuditArgs, GlobalOpts};
+use crate::cli::{AuditArgs, GlobalOpts, ProbeArgs};
 use crate::exit;
 use crate::probe::{self, Thresholds};
 use crate::progress::Progress;
@@ -270,18 +270,13 @@ fn audit_summary(r: &audit::AuditReport) -> String {
 }
 
 /// `pvefleet probe`.
-pub async fn cmd_probe(
-    g: &GlobalOpts,
-    list: bool,
-    script: bool,
-    names: &[String],
-    thresholds: Option<&Path>,
-) -> Result<u8, AppError> {
-    if script {
+pub async fn cmd_probe(g: &GlobalOpts, args: &ProbeArgs) -> Result<u8, AppError> {
+    let names = &args.names;
+    if args.script {
         print!("{}", probe::combined_script(&probe_list(names)?));
         return Ok(exit::OK);
     }
-    if list {
+    if args.list {
         let mut t = Table::new();
         t.load_preset(presets::NOTHING)
             .set_content_arrangement(ContentArrangement::Dynamic);
@@ -292,7 +287,7 @@ pub async fn cmd_probe(
         return Ok(exit::OK);
     }
     let probes = probe_list(names)?;
-    let thresholds = load_thresholds(thresholds)?;
+    let thresholds = load_thresholds(args.thresholds.as_deref())?;
     let report = run_audit(g, probes, thresholds).await?;
     if g.json {
         let nodes: Vec<serde_json::Value> = report

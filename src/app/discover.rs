@@ -14,27 +14,11 @@ use std::path::{Path, PathBuf};
 use russh::keys::PublicKey;
 
 use super::{load_inventory, AppError, LOCAL_MEMBERS};
-use crate::cli::GlobalOpts;
+use crate::cli::{DiscoverArgs, GlobalOpts};
 use crate::exit;
 use crate::inventory::{self, host_keys, members, Inventory, Node, DEFAULT_INVENTORY};
 use crate::report;
 use crate::ssh::{self, known_hosts, ConnectSpec, HostKeyPolicy, SshError};
-
-/// The command line of `inventory discover`.
-pub(super) struct DiscoverArgs<'a> {
-    /// `--from`.
-    pub from: &'a str,
-    /// `-o`.
-    pub output: Option<&'a Path>,
-    /// `--force`.
-    pub force: bool,
-    /// `--append`.
-    pub append: bool,
-    /// `--identity`.
-    pub identity: Option<&'a Path>,
-    /// `--known-hosts`.
-    pub known_hosts: Option<&'a Path>,
-}
 
 /// How the node asked was reached: what the written inventory's `[defaults]` says, so that it
 /// reaches the other nodes the same way.
@@ -132,14 +116,14 @@ fn absolute(p: &Path) -> PathBuf {
 /// inventory reaches it), else the `[user@]host[:port]` given.
 fn source(g: &GlobalOpts, a: &DiscoverArgs) -> Result<(ConnectSpec, Reach), AppError> {
     let known = if g.inventory.is_some() || Path::new(DEFAULT_INVENTORY).exists() {
-        load_inventory(g)?.node(a.from).cloned()
+        load_inventory(g)?.node(&a.from).cloned()
     } else {
         None
     };
     let mut node = match known {
         Some(node) => node,
         None => {
-            let (user, host, port) = inventory::parse_jump(a.from);
+            let (user, host, port) = inventory::parse_jump(&a.from);
             let mut node = Inventory::parse("[nodes.discover]\n", Path::new("discover.toml"))
                 .map_err(|e| AppError::Internal(e.to_string()))?
                 .nodes
@@ -151,10 +135,10 @@ fn source(g: &GlobalOpts, a: &DiscoverArgs) -> Result<(ConnectSpec, Reach), AppE
             node
         }
     };
-    if let Some(p) = a.identity {
+    if let Some(p) = &a.identity {
         node.identity_files = vec![absolute(p)];
     }
-    if let Some(p) = a.known_hosts {
+    if let Some(p) = &a.known_hosts {
         node.known_hosts = vec![absolute(p)];
     }
     let mut spec = node.connect_spec();
@@ -291,9 +275,9 @@ async fn connect_first(
 }
 
 /// `inventory discover`.
-pub(super) async fn cmd_discover(g: &GlobalOpts, a: &DiscoverArgs<'_>) -> Result<u8, AppError> {
-    let from = a.from;
-    if let Some(out) = a.output {
+pub(super) async fn cmd_discover(g: &GlobalOpts, a: &DiscoverArgs) -> Result<u8, AppError> {
+    let from = a.from.as_str();
+    if let Some(out) = &a.output {
         if out.exists() && !a.force && !a.append {
             return Err(AppError::Usage(format!(
                 "{} exists; pass --force to overwrite it",
@@ -328,13 +312,16 @@ pub(super) async fn cmd_discover(g: &GlobalOpts, a: &DiscoverArgs<'_>) -> Result
     let plan = plan_keys(from, &reach, &keys)?;
 
     if a.append {
-        let path = a.output.expect("clap requires --output with --append");
+        let path = a
+            .output
+            .as_deref()
+            .expect("clap requires --output with --append");
         append_cluster(path, from, &m)?;
     } else {
         let text = m
             .to_inventory_toml(&format!("{from}:{LOCAL_MEMBERS}"), &reach.to_toml())
             .map_err(|e| AppError::BadInput(format!("{from}: {e}")))?;
-        match a.output {
+        match a.output.as_deref() {
             Some(path) => {
                 write_creating_dirs(path, &text)?;
                 eprintln!(

@@ -9,7 +9,7 @@ use std::path::Path;
 use clap::{CommandFactory, Parser};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, GlobalOpts, InventoryCommand};
+use crate::cli::{Cli, Command, ExecArgs, GlobalOpts, InventoryCommand};
 use crate::exec::{self, ExecOptions};
 use crate::exit;
 use crate::inventory::{limit, members, Inventory, Node, DEFAULT_INVENTORY};
@@ -128,83 +128,16 @@ fn init_logging(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<u8, AppError> {
     let g = &cli.global;
     match &cli.command {
-        Command::Exec {
-            command,
-            max_output,
-            stdin,
-        } => cmd_exec(g, &command.join(" "), *max_output, *stdin).await,
+        Command::Exec(args) => cmd_exec(g, args).await,
         Command::Inventory(InventoryCommand::Show) => cmd_inventory_show(g),
-        Command::Inventory(InventoryCommand::Discover {
-            from,
-            output,
-            force,
-            append,
-            identity,
-            known_hosts,
-        }) => {
-            let args = discover::DiscoverArgs {
-                from,
-                output: output.as_deref(),
-                force: *force,
-                append: *append,
-                identity: identity.as_deref(),
-                known_hosts: known_hosts.as_deref(),
-            };
-            discover::cmd_discover(g, &args).await
+        Command::Inventory(InventoryCommand::Discover(args)) => {
+            discover::cmd_discover(g, args).await
         }
         Command::Audit(args) => audit::cmd_audit(g, args).await,
-        Command::Probe {
-            list,
-            script,
-            names,
-            thresholds,
-        } => audit::cmd_probe(g, *list, *script, names, thresholds.as_deref()).await,
-        Command::Plan {
-            playbook,
-            extra,
-            detailed_exitcode,
-            guests,
-        } => {
-            let guests = guests.map_or(crate::outcome::GuestPolicy::Refuse, Into::into);
-            playbook::cmd_plan(g, playbook, extra, *detailed_exitcode, guests).await
-        }
-        Command::Run {
-            playbook,
-            check,
-            yes,
-            extra,
-            guests,
-            allow_maintained,
-            resume,
-            force,
-            windows,
-            no_window,
-            confirm_each_node,
-            pause_after,
-            ignore_backups,
-            notify,
-        } => {
-            let args = playbook::RunArgs {
-                playbook: playbook.as_deref(),
-                check: *check,
-                yes: *yes,
-                extra,
-                guests: guests.map(Into::into),
-                allow_maintained: *allow_maintained,
-                resume: resume.as_deref(),
-                force: *force,
-                windows,
-                no_window: *no_window,
-                confirm_each_node: *confirm_each_node,
-                pause_after: pause_after.map(|n| n as usize),
-                ignore_backups: *ignore_backups,
-                notify,
-            };
-            playbook::cmd_run(g, &args).await
-        }
-        Command::Rollback { run_id, yes, force } => {
-            rollback::cmd_rollback(g, run_id, *yes, *force).await
-        }
+        Command::Probe(args) => audit::cmd_probe(g, args).await,
+        Command::Plan(args) => playbook::cmd_plan(g, args).await,
+        Command::Run(args) => playbook::cmd_run(g, args).await,
+        Command::Rollback(args) => rollback::cmd_rollback(g, args).await,
         Command::Maintenance(m) => match m {
             crate::cli::MaintenanceCommand::Off { nodes } => {
                 runs::cmd_maintenance(g, nodes, false).await
@@ -219,11 +152,7 @@ pub async fn run(cli: Cli) -> Result<u8, AppError> {
         },
         Command::Runs { action } => match action {
             Some(crate::cli::RunsCommand::Show { run_id }) => runs::cmd_runs(g, Some(run_id)),
-            Some(crate::cli::RunsCommand::Prune {
-                keep,
-                older_than,
-                force,
-            }) => runs::cmd_prune(g, *keep, *older_than, *force).await,
+            Some(crate::cli::RunsCommand::Prune(args)) => runs::cmd_prune(g, args).await,
             None => runs::cmd_runs(g, None),
         },
         Command::Playbooks => shipped::cmd_playbooks(g),
@@ -287,17 +216,13 @@ pub fn use_color() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-async fn cmd_exec(
-    g: &GlobalOpts,
-    command: &str,
-    max_output: usize,
-    stdin: bool,
-) -> Result<u8, AppError> {
+async fn cmd_exec(g: &GlobalOpts, args: &ExecArgs) -> Result<u8, AppError> {
+    let command = &args.command.join(" ");
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     // Read before connecting: the input is the same for every node, and a refused one costs
     // no connection.
-    let stdin = if stdin {
+    let stdin = if args.stdin {
         let input =
             exec::read_stdin(std::io::stdin().lock(), exec::MAX_STDIN).map_err(|e| match e {
                 exec::StdinError::TooLarge => AppError::Usage(e.to_string()),
@@ -312,7 +237,7 @@ async fn cmd_exec(
     let opts = ExecOptions {
         forks: usize::from(g.forks()),
         timeout: g.timeout,
-        max_output,
+        max_output: args.max_output,
         stdin,
     };
     let results = exec::exec_all(nodes, command, &opts, &cancel, progress.sink()).await;

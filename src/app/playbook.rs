@@ -6,11 +6,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use comfy_table::{presets, Cell, CellAlignment, ContentArrangement, Table};
-
 use super::{ctrl_c_token, load_inventory, print_json, signals, targets, use_color, AppError};
-use crate::cli::GlobalOpts;
 use crate::cli::DEFAULT_FORKS;
+use crate::cli::{GlobalOpts, PlanArgs, RunArgs};
 use crate::exec::NodeStatus;
 use crate::exit;
 use crate::inventory::{Inventory, Node};
@@ -19,6 +17,7 @@ use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
 use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
 use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
+use crate::report::plan::{plan_summary, render_plan, render_results};
 use crate::sanitize::sanitize_str;
 
 /// `-e KEY=VALUE` items as the playbook declares each KEY (see `playbook::extra`); a value of
@@ -80,92 +79,6 @@ pub(super) fn journal_error(e: JournalError) -> AppError {
     }
 }
 
-/// Per-node plan, as text: what would change.
-pub fn render_plan(runs: &[NodeRun], width: Option<usize>) -> String {
-    use crate::report::wrap::wrap;
-    // Each node's plan, then the nodes whose plans are identical folded under one header
-    // (`pve[1-4]`), as exec folds identical output.
-    let mut groups: Vec<(Vec<&str>, String)> = Vec::new();
-    for r in runs {
-        let mut body = String::new();
-        if let Some(e) = &r.error {
-            body.push_str(&wrap(&sanitize_str(e), "  ERROR: ", "          ", width));
-        }
-        // One vocabulary (`ok`, `would change`, `would run`, `would skip`, `would wait`, `after
-        // reboot`, `done`, `FAILED`), the step's detail after its name unless it only repeats
-        // the verb; commands, checks and diffs indented under the step.
-        const IND: &str = "                ";
-        // Steps skipped for the same reason are said once, at the first of them.
-        let mut said = vec![false; r.steps.len()];
-        for (i, s) in r.steps.iter().enumerate() {
-            if said[i] {
-                continue;
-            }
-            let verb = s.plan_verb();
-            let mut names = vec![sanitize_str(&s.step)];
-            if verb == "would skip" {
-                for (j, t) in r.steps.iter().enumerate().skip(i + 1) {
-                    if t.plan_verb() == verb && t.detail == s.detail {
-                        said[j] = true;
-                        names.push(sanitize_str(&t.step));
-                    }
-                }
-            }
-            let names = names.join(", ");
-            let detail = sanitize_str(&s.detail);
-            let line = if detail.is_empty() || detail == verb {
-                names
-            } else {
-                format!("{names}: {detail}")
-            };
-            body.push_str(&wrap(&line, &format!("  {verb:<12}  "), IND, width));
-            for c in &s.commands {
-                // A multi-line command stays indented under its step, each line wrapped.
-                for (i, l) in c.lines().enumerate() {
-                    let first = if i == 0 {
-                        format!("{IND}$ ")
-                    } else {
-                        format!("{IND}  ")
-                    };
-                    body.push_str(&wrap(
-                        &sanitize_str(l),
-                        &first,
-                        &format!("{IND}    "),
-                        width,
-                    ));
-                }
-            }
-            for c in &s.checks {
-                body.push_str(&wrap(
-                    &sanitize_str(c),
-                    &format!("{IND}- "),
-                    &format!("{IND}  "),
-                    width,
-                ));
-            }
-            if let Some(d) = &s.diff {
-                for l in d.lines() {
-                    body.push_str(&wrap(&sanitize_str(l), IND, &format!("{IND}  "), width));
-                }
-            }
-        }
-        match groups.iter_mut().find(|(_, b)| *b == body) {
-            Some((names, _)) => names.push(&r.node),
-            None => groups.push((vec![&r.node], body)),
-        }
-    }
-    let mut out = String::new();
-    for (names, body) in groups {
-        let header = if names.len() == 1 {
-            names[0].to_string()
-        } else {
-            format!("{} ({})", crate::nodeset::fold(&names), names.len())
-        };
-        out.push_str(&format!("== {header} ==\n{body}"));
-    }
-    out
-}
-
 /// `plan` and a resume's preview on stdout: the plan, then its summary, both wrapped to the
 /// terminal.
 fn print_plan(runs: &[NodeRun]) {
@@ -194,130 +107,6 @@ fn plan_width(on_stderr: bool) -> Option<usize> {
         return None;
     }
     comfy_table::Table::new().width().map(usize::from)
-}
-
-/// `plan: N change(s) on M node(s)`.
-pub fn plan_summary(runs: &[NodeRun]) -> String {
-    let changes: usize = runs.iter().map(|r| r.count(StepStatus::Changed)).sum();
-    let nodes = runs
-        .iter()
-        .filter(|r| r.count(StepStatus::Changed) > 0)
-        .count();
-    let reboots: Vec<&crate::outcome::StepResult> = runs
-        .iter()
-        .flat_map(|r| &r.steps)
-        .filter(|s| s.status == StepStatus::Changed && s.commands.iter().any(|c| c == "reboot"))
-        .collect();
-    let mut out = format!("plan: {changes} change(s) on {nodes} node(s)");
-    if !reboots.is_empty() {
-        let known: Vec<u64> = reboots.iter().filter_map(|s| s.predicted_ms).collect();
-        let unknown = reboots.len() - known.len();
-        let total = std::time::Duration::from_millis(known.iter().sum());
-        out.push_str(&match (known.is_empty(), unknown) {
-            (true, _) => format!(
-                "; {} reboot(s), no history to predict their time",
-                reboots.len()
-            ),
-            (false, 0) => format!(
-                "; {} reboot(s) predicted to take about {} in all",
-                reboots.len(),
-                crate::report::exec::short_duration(total)
-            ),
-            (false, n) => format!(
-                "; {} reboot(s): about {} for those with history, {n} without",
-                reboots.len(),
-                crate::report::exec::short_duration(total)
-            ),
-        });
-    }
-    out
-}
-
-/// The per-node result table.
-pub fn render_results(runs: &[NodeRun], color: bool) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(vec![
-            "node", "status", "ok", "changed", "skipped", "failed", "reboot", "duration",
-        ]);
-    if !color {
-        t.force_no_tty();
-    }
-    for r in runs {
-        let status = if r.halted {
-            "halted".to_string()
-        } else if r.paused {
-            "paused".to_string()
-        } else if r.not_started {
-            "not started".to_string()
-        } else if r.interrupted() {
-            "interrupted".to_string()
-        } else {
-            r.status.as_str().to_string()
-        };
-        t.add_row(vec![
-            Cell::new(&r.node),
-            Cell::new(status),
-            Cell::new(r.count(StepStatus::Ok)).set_alignment(CellAlignment::Right),
-            Cell::new(r.count(StepStatus::Changed)).set_alignment(CellAlignment::Right),
-            Cell::new(r.count(StepStatus::Skipped)).set_alignment(CellAlignment::Right),
-            Cell::new(r.count(StepStatus::Failed)).set_alignment(CellAlignment::Right),
-            Cell::new(if r.rebooted { "yes" } else { "" }),
-            Cell::new(short_duration(std::time::Duration::from_millis(
-                r.duration_ms,
-            )))
-            .set_alignment(CellAlignment::Right),
-        ]);
-    }
-    // Errors below the table, each node's in full and word-wrapped with a hanging indent (in a
-    // column they were squeezed to a few characters and broke words).
-    let mut out = t.to_string();
-    let width = super::audit::terminal_width();
-    let name_w = runs
-        .iter()
-        .map(|r| r.node.chars().count())
-        .max()
-        .unwrap_or(0);
-    for r in runs.iter().filter(|r| r.error.is_some()) {
-        let first = format!("  {:name_w$}  ", r.node);
-        let rest = " ".repeat(first.chars().count());
-        out.push('\n');
-        out.push_str(
-            crate::report::wrap::wrap(
-                &sanitize_str(r.error.as_deref().unwrap_or("")),
-                &first,
-                &rest,
-                width,
-            )
-            .trim_end_matches('\n'),
-        );
-    }
-    out
-}
-
-fn exit_code(runs: &[NodeRun], interrupted: bool) -> u8 {
-    exit_code_paused(runs, interrupted, None)
-}
-
-/// As [`exit_code`], for a run that paused (`pause`) before some of its nodes: interrupted,
-/// unreachable and failed win over the pause.
-fn exit_code_paused(
-    runs: &[NodeRun],
-    interrupted: bool,
-    pause: Option<&crate::playbook::pacing::Pause>,
-) -> u8 {
-    if interrupted || runs.iter().any(NodeRun::interrupted) {
-        exit::INTERRUPTED
-    } else if runs.iter().any(|r| r.status.is_connection_failure()) {
-        exit::UNREACHABLE
-    } else if runs.iter().any(|r| r.failed() || r.halted) {
-        exit::FAILED
-    } else if let Some(p) = pause.filter(|_| runs.iter().any(|r| r.paused)) {
-        p.exit_code()
-    } else {
-        exit::OK
-    }
 }
 
 /// What a run is asked to do, new or resumed.
@@ -415,13 +204,8 @@ async fn plan_runs(
 }
 
 /// `pvefleet plan`.
-pub async fn cmd_plan(
-    g: &GlobalOpts,
-    path: &Path,
-    extra: &[String],
-    detailed: bool,
-    guests: GuestPolicy,
-) -> Result<u8, AppError> {
+pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
+    let (path, extra, detailed) = (&a.playbook, a.extra.as_slice(), a.detailed_exitcode);
     let pb = load_playbook(path)?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
@@ -429,7 +213,7 @@ pub async fn cmd_plan(
         extra: parse_extra(extra, &pb)?,
         pb,
         extra_items: extra.to_vec(),
-        guests,
+        guests: a.guest_policy(),
         allow_maintained: false,
         own_maintenance: BTreeSet::new(),
         nodes,
@@ -463,7 +247,7 @@ pub async fn cmd_plan(
             (false, false) => exit::OK,
         }
     } else if failed {
-        exit_code(&runs, false).max(exit::FAILED)
+        rolling::exit_code(&runs, false, None).max(exit::FAILED)
     } else {
         exit::OK
     })
@@ -481,47 +265,15 @@ fn inventory_file(g: &GlobalOpts) -> Option<PathBuf> {
     Some(std::fs::canonicalize(&p).unwrap_or(p))
 }
 
-/// `pvefleet run` arguments.
-pub struct RunArgs<'a> {
-    /// Playbook (not with --resume).
-    pub playbook: Option<&'a Path>,
-    /// Plan only.
-    pub check: bool,
-    /// No confirmation.
-    pub yes: bool,
-    /// `-e` items.
-    pub extra: &'a [String],
-    /// `--guests`.
-    pub guests: Option<GuestPolicy>,
-    /// `--allow-maintained`.
-    pub allow_maintained: bool,
-    /// `--resume ID`.
-    pub resume: Option<&'a str>,
-    /// `--force` (with --resume).
-    pub force: bool,
-    /// `--window`s, as given.
-    pub windows: &'a [String],
-    /// `--no-window` (with --resume): drop the run's windows.
-    pub no_window: bool,
-    /// `--confirm-each-node`.
-    pub confirm_each_node: bool,
-    /// `--pause-after N`.
-    pub pause_after: Option<usize>,
-    /// `--ignore-backups`.
-    pub ignore_backups: bool,
-    /// `--notify URL`s, as given.
-    pub notify: &'a [String],
-}
-
 fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
-    let pb = load_playbook(a.playbook.expect("clap requires it"))?;
+    let pb = load_playbook(a.playbook.as_deref().expect("clap requires it"))?;
     let inv = load_inventory(g)?;
     let nodes = targets(&inv, g)?;
     Ok(Params {
-        extra: parse_extra(a.extra, &pb)?,
+        extra: parse_extra(&a.extra, &pb)?,
         pb,
         extra_items: a.extra.to_vec(),
-        guests: a.guests.unwrap_or(GuestPolicy::Refuse),
+        guests: a.guest_policy().unwrap_or(GuestPolicy::Refuse),
         allow_maintained: a.allow_maintained,
         own_maintenance: BTreeSet::new(),
         nodes,
@@ -547,10 +299,10 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         )));
     }
     let mut conflicts = Vec::new();
-    if !a.extra.is_empty() && a.extra != meta.extra_vars.as_slice() {
+    if !a.extra.is_empty() && a.extra != meta.extra_vars {
         conflicts.push(format!("-e (the run has: {:?})", meta.extra_vars));
     }
-    if a.guests.is_some_and(|x| x != meta.guests) {
+    if a.guest_policy().is_some_and(|x| x != meta.guests) {
         conflicts.push(format!("--guests (the run has: {})", meta.guests));
     }
     if g.limit.is_some() && g.limit != meta.limit {
@@ -660,8 +412,8 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
 /// `pvefleet run --resume ID --check`: what the resume would do, from the run's journal (steps
 /// done before, the reboot state it continues from, the nodes left), changing nothing and
 /// taking no lock.
-async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
-    let id = a.resume.unwrap_or_default();
+async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
+    let id = a.resume.as_deref().unwrap_or_default();
     let j = Journal::open(id).map_err(journal_error)?;
     let p = resumed_params(g, a, &j)?;
     let histories = j.histories();
@@ -694,28 +446,28 @@ async fn cmd_preview_resume(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppEr
         }
         print_plan(&runs);
     }
-    Ok(exit_code(&runs, false))
+    Ok(rolling::exit_code(&runs, false, None))
 }
 
 /// `pvefleet run`.
-pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
+pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
     if a.check && a.resume.is_some() {
         return cmd_preview_resume(g, a).await;
     }
     if a.check {
         let path = a
             .playbook
+            .clone()
             .ok_or_else(|| AppError::Usage("--check needs a playbook".into()))?;
-        return cmd_plan(
-            g,
-            path,
-            a.extra,
-            false,
-            a.guests.unwrap_or(GuestPolicy::Refuse),
-        )
-        .await;
+        let plan = PlanArgs {
+            playbook: path,
+            extra: a.extra.clone(),
+            detailed_exitcode: false,
+            guests: a.guests,
+        };
+        return cmd_plan(g, &plan).await;
     }
-    crate::playbook::window::parse_all(a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
+    crate::playbook::window::parse_all(&a.windows).map_err(|e| AppError::Usage(e.to_string()))?;
     let notify = a
         .notify
         .iter()
@@ -729,7 +481,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
                 .into(),
         ));
     }
-    let resumed = match a.resume {
+    let resumed = match a.resume.as_deref() {
         Some(id) => Some(Journal::open_locked(id).map_err(journal_error)?),
         None => None,
     };
@@ -816,7 +568,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
             .filter_map(|r| cluster_of(&r.node).map(|c| (c, *r)))
             .collect();
         if p.nodes.iter().all(|n| stopped.contains_key(&n.cluster)) {
-            return Ok(exit_code(&plan, false));
+            return Ok(rolling::exit_code(&plan, false, None));
         }
         for n in p.nodes.iter().filter(|n| stopped.contains_key(&n.cluster)) {
             let bad = stopped[&n.cluster];
@@ -930,7 +682,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs<'_>) -> Result<u8, AppError> {
     p.pace = Some(PaceArgs {
         windows,
         confirm: a.confirm_each_node,
-        pause_after: a.pause_after,
+        pause_after: a.pause_after(),
         check_backups: !a.ignore_backups,
     });
     let code = execute_run(g, p, journal, histories, done, plan, refused).await;
@@ -1187,7 +939,11 @@ async fn execute_run(
     let shown = Arc::clone(&steps);
     let after = move |batch: &[NodeRun]| {
         if !json && !batch.is_empty() {
-            shown.println(&render_results(batch, color));
+            shown.println(&render_results(
+                batch,
+                color,
+                super::audit::terminal_width(),
+            ));
         }
     };
     let s_pacing = Arc::clone(&s.pacing);
@@ -1205,25 +961,9 @@ async fn execute_run(
     let mut runs = runs;
     runs.extend(refused);
     let pause = s_pacing.paused();
-    let code = exit_code_paused(&runs, cancel.is_cancelled(), pause.as_ref());
-    let paused_status = pause.as_ref().map(|p| p.status());
-    let status = match code {
-        exit::OK => journal::RunStatus::Ok,
-        exit::INTERRUPTED => journal::RunStatus::Interrupted,
-        exit::OUTSIDE_WINDOW | exit::PAUSED => {
-            journal::RunStatus::parse(paused_status.as_deref().unwrap_or("paused"))
-        }
-        _ if runs.iter().any(|r| r.halted) => journal::RunStatus::Halted,
-        _ => journal::RunStatus::Failed,
-    };
-    let stopped_at: Vec<StopPoint> = runs.iter().filter_map(|r| r.stopped_at.clone()).collect();
-    let left_on: Vec<String> = runs
-        .iter()
-        .flat_map(|r| r.left_on.iter().cloned())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    journal.set_status(status.clone(), stopped_at, left_on.clone());
+    let ending = rolling::ending(&runs, cancel.is_cancelled(), pause.as_ref());
+    let (code, status, left_on) = (ending.code, ending.status, ending.left_on);
+    journal.set_status(status.clone(), ending.stopped_at, left_on.clone());
     journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
     journal
         .record(
@@ -1248,7 +988,10 @@ async fn execute_run(
             "paused": pause.as_ref().map(|p| p.why(&s_pacing.windows)),
         }));
     } else {
-        println!("{}", render_results(&runs, color));
+        println!(
+            "{}",
+            render_results(&runs, color, super::audit::terminal_width())
+        );
         if let Some(p) = &pause {
             println!("run {run_id}: {}", p.why(&s_pacing.windows));
         }
@@ -1270,129 +1013,15 @@ async fn execute_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{Deferred, StepResult};
+    use crate::outcome::StepResult;
+    use crate::report::plan::tests::node;
     use std::time::Duration;
-
-    fn step(name: &str, status: StepStatus, detail: &str) -> StepResult {
-        StepResult::new(name, status, detail)
-    }
 
     /// A step with only a status and a predicted duration.
     fn predicted_step(name: &str, status: StepStatus, predicted_ms: Option<u64>) -> StepResult {
         let mut s = StepResult::new(name, status, "");
         s.predicted_ms = predicted_ms;
         s
-    }
-
-    fn node(name: &str, steps: Vec<StepResult>) -> NodeRun {
-        let mut r = NodeRun::not_started(name, "");
-        r.status = NodeStatus::Ok;
-        r.not_started = false;
-        r.error = None;
-        r.steps = steps;
-        r
-    }
-
-    fn steps() -> Vec<StepResult> {
-        let mut edit = step("grub", StepStatus::Changed, "would change");
-        edit.diff = Some("-GRUB_CMDLINE_LINUX_DEFAULT=\"quiet\"\n+GRUB_CMDLINE_LINUX_DEFAULT=\"quiet intel_iommu=on iommu=pt\"".into());
-        let mut run = step("update-grub", StepStatus::Changed, "would run");
-        run.commands = vec!["update-grub\nproxmox-boot-tool refresh".into()];
-        let mut wait = step(
-            "wait for pveproxy",
-            StepStatus::Skipped,
-            "until it succeeds, up to 2m",
-        );
-        wait.deferred = Some(Deferred::Wait);
-        let mut after = step(
-            "vfio bound",
-            StepStatus::Skipped,
-            "checked after the reboot (not in a plan)",
-        );
-        after.deferred = Some(Deferred::AfterReboot);
-        let mut done = step(
-            "mark",
-            StepStatus::Changed,
-            "written (done before the resume)",
-        );
-        done.resumed = true;
-        vec![
-            done,
-            step("modules", StepStatus::Ok, "already as wanted"),
-            edit,
-            run,
-            step(
-                "blacklist",
-                StepStatus::Skipped,
-                "its `when` is false with blacklist_i915 = false",
-            ),
-            wait,
-            after,
-        ]
-    }
-
-    #[test]
-    fn a_plan_speaks_one_vocabulary_and_folds_identical_nodes_within_80_columns() {
-        let runs: Vec<NodeRun> = ["pve1", "pve2", "pve3", "pve4"]
-            .iter()
-            .map(|n| node(n, steps()))
-            .collect();
-        let text = render_plan(&runs, Some(80));
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "== pve[1-4] (4) ==", "{text}");
-        for (verb, name) in [
-            ("done", "mark"),
-            ("ok", "modules"),
-            ("would change", "grub"),
-            ("would run", "update-grub"),
-            ("would skip", "blacklist"),
-            ("would wait", "wait for pveproxy"),
-            ("after reboot", "vfio bound"),
-        ] {
-            assert!(
-                lines
-                    .iter()
-                    .any(|l| l.trim_start().starts_with(verb) && l.contains(name)),
-                "{verb} {name}:\n{text}"
-            );
-        }
-        // A detail that only repeats the verb is not said twice; no `skip ... would wait`.
-        assert!(!text.contains("would change: would change"), "{text}");
-        assert!(!text.contains("update-grub: would run"), "{text}");
-        assert!(
-            !lines.iter().any(|l| l.trim_start().starts_with("skip")),
-            "no other word for a skip: {text}"
-        );
-        assert!(lines.iter().all(|l| l.chars().count() <= 80), "{text}");
-        // A multi-line command's lines stay under their step.
-        let i = lines
-            .iter()
-            .position(|l| l.contains("$ update-grub"))
-            .unwrap();
-        assert!(
-            lines[i + 1].trim_start() == "proxmox-boot-tool refresh",
-            "{text}"
-        );
-        assert!(lines[i + 1].starts_with("                  "), "{text}");
-        // Steps skipped for one reason are said once.
-        let mut merged = steps();
-        merged.push(step(
-            "gvt-g types",
-            StepStatus::Skipped,
-            "its `when` is false with blacklist_i915 = false",
-        ));
-        let text = render_plan(&[node("pve1", merged)], Some(80));
-        assert!(
-            text.contains("would skip    blacklist, gvt-g types: its `when` is false"),
-            "{text}"
-        );
-        assert_eq!(text.matches("would skip").count(), 1, "{text}");
-        // A node that differs gets its own block, after the folded ones.
-        let mut other = runs.clone();
-        other[2].steps[1] = step("modules", StepStatus::Changed, "would change");
-        let text = render_plan(&other, Some(80));
-        assert!(text.contains("== pve[1-2,4] (3) =="), "{text}");
-        assert!(text.contains("== pve3 =="), "{text}");
     }
 
     #[test]

@@ -1,128 +1,14 @@
 //! `pvefleet runs [show ID]` (what the journal says, including where a killed run stopped) and
 //! `pvefleet maintenance on|off NODE...` (HA node maintenance by hand).
 
-use comfy_table::{presets, Table};
-
 use super::playbook::journal_error;
 use super::{load_inventory, print_json, use_color, AppError};
-use crate::cli::GlobalOpts;
+use crate::cli::{GlobalOpts, PruneArgs};
 use crate::exit;
-use crate::journal::{self, Event, Journal};
+use crate::journal::{self, Journal};
+use crate::report::runs::{render_list, render_run, shown_status};
 use crate::sanitize::sanitize_str;
 use crate::ssh::{self, ExitStatus};
-
-/// The status to show: a `running` run that no process drives was killed.
-fn shown_status(j: &Journal, status: &journal::RunStatus) -> String {
-    if *status == journal::RunStatus::Running && !journal::is_driven(&j.dir) {
-        "killed (no pvefleet process drives it)".to_string()
-    } else {
-        status.to_string()
-    }
-}
-
-fn describe(e: &Event) -> String {
-    match e {
-        Event::StepDone { result, .. } => format!(
-            "{} {}: {}",
-            serde_json::to_value(result.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
-            result.step,
-            result.detail
-        ),
-        Event::StepStarted { step, .. } => format!("step_started {step}"),
-        Event::Reboot { state, .. } => format!("reboot {state}"),
-        Event::Maintenance { state, why } => match why {
-            Some(w) => format!("maintenance {state} ({w})"),
-            None => format!("maintenance {state}"),
-        },
-        other => {
-            let v = serde_json::to_value(other).unwrap_or_default();
-            let kind = v["event"].as_str().unwrap_or("").to_string();
-            let data = &v["data"];
-            if data.is_null() || data.as_object().is_some_and(|o| o.is_empty()) {
-                kind
-            } else {
-                format!("{kind} {data}")
-            }
-        }
-    }
-}
-
-fn at(time: &str) -> Option<std::time::SystemTime> {
-    humantime::parse_rfc3339(time).ok()
-}
-
-fn secs(a: std::time::SystemTime, b: std::time::SystemTime) -> String {
-    let d = b.duration_since(a).unwrap_or_default();
-    format!("{:.1}s", d.as_secs_f64())
-}
-
-/// Where the time went: per node its duration, per step its duration, per reboot state the
-/// time since the previous state (from the journal's millisecond timestamps).
-pub fn timings(events: &[journal::Record]) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_FULL_CONDENSED).set_header(vec![
-        "node",
-        "step / reboot state",
-        "took",
-    ]);
-    if !use_color() {
-        t.force_no_tty();
-    }
-    let mut nodes: Vec<&str> = Vec::new();
-    for r in events {
-        if r.node != "-" && !nodes.contains(&r.node.as_str()) {
-            nodes.push(&r.node);
-        }
-    }
-    for node in nodes {
-        let mine: Vec<&journal::Record> = events.iter().filter(|r| r.node == node).collect();
-        let start = mine
-            .iter()
-            .find(|r| matches!(r.event, Event::NodeStarted {}))
-            .and_then(|r| at(&r.time));
-        let end = mine
-            .iter()
-            .rev()
-            .find(|r| matches!(r.event, Event::NodeDone { .. } | Event::NodeFailed { .. }))
-            .and_then(|r| at(&r.time));
-        if let (Some(a), Some(b)) = (start, end) {
-            t.add_row(vec![node.to_string(), "(whole node)".into(), secs(a, b)]);
-        }
-        let mut step_start: Option<(String, std::time::SystemTime)> = None;
-        let mut last_state: Option<std::time::SystemTime> = None;
-        for r in &mine {
-            let Some(time) = at(&r.time) else { continue };
-            match &r.event {
-                Event::StepStarted { step, .. } => {
-                    step_start = Some((step.clone(), time));
-                    last_state = Some(time);
-                }
-                Event::Reboot { state, .. } => {
-                    if let Some(prev) = last_state {
-                        t.add_row(vec![
-                            node.to_string(),
-                            format!("  reboot: {state}"),
-                            secs(prev, time),
-                        ]);
-                    }
-                    last_state = Some(time);
-                }
-                Event::StepDone { result, .. } => {
-                    if let Some((name, a)) = step_start.take() {
-                        if name == result.step {
-                            t.add_row(vec![node.to_string(), sanitize_str(&name), secs(a, time)]);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    t.to_string()
-}
 
 /// `pvefleet runs [show ID]`.
 pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
@@ -132,42 +18,7 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
             print_json(&runs);
             return Ok(exit::OK);
         }
-        // Fits 80 columns: the playbook by name (its path is in `runs show`), nodes folded as
-        // exec folds them (pve[1-4]), the start to the minute.
-        let mut t = Table::new();
-        t.load_preset(presets::UTF8_FULL_CONDENSED)
-            .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
-            .set_header(vec!["run", "status", "playbook", "nodes", "started"]);
-        if !use_color() {
-            t.force_no_tty();
-        }
-        for r in runs {
-            let status = match Journal::open(&r.id) {
-                Ok(j) => shown_status(&j, &r.status),
-                Err(_) => r.status.to_string(),
-            };
-            let playbook = std::path::Path::new(&r.playbook)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| r.playbook.clone());
-            let names: Vec<&str> = r.nodes.iter().map(String::as_str).collect();
-            let started = r.started.get(..16).unwrap_or(&r.started).replace('T', " ");
-            t.add_row(vec![
-                r.id,
-                sanitize_str(&status),
-                sanitize_str(&playbook),
-                crate::nodeset::fold(&names),
-                started,
-            ]);
-        }
-        // The id is copied into `runs show`, `rollback`, `run --resume`, and the start is read
-        // at a glance: neither is ever broken over two lines (the playbook and status wrap).
-        for c in [0, 4] {
-            if let Some(col) = t.column_mut(c) {
-                col.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
-            }
-        }
-        println!("{t}");
+        println!("{}", render_list(&runs, use_color()));
         return Ok(exit::OK);
     };
     let j = Journal::open(id).map_err(journal_error)?;
@@ -190,154 +41,30 @@ pub fn cmd_runs(g: &GlobalOpts, show: Option<&str>) -> Result<u8, AppError> {
         backups.retain(|b| shown(&b.node));
         shown_nodes.retain(|n| selected.contains(n));
     }
-    let histories = journal::histories(&events);
-    let status = shown_status(&j, &meta.status);
     if g.json {
+        let status = shown_status(&j, &meta.status);
         print_json(&serde_json::json!({
             "run": meta, "shown_status": status, "events": events, "backups": backups,
             "undo": j.undos(),
         }));
         return Ok(exit::OK);
     }
-    println!(
-        "run {} ({status}): {} on {}\nstarted {}; journal {}",
-        meta.id,
-        meta.playbook,
-        meta.nodes.join(","),
-        meta.started,
-        j.dir.display()
+    print!(
+        "{}",
+        render_run(&j, &meta, &shown_nodes, &events, &backups, use_color())
     );
-    // The run's parameters as they would be typed.
-    let mut params: Vec<String> = meta.extra_vars.iter().map(|e| format!("-e {e}")).collect();
-    if let Some(l) = &meta.limit {
-        params.push(format!("--limit {l}"));
-    }
-    params.push(format!("--guests {}", meta.guests));
-    if let Some(f) = meta.forks {
-        params.push(format!("--forks {f}"));
-    }
-    if let Some(t) = meta.timeout_ms {
-        params.push(format!(
-            "--timeout {}",
-            humantime::format_duration(std::time::Duration::from_millis(t))
-        ));
-    }
-    for w in &meta.windows {
-        params.push(format!("--window {w:?}"));
-    }
-    println!("parameters: {}", sanitize_str(&params.join(" ")));
-    if let Some(why) = meta.paused.as_ref().filter(|_| meta.status.paused()) {
-        println!(
-            "{}\n  continue with: pvefleet run --resume {}",
-            sanitize_str(why),
-            meta.id
-        );
-    }
-    for node in &shown_nodes {
-        let where_ = match histories.get(node) {
-            None => "not started".to_string(),
-            Some(h) if h.rolled_back == Some(true) => "rolled back".to_string(),
-            Some(h) if h.done && h.rolled_back == Some(false) => {
-                "done; rollback incomplete (see the events)".to_string()
-            }
-            Some(h) if h.done => "done".to_string(),
-            Some(h) => {
-                let mut w = match (&h.in_step, &h.interrupted) {
-                    (_, Some(p)) => format!(
-                        "interrupted in step `{}`{}",
-                        p.step.as_deref().unwrap_or("?"),
-                        p.state
-                            .as_deref()
-                            .map(|s| format!(" ({s})"))
-                            .unwrap_or_default()
-                    ),
-                    (Some((_, step)), None) => format!("stopped in step `{step}`"),
-                    (None, None) => format!("stopped after {} step(s)", h.steps.len()),
-                };
-                if let Some((_, p)) = h.reboots.iter().next_back() {
-                    w.push_str(&format!("; reboot state {}", p.state));
-                }
-                if h.maintenance_on {
-                    w.push_str("; HA maintenance ON");
-                }
-                w.push_str(&what_is_left(h));
-                w
-            }
-        };
-        println!("  {node:8} {}", sanitize_str(&where_));
-    }
-    println!("{}", timings(&events));
-    for r in &events {
-        println!(
-            "{} {:8} {}",
-            r.time,
-            r.node,
-            sanitize_str(&describe(&r.event))
-        );
-        // A step's output (capped when recorded) under it, indented.
-        if let Event::StepDone { result, .. } = &r.event {
-            for line in result.output.iter().flat_map(|o| o.lines()) {
-                println!("    {}", sanitize_str(line));
-            }
-        }
-    }
-    for b in backups
-        .iter()
-        .filter(|b| b.phase != crate::vocab::Phase::Intent)
-    {
-        println!("backup {}: {} -> {}", b.node, b.path, b.backup);
-    }
-    for l in &meta.left_on {
-        println!("left on: {}", sanitize_str(l));
-    }
-    let leftovers = histories
-        .values()
-        .any(|h| !h.done && h.left_in_cluster() && h.rolled_back != Some(true));
-    if leftovers {
-        println!(
-            "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",
-            j.id, j.id
-        );
-    }
     Ok(exit::OK)
-}
-
-/// What a run that did not finish left in the cluster for a node, besides HA maintenance:
-/// guests moved away (and where they are), guests it shut down, a migration it did not see
-/// end, Ceph noout. Empty when nothing.
-fn what_is_left(h: &crate::journal::NodeHistory) -> String {
-    use crate::maintenance::drain::describe;
-    let mut w = String::new();
-    for (g, origin, at) in &h.moved_guests {
-        w.push_str(&format!(
-            "; {} moved to {at} (belongs on {origin})",
-            describe(std::slice::from_ref(g))
-        ));
-    }
-    for (g, from, to) in &h.moving_guests {
-        w.push_str(&format!(
-            "; {} was being moved from {from} to {to}",
-            describe(std::slice::from_ref(g))
-        ));
-    }
-    if !h.stopped_guests.is_empty() {
-        w.push_str(&format!("; shut down: {}", describe(&h.stopped_guests)));
-    }
-    if let Some(scope) = &h.noout {
-        w.push_str(&format!("; Ceph noout set ({scope})"));
-    }
-    w
 }
 
 /// `pvefleet runs prune`: the runs beyond the `keep` newest and/or started more than
 /// `older_than` ago, their backups on the nodes first (a node that cannot be reached keeps the
 /// run's journal, so nothing is orphaned), then the journal.
-pub async fn cmd_prune(
-    g: &GlobalOpts,
-    keep: Option<usize>,
-    older_than: Option<std::time::Duration>,
-    force: bool,
-) -> Result<u8, AppError> {
+pub async fn cmd_prune(g: &GlobalOpts, args: &PruneArgs) -> Result<u8, AppError> {
+    let PruneArgs {
+        keep,
+        older_than,
+        force,
+    } = *args;
     if keep.is_none() && older_than.is_none() {
         return Err(AppError::Usage(
             "runs prune: say which runs: --keep N and/or --older-than AGE".into(),

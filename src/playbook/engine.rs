@@ -229,7 +229,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             eprintln!(
                 "pvefleet: {}: does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
                 node.name,
-                crate::report::exec::short_duration(wait)
+                crate::outcome::short_duration(wait)
             );
             let deadline = Instant::now() + wait;
             let mut last = Err(e);

@@ -5,7 +5,7 @@
 //! playbook, the file as serde reads it, the one conversion between them, and pure edits) ->
 //! `error`, `context` -> `steps` (the step kinds; the reboot step hands the node to
 //! `crate::maintenance`) -> `engine` (one node's run) -> `rolling` (strategies over nodes, paced
-//! by `pacing` and `window`).
+//! by `pacing` and `window`); `rollback` undoes a run from its journal, node by node.
 
 pub mod context;
 pub mod edit;
@@ -15,6 +15,7 @@ pub mod extra;
 pub mod model;
 pub mod pacing;
 mod raw;
+pub mod rollback;
 pub mod rolling;
 mod steps;
 pub mod template;

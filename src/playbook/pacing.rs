@@ -66,7 +66,7 @@ impl Pause {
         match self {
             Pause::OutsideWindow { node, predicted } => format!(
                 "paused: outside window: {node} is predicted to take {} and would not end inside {}",
-                crate::report::exec::short_duration(*predicted),
+                crate::outcome::short_duration(*predicted),
                 windows
                     .iter()
                     .map(|w| w.to_string())

@@ -8,7 +8,7 @@
 //! nodes are not dropped mid-flight but stop at their next safe point (see `engine`), so what
 //! they switched on is settled and the journal says where each stopped.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +18,10 @@ use super::engine::{run_node, NodeRun, RunSettings};
 use super::model::Mode;
 use super::pacing::Pause;
 use crate::exec::NodeStatus;
+use crate::exit;
 use crate::fanout::{self, EventSink, Outcome};
 use crate::inventory::Node;
+use crate::journal::{RunStatus, StopPoint};
 use crate::maintenance::error::RebootError;
 use crate::maintenance::health::{gate, votes, QuorumGateError};
 use crate::maintenance::remote::Remote;
@@ -485,4 +487,63 @@ async fn roll(
         results.extend(r);
     }
     results
+}
+
+/// How a run ended, told from its nodes' results: what the journal records and the exit code.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    /// The exit code ([`exit_code`]).
+    pub code: u8,
+    /// The run's status in the journal.
+    pub status: RunStatus,
+    /// Where the nodes that stopped short stopped.
+    pub stopped_at: Vec<StopPoint>,
+    /// What the run left switched on on purpose, each once, sorted.
+    pub left_on: Vec<String>,
+}
+
+/// The exit code of a run's (or a plan's) results: interrupted, then unreachable, then failed
+/// (or halted), then the pause that kept nodes from starting (`pause`, a window or
+/// `--pause-after`), else ok.
+pub fn exit_code(runs: &[NodeRun], interrupted: bool, pause: Option<&Pause>) -> u8 {
+    if interrupted || runs.iter().any(NodeRun::interrupted) {
+        exit::INTERRUPTED
+    } else if runs.iter().any(|r| r.status.is_connection_failure()) {
+        exit::UNREACHABLE
+    } else if runs.iter().any(|r| r.failed() || r.halted) {
+        exit::FAILED
+    } else if let Some(p) = pause.filter(|_| runs.iter().any(|r| r.paused)) {
+        p.exit_code()
+    } else {
+        exit::OK
+    }
+}
+
+/// How the run whose nodes came to `runs` ended ([`exit_code`] and the status it gives: a
+/// failure is `halted` when the run halted, a pause is the pause's own status).
+pub fn ending(runs: &[NodeRun], interrupted: bool, pause: Option<&Pause>) -> Ending {
+    let code = exit_code(runs, interrupted, pause);
+    let paused_status = pause.map(|p| p.status());
+    let status = match code {
+        exit::OK => RunStatus::Ok,
+        exit::INTERRUPTED => RunStatus::Interrupted,
+        exit::OUTSIDE_WINDOW | exit::PAUSED => {
+            RunStatus::parse(paused_status.as_deref().unwrap_or("paused"))
+        }
+        _ if runs.iter().any(|r| r.halted) => RunStatus::Halted,
+        _ => RunStatus::Failed,
+    };
+    let stopped_at: Vec<StopPoint> = runs.iter().filter_map(|r| r.stopped_at.clone()).collect();
+    let left_on: Vec<String> = runs
+        .iter()
+        .flat_map(|r| r.left_on.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    Ending {
+        code,
+        status,
+        stopped_at,
+        left_on,
+    }
 }

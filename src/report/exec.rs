@@ -1,8 +1,6 @@
 //! Rendering of `exec` results: output grouped by identical content (like `clush -b`), a per-node
 //! status table, and the JSON document. Pure functions of [`NodeResult`]s.
 
-use std::time::Duration;
-
 use comfy_table::{presets, Cell, CellAlignment, Color, ContentArrangement, Table};
 use serde::Serialize;
 
@@ -53,17 +51,9 @@ fn exit_text(exit: &Option<ExitStatus>) -> String {
     }
 }
 
-/// Human duration for tables: `850ms`, `1.2s`, `2m03s`.
-pub fn short_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    }
-}
+// Below the playbook engine, which says durations in its step details too; re-exported here
+// for the renderers that have always called it from this module.
+pub use crate::outcome::short_duration;
 
 /// The note for output cut at the cap: `[stdout truncated: 1048576 bytes shown, 3146962 more
 /// dropped (--max-output)]`, or `None` when the stream is complete.
@@ -196,6 +186,7 @@ pub fn render_json(command: &str, results: &[NodeResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn r(node: &str, status: NodeStatus, code: Option<u32>, out: &str) -> NodeResult {
         NodeResult {

@@ -9,6 +9,8 @@ pub mod exec;
 pub mod inventory;
 pub mod openmetrics;
 pub mod passthrough;
+pub mod plan;
 pub use crate::nodeset;
+pub mod runs;
 pub use crate::sanitize;
 pub mod wrap;

@@ -403,7 +403,7 @@ pub(super) async fn wait_for(
             StepStatus::Skipped,
             format!(
                 "until it succeeds, up to {}",
-                crate::report::exec::short_duration(step.timeout_or(Duration::from_secs(120)))
+                crate::outcome::short_duration(step.timeout_or(Duration::from_secs(120)))
             ),
         );
         res.deferred = Some(crate::outcome::Deferred::Wait);

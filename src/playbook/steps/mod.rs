@@ -167,7 +167,7 @@ fn predicted(
         .enumerate()
         .map(|(i, d)| d.saturating_sub(migrating.get(i).copied().unwrap_or_default()))
         .collect();
-    let short = crate::report::exec::short_duration;
+    let short = crate::outcome::short_duration;
     let Some(boot) = crate::journal::recent_mean(&boots) else {
         return (
             None,
