@@ -143,7 +143,9 @@ fn a_target_that_goes_down_mid_migration_fails_it_with_the_reason() {
     };
     lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
     lab.fault("pve1", &["guest", "103", "name=off", "mem=1024", "stopped"]);
-    lab.fault("pve1", &["migrate-slow", "6"]);
+    // Long enough for the target's reboot to begin mid-transfer also on a loaded machine (6 s
+    // once was not): the migration fails as soon as the target is gone, so this costs nothing.
+    lab.fault("pve1", &["migrate-slow", "30"]);
     let child = {
         let lab = &lab;
         std::thread::scope(|s| {

@@ -411,12 +411,14 @@ fn resume_after_sigkill_in_the_middle_of_a_drain_completes_it() {
     );
 }
 
-/// A rolling drain of pve1 whose one guest (101) takes 12 s to migrate; the controller is
-/// SIGKILLed in the middle of that migration, which goes on (101 still locked `migrate`).
+/// A rolling drain of pve1 whose one guest (101) takes 30 s to migrate; the controller is
+/// SIGKILLed in the middle of that migration, which goes on (101 still locked `migrate`). (12 s
+/// was once over before a loaded machine's resume had planned its nodes: then there was
+/// nothing left to wait for.)
 fn kill_the_controller_mid_migration(lab: &Lab, env: &Env) {
     let pb = env.playbook("drain-and-reboot.toml");
     lab.fault("pve1", &["guest", "101", "name=web", "mem=2048"]);
-    lab.fault("pve1", &["migrate-slow", "12"]);
+    lab.fault("pve1", &["migrate-slow", "30"]);
     let child = env.spawn(lab, &["run", "--yes", pb.to_str().unwrap()]);
     assert!(env.wait_event(60, |e| e["node"] == "pve1"
         && e["event"] == "guest_moved"
