@@ -144,9 +144,16 @@ fn injected_faults_give_exactly_their_findings() {
         "self-contained"
     );
     assert_eq!(html.matches("<tr").count(), html.matches("</tr>").count());
+    // The offset as measured (89 to 91 s, as above): +90.0 here, off by a little under load.
     assert!(
-        html.contains("<td class=\"FAIL\">FAIL<small>+90.0"),
-        "coloured matrix cells"
+        ["+89.", "+90."]
+            .iter()
+            .any(|o| html.contains(&format!("<td class=\"FAIL\">FAIL<small>{o}"))),
+        "coloured matrix cells: {}",
+        html.lines()
+            .filter(|l| l.contains("class=\"FAIL\""))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

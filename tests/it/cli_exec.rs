@@ -45,8 +45,13 @@ fn identical_output_is_grouped_and_every_node_has_a_row() {
         "a",
         "b",
     ]);
-    assert_eq!(out.status.code(), Some(0));
-    assert!(text(&out.stdout).contains("node[1-2] (2)\n---"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("node[1-2] (2)\n---"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     assert!(
         text(&out.stdout).contains("a b\n"),
         "arguments are joined with spaces"

@@ -70,6 +70,9 @@ fn a_reboot_costs_the_node_its_vote_as_corosync_reports_it() {
     );
 
     // The reboot stops pve3's corosync (as systemd does on the way down): its vote goes at once.
+    // A slow boot keeps pve3 down while everything below looks (a loaded machine once had it
+    // back before pve2's .members was read).
+    lab.fault("pve3", &["slow-boot", "20"]);
     let t = Instant::now();
     lab.run(&["reboot", "pve3"]);
     let down = votes(&lab, "pve1", 2, 10);
@@ -85,12 +88,12 @@ fn a_reboot_costs_the_node_its_vote_as_corosync_reports_it() {
         "{pvecm}"
     );
     // pmxcfs's stand-in follows corosync's membership (a second here; more on a loaded machine).
-    let members = until(&lab, "pve2", "cat /etc/pve/.members", 20, |m| {
+    let members = until(&lab, "pve2", "cat /etc/pve/.members", 15, |m| {
         m.contains("\"pve3\": { \"id\": 3, \"online\": 0")
     });
     assert!(members.contains("\"quorate\": 1 }"), "{members}");
     // The boot brings it back.
-    assert!(lab.wait("pve3", "up", 30));
+    assert!(lab.wait("pve3", "up", 60));
     votes(&lab, "pve1", 3, 10);
     assert_eq!(lab.sh("pve3", "systemctl is-active corosync"), "active\n");
 
