@@ -42,6 +42,20 @@ fn position(env: &Env, f: impl Fn(&serde_json::Value) -> bool) -> usize {
         .unwrap_or_else(|| panic!("no such event: {:?}", env.events()))
 }
 
+/// A draining run of pve1 started in `env`, once it journaled the pause.
+fn run_until_paused(lab: &Lab, env: &Env) -> std::process::Child {
+    let pb = env.playbook("drain-and-reboot.toml");
+    let child = env.spawn(lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert!(
+        env.wait_event(120, |e| {
+            e["event"] == "balancers" && e["data"]["state"] == "paused"
+        }),
+        "not paused: {:?}",
+        env.events()
+    );
+    child
+}
+
 /// (a) paused while the nodes reboot, restored byte-for-byte; (b) off or absent: never
 /// written, nothing journaled.
 #[test]
@@ -137,6 +151,27 @@ fn a_draining_run_pauses_rebalancing_and_restores_it_and_leaves_it_alone_when_of
         );
         assert!(!err.contains("HA rebalancing"), "{body}: {err}");
     }
+
+    // A value that cannot be read: the run refuses before any node starts, naming the line.
+    let bad = "keyboard: en-us\ncrs: ha=static,ha-rebalance-on-start=maybe\n";
+    write_cfg(&lab, bad);
+    let env = Env::new();
+    let pb = env.playbook("drain-and-reboot.toml");
+    let out = env.run(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("via pve1: /etc/pve/datacenter.cfg line 2: crs ha-rebalance-on-start=maybe is not a boolean"),
+        "{err}"
+    );
+    assert!(err.contains("nothing done on the nodes"), "{err}");
+    assert!(
+        !env.events().iter().any(|e| e["event"] == "node_started"),
+        "{:?}",
+        env.events()
+    );
+    assert_eq!(std::fs::read_to_string(cfg(&lab)).unwrap(), bad);
+    assert_eq!(env.meta()["status"], "failed");
 }
 
 /// (c) An operator changes the value during the run: their value is kept, and said.
@@ -147,15 +182,7 @@ fn an_operators_change_during_the_run_is_kept_and_said() {
     };
     write_cfg(&lab, ON);
     let env = Env::new();
-    let pb = env.playbook("drain-and-reboot.toml");
-    let child = env.spawn(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
-    assert!(
-        env.wait_event(120, |e| {
-            e["event"] == "balancers" && e["data"]["state"] == "paused"
-        }),
-        "{:?}",
-        env.events()
-    );
+    let child = run_until_paused(&lab, &env);
     let operators = "# cluster-wide options\nkeyboard: en-us\ncrs: ha=basic,ha-rebalance-on-start=yes\nmigration: secure\n";
     write_cfg(&lab, operators);
     let out = child.wait_with_output().unwrap();
@@ -191,15 +218,7 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
     for undo in ["resume", "rollback"] {
         write_cfg(&lab, both);
         let env = Env::new();
-        let pb = env.playbook("drain-and-reboot.toml");
-        let child = env.spawn(&lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
-        assert!(
-            env.wait_event(120, |e| {
-                e["event"] == "balancers" && e["data"]["state"] == "paused"
-            }),
-            "{undo}: {:?}",
-            env.events()
-        );
+        let child = run_until_paused(&lab, &env);
         signal(&child, "KILL");
         let _ = child.wait_with_output();
         assert_eq!(
