@@ -21,7 +21,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
-pub use crate::vocab::{MaintenanceState, NooutState, Phase, RunStatus};
+pub use crate::vocab::{BalancerState, MaintenanceState, NooutState, Phase, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::outcome::{GuestPolicy, StepResult};
@@ -303,6 +303,22 @@ pub enum Event {
         scope: String,
         /// Why (for `left-set`).
         #[serde(default)]
+        why: Option<String>,
+    },
+    /// The cluster's HA rebalancing keys in `crs` (`/etc/pve/datacenter.cfg`), paused for the
+    /// run and restored at its end (journaled under `-`: the cluster's, not a node's).
+    Balancers {
+        /// `pausing` (intent), `paused`, `not-paused`, `restored`, `kept`.
+        state: BalancerState,
+        /// The cluster (as the inventory names it).
+        #[serde(default)]
+        cluster: Option<String>,
+        /// The node the file was read and written through.
+        via: String,
+        /// Key -> its value before the run, as written (`kept`: the value found instead).
+        keys: BTreeMap<String, String>,
+        /// Why (for `not-paused` and `kept`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         why: Option<String>,
     },
     /// The node's run ended well.

@@ -185,6 +185,23 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// The cluster's HA rebalancing (`crs` in `/etc/pve/datacenter.cfg`) as the run recorded
+    /// it; intent before the write, so a run killed in between is still restored.
+    BalancerState {
+        /// About to write `0` for the keys (their values before, as written).
+        Pausing = "pausing",
+        /// Written: the keys are `0` by the run.
+        Paused = "paused",
+        /// Not written after all (the file changed before the write, or the write failed).
+        NotPaused = "not-paused",
+        /// Put back to their values before the run.
+        Restored = "restored",
+        /// Found changed by someone else since the run paused them: left as found.
+        Kept = "kept",
+    }
+}
+
 impl MaintenanceState {
     /// The run's own maintenance is on after this (not someone else's, `found-on`).
     pub fn run_owns_on(self) -> Option<bool> {

@@ -13,6 +13,7 @@ use crate::exec::NodeStatus;
 use crate::exit;
 use crate::inventory::{Inventory, Node};
 use crate::journal::{self, Event, Journal, JournalError, NodeHistory, RunMeta, StopPoint};
+use crate::maintenance::balancers;
 use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
 use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
 use crate::playbook::{rolling, Playbook};
@@ -867,6 +868,31 @@ async fn execute_run(
         &serde_json::to_value(&plan).unwrap_or_default(),
     );
     eprintln!("run {run_id} (journal: {})", journal.dir.display());
+    // The cluster's own balancers would move guests the drain placed (or put back): paused
+    // before the first node starts, restored at the end below, whatever the ending.
+    let crs_timeout = p
+        .timeout
+        .or_else(|| p.nodes.first().map(|n| n.command_timeout))
+        .unwrap_or(std::time::Duration::from_secs(30));
+    if p.pb.drains() {
+        if let Err(e) = balancers::pause(&journal, &p.nodes, crs_timeout).await {
+            eprintln!(
+                "pvefleet: {}; nothing done on the nodes",
+                sanitize_str(&e.to_string())
+            );
+            let _ = balancers::restore(&journal, &p.nodes, crs_timeout).await;
+            journal.set_status(journal::RunStatus::Failed, Vec::new(), Vec::new());
+            journal
+                .record(
+                    "-",
+                    Event::RunStopped {
+                        status: journal::RunStatus::Failed.to_string(),
+                    },
+                )
+                .await;
+            return Ok(exit::FAILED);
+        }
+    }
     // Where each node is, for the journal when a second signal forces the exit.
     let current: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
     {
@@ -963,6 +989,12 @@ async fn execute_run(
     let pause = s_pacing.paused();
     let ending = rolling::ending(&runs, cancel.is_cancelled(), pause.as_ref());
     let (code, status, left_on) = (ending.code, ending.status, ending.left_on);
+    // Restored before the status is set: a run killed before this still owes it, and its
+    // resume or rollback pays it (from the journal, which also covers a resumed run's pause).
+    let code = match balancers::restore(&journal, &p.nodes, crs_timeout).await {
+        Ok(()) => code,
+        Err(_) => code.max(exit::FAILED),
+    };
     journal.set_status(status.clone(), ending.stopped_at, left_on.clone());
     journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
     journal

@@ -8,6 +8,7 @@ use crate::cli::{GlobalOpts, RollbackArgs};
 use crate::exit;
 use crate::inventory::limit;
 use crate::journal::{Journal, NodeHistory};
+use crate::maintenance::balancers;
 use crate::playbook::rollback::{
     files_by_node, json_entry, settle_status, undos_by_node, Ended, NodeRollback, NodeWork,
 };
@@ -51,7 +52,10 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    if nodes.is_empty() {
+    // The cluster's HA rebalancing the run paused and did not restore (a killed controller):
+    // cluster-wide, not a node's, so not limited by --limit.
+    let balancers_owed = !balancers::outstanding(&j.events()).is_empty();
+    if nodes.is_empty() && !balancers_owed {
         if g.json {
             print_json(&serde_json::json!({"version": 1, "run": id, "nodes": []}));
         } else {
@@ -76,8 +80,9 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
     }
     if !yes {
         match signals::confirm(&format!(
-            "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s), {nguests} guest(s) to put back, HA maintenance / Ceph noout left on {nstate} node(s)?",
-            nodes.len()
+            "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s), {nguests} guest(s) to put back, HA maintenance / Ceph noout left on {nstate} node(s){}?",
+            nodes.len(),
+            if balancers_owed { ", HA rebalancing (crs) paused" } else { "" }
         ))
         .await
         {
@@ -129,6 +134,16 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         }
         report.push(nr.entry(ended.as_str()));
         session.close().await;
+    }
+    if balancers_owed {
+        let timeout = inv
+            .nodes
+            .first()
+            .map(|n| n.command_timeout)
+            .unwrap_or(std::time::Duration::from_secs(30));
+        if balancers::restore(&j, &inv.nodes, timeout).await.is_err() {
+            code = code.max(exit::FAILED);
+        }
     }
     settle_status(&j, &meta);
     if g.json {

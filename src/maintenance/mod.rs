@@ -10,6 +10,7 @@
 //! machine).
 
 pub mod backups;
+pub mod balancers;
 pub mod ceph_gate;
 pub mod cluster_lock;
 pub mod drain;

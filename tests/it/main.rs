@@ -10,6 +10,7 @@ mod common;
 mod audit_export_lab;
 mod audit_lab;
 mod audit_terminal;
+mod balancers_lab;
 mod cli_exec;
 mod cli_inventory;
 mod cli_packaging;

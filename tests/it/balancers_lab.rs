@@ -1,0 +1,251 @@
+//! The cluster's own balancers (issue 18): a draining run pauses the HA rebalancing keys of
+//! `crs` in `/etc/pve/datacenter.cfg` that are on, and restores them byte-for-byte at its end;
+//! keys already off or absent are never written; an operator's change meanwhile is kept; a run
+//! killed after the pause is restored by its resume or by `rollback`.
+
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{signal, Env};
+use std::path::PathBuf;
+
+const ON: &str = "# cluster-wide options\nkeyboard: en-us\ncrs: ha=static,ha-rebalance-on-start=1\nmigration: secure\n";
+
+/// The lab's shared `/etc/pve/datacenter.cfg`, as the host sees it.
+fn cfg(lab: &Lab) -> PathBuf {
+    lab.dir.path().join("pve/datacenter.cfg")
+}
+
+/// Write `datacenter.cfg` through a node, as an operator would.
+fn write_cfg(lab: &Lab, body: &str) {
+    lab.sh(
+        "pve1",
+        &format!(
+            "printf '%s' '{}' > /etc/pve/datacenter.cfg",
+            body.replace('\'', "'\\''")
+        ),
+    );
+    assert_eq!(std::fs::read_to_string(cfg(lab)).unwrap(), body);
+}
+
+fn balancer_states(env: &Env) -> Vec<String> {
+    env.events()
+        .iter()
+        .filter(|e| e["event"] == "balancers")
+        .map(|e| e["data"]["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn position(env: &Env, f: impl Fn(&serde_json::Value) -> bool) -> usize {
+    env.events()
+        .iter()
+        .position(f)
+        .unwrap_or_else(|| panic!("no such event: {:?}", env.events()))
+}
+
+/// A draining run of pve1 started in `env`, once it journaled the pause.
+fn run_until_paused(lab: &Lab, env: &Env) -> std::process::Child {
+    let pb = env.playbook("drain-and-reboot.toml");
+    let child = env.spawn(lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    assert!(
+        env.wait_event(120, |e| {
+            e["event"] == "balancers" && e["data"]["state"] == "paused"
+        }),
+        "not paused: {:?}",
+        env.events()
+    );
+    child
+}
+
+/// A draining run of pve1 to its end, in a new `Env`: the env, the exit code and stderr.
+fn run_pve1(lab: &Lab) -> (Env, Option<i32>, String) {
+    let env = Env::new();
+    let pb = env.playbook("drain-and-reboot.toml");
+    let out = env.run(lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    (env, out.status.code(), err)
+}
+
+/// (a) paused while the nodes reboot, restored byte-for-byte; (b) off or absent: never
+/// written, nothing journaled.
+#[test]
+fn a_draining_run_pauses_rebalancing_and_restores_it_and_leaves_it_alone_when_off() {
+    let Some(lab) = Lab::up("balancers_pause", 136, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    write_cfg(&lab, ON);
+    let env = Env::new();
+    let pb = env.playbook("drain-and-reboot.toml");
+    let child = env.spawn(
+        &lab,
+        &["-l", "pve1,pve2", "run", "--yes", pb.to_str().unwrap()],
+    );
+    assert!(
+        env.wait_event(120, |e| e["event"] == "reboot"),
+        "no reboot began: {:?}",
+        env.events()
+    );
+    let during = std::fs::read_to_string(cfg(&lab)).unwrap();
+    assert_eq!(
+        during,
+        ON.replace("ha-rebalance-on-start=1", "ha-rebalance-on-start=0"),
+        "paused while a node reboots"
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("pausing HA rebalancing for the run")
+            && err.contains("crs ha-rebalance-on-start=1 -> 0"),
+        "{err}"
+    );
+    assert!(err.contains("via pve1"), "names the node: {err}");
+    assert_eq!(
+        std::fs::read_to_string(cfg(&lab)).unwrap(),
+        ON,
+        "restored byte for byte"
+    );
+    assert_eq!(balancer_states(&env), ["pausing", "paused", "restored"]);
+    // Paused before the first node started, restored after the last ended.
+    let paused = position(&env, |e| {
+        e["event"] == "balancers" && e["data"]["state"] == "paused"
+    });
+    let first_node = position(&env, |e| e["event"] == "node_started");
+    assert!(paused < first_node, "{:?}", env.events());
+    let restored = position(&env, |e| {
+        e["event"] == "balancers" && e["data"]["state"] == "restored"
+    });
+    let last_done = env
+        .events()
+        .iter()
+        .rposition(|e| e["event"] == "node_done")
+        .expect("nodes done");
+    let stopped = position(&env, |e| e["event"] == "run_stopped");
+    assert!(
+        last_done < restored && restored < stopped,
+        "{:?}",
+        env.events()
+    );
+    let ev = &env.events()[paused]["data"];
+    assert_eq!(ev["keys"]["ha-rebalance-on-start"], "1");
+    assert_eq!(ev["via"], "pve1");
+
+    // (b) Already off, then absent: the file is never written and nothing is journaled.
+    for body in [
+        "keyboard: en-us\ncrs: ha=static,ha-rebalance-on-start=0\n",
+        "keyboard: en-us\ncrs: ha=static\n",
+        "keyboard: en-us\n",
+    ] {
+        write_cfg(&lab, body);
+        let mtime = std::fs::metadata(cfg(&lab)).unwrap().modified().unwrap();
+        let (env, code, err) = run_pve1(&lab);
+        assert_eq!(code, Some(0), "{body}: {err}");
+        assert!(
+            env.events().iter().any(|e| e["event"] == "node_done"),
+            "{body}: the node was drained and rebooted"
+        );
+        assert_eq!(std::fs::read_to_string(cfg(&lab)).unwrap(), body);
+        assert_eq!(
+            std::fs::metadata(cfg(&lab)).unwrap().modified().unwrap(),
+            mtime,
+            "{body}: never written"
+        );
+        assert!(
+            balancer_states(&env).is_empty(),
+            "{body}: {:?}",
+            env.events()
+        );
+        assert!(!err.contains("HA rebalancing"), "{body}: {err}");
+    }
+
+    // A value that cannot be read: the run refuses before any node starts, naming the line.
+    let bad = "keyboard: en-us\ncrs: ha=static,ha-rebalance-on-start=maybe\n";
+    write_cfg(&lab, bad);
+    let (env, code, err) = run_pve1(&lab);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("via pve1: /etc/pve/datacenter.cfg line 2: crs ha-rebalance-on-start=maybe is not a boolean"),
+        "{err}"
+    );
+    assert!(err.contains("nothing done on the nodes"), "{err}");
+    assert!(
+        !env.events().iter().any(|e| e["event"] == "node_started"),
+        "{:?}",
+        env.events()
+    );
+    assert_eq!(std::fs::read_to_string(cfg(&lab)).unwrap(), bad);
+    assert_eq!(env.meta()["status"], "failed");
+}
+
+/// (c) An operator changes the value during the run: their value is kept, and said.
+#[test]
+fn an_operators_change_during_the_run_is_kept_and_said() {
+    let Some(lab) = Lab::up("balancers_operator", 137, 3, &[]) else {
+        return;
+    };
+    write_cfg(&lab, ON);
+    let env = Env::new();
+    let child = run_until_paused(&lab, &env);
+    let operators = "# cluster-wide options\nkeyboard: en-us\ncrs: ha=basic,ha-rebalance-on-start=yes\nmigration: secure\n";
+    write_cfg(&lab, operators);
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(cfg(&lab)).unwrap(),
+        operators,
+        "the operator's file is left as they wrote it"
+    );
+    assert!(
+        err.contains("crs ha-rebalance-on-start=yes changed in /etc/pve/datacenter.cfg since the run paused it: left as it is"),
+        "{err}"
+    );
+    assert_eq!(balancer_states(&env), ["pausing", "paused", "kept"]);
+    let kept = env
+        .events()
+        .into_iter()
+        .find(|e| e["event"] == "balancers" && e["data"]["state"] == "kept")
+        .unwrap();
+    assert_eq!(kept["data"]["keys"]["ha-rebalance-on-start"], "yes");
+}
+
+/// (d) SIGKILL of the controller after the pause: the file stays paused; `run --resume` restores
+/// it at its end. The same kill followed by `rollback RUN` restores it too.
+#[test]
+fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
+    let Some(lab) = Lab::up("balancers_killed", 138, 3, &[]) else {
+        return;
+    };
+    let both = "crs: ha-auto-rebalance=1,ha=static,ha-rebalance-on-start=on\nkeyboard: de\n";
+    let paused = "crs: ha-auto-rebalance=0,ha=static,ha-rebalance-on-start=0\nkeyboard: de\n";
+    for undo in ["resume", "rollback"] {
+        write_cfg(&lab, both);
+        let env = Env::new();
+        let child = run_until_paused(&lab, &env);
+        signal(&child, "KILL");
+        let _ = child.wait_with_output();
+        assert_eq!(
+            std::fs::read_to_string(cfg(&lab)).unwrap(),
+            paused,
+            "{undo}: a killed run cannot restore"
+        );
+        let run = env.run_id();
+        let out = match undo {
+            "resume" => env.run(&lab, &["run", "--resume", &run, "--yes"]),
+            _ => env.run(&lab, &["rollback", &run, "--yes"]),
+        };
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{undo}: {err}");
+        assert_eq!(
+            std::fs::read_to_string(cfg(&lab)).unwrap(),
+            both,
+            "{undo}: restored byte for byte, `on` as `on`"
+        );
+        assert!(err.contains("restored HA rebalancing"), "{undo}: {err}");
+        assert_eq!(
+            balancer_states(&env),
+            ["pausing", "paused", "restored"],
+            "{undo}: the resume pauses nothing again (the 0s are the run's own)"
+        );
+    }
+}
