@@ -34,6 +34,23 @@ fn describe(e: &Event) -> String {
         ),
         Event::StepStarted { step, .. } => format!("step_started {step}"),
         Event::Reboot { state, .. } => format!("reboot {state}"),
+        Event::Balancers {
+            state,
+            cluster,
+            via,
+            keys,
+            why,
+        } => format!(
+            "HA rebalancing {state}{} via {via}: crs {}{}",
+            cluster
+                .as_deref()
+                .map(|c| format!(" (cluster {c})"))
+                .unwrap_or_default(),
+            crate::maintenance::balancers::describe(keys),
+            why.as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ),
         Event::Maintenance { state, why } => match why {
             Some(w) => format!("maintenance {state} ({w})"),
             None => format!("maintenance {state}"),
@@ -287,10 +304,28 @@ pub fn render_run(
     for l in &meta.left_on {
         say!(out, "left on: {}", sanitize_str(l));
     }
+    // The cluster's HA rebalancing the run paused and has not put back (a killed run): from the
+    // whole journal, whatever -l shows (it is the cluster's, not a node's).
+    let owed = crate::maintenance::balancers::outstanding(&j.events());
+    for (cluster, keys) in &owed {
+        let before: std::collections::BTreeMap<String, String> = keys
+            .iter()
+            .map(|(k, (v, _))| (k.clone(), v.clone()))
+            .collect();
+        say!(
+            out,
+            "HA rebalancing still paused by this run{}: crs {} before it",
+            cluster
+                .as_deref()
+                .map(|c| format!(" in cluster {c}"))
+                .unwrap_or_default(),
+            sanitize_str(&crate::maintenance::balancers::describe(&before))
+        );
+    }
     let leftovers = histories
         .values()
         .any(|h| !h.done && h.left_in_cluster() && h.rolled_back != Some(true));
-    if leftovers {
+    if leftovers || !owed.is_empty() {
         say!(
             out,
             "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",

@@ -230,6 +230,18 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
             "{undo}: a killed run cannot restore"
         );
         let run = env.run_id();
+        // `runs show` says what the killed run owes the cluster, and how to pay it.
+        let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
+        assert!(
+            shown.contains(
+                "HA rebalancing still paused by this run: crs ha-auto-rebalance=1 ha-rebalance-on-start=on before it"
+            ) && shown.contains(&format!("`pvefleet rollback {run}` puts it back")),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("HA rebalancing paused via pve"),
+            "the event in words: {shown}"
+        );
         let out = match undo {
             "resume" => env.run(&lab, &["run", "--resume", &run, "--yes"]),
             _ => env.run(&lab, &["rollback", &run, "--yes"]),
@@ -242,6 +254,8 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
             "{undo}: restored byte for byte, `on` as `on`"
         );
         assert!(err.contains("restored HA rebalancing"), "{undo}: {err}");
+        let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
+        assert!(!shown.contains("still paused"), "{undo}: {shown}");
         assert_eq!(
             balancer_states(&env),
             ["pausing", "paused", "restored"],
