@@ -71,7 +71,7 @@ impl Remote {
     pub async fn sh_tapped(
         &self,
         cmd: &str,
-        tap: &(dyn Fn(crate::ssh::Stream, &[u8]) + Send + Sync),
+        tap: crate::ssh::Tap<'_>,
     ) -> Result<ExecOutput, SshError> {
         tracing::trace!(node = %self.node.name, cmd, "exec, output followed");
         self.session.exec_tapped(cmd, self.timeout, tap).await

@@ -15,7 +15,7 @@
 
 pub mod auth;
 mod channel;
-pub use channel::Stream;
+pub use channel::{Stream, Tap};
 pub mod config;
 pub use config::parse_destination;
 pub mod known_hosts;

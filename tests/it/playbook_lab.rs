@@ -611,31 +611,23 @@ fn verbose_follows_commands_live_and_the_display_names_the_dpkg_lock_wait() {
         "name = \"apt\"\n[[step]]\nname = \"upgrade\"\nkind = \"run\"\ndetach = true\ncommand = \"apt-get -y -q -o DPkg::Lock::Timeout=60 dist-upgrade\"\n",
     );
     lab.fault("pve1", &["dpkg-lock", "8"]);
-    let cmd = format!(
-        "PVEFLEET_STATE_DIR={} {} -i {} run --yes {}; echo RUN-EXIT-$?; sleep 60",
-        env.state.path().display(),
-        env!("CARGO_BIN_EXE_pvefleet"),
-        lab.inventory().display(),
-        apt.display()
+    let t = env.in_tmux(
+        &lab,
+        "lock",
+        160,
+        30,
+        &format!("run --yes {}", apt.display()),
     );
-    let t = crate::common::tmux::Tmux::start("lock", 160, 30, &cmd);
-    let mut screen = String::new();
+    let (seen, screen) = t.until(30, false, 0, |s| {
+        s.contains("upgrade: waiting for the dpkg lock (held by process ")
+    });
     assert!(
-        crate::common::wait::eventually(30, || {
-            screen = t.capture(false, 0);
-            screen.contains("upgrade: waiting for the dpkg lock (held by process ")
-        }),
+        seen,
         "the display never said it waits for the lock:\n{screen}"
     );
     assert!(screen.contains(" (apt-get)) ("), "{screen}");
-    assert!(
-        crate::common::wait::eventually(60, || {
-            screen = t.capture(true, 2000);
-            screen.contains("RUN-EXIT-")
-        }),
-        "{screen}"
-    );
-    assert!(screen.contains("RUN-EXIT-0"), "{screen}");
+    let (code, screen) = t.exit_code(60);
+    assert_eq!(code, Some(0), "{screen}");
 }
 
 /// `plan --detailed-exitcode` (as terraform's): 2 while something would change, 0 once the run

@@ -719,15 +719,13 @@ fn the_live_display_says_what_the_reboot_waits_for() {
     lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
     lab.fault("pve1", &["migrate-slow", "8"]);
     lab.fault("pve1", &["slow-boot", "10"]);
-    let cmd = format!(
-        "PVEFLEET_STATE_DIR={} {} -i {} -l pve1 run --yes {}; echo RUN-EXIT-$?; sleep 60",
-        env.state.path().display(),
-        env!("CARGO_BIN_EXE_pvefleet"),
-        lab.inventory().display(),
-        pb.display()
+    let t = env.in_tmux(
+        &lab,
+        "live",
+        120,
+        30,
+        &format!("-l pve1 run --yes {}", pb.display()),
     );
-    let t = crate::common::tmux::Tmux::start("live", 120, 30, &cmd);
-    let mut screen = String::new();
     // A line with its own clock: `... to pve2 (N s)` or `pve3`.
     let clocked = |screen: &str, what: &str, tail: &str| {
         screen.lines().any(|l| {
@@ -738,35 +736,24 @@ fn the_live_display_says_what_the_reboot_waits_for() {
             })
         })
     };
-    assert!(
-        crate::common::wait::eventually(60, || {
-            screen = t.capture(true, 200);
-            screen.contains("reboot: migrating qm 101 (web) to pve")
-        }),
-        "the display never showed the migration:\n{screen}"
-    );
+    let (seen, screen) = t.until(60, true, 200, |s| {
+        s.contains("reboot: migrating qm 101 (web) to pve")
+    });
+    assert!(seen, "the display never showed the migration:\n{screen}");
     assert!(
         clocked(&screen, "migrating qm 101 (web) to pve2", "s)")
             || clocked(&screen, "migrating qm 101 (web) to pve3", "s)"),
         "{screen}"
     );
+    let (seen, screen) = t.until(60, true, 200, |s| s.contains("waiting for a new boot id"));
     assert!(
-        crate::common::wait::eventually(60, || {
-            screen = t.capture(true, 200);
-            screen.contains("waiting for a new boot id")
-        }),
+        seen,
         "the display never said it waits for the boot:\n{screen}"
     );
     assert!(
         clocked(&screen, "reboot: waiting for a new boot id", "s of 1 m)"),
         "{screen}"
     );
-    assert!(
-        crate::common::wait::eventually(90, || {
-            screen = t.capture(true, 2000);
-            screen.contains("RUN-EXIT-")
-        }),
-        "{screen}"
-    );
-    assert!(screen.contains("RUN-EXIT-0"), "{screen}");
+    let (code, screen) = t.exit_code(90);
+    assert_eq!(code, Some(0), "{screen}");
 }

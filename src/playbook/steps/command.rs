@@ -44,10 +44,10 @@ async fn followed(
     step: &str,
     cmd: &str,
 ) -> Result<ExecOutput, StepError> {
-    let (out, display) = (st.s.output.clone(), st.s.on_step.clone());
-    if out.is_none() && display.is_none() {
+    if !is_followed(st) {
         return interruptible(r, st, cmd).await;
     }
+    let (out, display) = (st.s.output.clone(), st.s.on_step.clone());
     let node = r.node.name.clone();
     let waiting = std::sync::atomic::AtomicBool::new(false);
     let lines = crate::progress::LineSplitter::default();
@@ -85,6 +85,11 @@ async fn followed(
     };
     lines.finish(&on_line);
     Ok(o)
+}
+
+/// Someone follows the run's commands as they go: `-v`, or the live display.
+fn is_followed(st: &NodeState<'_>) -> bool {
+    st.s.output.is_some() || st.s.on_step.is_some()
 }
 
 /// apt waiting for the lock another apt or dpkg holds (`-o DPkg::Lock::Timeout=N`): apt-pkg's
@@ -255,16 +260,14 @@ pub(super) async fn run(
             }
             // Never started, cut off (repaired before the facts were gathered), or gone with a
             // reboot of the node: run it (again).
-            _ if st.s.output.is_some() || st.s.on_step.is_some() => {
-                followed(
-                    r,
-                    st,
-                    step.name.get_ref(),
-                    &detached::start_script_followed(&dir, &cmd),
-                )
-                .await?
+            _ => {
+                let script = if is_followed(st) {
+                    detached::start_script_followed(&dir, &cmd)
+                } else {
+                    detached::start_script(&dir, &cmd)
+                };
+                followed(r, st, step.name.get_ref(), &script).await?
             }
-            _ => interruptible(r, st, &detached::start_script(&dir, &cmd)).await?,
         }
     } else {
         followed(r, st, step.name.get_ref(), &cmd).await?

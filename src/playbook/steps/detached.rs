@@ -30,14 +30,7 @@ pub fn dir(run_id: &str, index: usize) -> String {
 /// Start `cmd` detached and wait for it: the script's own output and exit status are the
 /// command's (exit 125 and a line on stderr when it ended without an exit status).
 pub fn start_script(dir: &str, cmd: &str) -> String {
-    let d = shell_quote(dir);
-    format!(
-        "d={d}; rm -rf \"$d\"; mkdir -p \"$d\" || exit 125\n\
-         setsid -w sh -c 'echo $$ >\"$1/pid\"; sh -c \"$2\" </dev/null >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.new\"; mv \"$1/rc.new\" \"$1/rc\"' pvefleet-detached \"$d\" {} &\n\
-         wait $!\n{}",
-        shell_quote(cmd),
-        collect_tail()
-    )
+    format!("{}wait $!\n{}", launch(dir, cmd), collect_tail())
 }
 
 /// [`start_script`] for a command whose output is followed live (`-v`, the display): the same
@@ -45,27 +38,43 @@ pub fn start_script(dir: &str, cmd: &str) -> String {
 /// (GNU `tail -f --pid`, which reads to the end once the command's session has ended) instead
 /// of printed at its end. The script's output is the command's either way.
 pub fn start_script_followed(dir: &str, cmd: &str) -> String {
-    let d = shell_quote(dir);
     format!(
-        "d={d}; rm -rf \"$d\"; mkdir -p \"$d\" || exit 125\n\
-         : >\"$d/out\"; : >\"$d/err\"\n\
-         setsid -w sh -c 'echo $$ >\"$1/pid\"; sh -c \"$2\" </dev/null >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.new\"; mv \"$1/rc.new\" \"$1/rc\"' pvefleet-detached \"$d\" {} &\n\
-         p=$!\n\
+        "{}p=$!\n\
          tail -s 0.2 -c +1 -f --pid=\"$p\" \"$d/out\" &\n\
          t=$!\n\
          tail -s 0.2 -c +1 -f --pid=\"$p\" \"$d/err\" >&2\n\
          wait \"$t\"\n\
          wait \"$p\"\n\
-         if [ -f \"$d/rc\" ]; then exit \"$(cat \"$d/rc\")\"; fi\n\
-         echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n",
-        shell_quote(cmd),
+         if [ -f \"$d/rc\" ]; then exit \"$(cat \"$d/rc\")\"; fi\n{}",
+        launch(dir, cmd),
+        NO_STATUS
     )
 }
 
-fn collect_tail() -> &'static str {
-    "if [ -f \"$d/rc\" ]; then cat \"$d/out\"; cat \"$d/err\" >&2; exit \"$(cat \"$d/rc\")\"; fi\n\
-     echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n"
+/// Both scripts' start: `d` set to the step's directory made afresh, with empty `out` and `err`
+/// (so a follower can open them at once), and the command started in its own session in the
+/// background (`$!`), writing its pid, output and, once it ended, `rc`.
+fn launch(dir: &str, cmd: &str) -> String {
+    format!(
+        "d={}; rm -rf \"$d\"; mkdir -p \"$d\" || exit 125\n\
+         : >\"$d/out\"; : >\"$d/err\"\n\
+         setsid -w sh -c 'echo $$ >\"$1/pid\"; sh -c \"$2\" </dev/null >\"$1/out\" 2>\"$1/err\"; echo $? >\"$1/rc.new\"; mv \"$1/rc.new\" \"$1/rc\"' pvefleet-detached \"$d\" {} &\n",
+        shell_quote(dir),
+        shell_quote(cmd)
+    )
 }
+
+/// The command's output and exit status from its files, as if it had run in the session (the
+/// end of [`start_script`], and how [`status`] reads one that ended).
+fn collect_tail() -> String {
+    format!(
+        "if [ -f \"$d/rc\" ]; then cat \"$d/out\"; cat \"$d/err\" >&2; exit \"$(cat \"$d/rc\")\"; fi\n{NO_STATUS}"
+    )
+}
+
+/// The scripts' end when the command left no exit status.
+const NO_STATUS: &str =
+    "echo \"pvefleet: the detached command ended without an exit status ($d)\" >&2; exit 125\n";
 
 /// What the node says about a step's detached command.
 #[derive(Debug)]

@@ -309,7 +309,7 @@ async fn reboot_step(
     };
     let cx = RebootCtx {
         index: st.index,
-        timeout: step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT),
+        timeout,
         guests: st.s.guests,
         allow_maintained: st.s.allow_maintained,
         journal: st.s.journal.as_ref(),

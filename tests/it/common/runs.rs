@@ -51,6 +51,28 @@ impl Env {
         (out.status.code(), json_of(&out))
     }
 
+    /// `pvefleet -i LAB ARGS` (`args` as shell words) with this state directory on a tmux
+    /// terminal of `columns` x `rows`, then its exit code after
+    /// [`super::tmux::EXIT_MARK`] (read it with [`super::tmux::Tmux::exit_code`]); the
+    /// session stays a minute after for the captures.
+    pub fn in_tmux(
+        &self,
+        lab: &Lab,
+        tag: &str,
+        columns: u16,
+        rows: u16,
+        args: &str,
+    ) -> super::tmux::Tmux {
+        let cmd = format!(
+            "PVEFLEET_STATE_DIR={} {} -i {} {args}; echo {}$?; sleep 60",
+            self.state.path().display(),
+            env!("CARGO_BIN_EXE_pvefleet"),
+            lab.inventory().display(),
+            super::tmux::EXIT_MARK
+        );
+        super::tmux::Tmux::start(tag, columns, rows, &cmd)
+    }
+
     /// Start without waiting (stdout and stderr piped).
     pub fn spawn(&self, lab: &Lab, args: &[&str]) -> Child {
         self.cmd(lab, args)

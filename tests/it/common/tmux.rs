@@ -3,6 +3,9 @@
 
 use super::sshd::sh;
 
+/// What [`crate::common::runs::Env::in_tmux`] prints before the command's exit code.
+pub const EXIT_MARK: &str = "RUN-EXIT-";
+
 /// A running tmux session.
 pub struct Tmux {
     /// Its name.
@@ -29,6 +32,34 @@ impl Tmux {
             "tmux capture-pane -p{j} -S -{history} -t {}",
             self.name
         ))
+    }
+
+    /// Capture the pane (as [`Tmux::capture`]) until `want` holds, up to `secs`: whether it did,
+    /// and the last capture either way (for the assertion's message).
+    pub fn until(
+        &self,
+        secs: u64,
+        joined: bool,
+        history: u32,
+        want: impl Fn(&str) -> bool,
+    ) -> (bool, String) {
+        let mut screen = String::new();
+        let ok = super::wait::eventually(secs, || {
+            screen = self.capture(joined, history);
+            want(&screen)
+        });
+        (ok, screen)
+    }
+
+    /// The exit code a command started by [`crate::common::runs::Env::in_tmux`] printed, once
+    /// it did (up to `secs`), and the whole pane with its scrollback.
+    pub fn exit_code(&self, secs: u64) -> (Option<i32>, String) {
+        let (_, screen) = self.until(secs, true, 2000, |s| s.contains(EXIT_MARK));
+        let code = screen.lines().find_map(|l| {
+            l.split_once(EXIT_MARK)
+                .and_then(|(_, c)| c.trim().parse::<i32>().ok())
+        });
+        (code, screen)
     }
 
     /// `tmux send-keys KEYS`.
