@@ -65,7 +65,10 @@ async fn followed(
     // apt reports the wait as a line it finishes only once the lock is taken.
     let tap = |stream: Stream, data: &[u8]| {
         lines.push(stream, data, |l| on_line(stream, l));
-        if let Some(d) = &display {
+        // Once the wait is shown, the rest of it is not read again (apt's spinner rewrites the
+        // same unfinished line every second).
+        let shown = waiting.load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(d) = display.as_ref().filter(|_| !shown) {
             if let Some(holder) = apt_lock_wait(&lines.unfinished(stream)) {
                 if !waiting.swap(true, std::sync::atomic::Ordering::Relaxed) {
                     d(
