@@ -400,8 +400,16 @@ fn interrupted_by(sig: &str, net: u8) {
         "name = \"slow\"\n[[step]]\nname = \"first\"\nkind = \"line\"\npath = \"/etc/pvefleet-test\"\nline = \"one\"\n[[step]]\nname = \"slow\"\nkind = \"run\"\ncommand = \"sleep 30\"\n",
     );
     let child = env.spawn(&lab, &["--json", "run", "--yes", pb.to_str().unwrap()]);
-    assert!(env.wait_event(20, |e| e["event"] == "step_started"
-        && e["data"]["step"] == "slow"));
+    // Both nodes in the slow step (under load the second one can still be connecting when
+    // the first one gets there).
+    for n in ["pve1", "pve2"] {
+        assert!(
+            env.wait_event(30, |e| e["node"] == n
+                && e["event"] == "step_started"
+                && e["data"]["step"] == "slow"),
+            "{n} reached the slow step"
+        );
+    }
     let t = std::time::Instant::now();
     signal(&child, sig);
     let out = child.wait_with_output().unwrap();
