@@ -483,6 +483,16 @@ pub struct RunArgs {
     /// guests are being backed up.
     #[arg(long)]
     pub ignore_backups: bool,
+    /// Drains run at most N migrations at once (over every drain step's `max_migrations`;
+    /// default: the cluster's max_workers, else 4; at most 8 per node). A resume keeps the
+    /// run's unless given again.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub max_migrations: Option<u32>,
+    /// A bandwidth budget for a drain's migrations running at once, KiB/s, shared evenly
+    /// among them as each one's `qm migrate --bwlimit` (over every drain step's `bwlimit`).
+    /// A resume keeps the run's unless given again.
+    #[arg(long, value_name = "KIB_PER_S", value_parser = clap::value_parser!(u64).range(1..=4294967295))]
+    pub bwlimit: Option<u64>,
     /// Tell URL of the run's start, each node done or failed, a pause, a halt and the end;
     /// repeatable. `http://...` gets a JSON POST (also a Gotify message), `text+http://...`
     /// a plain text POST (ntfy), `mailto:ADDR` a mail through the controller's sendmail.

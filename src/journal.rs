@@ -13,7 +13,7 @@
 //! Location: `$PVEFLEET_STATE_DIR/runs/<id>/`, else `$XDG_STATE_HOME/pvefleet/runs/<id>/`, else
 //! `~/.local/state/pvefleet/runs/<id>/`; the state directory is made mode 0700.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -130,6 +130,12 @@ pub struct RunMeta {
     /// `--timeout`, milliseconds.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// `--max-migrations`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_migrations: Option<u32>,
+    /// `--bwlimit`, KiB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bwlimit_kib: Option<u64>,
     /// Where the run stopped (set when it stops short).
     #[serde(default)]
     pub stopped_at: Vec<StopPoint>,
@@ -1179,24 +1185,37 @@ fn reboot_times(events: &[Record]) -> Vec<(String, std::time::Duration, std::tim
     }
     let mut begun: BTreeMap<(String, usize), SystemTime> = BTreeMap::new();
     let mut migrating: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut moving: BTreeMap<(String, u32), SystemTime> = BTreeMap::new();
+    // Per node, the migrations under way and since when one has been: migrations run several
+    // at once, so the time spent migrating is the time any of them ran, not their sum.
+    let mut busy: BTreeMap<String, (BTreeSet<u32>, SystemTime)> = BTreeMap::new();
     let mut out = Vec::new();
     for r in events {
         let Some(t) = record_time(r) else { continue };
-        let mut ended = |key: (String, u32), moving: &mut BTreeMap<(String, u32), SystemTime>| {
-            if let Some(d) = moving.remove(&key).and_then(|t0| t.duration_since(t0).ok()) {
-                *migrating.entry(key.0).or_default() += d;
+        let started = |vmid: u32, busy: &mut BTreeMap<String, (BTreeSet<u32>, SystemTime)>| {
+            let (set, since) = busy
+                .entry(r.node.clone())
+                .or_insert_with(|| (BTreeSet::new(), t));
+            if set.is_empty() {
+                *since = t;
+            }
+            set.insert(vmid);
+        };
+        let mut ended = |vmid: u32, busy: &mut BTreeMap<String, (BTreeSet<u32>, SystemTime)>| {
+            if let Some((set, since)) = busy.get_mut(&r.node) {
+                if set.remove(&vmid) && set.is_empty() {
+                    if let Ok(d) = t.duration_since(*since) {
+                        *migrating.entry(r.node.clone()).or_default() += d;
+                    }
+                }
             }
         };
         match &r.event {
             Event::GuestMoved { guest, phase, .. } if *phase == Phase::Intent => {
-                moving.insert((r.node.clone(), guest.vmid), t);
+                started(guest.vmid, &mut busy);
             }
-            Event::GuestMoved { guest, .. } => ended((r.node.clone(), guest.vmid), &mut moving),
-            Event::GuestReturning { guest, .. } => {
-                moving.insert((r.node.clone(), guest.vmid), t);
-            }
-            Event::GuestReturned { guest, .. } => ended((r.node.clone(), guest.vmid), &mut moving),
+            Event::GuestMoved { guest, .. } => ended(guest.vmid, &mut busy),
+            Event::GuestReturning { guest, .. } => started(guest.vmid, &mut busy),
+            Event::GuestReturned { guest, .. } => ended(guest.vmid, &mut busy),
             Event::Reboot { index, state, .. } => {
                 let key = (r.node.clone(), *index);
                 if state == "done" {
@@ -1216,32 +1235,64 @@ fn reboot_times(events: &[Record]) -> Vec<(String, std::time::Duration, std::tim
     out
 }
 
-/// The live migrations away in one run's events whose guest's memory was recorded: (bytes, how
-/// long from intent to done). Only runs one controller drove.
+/// The live migrations away in one run's events, timed as the drain ran them: each stretch
+/// of time in which a node had migrations away under way (one at a time, or several at once),
+/// with the memory of the guests moved in it and how long it lasted: (bytes, how long). A
+/// stretch with a guest whose memory was not recorded, or a move that did not end, is left
+/// out. Only runs one controller drove.
 pub fn migration_times(events: &[Record]) -> Vec<(u64, std::time::Duration)> {
+    use std::time::SystemTime;
     if !one_controller(events) {
         return Vec::new();
     }
-    let mut begun: BTreeMap<(String, u32), std::time::SystemTime> = BTreeMap::new();
+    struct Stretch {
+        since: SystemTime,
+        under_way: BTreeSet<u32>,
+        bytes: u64,
+        unknown: bool,
+    }
+    let mut busy: BTreeMap<String, Stretch> = BTreeMap::new();
     let mut out = Vec::new();
     for r in events {
         let Some(t) = record_time(r) else { continue };
-        if let Event::GuestMoved {
-            guest,
-            phase,
-            maxmem,
-            ..
-        } = &r.event
-        {
-            let key = (r.node.clone(), guest.vmid);
-            if *phase == Phase::Intent {
-                begun.insert(key, t);
-            } else if let (Some(bytes), Some(took)) = (
+        match &r.event {
+            Event::GuestMoved {
+                guest,
+                phase,
                 maxmem,
-                begun.remove(&key).and_then(|t0| t.duration_since(t0).ok()),
-            ) {
-                out.push((*bytes, took));
+                ..
+            } if *phase == Phase::Intent => {
+                let s = busy.entry(r.node.clone()).or_insert_with(|| Stretch {
+                    since: t,
+                    under_way: BTreeSet::new(),
+                    bytes: 0,
+                    unknown: false,
+                });
+                s.under_way.insert(guest.vmid);
+                match maxmem {
+                    Some(b) => s.bytes += b,
+                    None => s.unknown = true,
+                }
             }
+            Event::GuestMoved { guest, .. } => {
+                let Some(s) = busy.get_mut(&r.node) else {
+                    continue;
+                };
+                if s.under_way.remove(&guest.vmid) && s.under_way.is_empty() {
+                    let s = busy.remove(&r.node).expect("just seen");
+                    if let (false, Ok(took)) = (s.unknown, t.duration_since(s.since)) {
+                        if s.bytes > 0 {
+                            out.push((s.bytes, took));
+                        }
+                    }
+                }
+            }
+            // A reboot's end (done, or a node interrupted) ends what its drain left open: a
+            // move without its done is not timed.
+            Event::Reboot { state, .. } if state == "done" => {
+                busy.remove(&r.node);
+            }
+            _ => {}
         }
     }
     out
@@ -1405,6 +1456,71 @@ mod tests {
             None,
             "no migration, no rate"
         );
+    }
+
+    #[test]
+    fn migrations_at_once_count_by_the_time_any_of_them_ran() {
+        let rec = |time: &str, event: Event| Record {
+            time: format!("2026-12-01T10:00:{time}.000Z"),
+            node: "pve1".into(),
+            event,
+        };
+        let g = |vmid: u32| GuestRef {
+            kind: "qm".into(),
+            vmid,
+            name: format!("g{vmid}"),
+        };
+        let moved = |vmid: u32, phase: Phase, maxmem: Option<u64>| Event::GuestMoved {
+            guest: g(vmid),
+            from: "pve1".into(),
+            to: "pve2".into(),
+            phase,
+            maxmem,
+        };
+        let reboot = |state: &str| Event::Reboot {
+            index: 1,
+            state: state.into(),
+            old_boot_id: None,
+            detail: None,
+        };
+        let gib = 1u64 << 30;
+        let events = vec![
+            Record {
+                time: "2026-12-01T10:00:00.000Z".into(),
+                node: "-".into(),
+                event: Event::RunStarted {
+                    pid: 1,
+                    resumed: false,
+                },
+            },
+            rec("00", reboot("maintenance-on")),
+            // Three at once from 01 to 07 (6 s, 4 GiB), then one alone 10 to 12 (2 s, 1 GiB).
+            rec("01", moved(101, Phase::Intent, Some(gib))),
+            rec("01", moved(102, Phase::Intent, Some(2 * gib))),
+            rec("02", moved(103, Phase::Intent, Some(gib))),
+            rec("04", moved(101, Phase::Done, Some(gib))),
+            rec("06", moved(103, Phase::Done, Some(gib))),
+            rec("07", moved(102, Phase::Done, Some(2 * gib))),
+            rec("10", moved(104, Phase::Intent, Some(gib))),
+            rec("12", moved(104, Phase::Done, Some(gib))),
+            // One whose memory is not known: its stretch is not timed.
+            rec("13", moved(105, Phase::Intent, None)),
+            rec("14", moved(105, Phase::Done, None)),
+            rec("30", reboot("done")),
+        ];
+        let s = std::time::Duration::from_secs;
+        assert_eq!(
+            reboot_times(&events),
+            vec![("pve1".to_string(), s(30), s(9))],
+            "6 s + 2 s + 1 s spent migrating, not the 13 s their sum would say"
+        );
+        let m = migration_times(&events);
+        assert_eq!(m, vec![(4 * gib, s(6)), (gib, s(2))]);
+        let t = Timings {
+            migrations: m,
+            ..Timings::default()
+        };
+        assert_eq!(t.secs_per_gib(), Some(8.0 / 5.0));
     }
 
     #[test]

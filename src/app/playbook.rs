@@ -131,6 +131,8 @@ struct Params {
     pace: Option<PaceArgs>,
     /// Where the run's notifications go (`--notify`; set by `cmd_run`, never recorded).
     notify: Vec<crate::notify::Target>,
+    /// `--max-migrations`, `--bwlimit` (recorded; a resume's own replace them).
+    migration_pace: crate::maintenance::drain::MigrationPace,
 }
 
 fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {
@@ -152,6 +154,7 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         rolling: Default::default(),
         planned_reboots: None,
         pacing: Default::default(),
+        migration_pace: p.migration_pace,
     }
 }
 
@@ -226,6 +229,7 @@ pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
         windows: Vec::new(),
         pace: None,
         notify: Vec::new(),
+        migration_pace: Default::default(),
     };
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
     let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
@@ -286,6 +290,10 @@ fn new_params(g: &GlobalOpts, a: &RunArgs) -> Result<Params, AppError> {
         windows: a.windows.to_vec(),
         pace: None,
         notify: Vec::new(),
+        migration_pace: crate::maintenance::drain::MigrationPace {
+            max: a.max_migrations,
+            bwlimit_kib: a.bwlimit,
+        },
     })
 }
 
@@ -407,6 +415,11 @@ fn resumed_params(g: &GlobalOpts, a: &RunArgs, j: &Journal) -> Result<Params, Ap
         },
         pace: None,
         notify: Vec::new(),
+        // Pace, not what is done: a resume's own are honoured, else the run's.
+        migration_pace: crate::maintenance::drain::MigrationPace {
+            max: a.max_migrations.or(meta.max_migrations),
+            bwlimit_kib: a.bwlimit.or(meta.bwlimit_kib),
+        },
     })
 }
 
@@ -822,6 +835,8 @@ fn create_journal(p: &Params, id: String) -> Result<Journal, AppError> {
         allow_maintained: p.allow_maintained,
         forks: Some(p.forks),
         timeout_ms: p.timeout.map(|t| t.as_millis() as u64),
+        max_migrations: p.migration_pace.max,
+        bwlimit_kib: p.migration_pace.bwlimit_kib,
         stopped_at: Vec::new(),
         left_on: Vec::new(),
         ended: None,

@@ -192,6 +192,7 @@ pub async fn migrate_from(
     g: &GuestRef,
     target: &str,
     local_disks: bool,
+    bwlimit_kib: Option<u64>,
     timeout: Duration,
 ) -> Result<(), RebootError> {
     let Some(node) = nodes.iter().find(|n| n.name == at) else {
@@ -201,7 +202,7 @@ pub async fn migrate_from(
         )));
     };
     let there = Remote::connect(node, timeout).await?;
-    let res = migrate(&there, g, target, local_disks).await;
+    let res = migrate(&there, g, target, local_disks, bwlimit_kib).await;
     there.session.close().await;
     res
 }
@@ -277,13 +278,42 @@ mod tests {
     #[test]
     fn migration_words() {
         assert_eq!(
-            migrate_argv("qm", 101, "pve 2", true).join(" "),
+            migrate_argv("qm", 101, "pve 2", true, None).join(" "),
             "qm migrate 101 pve 2 --online --with-local-disks"
         );
         assert_eq!(
-            migrate_argv("pct", 200, "pve2", true).join(" "),
-            "pct migrate 200 pve2 --restart"
+            migrate_argv("pct", 200, "pve2", true, Some(51200)).join(" "),
+            "pct migrate 200 pve2 --restart --bwlimit 51200"
         );
+    }
+
+    #[test]
+    fn max_workers_is_read_as_pve_writes_it() {
+        assert_eq!(max_workers("keyboard: de\nmax_workers: 6\n"), Ok(Some(6)));
+        assert_eq!(
+            max_workers("# max_workers: 9\r\nkeyboard: de\r\n"),
+            Ok(None)
+        );
+        assert_eq!(max_workers(""), Ok(None));
+        let e = max_workers("keyboard: de\nmax_workers: many\n").unwrap_err();
+        assert!(e.contains("line 2") && e.contains("\"many\""), "{e}");
+        assert!(max_workers("max_workers: 0\n").is_err());
+    }
+
+    #[test]
+    fn the_bandwidth_budget_is_shared_evenly() {
+        let pace = MigrationPace {
+            max: Some(4),
+            bwlimit_kib: Some(1_000_000),
+        };
+        assert_eq!(share(pace, 4), Some(250_000));
+        assert_eq!(share(pace, 0), Some(1_000_000));
+        assert_eq!(share(MigrationPace::default(), 4), None);
+        let tiny = MigrationPace {
+            max: None,
+            bwlimit_kib: Some(3),
+        };
+        assert_eq!(share(tiny, 8), Some(1));
     }
 
     fn qm_fixture(name: &str) -> String {
@@ -586,8 +616,86 @@ pub async fn plan_drain(
 /// stopped run had started.
 pub const MIGRATION_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How many migrations a drain runs at once, and the bandwidth they share (the reboot step's
+/// `max_migrations` and `bwlimit`, or `run --max-migrations` / `--bwlimit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationPace {
+    /// At most this many at once; `None`: the cluster's `max_workers` (see [`concurrency`]).
+    pub max: Option<u32>,
+    /// A budget for all the migrations running at once, KiB/s (the unit of `qm migrate
+    /// --bwlimit`): each gets an equal share as its own `--bwlimit`. `None`: no `--bwlimit`
+    /// (the cluster's own `bwlimit: migration=` in datacenter.cfg applies to each, as always).
+    pub bwlimit_kib: Option<u64>,
+}
+
+/// Without `max_workers` in datacenter.cfg: 4, the default the GUI shows for it (pve-manager
+/// `www/manager6/dc/OptionView.js`, "Maximal Workers/bulk-action", `defaultValue: 4`).
+/// (`pvesh create /nodes/N/migrateall` refuses to run without one or `--max-workers`:
+/// pve-manager `PVE/API2/Nodes.pm` migrateall; its start/stop bulk actions fall back to
+/// min(cpus - 1, 8): `get_max_workers`.)
+pub const DEFAULT_MAX_WORKERS: u32 = 4;
+
+/// The most migrations run at once over one SSH connection: OpenSSH's sshd allows 10 sessions
+/// per connection by default (sshd_config(5) `MaxSessions`), and a drain keeps two for its
+/// own queries. A larger `max_migrations` is used as this.
+pub const PER_CONNECTION: u32 = 8;
+
+/// `max_workers` of a `datacenter.cfg` (pve-cluster `src/PVE/DataCenterConfig.pm`:
+/// `max_workers`, an integer, minimum 1; the file is `key: value` lines, `#` comments). `None`
+/// when it is not set; a value that is not a positive integer is an error naming the line.
+pub fn max_workers(text: &str) -> Result<Option<u32>, String> {
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        let Some(v) = line.strip_prefix("max_workers:") else {
+            continue;
+        };
+        let v = v.trim();
+        match v.parse::<u32>() {
+            Ok(n) if n >= 1 => found = Some(n),
+            _ => {
+                return Err(format!(
+                    "{} line {}: max_workers is not a positive integer: {:?}",
+                    super::balancers::PATH,
+                    i + 1,
+                    crate::sanitize::first_line(v, 40)
+                ))
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// How many migrations to run at once from or to `r`'s node: the pace's `max`, else the
+/// cluster's `max_workers` (read through `r`; a file that cannot be read is an error, not the
+/// default), else [`DEFAULT_MAX_WORKERS`]; at most [`PER_CONNECTION`].
+pub async fn concurrency(r: &Remote, pace: MigrationPace) -> Result<u32, RebootError> {
+    let n = match pace.max {
+        Some(n) => n,
+        None => {
+            let text = r.read(super::balancers::PATH).await?;
+            max_workers(text.as_deref().unwrap_or_default())
+                .map_err(RebootError::Command)?
+                .unwrap_or(DEFAULT_MAX_WORKERS)
+        }
+    };
+    Ok(n.clamp(1, PER_CONNECTION))
+}
+
+/// Each migration's share of the pace's bandwidth budget when `n` run at once (KiB/s, at
+/// least 1).
+pub fn share(pace: MigrationPace, n: u32) -> Option<u64> {
+    pace.bwlimit_kib.map(|b| (b / u64::from(n.max(1))).max(1))
+}
+
 /// The migration command for a guest to `target`, as words.
-pub fn migrate_argv(kind: &str, vmid: u32, target: &str, local_disks: bool) -> Vec<String> {
+pub fn migrate_argv(
+    kind: &str,
+    vmid: u32,
+    target: &str,
+    local_disks: bool,
+    bwlimit_kib: Option<u64>,
+) -> Vec<String> {
     let mut argv: Vec<String> = match kind {
         "pct" => vec!["pct".into(), "migrate".into()],
         _ => vec!["qm".into(), "migrate".into()],
@@ -602,6 +710,13 @@ pub fn migrate_argv(kind: &str, vmid: u32, target: &str, local_disks: bool) -> V
                 argv.push("--with-local-disks".into());
             }
         }
+    }
+    // qm migrate and pct migrate: `--bwlimit <integer>`, KiB/s (qemu-server
+    // PVE/API2/Qemu.pm migrate_vm and pve-container PVE/API2/LXC.pm migrate_vm, both
+    // "Override I/O bandwidth limit (in KiB/s).").
+    if let Some(b) = bwlimit_kib {
+        argv.push("--bwlimit".into());
+        argv.push(b.to_string());
     }
     argv
 }
@@ -684,8 +799,9 @@ pub async fn migrate(
     g: &GuestRef,
     target: &str,
     local_disks: bool,
+    bwlimit_kib: Option<u64>,
 ) -> Result<(), RebootError> {
-    let argv = migrate_argv(&g.kind, g.vmid, target, local_disks);
+    let argv = migrate_argv(&g.kind, g.vmid, target, local_disks, bwlimit_kib);
     let o = r
         .session
         .exec(&detached_migration_script(&argv), MIGRATION_TIMEOUT)
@@ -878,6 +994,25 @@ pub struct Returned {
     pub failed: Vec<String>,
 }
 
+/// Journal a guest back home (`guest_returned`), as soon as it is.
+async fn returned(
+    journal: Option<&crate::journal::Journal>,
+    node: &str,
+    g: &GuestRef,
+    origin: &str,
+) {
+    if let Some(j) = journal {
+        j.record(
+            node,
+            crate::journal::Event::GuestReturned {
+                guest: g.clone(),
+                to: origin.to_string(),
+            },
+        )
+        .await;
+    }
+}
+
 fn say(node: &str, msg: &str) {
     tracing::warn!(node = %node, "{msg}");
     eprintln!("pvefleet: {node}: {msg}");
@@ -889,7 +1024,8 @@ fn say(node: &str, msg: &str) {
 /// they stay where they are (said when that is not where the drain put them). Every guest the
 /// drain moved was running: one found back but stopped (something else stopped it while it
 /// was away, e.g. its host rebooted) is started again, loudly. What could not be done is in
-/// `failed`, with the guest named.
+/// `failed`, with the guest named. Each return is journaled as it starts (`guest_returning`)
+/// and as it ends (`guest_returned`, also for a guest found home already).
 pub async fn return_guests(
     r: &Remote,
     cluster: &[Node],
@@ -898,9 +1034,12 @@ pub async fn return_guests(
     journal: Option<&crate::journal::Journal>,
     on_doing: &(dyn Fn(crate::progress::Doing) + Send + Sync),
 ) -> Result<Returned, RebootError> {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let me = r.node.name.clone();
     let mut out = Returned::default();
     let res = resources(r).await?;
+    // (guest, its origin, where it is now) of the ones to migrate back.
+    let mut back: Vec<(GuestRef, String, String)> = Vec::new();
     for (g, origin, at) in moved {
         let what = describe(std::slice::from_ref(g));
         let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
@@ -929,37 +1068,83 @@ pub async fn return_guests(
             continue;
         }
         if now.node == *origin {
+            returned(journal, &me, g, origin).await;
             out.returned.push(g.clone());
             continue;
         }
-        // Intent first: a resume that finds this without its `guest_returned` settles it.
-        if let Some(j) = journal {
-            j.record(
-                &me,
-                crate::journal::Event::GuestReturning {
-                    guest: g.clone(),
-                    from: now.node.clone(),
-                    to: origin.clone(),
-                },
-            )
-            .await;
+        back.push((g.clone(), origin.clone(), now.node.clone()));
+    }
+    // Up to `concurrency` at once, as the moves away; each journaled intent-first as it starts.
+    // A failed return does not stop the others: every guest that can come home does.
+    let total = back.len();
+    let limit = if total == 0 {
+        1
+    } else {
+        concurrency(r, opts.pace).await? as usize
+    };
+    let bwlimit = share(opts.pace, limit.min(total.max(1)) as u32);
+    let mut queue = back.into_iter();
+    let mut running = FuturesUnordered::new();
+    let mut under_way: Vec<(GuestRef, String)> = Vec::new();
+    let mut finished = 0usize;
+    loop {
+        while running.len() < limit {
+            let Some((g, origin, at)) = queue.next() else {
+                break;
+            };
+            // Intent first: a resume that finds this without its `guest_returned` settles it.
+            if let Some(j) = journal {
+                j.record(
+                    &me,
+                    crate::journal::Event::GuestReturning {
+                        guest: g.clone(),
+                        from: at.clone(),
+                        to: origin.clone(),
+                    },
+                )
+                .await;
+            }
+            under_way.push((g.clone(), at.clone()));
+            running.push(async move {
+                let res = migrate_from(
+                    cluster,
+                    &at,
+                    &g,
+                    &origin,
+                    opts.local_disks,
+                    bwlimit,
+                    r.timeout,
+                )
+                .await;
+                (g, origin, at, res)
+            });
         }
-        on_doing(crate::progress::Doing::new(format!(
-            "migrating {what} back from {}",
-            now.node
-        )));
-        match migrate_from(cluster, &now.node, g, origin, opts.local_disks, r.timeout).await {
-            Ok(()) => out.returned.push(g.clone()),
+        if running.is_empty() {
+            break;
+        }
+        on_doing(super::reboot::migrating_line(
+            &under_way, finished, total, " back",
+        ));
+        let Some((g, origin, at, res)) = running.next().await else {
+            break;
+        };
+        under_way.retain(|(x, _)| *x != g);
+        finished += 1;
+        match res {
+            Ok(()) => {
+                returned(journal, &me, &g, &origin).await;
+                out.returned.push(g);
+            }
             Err(e) => {
                 let why = match e {
                     RebootError::Migration { detail, .. } => detail,
                     e => e.to_string(),
                 };
                 out.failed.push(format!(
-                    "{what} could not be moved back from {}: {why}",
-                    now.node
+                    "{} could not be moved back from {at}: {why}",
+                    describe(std::slice::from_ref(&g))
                 ));
-                out.away.push((g.clone(), origin.clone(), now.node.clone()));
+                out.away.push((g, origin, at));
             }
         }
     }

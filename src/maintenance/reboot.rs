@@ -93,6 +93,8 @@ pub struct DrainOpts {
     pub local_disks: bool,
     /// Move guests back after the reboot.
     pub return_guests: bool,
+    /// How many migrations at once, and their bandwidth.
+    pub pace: drain::MigrationPace,
 }
 
 /// How a reboot ended.
@@ -477,8 +479,15 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    /// Live-migrate the movable guests to nodes with room (re-read after HA moved its guests).
+    /// Live-migrate the movable guests to nodes with room (re-read after HA moved its guests),
+    /// up to [`drain::concurrency`] at once, the largest first. Each move is journaled
+    /// intent-first when it starts and done when the cluster shows the guest on its target, so
+    /// a resume finds every move that was under way ([`Self::settle_unfinished_moves`]). A
+    /// failed migration starts no further one; those already running are waited for (they run
+    /// detached and would end anyway) and recorded, then the failure is returned. A stop
+    /// request likewise starts none, lets the running ones end, and stops.
     async fn migrate_away(&mut self, r: &Remote, opts: DrainOpts) -> Result<(), RebootError> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let res = drain::resources(r).await?;
         let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
         let me = r.node.name.clone();
@@ -488,41 +497,87 @@ impl Machine<'_, '_> {
         let targets = placer
             .place_all(&movable)
             .map_err(|e| RebootError::Command(e.to_string()))?;
-        for (g, target) in plan.movable.iter().zip(targets) {
-            self.cancelled()?;
-            let gref = drain::guest_ref(g);
-            self.record(
-                r,
-                Event::GuestMoved {
-                    guest: gref.clone(),
-                    from: me.clone(),
-                    to: target.clone(),
-                    phase: crate::vocab::Phase::Intent,
-                    maxmem: g.maxmem,
-                },
-            )
-            .await;
-            tracing::info!(node = %me, guest = g.vmid, to = %target, "migrate");
-            (self.cx.on_doing)(Doing::new(format!(
-                "migrating {} to {target}",
-                drain::describe(std::slice::from_ref(&gref))
-            )));
-            drain::migrate(r, &gref, &target, opts.local_disks).await?;
-            self.record(
-                r,
-                Event::GuestMoved {
-                    guest: gref.clone(),
-                    from: me.clone(),
-                    to: target.clone(),
-                    phase: crate::vocab::Phase::Done,
-                    maxmem: g.maxmem,
-                },
-            )
-            .await;
-            self.moved.push((gref.clone(), me.clone(), target.clone()));
-            self.moved_all.push((gref, target));
+        if plan.movable.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let total = plan.movable.len();
+        let limit = drain::concurrency(r, opts.pace).await? as usize;
+        let at_once = limit.min(total) as u32;
+        let bwlimit = drain::share(opts.pace, at_once);
+        tracing::info!(node = %me, guests = total, at_once, ?bwlimit, "drain");
+        let mut queue = plan.movable.iter().zip(targets);
+        let mut running = FuturesUnordered::new();
+        // (guest, target) of the migrations under way, for the display.
+        let mut under_way: Vec<(GuestRef, String)> = Vec::new();
+        let mut failed: Option<RebootError> = None;
+        let mut finished = 0usize;
+        loop {
+            while running.len() < limit && failed.is_none() && !self.cx.cancel.is_cancelled() {
+                let Some((g, target)) = queue.next() else {
+                    break;
+                };
+                let gref = drain::guest_ref(g);
+                self.record(
+                    r,
+                    Event::GuestMoved {
+                        guest: gref.clone(),
+                        from: me.clone(),
+                        to: target.clone(),
+                        phase: crate::vocab::Phase::Intent,
+                        maxmem: g.maxmem,
+                    },
+                )
+                .await;
+                tracing::info!(node = %me, guest = g.vmid, to = %target, "migrate");
+                under_way.push((gref.clone(), target.clone()));
+                let maxmem = g.maxmem;
+                running.push(async move {
+                    let out = drain::migrate(r, &gref, &target, opts.local_disks, bwlimit).await;
+                    (gref, target, maxmem, out)
+                });
+            }
+            if running.is_empty() {
+                break;
+            }
+            (self.cx.on_doing)(migrating_line(&under_way, finished, total, ""));
+            let Some((gref, target, maxmem, out)) = running.next().await else {
+                break;
+            };
+            under_way.retain(|(g, _)| *g != gref);
+            finished += 1;
+            match out {
+                Ok(()) => {
+                    self.record(
+                        r,
+                        Event::GuestMoved {
+                            guest: gref.clone(),
+                            from: me.clone(),
+                            to: target.clone(),
+                            phase: crate::vocab::Phase::Done,
+                            maxmem,
+                        },
+                    )
+                    .await;
+                    self.moved.push((gref.clone(), me.clone(), target.clone()));
+                    self.moved_all.push((gref, target));
+                }
+                Err(e) => {
+                    tracing::warn!(node = %me, guest = gref.vmid, error = %e, "migration failed");
+                    if failed.is_none() {
+                        failed = Some(e);
+                    } else {
+                        eprintln!(
+                            "pvefleet: {me}: {}",
+                            crate::sanitize::sanitize_str(&e.to_string())
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        self.cancelled()
     }
 
     /// Ceph before the node goes down: detected, healthy enough, ok to stop, noout set.
@@ -653,6 +708,7 @@ impl Machine<'_, '_> {
         let opts = self.cx.drain.unwrap_or(DrainOpts {
             local_disks: false,
             return_guests: true,
+            pace: drain::MigrationPace::default(),
         });
         if self.moved.is_empty() {
             return Ok(());
@@ -670,18 +726,6 @@ impl Machine<'_, '_> {
             self.cx.on_doing,
         )
         .await?;
-        for g in &back.returned {
-            if let Some((_, origin, _)) = moved.iter().find(|(m, _, _)| m == g) {
-                self.record(
-                    r,
-                    Event::GuestReturned {
-                        guest: g.clone(),
-                        to: origin.clone(),
-                    },
-                )
-                .await;
-            }
-        }
         for g in &back.not_started {
             // Listed by `runs show` and started by a resume.
             self.record(
@@ -932,6 +976,34 @@ impl Machine<'_, '_> {
             ));
         }
         left
+    }
+}
+
+/// The live display's line for the migrations under way: the one guest and its target, or how
+/// many run at once and how far the drain is ("migrating 3 at once (5 of 12 done): qm 101 (web)
+/// to pve3, ..."). `back` is "" away, or " back" for the return trip.
+pub(crate) fn migrating_line(
+    under_way: &[(GuestRef, String)],
+    finished: usize,
+    total: usize,
+    back: &str,
+) -> Doing {
+    let one = |(g, t): &(GuestRef, String)| {
+        let what = drain::describe(std::slice::from_ref(g));
+        if back.is_empty() {
+            format!("{what} to {t}")
+        } else {
+            format!("{what} back from {t}")
+        }
+    };
+    match under_way {
+        [single] if total == 1 => Doing::new(format!("migrating {}", one(single))),
+        [single] => Doing::new(format!("migrating {}", one(single)))
+            .detail(format!("({finished} of {total} done)")),
+        many => Doing::new(format!("migrating{back} {} at once", many.len())).detail(format!(
+            "({finished} of {total} done): {}",
+            many.iter().map(one).collect::<Vec<_>>().join(", ")
+        )),
     }
 }
 

@@ -60,6 +60,8 @@ pub struct RunSettings {
     pub planned_reboots: Option<std::collections::BTreeSet<String>>,
     /// Windows, pauses, approvals and backups between the nodes of a rolling run.
     pub pacing: Arc<super::pacing::Pacing>,
+    /// `run --max-migrations` / `--bwlimit`: each one set overrides every drain step's own.
+    pub migration_pace: crate::maintenance::drain::MigrationPace,
 }
 
 /// Variables every playbook has without declaring them: `node`, `facts`, `vars`, `run_id`,

@@ -401,6 +401,8 @@ pub struct Drain {
     pub local_disks: bool,
     /// `return_guests`: move the guests back to the node once it is back (default true).
     pub return_guests: bool,
+    /// `max_migrations`, `bwlimit`: how many migrations at once and their bandwidth budget.
+    pub pace: crate::maintenance::drain::MigrationPace,
 }
 
 /// A template string of a step, as validation and the variable check see it.

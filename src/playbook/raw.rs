@@ -129,6 +129,12 @@ pub(super) struct RawStep {
     pub(super) local_disks: Option<Spanned<bool>>,
     /// reboot with drain: move the guests back to the node once it is back (default true).
     pub(super) return_guests: Option<Spanned<bool>>,
+    /// reboot with drain: how many migrations at once (default: the cluster's `max_workers`,
+    /// else 4; at most 8).
+    pub(super) max_migrations: Option<Spanned<i64>>,
+    /// reboot with drain: a bandwidth budget for the migrations running at once, KiB/s, shared
+    /// evenly among them (each one's `--bwlimit`).
+    pub(super) bwlimit: Option<Spanned<i64>>,
     /// reboot: Ceph health check codes that do not stop the run (e.g. `["MON_CLOCK_SKEW"]`).
     #[serde(default)]
     pub(super) ceph_accept_warnings: Vec<Spanned<String>>,
@@ -195,6 +201,8 @@ impl RawStep {
         opt!(drain);
         opt!(local_disks);
         opt!(return_guests);
+        opt!(max_migrations);
+        opt!(bwlimit);
         list!(ceph_accept_warnings);
         opt!(pg_timeout);
         list!(probes);

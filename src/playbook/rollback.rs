@@ -593,7 +593,8 @@ impl NodeRollback<'_> {
         }
         // With local disks allowed: a guest that has some was moved with them (a drain moves
         // no other way), and for one without the flag changes nothing.
-        let moved = drain::migrate_from(&inv.nodes, &now.node, g, origin, true, r.timeout).await;
+        let moved =
+            drain::migrate_from(&inv.nodes, &now.node, g, origin, true, None, r.timeout).await;
         match moved {
             Ok(()) => {
                 self.say(&format!("{what} moved back from {} to {origin}", now.node));

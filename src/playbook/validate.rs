@@ -215,14 +215,21 @@ impl<'a> Convert<'a> {
                 let (timeout, drain) = (take!(self.timeout), take!(self.drain));
                 let (local_disks, return_guests) =
                     (take!(self.local_disks), take!(self.return_guests));
+                let (max_migrations, bwlimit) = (take!(self.max_migrations), take!(self.bwlimit));
                 let accept = take!(self.ceph_accept_warnings);
                 let pg_timeout = take!(self.pg_timeout);
                 self.no_others()?;
+                let max_migrations = self.positive(max_migrations, "max_migrations", 64)?;
+                let bwlimit = self.positive(bwlimit, "bwlimit", i64::from(u32::MAX))?;
                 Action::Reboot(RebootStep {
                     timeout: timeout.map(|t| t.into_inner().0),
                     drain: flag(drain, false).then(|| Drain {
                         local_disks: flag(local_disks, false),
                         return_guests: flag(return_guests, true),
+                        pace: crate::maintenance::drain::MigrationPace {
+                            max: max_migrations.map(|n| n as u32),
+                            bwlimit_kib: bwlimit.map(|n| n as u64),
+                        },
                     }),
                     ceph_accept_warnings: accept,
                     pg_timeout: pg_timeout.map_or(Duration::from_secs(1800), |t| t.into_inner().0),
@@ -343,6 +350,26 @@ impl<'a> Convert<'a> {
                     "`{field}` does not apply to a `{}` step; it takes: {}",
                     kind_name(self.kind),
                     self.takes.join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// An integer field that must be 1 ..= `max` when set.
+    fn positive(
+        &self,
+        field: Option<Spanned<i64>>,
+        name: &str,
+        max: i64,
+    ) -> Result<Option<i64>, SourceError> {
+        match field {
+            None => Ok(None),
+            Some(v) if (1..=max).contains(v.get_ref()) => Ok(Some(v.into_inner())),
+            Some(v) => Err(self.err(
+                v.span(),
+                format!(
+                    "`{name}` {}: expected an integer from 1 to {max}",
+                    v.get_ref()
                 ),
             )),
         }
@@ -470,7 +497,7 @@ mod tests {
     fn a_field_of_another_kind_is_refused_naming_what_the_kind_takes() {
         let cases = [
             ("run", "path = \"/x\"", "`path` does not apply to a `run` step; it takes: command, creates, unless, only_if, changed_when, failed_when, undo, read_only, detach, repair"),
-            ("reboot", "probes = [\"gpu\"]", "`probes` does not apply to a `reboot` step; it takes: timeout, drain, local_disks, return_guests, ceph_accept_warnings, pg_timeout"),
+            ("reboot", "probes = [\"gpu\"]", "`probes` does not apply to a `reboot` step; it takes: timeout, drain, local_disks, return_guests, max_migrations, bwlimit, ceph_accept_warnings, pg_timeout"),
             ("lines", "line = \"a\"", "`line` does not apply to a `lines` step; it takes: path, lines, state"),
             ("kernel_cmdline", "state = \"absent\"", "`state` does not apply to a `kernel_cmdline` step; it takes: add, remove"),
         ];
@@ -482,6 +509,41 @@ mod tests {
                 e.starts_with("pb.toml:5:") && e.contains(want),
                 "want {want:?}, got {e:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_drain_s_pace_is_read_and_bounded() {
+        let rb = |extra: &str| {
+            parse(&format!(
+                "name = \"x\"\n[[step]]\nname = \"rb\"\nkind = \"reboot\"\ndrain = true\n{extra}\n"
+            ))
+        };
+        let pb = rb("max_migrations = 6\nbwlimit = 500000").unwrap();
+        let d = pb.file.steps[0].reboot().and_then(|r| r.drain).unwrap();
+        assert_eq!(d.pace.max, Some(6));
+        assert_eq!(d.pace.bwlimit_kib, Some(500000));
+        let d = rb("").unwrap().file.steps[0]
+            .reboot()
+            .and_then(|r| r.drain)
+            .unwrap();
+        assert_eq!(d.pace, Default::default());
+        for (bad, want) in [
+            (
+                "max_migrations = 0",
+                "pb.toml:6:18: `max_migrations` 0: expected an integer from 1 to 64",
+            ),
+            (
+                "max_migrations = 65",
+                "`max_migrations` 65: expected an integer from 1 to 64",
+            ),
+            (
+                "bwlimit = -1",
+                "`bwlimit` -1: expected an integer from 1 to",
+            ),
+        ] {
+            let e = rb(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
         }
     }
 
@@ -506,6 +568,7 @@ mod tests {
         let drain = Drain {
             local_disks: true,
             return_guests: true,
+            pace: Default::default(),
         };
         assert_eq!(reboot.drain, Some(drain));
         assert_eq!(reboot.pg_timeout, Duration::from_secs(1800));

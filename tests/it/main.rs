@@ -18,6 +18,7 @@ mod cli_runs;
 mod cluster_lock_lab;
 mod clusters_lab;
 mod detached_migration;
+mod drain_lab;
 mod first_contact_lab;
 mod guests_lab;
 mod inventory_lab;

@@ -11,7 +11,7 @@ mod service;
 
 use std::time::Duration;
 
-use super::context::{result, NodeState};
+use super::context::{result, NodeState, RunSettings};
 use super::error::StepError;
 use super::model::{Action, RebootStep, Step, StepKind};
 use crate::maintenance::readiness;
@@ -221,7 +221,7 @@ pub(crate) fn readiness_ask<'a>(
 ) -> Result<readiness::Ask<'a>, StepError> {
     Ok(readiness::Ask {
         guests: st.s.guests,
-        drain: drain_opts(step),
+        drain: drain_opts(step, st.s),
         ceph_accept: st.render_list(&step.ceph_accept_warnings)?,
         cluster: &st.s.cluster,
         rolling: &st.s.rolling,
@@ -234,10 +234,16 @@ pub(crate) fn readiness_ask<'a>(
     })
 }
 
-fn drain_opts(step: &RebootStep) -> Option<reboot::DrainOpts> {
+/// The step's drain, with the run's `--max-migrations` / `--bwlimit` over its own.
+fn drain_opts(step: &RebootStep, run: &RunSettings) -> Option<reboot::DrainOpts> {
+    let over = run.migration_pace;
     step.drain.map(|d| reboot::DrainOpts {
         local_disks: d.local_disks,
         return_guests: d.return_guests,
+        pace: crate::maintenance::drain::MigrationPace {
+            max: over.max.or(d.pace.max),
+            bwlimit_kib: over.bwlimit_kib.or(d.pace.bwlimit_kib),
+        },
     })
 }
 
@@ -317,7 +323,7 @@ async fn reboot_step(
         resume: st.history,
         on_state: &on_state,
         on_doing: &on_doing,
-        drain: drain_opts(reboot_step),
+        drain: drain_opts(reboot_step, st.s),
         ceph_accept: st.render_list(&reboot_step.ceph_accept_warnings)?,
         pg_timeout: reboot_step.pg_timeout,
         cluster: &st.s.cluster,

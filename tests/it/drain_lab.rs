@@ -1,0 +1,215 @@
+//! The drain's migrations run several at once (issue 18): bounded by `--max-migrations` (or
+//! the step's `max_migrations`, else the cluster's `max_workers`), each with its share of the
+//! `--bwlimit` budget, every move journaled intent-first, and a run killed with several under
+//! way resumed without moving any guest twice. The lab's migration model (tests/lab/README.md,
+//! "Migrations") shares a node's link among its transfers, so the migrations overlap for real.
+
+use crate::common::bin::text;
+use crate::common::lab::Lab;
+use crate::common::runs::{signal, Env};
+
+/// The lab's `migrated` events: [vmid, from, to, tool, optional bwlimit=N].
+fn migrations(lab: &Lab) -> Vec<Vec<String>> {
+    lab.events()
+        .iter()
+        .map(|e| {
+            e.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .filter(|w| w.len() >= 4 && w[0] == "migrated")
+        .map(|w| w[1..].to_vec())
+        .collect()
+}
+
+/// The most moves of `node` under way at once in the journal, away (`guest_moved` intent to
+/// done) and back (`guest_returning` to `guest_returned`), from the events after `from`.
+fn most_at_once(events: &[serde_json::Value], node: &str) -> (usize, usize) {
+    let (mut away, mut back) = (
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    );
+    let (mut most_away, mut most_back) = (0, 0);
+    for e in events.iter().filter(|e| e["node"] == node) {
+        let vmid = e["data"]["guest"]["vmid"].as_u64().unwrap_or_default();
+        match (e["event"].as_str(), e["data"]["phase"].as_str()) {
+            (Some("guest_moved"), Some("intent")) => {
+                away.insert(vmid);
+            }
+            (Some("guest_moved"), _) => {
+                away.remove(&vmid);
+            }
+            (Some("guest_returning"), _) => {
+                back.insert(vmid);
+            }
+            (Some("guest_returned"), _) => {
+                back.remove(&vmid);
+            }
+            _ => {}
+        }
+        most_away = most_away.max(away.len());
+        most_back = most_back.max(back.len());
+    }
+    (most_away, most_back)
+}
+
+const GUESTS: [u32; 6] = [101, 102, 103, 104, 105, 106];
+
+fn six_guests_on_pve1(lab: &Lab) {
+    for id in GUESTS {
+        lab.fault(
+            "pve1",
+            &["guest", &id.to_string(), &format!("name=g{id}"), "mem=1024"],
+        );
+    }
+    // 1 GiB at 512 MiB/s: 2 s alone, 6 s with three at once on the link.
+    lab.fault("pve1", &["migration-link", "512", "1000"]);
+}
+
+#[test]
+fn a_drain_runs_max_migrations_at_once_each_with_its_share_of_the_bandwidth() {
+    let Some(lab) = Lab::up("drain_parallel", 152, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    six_guests_on_pve1(&lab);
+    let pb = env.playbook("drain-and-reboot.toml");
+    let out = env.run(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--max-migrations",
+            "3",
+            "--bwlimit",
+            "300000",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let events = env.events();
+    assert_eq!(
+        most_at_once(&events, "pve1"),
+        (3, 3),
+        "three at once away and back, never more"
+    );
+    // Each guest left pve1 once and came back once, with a third of the budget each way.
+    let moves = migrations(&lab);
+    for id in GUESTS {
+        let mine: Vec<&Vec<String>> = moves.iter().filter(|m| m[0] == id.to_string()).collect();
+        assert_eq!(mine.len(), 2, "{id}: {moves:?}");
+        assert_eq!(mine[0][1], "pve1", "{id} away: {moves:?}");
+        assert_eq!(mine[1][2], "pve1", "{id} back: {moves:?}");
+        assert!(
+            mine.iter()
+                .all(|m| m.get(4).map(String::as_str) == Some("bwlimit=100000")),
+            "{id}: {moves:?}"
+        );
+        assert_eq!(lab.guest(id), ("pve1".into(), "running".into()), "{id}");
+    }
+    assert_eq!(env.meta()["max_migrations"], 3, "recorded for a resume");
+    // The step's own max_migrations and the cluster's max_workers: 2 from datacenter.cfg.
+    lab.sh(
+        "pve1",
+        "printf 'keyboard: en-us\\nmax_workers: 2\\n' > /etc/pve/datacenter.cfg",
+    );
+    let env2 = Env::new();
+    let pb2 = env2.playbook("drain-and-reboot.toml");
+    let out = env2.run(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "-e",
+            "marker=again",
+            pb2.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        most_at_once(&env2.events(), "pve1"),
+        (2, 2),
+        "max_workers: 2"
+    );
+}
+
+#[test]
+fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice() {
+    let Some(lab) = Lab::up("drain_parallel_kill", 153, 3, &[]) else {
+        return;
+    };
+    let env = Env::new();
+    six_guests_on_pve1(&lab);
+    let pb = env.playbook("drain-and-reboot.toml");
+    let child = env.spawn(
+        &lab,
+        &[
+            "-l",
+            "pve1",
+            "run",
+            "--yes",
+            "--max-migrations",
+            "3",
+            pb.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        env.wait_event(60, |_| most_at_once(&env.events(), "pve1").0 == 3),
+        "three migrations under way"
+    );
+    // Each migration holds its guest's `lock: migrate` while it runs (sim/bin/qm): killed once
+    // the three have started on the node.
+    let locked = || {
+        GUESTS
+            .iter()
+            .filter(|id| {
+                std::fs::read_to_string(
+                    lab.dir
+                        .path()
+                        .join(format!("pve/nodes/pve1/qemu-server/{id}.conf")),
+                )
+                .is_ok_and(|c| c.lines().any(|l| l == "lock: migrate"))
+            })
+            .count()
+    };
+    let t = std::time::Instant::now();
+    while locked() < 3 && t.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(locked(), 3, "three migrations started");
+    signal(&child, "KILL");
+    let _ = child.wait_with_output();
+    assert_eq!(locked(), 3, "the three migrations outlived the controller");
+    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("waiting for the migration of qm 10"),
+        "the resume waited for the migrations the killed run started: {stderr}"
+    );
+    assert!(!stderr.contains("unlocking"), "{stderr}");
+    let moves = migrations(&lab);
+    for id in GUESTS {
+        let mine: Vec<&Vec<String>> = moves.iter().filter(|m| m[0] == id.to_string()).collect();
+        assert_eq!(
+            mine.len(),
+            2,
+            "{id} moved away once and back once: {moves:?}"
+        );
+        assert_eq!(lab.guest(id), ("pve1".into(), "running".into()), "{id}");
+    }
+    // The resume kept the run's --max-migrations.
+    let events = env.events();
+    let resumed = events
+        .iter()
+        .rposition(|e| e["event"] == "run_started")
+        .expect("the resume's start");
+    let (away, back) = most_at_once(&events[resumed..], "pve1");
+    assert!(away <= 3 && back == 3, "{away} {back}");
+    assert_eq!(lab.boots("pve1"), 2, "rebooted exactly once");
+}
