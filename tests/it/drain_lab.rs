@@ -73,7 +73,7 @@ fn a_drain_runs_max_migrations_at_once_each_with_its_share_of_the_bandwidth() {
         return;
     };
     let env = Env::new();
-    six_guests_on_pve1(&lab);
+    six_guests_on_pve1(&lab, 512);
     let pb = env.playbook("drain-and-reboot.toml");
     let out = env.run(
         &lab,
@@ -144,7 +144,7 @@ fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice
         return;
     };
     let env = Env::new();
-    six_guests_on_pve1(&lab);
+    six_guests_on_pve1(&lab, 1024);
     let pb = env.playbook("drain-and-reboot.toml");
     let child = env.spawn(
         &lab,
