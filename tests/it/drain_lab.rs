@@ -56,11 +56,17 @@ fn most_at_once(events: &[serde_json::Value], node: &str) -> (usize, usize) {
 
 const GUESTS: [u32; 6] = [101, 102, 103, 104, 105, 106];
 
-fn six_guests_on_pve1(lab: &Lab) {
+/// Six running VMs of MIB MiB each on pve1, whose link is 512 MiB/s.
+fn six_guests_on_pve1(lab: &Lab, mib: u32) {
     for id in GUESTS {
         lab.fault(
             "pve1",
-            &["guest", &id.to_string(), &format!("name=g{id}"), "mem=1024"],
+            &[
+                "guest",
+                &id.to_string(),
+                &format!("name=g{id}"),
+                &format!("mem={mib}"),
+            ],
         );
     }
     // 1 GiB at 512 MiB/s: 2 s alone, 6 s with three at once on the link.
