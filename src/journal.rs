@@ -327,6 +327,19 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         why: Option<String>,
     },
+    /// ProxLB's systemd unit on the node (journaled under the node's name), paused for the run
+    /// and put back at its end (see `maintenance::proxlb`).
+    Proxlb {
+        /// `pausing` (intent), `paused`, `not-paused`, `restored`, `kept`.
+        state: BalancerState,
+        /// The run stops it (it was running).
+        stop: bool,
+        /// The run disables it (it was enabled: it would start at the node's boot).
+        disable: bool,
+        /// Why (for `not-paused` and `kept`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        why: Option<String>,
+    },
     /// The node's run ended well.
     NodeDone {
         /// It was rebooted.

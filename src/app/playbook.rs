@@ -233,17 +233,31 @@ pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
     };
     check_inputs(&p.pb, &p.extra, &p.nodes)?;
     let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
+    // The cluster's own balancers a draining run would pause (read only).
+    let balancer_lines = if p.pb.drains() {
+        let t = p
+            .timeout
+            .or_else(|| p.nodes.first().map(|n| n.command_timeout))
+            .unwrap_or(std::time::Duration::from_secs(30));
+        balancers::preview(&p.inv.nodes, &p.nodes, t).await
+    } else {
+        Vec::new()
+    };
     if g.json {
         // The file that was read (a shipped playbook found by name, made absolute), not the
         // name given.
         let file = std::fs::canonicalize(&p.pb.path).unwrap_or_else(|_| p.pb.path.clone());
         print_json(
-            &serde_json::json!({"version": 1, "playbook": file, "check": true, "nodes": runs}),
+            &serde_json::json!({"version": 1, "playbook": file, "check": true, "nodes": runs,
+                "balancers": balancer_lines.iter().map(|(l, refuses)| serde_json::json!({"line": l, "refuses": refuses})).collect::<Vec<_>>()}),
         );
     } else {
         print_plan(&runs);
+        for (l, _) in &balancer_lines {
+            println!("balancers: {}", sanitize_str(l));
+        }
     }
-    let failed = runs.iter().any(|r| r.failed());
+    let failed = runs.iter().any(|r| r.failed()) || balancer_lines.iter().any(|(_, r)| *r);
     Ok(if detailed {
         let changes = runs.iter().any(|r| r.count(StepStatus::Changed) > 0);
         match (failed, changes) {
@@ -890,12 +904,9 @@ async fn execute_run(
         .or_else(|| p.nodes.first().map(|n| n.command_timeout))
         .unwrap_or(std::time::Duration::from_secs(30));
     if p.pb.drains() {
-        if let Err(e) = balancers::pause(&journal, &p.nodes, crs_timeout).await {
-            eprintln!(
-                "pvefleet: {}; nothing done on the nodes",
-                sanitize_str(&e.to_string())
-            );
-            let _ = balancers::restore(&journal, &p.nodes, crs_timeout).await;
+        if let Err(e) = balancers::pause_all(&journal, &p.inv.nodes, &p.nodes, crs_timeout).await {
+            eprintln!("pvefleet: {}; nothing done on the nodes", sanitize_str(&e));
+            let _ = balancers::restore_all(&journal, &p.inv.nodes, crs_timeout).await;
             journal.set_status(journal::RunStatus::Failed, Vec::new(), Vec::new());
             journal
                 .record(
@@ -1006,7 +1017,7 @@ async fn execute_run(
     let (code, status, left_on) = (ending.code, ending.status, ending.left_on);
     // Restored before the status is set: a run killed before this still owes it, and its
     // resume or rollback pays it (from the journal, which also covers a resumed run's pause).
-    let code = match balancers::restore(&journal, &p.nodes, crs_timeout).await {
+    let code = match balancers::restore_all(&journal, &p.inv.nodes, crs_timeout).await {
         Ok(()) => code,
         Err(_) => code.max(exit::FAILED),
     };

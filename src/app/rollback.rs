@@ -54,7 +54,7 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         .collect();
     // The cluster's HA rebalancing the run paused and did not restore (a killed controller):
     // cluster-wide, not a node's, so not limited by --limit.
-    let balancers_owed = !balancers::outstanding(&j.events()).is_empty();
+    let balancers_owed = balancers::owed(&j.events());
     if nodes.is_empty() && !balancers_owed {
         if g.json {
             print_json(&serde_json::json!({"version": 1, "run": id, "nodes": []}));
@@ -82,7 +82,7 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         match signals::confirm(&format!(
             "Roll back run {id} on {} node(s): {nfiles} file(s), {nundo} undo command(s), {nguests} guest(s) to put back, HA maintenance / Ceph noout left on {nstate} node(s){}?",
             nodes.len(),
-            if balancers_owed { ", HA rebalancing (crs) paused" } else { "" }
+            if balancers_owed { ", balancers (HA rebalancing, ProxLB) paused" } else { "" }
         ))
         .await
         {
@@ -141,7 +141,10 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
             .first()
             .map(|n| n.command_timeout)
             .unwrap_or(std::time::Duration::from_secs(30));
-        if balancers::restore(&j, &inv.nodes, timeout).await.is_err() {
+        if balancers::restore_all(&j, &inv.nodes, timeout)
+            .await
+            .is_err()
+        {
             code = code.max(exit::FAILED);
         }
     }

@@ -510,6 +510,109 @@ async fn restore_cluster(
     Err(format!("{PATH} kept changing while being restored"))
 }
 
+/// Every balancer a draining run pauses, before its first node starts: the HA rebalancing of
+/// each cluster among `run` ([`pause`]), then ProxLB on the inventory's nodes of those clusters
+/// ([`super::proxlb::pause`]). An error means the run must not start (what was paused is still
+/// journaled: [`restore_all`] puts it back).
+pub async fn pause_all(
+    j: &Journal,
+    inventory: &[Node],
+    run: &[Node],
+    timeout: Duration,
+) -> Result<(), String> {
+    pause(j, run, timeout).await.map_err(|e| e.to_string())?;
+    let members = super::proxlb::members(inventory, run);
+    super::proxlb::pause(j, &members, run, timeout)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Put back every balancer the journal says the run paused and has not restored, through the
+/// inventory's nodes: HA rebalancing, then ProxLB. The errors, each said on stderr.
+pub async fn restore_all(
+    j: &Journal,
+    inventory: &[Node],
+    timeout: Duration,
+) -> Result<(), Vec<String>> {
+    let mut errors = restore(j, inventory, timeout)
+        .await
+        .err()
+        .unwrap_or_default();
+    if let Err(e) = super::proxlb::restore(j, inventory, timeout).await {
+        errors.extend(e);
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// What [`pause_all`] would do, for the plan: a line per balancer it would pause or could not
+/// read, and whether it makes the run refuse (read-only: nothing is written).
+pub async fn preview(inventory: &[Node], run: &[Node], timeout: Duration) -> Vec<(String, bool)> {
+    let mut lines = Vec::new();
+    for (cluster, members) in super::cluster_lock::by_cluster(run) {
+        let name = cluster_name(&cluster);
+        match read_any(&members, timeout).await {
+            Err(why) => lines.push((
+                format!("HA rebalancing (cluster {name}): {PATH} cannot be read: {why}: the run would refuse"),
+                true,
+            )),
+            Ok((_, None)) => {}
+            Ok((r, Some(text))) => match rebalancing(&text) {
+                Err(e) => lines.push((
+                    format!(
+                        "HA rebalancing (cluster {name}), via {}: {e}: the run would refuse",
+                        r.node.name
+                    ),
+                    true,
+                )),
+                Ok(keys) => {
+                    let on = on(&keys);
+                    if !on.is_empty() {
+                        lines.push((
+                            format!(
+                                "HA rebalancing (cluster {name}): crs {} would be set to 0 for the run, put back at its end",
+                                describe(&on)
+                            ),
+                            false,
+                        ));
+                    }
+                }
+            },
+        }
+    }
+    let members = super::proxlb::members(inventory, run);
+    let looks =
+        futures::future::join_all(members.iter().map(|n| super::proxlb::look(n, timeout))).await;
+    for (n, l) in members.iter().zip(looks) {
+        match l {
+            Ok(s) => lines.extend(super::proxlb::describe(&n.name, &s).map(|l| (l, false))),
+            Err(why) if run.iter().any(|r| r.name == n.name) => lines.push((
+                format!(
+                    "ProxLB on {}: cannot tell whether it runs there ({why}): the run would refuse",
+                    n.name
+                ),
+                true,
+            )),
+            Err(why) => lines.push((
+                format!(
+                    "ProxLB on {}: not answering ({why}): not known, and not paused",
+                    n.name
+                ),
+                false,
+            )),
+        }
+    }
+    lines
+}
+
+/// The journal says the run paused a balancer it has not put back.
+pub fn owed(events: &[Record]) -> bool {
+    !outstanding(events).is_empty() || !super::proxlb::outstanding(events).is_empty()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,7 @@ pub mod cluster_lock;
 pub mod drain;
 pub mod error;
 pub mod health;
+pub mod proxlb;
 pub mod readiness;
 pub mod reboot;
 pub mod remote;

@@ -51,6 +51,23 @@ fn describe(e: &Event) -> String {
                 .map(|w| format!(" ({w})"))
                 .unwrap_or_default()
         ),
+        Event::Proxlb {
+            state,
+            stop,
+            disable,
+            why,
+        } => format!(
+            "ProxLB {state}: {} {}{}",
+            crate::maintenance::proxlb::UNIT,
+            crate::maintenance::proxlb::Change {
+                stop: *stop,
+                disable: *disable
+            }
+            .words(),
+            why.as_deref()
+                .map(|w| format!(" ({w})"))
+                .unwrap_or_default()
+        ),
         Event::Maintenance { state, why } => match why {
             Some(w) => format!("maintenance {state} ({w})"),
             None => format!("maintenance {state}"),
@@ -322,10 +339,20 @@ pub fn render_run(
             sanitize_str(&crate::maintenance::balancers::describe(&before))
         );
     }
+    let owed_proxlb = crate::maintenance::proxlb::outstanding(&j.events());
+    for (node, (c, _)) in &owed_proxlb {
+        say!(
+            out,
+            "ProxLB still paused by this run on {}: {} {} by it",
+            sanitize_str(node),
+            crate::maintenance::proxlb::UNIT,
+            c.words()
+        );
+    }
     let leftovers = histories
         .values()
         .any(|h| !h.done && h.left_in_cluster() && h.rolled_back != Some(true));
-    if leftovers || !owed.is_empty() {
+    if leftovers || !owed.is_empty() || !owed_proxlb.is_empty() {
         say!(
             out,
             "the cluster is not as the run found it: `pvefleet run --resume {}` finishes the run, `pvefleet rollback {}` puts it back",

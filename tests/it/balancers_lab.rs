@@ -263,3 +263,180 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
         );
     }
 }
+
+/// ProxLB's unit on `node`: (is-active, is-enabled), as systemctl prints them.
+fn proxlb_unit(lab: &Lab, node: &str) -> (String, String) {
+    let (_, a, _) = lab.ssh(node, "systemctl is-active proxlb.service");
+    let (_, e, _) = lab.ssh(node, "systemctl is-enabled proxlb.service");
+    (a.trim().to_string(), e.trim().to_string())
+}
+
+fn proxlb_states(env: &Env, node: &str) -> Vec<String> {
+    env.events()
+        .iter()
+        .filter(|e| e["event"] == "proxlb" && e["node"] == node)
+        .map(|e| e["data"]["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// (e) ProxLB (its systemd unit on the nodes): the plan says what the run would pause; the run
+/// stops what runs and disables what is enabled (so the node hosting it, rebooted by the run,
+/// does not start it at its boot), puts back only what is still as it left it (an operator's
+/// start meanwhile is kept), says a ProxLB it cannot pause (config only), and a run killed
+/// after the pause owes it: `runs show` says so, `rollback` puts it back.
+#[test]
+fn proxlb_is_paused_for_the_run_on_every_node_and_put_back_as_found() {
+    let Some(lab) = Lab::up("balancers_proxlb", 139, 3, &[]) else {
+        return;
+    };
+    lab.fault("pve1", &["guest", "101", "name=web", "mem=1024"]);
+    lab.fault("pve1", &["proxlb", "config"]);
+    lab.fault("pve2", &["proxlb", "running"]);
+    lab.fault("pve3", &["proxlb", "manual"]);
+    let running = ("active".to_string(), "enabled".to_string());
+    let manual = ("active".to_string(), "disabled".to_string());
+    let env = Env::new();
+    let pb = env.playbook("drain-and-reboot.toml");
+    let pb = pb.to_str().unwrap();
+
+    // The plan says what the run would do, and changes nothing.
+    let out = env.run(&lab, &["-l", "pve1,pve2", "plan", pb]);
+    let plan = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{plan}{}", text(&out.stderr));
+    for want in [
+        "balancers: ProxLB on pve2: proxlb.service running and enabled: stopped and disabled for the run",
+        "balancers: ProxLB on pve3: proxlb.service running: stopped for the run",
+        "balancers: ProxLB on pve1: /etc/proxlb/proxlb.yaml exists but proxlb.service is neither running nor enabled",
+    ] {
+        assert!(plan.contains(want), "{want}: {plan}");
+    }
+    assert_eq!(proxlb_unit(&lab, "pve2"), running);
+
+    // The run: pve1 then pve2 (which hosts ProxLB) drained and rebooted; pve3 (outside
+    // --limit) is paused too, as its ProxLB balances the whole cluster.
+    let child = env.spawn(&lab, &["-l", "pve1,pve2", "run", "--yes", pb]);
+    assert!(
+        env.wait_event(120, |e| e["event"] == "node_started" && e["node"] == "pve1"),
+        "{:?}",
+        env.events()
+    );
+    assert_eq!(
+        proxlb_unit(&lab, "pve2"),
+        ("inactive".into(), "disabled".into()),
+        "stopped and disabled before the first node starts"
+    );
+    assert_eq!(proxlb_unit(&lab, "pve3").0, "inactive");
+    // An operator starts pve3's by hand during the run: theirs from now on.
+    lab.sh("pve3", "systemctl start proxlb.service");
+    // pve2's reboot does not bring it back (it is disabled).
+    assert!(
+        env.wait_event(300, |e| e["event"] == "reboot"
+            && e["node"] == "pve2"
+            && e["data"]["state"] == "services-active"),
+        "{:?}",
+        env.events()
+    );
+    assert_eq!(
+        proxlb_unit(&lab, "pve2").0,
+        "inactive",
+        "not started at the boot"
+    );
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("pausing ProxLB for the run on pve2: proxlb.service stopped and disabled")
+            && err.contains("pausing ProxLB for the run on pve3: proxlb.service stopped"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ProxLB on pve1: /etc/proxlb/proxlb.yaml exists")
+            && err.contains("pause it yourself"),
+        "the ProxLB it cannot pause is said: {err}"
+    );
+    assert!(
+        err.contains("restored ProxLB on pve2: proxlb.service enabled and started"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pve3: proxlb.service running again since the run paused it: left as it is"),
+        "{err}"
+    );
+    assert_eq!(proxlb_unit(&lab, "pve2"), running, "put back");
+    assert_eq!(
+        proxlb_unit(&lab, "pve3"),
+        manual,
+        "the operator's start kept"
+    );
+    assert_eq!(
+        proxlb_states(&env, "pve2"),
+        ["pausing", "paused", "restored"]
+    );
+    assert_eq!(proxlb_states(&env, "pve3"), ["pausing", "paused", "kept"]);
+    assert!(proxlb_states(&env, "pve1").is_empty());
+    let paused = env
+        .events()
+        .into_iter()
+        .position(|e| e["event"] == "proxlb" && e["data"]["state"] == "paused")
+        .unwrap();
+    let first = env
+        .events()
+        .into_iter()
+        .position(|e| e["event"] == "node_started")
+        .unwrap();
+    assert!(paused < first, "paused before the first node starts");
+
+    // SIGKILL once paused: the units stay paused; `runs show` says what the run owes; a
+    // resume pauses nothing again and puts it back at its end; a second kill, then rollback.
+    for undo in ["resume", "rollback"] {
+        let env = Env::new();
+        let child = env.spawn(&lab, &["-l", "pve1", "run", "--yes", pb]);
+        assert!(
+            env.wait_event(120, |e| e["event"] == "proxlb"
+                && e["node"] == "pve3"
+                && e["data"]["state"] == "paused"),
+            "{undo}: {:?}",
+            env.events()
+        );
+        signal(&child, "KILL");
+        let _ = child.wait_with_output();
+        assert_eq!(
+            proxlb_unit(&lab, "pve2"),
+            ("inactive".into(), "disabled".into())
+        );
+        let run = env.run_id();
+        let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
+        assert!(
+            shown.contains("ProxLB still paused by this run on pve2: proxlb.service stopped and disabled by it")
+                && shown.contains(&format!("`pvefleet rollback {run}` puts it back")),
+            "{undo}: {shown}"
+        );
+        assert!(
+            shown.contains("ProxLB paused: proxlb.service stopped"),
+            "{undo}: {shown}"
+        );
+        let out = match undo {
+            "resume" => env.run(&lab, &["run", "--resume", &run, "--yes"]),
+            _ => env.run(&lab, &["rollback", &run, "--yes"]),
+        };
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{undo}: {err}");
+        assert!(
+            !err.contains("pausing ProxLB"),
+            "{undo}: nothing paused again: {err}"
+        );
+        assert!(
+            !err.contains("pve2: /etc/proxlb/proxlb.yaml exists"),
+            "{undo}: the run's own pause is not an operator's stopped ProxLB: {err}"
+        );
+        assert_eq!(proxlb_unit(&lab, "pve2"), running, "{undo}");
+        assert_eq!(proxlb_unit(&lab, "pve3"), manual, "{undo}");
+        assert_eq!(
+            proxlb_states(&env, "pve2"),
+            ["pausing", "paused", "restored"],
+            "{undo}"
+        );
+        let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
+        assert!(!shown.contains("still paused"), "{undo}: {shown}");
+    }
+}
