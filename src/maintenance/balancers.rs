@@ -445,6 +445,7 @@ async fn restore_cluster(
         let mut back = BTreeMap::new();
         let mut kept = BTreeMap::new();
         let mut never = BTreeMap::new();
+        let mut already = BTreeMap::new();
         for (k, (was, written)) in keys {
             match now.get(k) {
                 Some(v) if v == OFF => {
@@ -453,6 +454,11 @@ async fn restore_cluster(
                 // Intent only and the value as before: the kill came before the write.
                 Some(v) if !written && v == was => {
                     never.insert(k.clone(), was.clone());
+                }
+                // Written, and back to its value before the run: a restore whose write landed
+                // before a kill could journal it. Nothing to write; journaled restored.
+                Some(v) if v == was => {
+                    already.insert(k.clone(), was.clone());
                 }
                 found => {
                     kept.insert(
@@ -484,6 +490,21 @@ async fn restore_cluster(
                         .await;
                 }
             }
+        }
+        if !already.is_empty() {
+            eprintln!(
+                "HA rebalancing (cluster {name}): crs {} found as before the run (restored already)",
+                describe(&already)
+            );
+            j.record(
+                "-",
+                event(
+                    BalancerState::Restored,
+                    already,
+                    Some("found as before the run".into()),
+                ),
+            )
+            .await;
         }
         if !never.is_empty() {
             j.record(

@@ -46,13 +46,13 @@ fn position(env: &Env, f: impl Fn(&serde_json::Value) -> bool) -> usize {
 fn run_until_paused(lab: &Lab, env: &Env) -> std::process::Child {
     let pb = env.playbook("drain-and-reboot.toml");
     let child = env.spawn(lab, &["-l", "pve1", "run", "--yes", pb.to_str().unwrap()]);
-    assert!(
-        env.wait_event(120, |e| {
-            e["event"] == "balancers" && e["data"]["state"] == "paused"
-        }),
-        "not paused: {:?}",
-        env.events()
-    );
+    if !env.wait_event(120, |e| {
+        e["event"] == "balancers" && e["data"]["state"] == "paused"
+    }) {
+        signal(&child, "KILL");
+        let out = child.wait_with_output().unwrap();
+        panic!("not paused: {:?} {}", env.runs(), text(&out.stderr));
+    }
     child
 }
 
@@ -218,7 +218,7 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
     };
     let both = "crs: ha-auto-rebalance=1,ha=static,ha-rebalance-on-start=on\nkeyboard: de\n";
     let paused = "crs: ha-auto-rebalance=0,ha=static,ha-rebalance-on-start=0\nkeyboard: de\n";
-    for undo in ["resume", "rollback"] {
+    for undo in ["resume", "rollback", "restore-cut"] {
         write_cfg(&lab, both);
         let env = Env::new();
         let child = run_until_paused(&lab, &env);
@@ -242,6 +242,11 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
             shown.contains("HA rebalancing paused via pve"),
             "the event in words: {shown}"
         );
+        if undo == "restore-cut" {
+            // A kill during the restore, after its write and before its journal line: the
+            // file is as before the run, the journal still says paused; then rollback.
+            write_cfg(&lab, both);
+        }
         let out = match undo {
             "resume" => env.run(&lab, &["run", "--resume", &run, "--yes"]),
             _ => env.run(&lab, &["rollback", &run, "--yes"]),
@@ -253,9 +258,22 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
             both,
             "{undo}: restored byte for byte, `on` as `on`"
         );
-        assert!(err.contains("restored HA rebalancing"), "{undo}: {err}");
+        if undo == "restore-cut" {
+            assert!(
+                err.contains("ha-rebalance-on-start=on found as before the run (restored already)"),
+                "{undo}: not taken for an operator's change: {err}"
+            );
+            assert!(!err.contains("left as it is"), "{undo}: {err}");
+        } else {
+            assert!(err.contains("restored HA rebalancing"), "{undo}: {err}");
+        }
         let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
         assert!(!shown.contains("still paused"), "{undo}: {shown}");
+        if undo != "resume" {
+            // A rollback leaves the killed run's cluster lock to an explicit break.
+            let out = env.run(&lab, &["lock", "break", &run]);
+            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        }
         assert_eq!(
             balancer_states(&env),
             ["pausing", "paused", "restored"],

@@ -83,7 +83,7 @@ impl Env {
     }
 
     /// The run directories so far.
-    fn runs(&self) -> Vec<PathBuf> {
+    pub fn runs(&self) -> Vec<PathBuf> {
         std::fs::read_dir(self.state.path().join("runs"))
             .map(|d| d.flatten().map(|e| e.path()).collect())
             .unwrap_or_default()
