@@ -151,6 +151,10 @@ fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice
     };
     let env = Env::new();
     six_guests_on_pve1(&lab, 1024);
+    // The first three migrations share a slow link (150 MiB/s: about 20 s each), so they are
+    // still under way when the resume asks, however loaded the machine; the link is fast again
+    // once the controller is killed (a transfer reads its link when it starts: sim/bin/qm).
+    lab.fault("pve1", &["migration-link", "150"]);
     let pb = env.playbook("drain-and-reboot.toml");
     let child = env.spawn(
         &lab,
@@ -188,15 +192,33 @@ fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(locked(), 3, "three migrations started");
+    // And each is sending memory (its transfer registered, its link read: sim/bin/qm).
+    let transfers = || {
+        std::fs::read_dir(lab.dir.path().join("cluster/transfers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let t = std::time::Instant::now();
+    while transfers() < 3 && t.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(transfers(), 3, "three transfers under way");
     signal(&child, "KILL");
     let _ = child.wait_with_output();
+    lab.clear("pve1", Some("migration-link"));
     assert_eq!(locked(), 3, "the three migrations outlived the controller");
     let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
         stderr.contains("waiting for the migration of qm 10"),
-        "the resume waited for the migrations the killed run started: {stderr}"
+        "the resume waited for the migrations the killed run started: {stderr}\nmoves: {:?}\nevents: {:?}",
+        migrations(&lab),
+        env.events()
+            .iter()
+            .filter(|e| e["event"].as_str().is_some_and(|k| k.starts_with("guest") || k == "run_started"))
+            .map(|e| format!("{} {} {}", e["time"], e["event"], e["data"]))
+            .collect::<Vec<_>>()
     );
     assert!(!stderr.contains("unlocking"), "{stderr}");
     let moves = migrations(&lab);
