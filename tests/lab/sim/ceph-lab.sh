@@ -141,7 +141,9 @@ hceph() { timeout "${CEPH_T:-15}" ceph -c "$DIR/pve/ceph.conf" --connect-timeout
 # Host side, end of `lab up`: wait (bounded) for every OSD up, create pool ceph-pool once (size 3,
 # min_size 2, fewer hosts: size = hosts; 32 PGs; application rbd), wait for all PGs active+clean.
 ceph_lab_ready() {
-  local C="$DIR/cluster/ceph" t=${1:-180} want hosts size end st
+  # 300 s: three real-Ceph labs starting among eight tests at once on 2 cores (load average
+  # 14) once took longer than 180 s.
+  local C="$DIR/cluster/ceph" t=${1:-300} want hosts size end st
   [ -f "$C/real" ] || return 0
   want=$(wc -l < "$C/osds"); hosts=$(awk '{print $2}' "$C/osds" | sort -u | wc -l)
   size=3; [ "$hosts" -lt 3 ] && size=$hosts
