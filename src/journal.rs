@@ -463,8 +463,6 @@ struct Inner {
     meta: Mutex<()>,
     /// The run's lock, held while this process drives it.
     _lock: Option<File>,
-    /// A consumer of the run's events (notifications): each recorded event is also sent here.
-    observer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Record>>>,
 }
 
 /// An open run journal (cheap to clone).
@@ -623,7 +621,6 @@ impl Journal {
                 tx: Mutex::new(tx),
                 meta: Mutex::new(()),
                 _lock: lock,
-                observer: Mutex::new(None),
             }),
         }
     }
@@ -753,30 +750,10 @@ impl Journal {
         s
     }
 
-    /// Send each event recorded from now on to `tx` too (replaces an earlier observer).
-    pub fn observe(&self, tx: tokio::sync::mpsc::UnboundedSender<Record>) {
-        if let Ok(mut o) = self.inner.observer.lock() {
-            *o = Some(tx);
-        }
-    }
-
-    /// Stop sending events to the observer (its receiver then ends).
-    pub fn unobserve(&self) {
-        if let Ok(mut o) = self.inner.observer.lock() {
-            *o = None;
-        }
-    }
-
-    fn tell_observer(&self, r: &Record) {
-        if let Ok(o) = self.inner.observer.lock() {
-            if let Some(tx) = o.as_ref() {
-                let _ = tx.send(r.clone());
-            }
-        }
-    }
-
-    /// Record an event; returns once it is on disk.
-    pub async fn record(&self, node: &str, event: Event) {
+    /// Record an event; returns once it is on disk, with the record written. (The run's
+    /// engine records through its event bus, `events::EventBus::record`, which hands the record
+    /// to the run's other consumers too.)
+    pub async fn record(&self, node: &str, event: Event) -> Record {
         tracing::debug!(node, ?event, "journal");
         let r = Record {
             time: now(),
@@ -784,7 +761,7 @@ impl Journal {
             event,
         };
         self.append("events.jsonl", Self::line(&r)).await;
-        self.tell_observer(&r);
+        r
     }
 
     /// Record an event from synchronous code (not from inside the async runtime's tasks).
@@ -795,7 +772,6 @@ impl Journal {
             event,
         };
         self.append_blocking("events.jsonl", Self::line(&r));
-        self.tell_observer(&r);
     }
 
     /// Record a backup (intent or written); returns once it is on disk.

@@ -995,14 +995,9 @@ pub struct Returned {
 }
 
 /// Journal a guest back home (`guest_returned`), as soon as it is.
-async fn returned(
-    journal: Option<&crate::journal::Journal>,
-    node: &str,
-    g: &GuestRef,
-    origin: &str,
-) {
-    if let Some(j) = journal {
-        j.record(
+async fn returned(events: &crate::events::EventBus, node: &str, g: &GuestRef, origin: &str) {
+    events
+        .record(
             node,
             crate::journal::Event::GuestReturned {
                 guest: g.clone(),
@@ -1010,12 +1005,11 @@ async fn returned(
             },
         )
         .await;
-    }
 }
 
-fn say(node: &str, msg: &str) {
+fn say(events: &crate::events::EventBus, node: &str, msg: &str) {
     tracing::warn!(node = %node, "{msg}");
-    eprintln!("pvefleet: {node}: {msg}");
+    events.said(node, msg);
 }
 
 /// Bring the guests a drain moved away from `r`'s node back as they left. Each is looked up in
@@ -1031,8 +1025,8 @@ pub async fn return_guests(
     cluster: &[Node],
     moved: &[(GuestRef, String, String)],
     opts: super::reboot::DrainOpts,
-    journal: Option<&crate::journal::Journal>,
-    on_doing: &(dyn Fn(crate::progress::Doing) + Send + Sync),
+    events: &crate::events::EventBus,
+    step: &str,
 ) -> Result<Returned, RebootError> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let me = r.node.name.clone();
@@ -1044,6 +1038,7 @@ pub async fn return_guests(
         let what = describe(std::slice::from_ref(g));
         let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
             say(
+                events,
                 &me,
                 &format!("{what}, moved to {at} by this run, is no longer in the cluster (deleted?): nothing to bring back"),
             );
@@ -1051,6 +1046,7 @@ pub async fn return_guests(
         };
         if now.node != *at && now.node != *origin {
             say(
+                events,
                 &me,
                 &format!(
                     "{what} is on {} now, not on {at} where this run moved it (moved by someone else){}",
@@ -1068,7 +1064,7 @@ pub async fn return_guests(
             continue;
         }
         if now.node == *origin {
-            returned(journal, &me, g, origin).await;
+            returned(events, &me, g, origin).await;
             out.returned.push(g.clone());
             continue;
         }
@@ -1093,8 +1089,8 @@ pub async fn return_guests(
                 break;
             };
             // Intent first: a resume that finds this without its `guest_returned` settles it.
-            if let Some(j) = journal {
-                j.record(
+            events
+                .record(
                     &me,
                     crate::journal::Event::GuestReturning {
                         guest: g.clone(),
@@ -1103,7 +1099,6 @@ pub async fn return_guests(
                     },
                 )
                 .await;
-            }
             under_way.push((g.clone(), at.clone()));
             running.push(async move {
                 let res = migrate_from(
@@ -1122,9 +1117,16 @@ pub async fn return_guests(
         if running.is_empty() {
             break;
         }
-        on_doing(super::reboot::migrating_line(
-            &under_way, finished, total, " back",
-        ));
+        events.doing(
+            &me,
+            crate::events::Activity::Migrating {
+                step: step.to_string(),
+                under_way: under_way.clone(),
+                finished,
+                total,
+                back: true,
+            },
+        );
         let Some((g, origin, at, res)) = running.next().await else {
             break;
         };
@@ -1132,7 +1134,7 @@ pub async fn return_guests(
         finished += 1;
         match res {
             Ok(()) => {
-                returned(journal, &me, &g, &origin).await;
+                returned(events, &me, &g, &origin).await;
                 out.returned.push(g);
             }
             Err(e) => {
@@ -1161,6 +1163,7 @@ pub async fn return_guests(
             continue;
         }
         say(
+            events,
             &me,
             &format!("{what} was running before the drain and is back STOPPED (something else stopped it while it was away); starting it again"),
         );

@@ -27,9 +27,9 @@ use super::drain;
 use super::error::RebootError;
 use super::health;
 use super::remote::Remote;
-use crate::journal::{Event, GuestRef, Journal, NodeHistory};
+use crate::events::{Activity, EventBus};
+use crate::journal::{Event, GuestRef, NodeHistory};
 use crate::outcome::GuestPolicy;
-use crate::progress::Doing;
 use crate::ssh;
 
 pub use crate::vocab::RebootState;
@@ -54,17 +54,17 @@ pub struct RebootCtx<'a> {
     /// A node already in HA maintenance (someone else's) may be rebooted; its maintenance is
     /// never switched off.
     pub allow_maintained: bool,
-    /// The run journal.
-    pub journal: Option<&'a Journal>,
+    /// The reboot step's name (what the live display shows the node doing under).
+    pub step: &'a str,
+    /// The run's events: every transition journaled through it, what the reboot does within a
+    /// state (each migration, the Ceph wait's counts) for the live display, notes.
+    pub events: &'a EventBus,
     /// Ctrl-C, SIGTERM, SIGHUP.
     pub cancel: &'a CancellationToken,
     /// The node's history when resuming.
     pub resume: Option<&'a NodeHistory>,
-    /// Told each state reached (live display, stop point).
+    /// Told each state reached (the stop point).
     pub on_state: &'a (dyn Fn(RebootState) + Send + Sync),
-    /// Told what the reboot does within a state (each migration, the Ceph wait's counts): the
-    /// live display.
-    pub on_doing: &'a (dyn Fn(crate::progress::Doing) + Send + Sync),
     /// Drain the node (migrate guests away and back), with its options.
     pub drain: Option<DrainOpts>,
     /// Ceph health check codes that do not stop the run.
@@ -139,9 +139,17 @@ impl Machine<'_, '_> {
     }
 
     async fn record(&self, r: &Remote, event: Event) {
-        if let Some(j) = self.cx.journal {
-            j.record(self.node(r), event).await;
-        }
+        self.cx.events.record(self.node(r), event).await;
+    }
+
+    /// The live display is told what the node does now.
+    fn doing(&self, r: &Remote, activity: Activity) {
+        self.cx.events.doing(self.node(r), activity);
+    }
+
+    /// A note for the operator about this node.
+    fn say(&self, r: &Remote, text: String) {
+        self.cx.events.said(self.node(r), text);
     }
 
     async fn to(&mut self, r: &Remote, state: RebootState, detail: Option<String>) {
@@ -155,6 +163,14 @@ impl Machine<'_, '_> {
         self.state = state;
         tracing::info!(node = %r.node.name, state = state.as_str(), "reboot");
         (self.cx.on_state)(state);
+        self.doing(
+            r,
+            Activity::Reboot {
+                step: self.cx.step.to_string(),
+                state,
+                deadline: state.waits().then_some(self.cx.timeout),
+            },
+        );
         let detail = detail.or_else(|| self.votes_before.map(|v| format!("votes_before={v}")));
         self.record(
             r,
@@ -247,9 +263,9 @@ impl Machine<'_, '_> {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "pvefleet: {}: waiting for the migration of {what} the stopped run started (task {upid}) to end",
-                    r.node.name
+                self.say(
+                    r,
+                    format!("waiting for the migration of {what} the stopped run started (task {upid}) to end"),
                 );
                 tracing::info!(node = %r.node.name, guest = g.vmid, %upid, "waiting for an unfinished migration");
             }
@@ -275,10 +291,12 @@ impl Machine<'_, '_> {
                 }
                 Some(x) if x.node == from && x.lock.as_deref() == Some("migrate") => {
                     tracing::warn!(node = %from, guest = g.vmid, "unlocking a migration the stopped run left");
-                    eprintln!(
-                        "pvefleet: {}: {} was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again",
-                        r.node.name,
-                        drain::describe(std::slice::from_ref(&g))
+                    self.say(
+                        r,
+                        format!(
+                            "{} was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again",
+                            drain::describe(std::slice::from_ref(&g))
+                        ),
                     );
                     drain::unlock(r, &g).await?;
                 }
@@ -343,9 +361,9 @@ impl Machine<'_, '_> {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "pvefleet: {}: waiting for the return of {what} from {at} the stopped run started (task {upid}) to end",
-                    r.node.name
+                self.say(
+                    r,
+                    format!("waiting for the return of {what} from {at} the stopped run started (task {upid}) to end"),
                 );
             }
             self.sleep(Duration::from_secs(2)).await?;
@@ -358,9 +376,9 @@ impl Machine<'_, '_> {
             )));
         };
         if now.node == origin {
-            eprintln!(
-                "pvefleet: {}: {what} is back (its return, started by the stopped run, completed)",
-                r.node.name
+            self.say(
+                r,
+                format!("{what} is back (its return, started by the stopped run, completed)"),
             );
             self.moved.retain(|(x, _, _)| x != g);
             self.record(
@@ -375,9 +393,9 @@ impl Machine<'_, '_> {
             return Ok(None);
         }
         if now.node == at && now.lock.as_deref() == Some("migrate") {
-            eprintln!(
-                "pvefleet: {}: {what} was left locked on {at} by a return the stopped run had started, which is no longer running; unlocking it to move it back again",
-                r.node.name
+            self.say(
+                r,
+                format!("{what} was left locked on {at} by a return the stopped run had started, which is no longer running; unlocking it to move it back again"),
             );
             drain::unlock(there, g).await?;
         }
@@ -539,7 +557,16 @@ impl Machine<'_, '_> {
             if running.is_empty() {
                 break;
             }
-            (self.cx.on_doing)(migrating_line(&under_way, finished, total, ""));
+            self.doing(
+                r,
+                Activity::Migrating {
+                    step: self.cx.step.to_string(),
+                    under_way: under_way.clone(),
+                    finished,
+                    total,
+                    back: false,
+                },
+            );
             let Some((gref, target, maxmem, out)) = running.next().await else {
                 break;
             };
@@ -566,10 +593,7 @@ impl Machine<'_, '_> {
                     if failed.is_none() {
                         failed = Some(e);
                     } else {
-                        eprintln!(
-                            "pvefleet: {me}: {}",
-                            crate::sanitize::sanitize_str(&e.to_string())
-                        );
+                        self.say(r, e.to_string());
                     }
                 }
             }
@@ -664,20 +688,27 @@ impl Machine<'_, '_> {
             osd_deadline,
             self.cx.cancel,
             &|down| {
-                (self.cx.on_doing)(
-                    Doing::new("waiting for its OSDs to be up")
-                        .detail(format!("({down} down)"))
-                        .within(osd_deadline.saturating_duration_since(started)),
+                self.doing(
+                    r,
+                    Activity::OsdsDown {
+                        step: self.cx.step.to_string(),
+                        down,
+                        deadline: osd_deadline.saturating_duration_since(started),
+                    },
                 )
             },
         )
         .await?;
         super::ceph_gate::wait_clean(r, pg_deadline, self.cx.cancel, &|clean, total| {
-            let d = Doing::new("Ceph PGs").within(self.cx.pg_timeout);
-            (self.cx.on_doing)(match (clean, total) {
-                (Some(c), t) => d.detail(format!("{c}/{t} active+clean")),
-                (None, _) => d.detail("state not known yet (no PG statistics from a mgr)"),
-            })
+            self.doing(
+                r,
+                Activity::CephPgs {
+                    step: self.cx.step.to_string(),
+                    clean,
+                    total,
+                    deadline: self.cx.pg_timeout,
+                },
+            )
         })
         .await?;
         self.to(r, RebootState::CephClean, None).await;
@@ -722,8 +753,8 @@ impl Machine<'_, '_> {
             self.cx.cluster,
             &moved,
             opts,
-            self.cx.journal,
-            self.cx.on_doing,
+            self.cx.events,
+            self.cx.step,
         )
         .await?;
         for g in &back.not_started {
@@ -976,34 +1007,6 @@ impl Machine<'_, '_> {
             ));
         }
         left
-    }
-}
-
-/// The live display's line for the migrations under way: the one guest and its target, or how
-/// many run at once and how far the drain is ("migrating 3 at once (5 of 12 done): qm 101 (web)
-/// to pve3, ..."). `back` is "" away, or " back" for the return trip.
-pub(crate) fn migrating_line(
-    under_way: &[(GuestRef, String)],
-    finished: usize,
-    total: usize,
-    back: &str,
-) -> Doing {
-    let one = |(g, t): &(GuestRef, String)| {
-        let what = drain::describe(std::slice::from_ref(g));
-        if back.is_empty() {
-            format!("{what} to {t}")
-        } else {
-            format!("{what} back from {t}")
-        }
-    };
-    match under_way {
-        [single] if total == 1 => Doing::new(format!("migrating {}", one(single))),
-        [single] => Doing::new(format!("migrating {}", one(single)))
-            .detail(format!("({finished} of {total} done)")),
-        many => Doing::new(format!("migrating{back} {} at once", many.len())).detail(format!(
-            "({finished} of {total} done): {}",
-            many.iter().map(one).collect::<Vec<_>>().join(", ")
-        )),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::context::{backup_dir, RunSettings, StepSink, BUILTIN_VARS};
+pub use super::context::{backup_dir, RunSettings, BUILTIN_VARS};
 use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::StepKind;
@@ -197,16 +197,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     let start = Instant::now();
     let mut run = NodeRun::new(&node.name);
     let history = s.resume.get(&node.name);
-    let journal = s.journal.clone();
-    let record = |event: Event| {
-        let j = journal.clone();
-        let name = node.name.clone();
-        async move {
-            if let Some(j) = j {
-                j.record(&name, event).await;
-            }
-        }
-    };
+    let record = move |event: Event| s.events.record(&node.name, event);
     if s.cancel.is_cancelled() {
         return NodeRun::not_started(&node.name, "interrupted before it started");
     }
@@ -226,10 +217,12 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             }
             let step = &s.playbook.file.steps[*i];
             let wait = step.timeout_or(std::time::Duration::from_secs(600));
-            eprintln!(
-                "pvefleet: {}: does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
-                node.name,
-                crate::outcome::short_duration(wait)
+            s.events.said(
+                &node.name,
+                format!(
+                    "does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
+                    crate::outcome::short_duration(wait)
+                ),
             );
             let deadline = Instant::now() + wait;
             let mut last = Err(e);
@@ -422,12 +415,10 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             run.steps.push(prev);
             continue;
         }
-        if let Some(f) = &s.on_step {
-            f(
-                &node.name,
-                Some(&crate::progress::Doing::new(name.as_str())),
-            );
-        }
+        s.events.doing(
+            &node.name,
+            crate::events::Activity::Step { step: name.clone() },
+        );
         if !s.check {
             record(Event::StepStarted {
                 index,
@@ -494,9 +485,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         }
     }
     remote.session.close().await;
-    if let Some(f) = &s.on_step {
-        f(&node.name, None);
-    }
+    s.events.idle(&node.name);
     run.rebooted = st.rebooted;
     run.left_on.append(&mut st.left_on);
     run.duration_ms = start.elapsed().as_millis() as u64;

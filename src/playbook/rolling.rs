@@ -445,15 +445,14 @@ async fn roll(
                         Some((node, status)) if node == n.name => status,
                         _ => NodeStatus::Failed,
                     };
-                    if let Some(j) = &s.journal {
-                        j.record(
+                    s.events
+                        .record(
                             &n.name,
                             crate::journal::Event::NodeFailed {
                                 error: format!("quorum gate: {e}"),
                             },
                         )
                         .await;
-                    }
                     rs.push(r);
                 }
                 after_batch(&rs);

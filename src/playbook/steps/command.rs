@@ -12,10 +12,10 @@ use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ReadOnly, RunStep, Step, WaitForStep};
 use super::detached::{self, Status};
+use crate::events::Activity;
 use crate::journal::UndoRecord;
 use crate::maintenance::remote::{first_line, Remote};
 use crate::outcome::{StepResult, StepStatus};
-use crate::progress::Doing;
 use crate::ssh::{ExecOutput, ExitStatus, Stream};
 
 fn rc_of(o: &ExecOutput) -> i64 {
@@ -47,7 +47,9 @@ async fn followed(
     if !is_followed(st) {
         return interruptible(r, st, cmd).await;
     }
-    let (out, display) = (st.s.output.clone(), st.s.on_step.clone());
+    let out = st.s.output.clone();
+    let events = &st.s.events;
+    let live = events.live();
     let node = r.node.name.clone();
     let waiting = std::sync::atomic::AtomicBool::new(false);
     let lines = crate::progress::LineSplitter::default();
@@ -56,10 +58,13 @@ async fn followed(
         if let Some(o) = &out {
             o(&node, stream, line);
         }
-        if let Some(d) = &display {
-            if waiting.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                d(&node, Some(&Doing::new(step)));
-            }
+        if live && waiting.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            events.doing(
+                &node,
+                Activity::Step {
+                    step: step.to_string(),
+                },
+            );
         }
     };
     // apt reports the wait as a line it finishes only once the lock is taken.
@@ -68,15 +73,15 @@ async fn followed(
         // Once the wait is shown, the rest of it is not read again (apt's spinner rewrites the
         // same unfinished line every second).
         let shown = waiting.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(d) = display.as_ref().filter(|_| !shown) {
+        if live && !shown {
             if let Some(holder) = apt_lock_wait(&lines.unfinished(stream)) {
                 if !waiting.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    d(
+                    events.doing(
                         &node,
-                        Some(
-                            &Doing::new(format!("{step}: waiting for the dpkg lock"))
-                                .detail(holder),
-                        ),
+                        Activity::DpkgLock {
+                            step: step.to_string(),
+                            holder,
+                        },
                     );
                 }
             }
@@ -92,7 +97,7 @@ async fn followed(
 
 /// Someone follows the run's commands as they go: `-v`, or the live display.
 fn is_followed(st: &NodeState<'_>) -> bool {
-    st.s.output.is_some() || st.s.on_step.is_some()
+    st.s.output.is_some() || st.s.events.live()
 }
 
 /// apt waiting for the lock another apt or dpkg holds (`-o DPkg::Lock::Timeout=N`): apt-pkg's
@@ -351,10 +356,12 @@ pub(crate) async fn repair_interrupted(
     };
     let dir = detached::dir(&st.s.run_id, index);
     if matches!(detached::status(r, &dir).await?, Status::Running) {
-        eprintln!(
-            "pvefleet: {}: waiting for `{}` the stopped run started to end",
-            r.node.name,
-            step.name.get_ref()
+        st.s.events.said(
+            &r.node.name,
+            format!(
+                "waiting for `{}` the stopped run started to end",
+                step.name.get_ref()
+            ),
         );
     }
     let Some(state) = detached::settle(r, &dir, &st.s.cancel).await? else {
@@ -373,8 +380,8 @@ pub(crate) async fn repair_interrupted(
             first_line(&o.stderr)
         }
     );
-    if let Some(j) = &st.s.journal {
-        j.record(
+    st.s.events
+        .record(
             &r.node.name,
             crate::journal::Event::Repaired {
                 index,
@@ -383,12 +390,11 @@ pub(crate) async fn repair_interrupted(
             },
         )
         .await;
-    }
     let said = format!(
         "`{}` of the stopped run was cut off halfway: repaired with `{repair}` ({detail})",
         step.name.get_ref()
     );
-    eprintln!("pvefleet: {}: {said}", r.node.name);
+    st.s.events.said(&r.node.name, said.as_str());
     if o.exit != ExitStatus::Code(0) {
         return Err(StepError::Remote(said));
     }

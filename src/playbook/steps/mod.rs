@@ -18,7 +18,6 @@ use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
 use crate::maintenance::remote::Remote;
 use crate::outcome::{StepResult, StepStatus};
-use crate::progress::Doing;
 
 pub(crate) use command::repair_interrupted;
 pub(crate) use facts::gather;
@@ -295,34 +294,18 @@ async fn reboot_step(
     let on_state = |s: RebootState| {
         *state.lock().expect("reboot state") = Some(s);
     };
-    let sink = st.s.on_step.clone();
-    let node = r.node.name.clone();
     let name = step.name.get_ref().clone();
     let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
-    // The live display says what the node now waits for, with the deadline of the waits that
-    // have one; within a state, what the drain and the Ceph gate are doing (each migration, the
-    // PG count) under the step's name.
-    let doing = move |d: Doing| {
-        if let Some(f) = &sink {
-            f(&node, Some(&d.under(&name)));
-        }
-    };
-    let on_doing = doing.clone();
-    let on_state = move |s: RebootState| {
-        on_state(s);
-        let d = Doing::new(s.awaiting());
-        doing(if s.waits() { d.within(timeout) } else { d });
-    };
     let cx = RebootCtx {
         index: st.index,
         timeout,
         guests: st.s.guests,
         allow_maintained: st.s.allow_maintained,
-        journal: st.s.journal.as_ref(),
+        step: &name,
+        events: &st.s.events,
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
-        on_doing: &on_doing,
         drain: drain_opts(reboot_step, st.s),
         ceph_accept: st.render_list(&reboot_step.ceph_accept_warnings)?,
         pg_timeout: reboot_step.pg_timeout,
@@ -379,7 +362,7 @@ async fn reboot_step(
                 st.rebooted = true;
             }
             for l in &left {
-                eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(l));
+                st.s.events.warning(l.as_str());
             }
             st.left_on.extend(left);
             Err(StepError::Reboot(e))
