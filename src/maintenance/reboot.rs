@@ -19,14 +19,16 @@
 //! or `pvefleet maintenance off NODE` clears it. Stopping before the reboot was issued undoes
 //! the drain at once (maintenance off, stopped guests started).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless paused): unit tests run the waits in paused time.
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::drain;
 use super::error::RebootError;
 use super::health;
-use super::remote::Remote;
+use super::remote::{NodeShell, Reconnect, Remote};
 use crate::events::{Activity, EventBus};
 use crate::journal::{Event, GuestRef, NodeHistory};
 use crate::outcome::GuestPolicy;
@@ -134,34 +136,34 @@ struct Machine<'a, 'c> {
 }
 
 impl Machine<'_, '_> {
-    fn node<'r>(&self, r: &'r Remote) -> &'r str {
-        &r.node.name
+    fn node<'r>(&self, r: &'r dyn NodeShell) -> &'r str {
+        &r.node().name
     }
 
-    async fn record(&self, r: &Remote, event: Event) {
+    async fn record(&self, r: &dyn NodeShell, event: Event) {
         self.cx.events.record(self.node(r), event).await;
     }
 
     /// The live display is told what the node does now.
-    fn doing(&self, r: &Remote, activity: Activity) {
+    fn doing(&self, r: &dyn NodeShell, activity: Activity) {
         self.cx.events.doing(self.node(r), activity);
     }
 
     /// A note for the operator about this node.
-    fn say(&self, r: &Remote, text: String) {
+    fn say(&self, r: &dyn NodeShell, text: String) {
         self.cx.events.said(self.node(r), text);
     }
 
-    async fn to(&mut self, r: &Remote, state: RebootState, detail: Option<String>) {
+    async fn to(&mut self, r: &dyn NodeShell, state: RebootState, detail: Option<String>) {
         if self.undoing && state > RebootState::RebootIssued {
             // Undoing a drain reaches the same steps as the end of a reboot (noout unset,
             // maintenance off, guests back) but is not one: the events say what was done, the
             // state stays where the drain stood.
-            tracing::info!(node = %r.node.name, step = state.as_str(), "undoing the drain");
+            tracing::info!(node = %r.node().name, step = state.as_str(), "undoing the drain");
             return;
         }
         self.state = state;
-        tracing::info!(node = %r.node.name, state = state.as_str(), "reboot");
+        tracing::info!(node = %r.node().name, state = state.as_str(), "reboot");
         (self.cx.on_state)(state);
         self.doing(
             r,
@@ -203,7 +205,7 @@ impl Machine<'_, '_> {
     /// under `--guests refuse`, and, with `drain`, which of them can move.
     async fn guests_plan(
         &self,
-        r: &Remote,
+        r: &dyn NodeShell,
     ) -> Result<(Vec<GuestRef>, Option<drain::DrainPlan>), RebootError> {
         let running = drain::running_not_ha(r).await?;
         let Some(opts) = self.cx.drain else {
@@ -222,7 +224,7 @@ impl Machine<'_, '_> {
     /// as done; if it is still here and still locked by the migration (`lock: migrate`, which
     /// nothing else would have set on a guest this run was moving) with no migration task
     /// running, the migration died and the lock is released so the drain can move it again.
-    async fn settle_unfinished_moves(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn settle_unfinished_moves(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if self.moving.is_empty() {
             return Ok(());
         }
@@ -267,7 +269,7 @@ impl Machine<'_, '_> {
                     r,
                     format!("waiting for the migration of {what} the stopped run started (task {upid}) to end"),
                 );
-                tracing::info!(node = %r.node.name, guest = g.vmid, %upid, "waiting for an unfinished migration");
+                tracing::info!(node = %r.node().name, guest = g.vmid, %upid, "waiting for an unfinished migration");
             }
             self.sleep(Duration::from_secs(2)).await?;
         };
@@ -313,7 +315,7 @@ impl Machine<'_, '_> {
     /// recorded as done (not run a second time from a node the guest has left). Still where it
     /// was and locked `migrate` with no task running: the migration died, the lock is released
     /// and the return is done again. Elsewhere: it is returned from there.
-    async fn settle_unfinished_returns(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn settle_unfinished_returns(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         for (g, origin, at) in std::mem::take(&mut self.returning) {
             let what = drain::describe(std::slice::from_ref(&g));
             let Some(node) = self.cx.cluster.iter().find(|n| n.name == at) else {
@@ -321,11 +323,11 @@ impl Machine<'_, '_> {
                     "cannot tell whether the return of {what} from {at} the stopped run started is still running: {at} is not in the inventory"
                 )));
             };
-            let there = Remote::connect(node, r.timeout).await?;
+            let there = Remote::connect(node, r.timeout()).await?;
             let settled = self.settle_return(r, &there, &g, &origin, &at).await;
             there.session.close().await;
             if let Some(now) = settled? {
-                tracing::info!(node = %r.node.name, guest = g.vmid, at = %now, "return to do again");
+                tracing::info!(node = %r.node().name, guest = g.vmid, at = %now, "return to do again");
                 match self.moved.iter_mut().find(|(x, _, _)| *x == g) {
                     Some(m) => m.2 = now,
                     None => self.moved.push((g, origin, now)),
@@ -339,8 +341,8 @@ impl Machine<'_, '_> {
     /// `None` when it is home (recorded).
     async fn settle_return(
         &mut self,
-        r: &Remote,
-        there: &Remote,
+        r: &dyn NodeShell,
+        there: &dyn NodeShell,
         g: &GuestRef,
         origin: &str,
         at: &str,
@@ -403,7 +405,7 @@ impl Machine<'_, '_> {
     }
 
     /// Maintenance on, HA guests away, movable guests migrated, then the policy for the rest.
-    async fn drain(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn drain(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         self.settle_unfinished_moves(r).await?;
         // The policy `refuse` stops the node before anything is touched.
         let (stuck, plan) = self.guests_plan(r).await?;
@@ -504,11 +506,15 @@ impl Machine<'_, '_> {
     /// failed migration starts no further one; those already running are waited for (they run
     /// detached and would end anyway) and recorded, then the failure is returned. A stop
     /// request likewise starts none, lets the running ones end, and stops.
-    async fn migrate_away(&mut self, r: &Remote, opts: DrainOpts) -> Result<(), RebootError> {
+    async fn migrate_away(
+        &mut self,
+        r: &dyn NodeShell,
+        opts: DrainOpts,
+    ) -> Result<(), RebootError> {
         use futures::stream::{FuturesUnordered, StreamExt};
         let res = drain::resources(r).await?;
         let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
-        let me = r.node.name.clone();
+        let me = r.node().name.clone();
         let (excluded, later) = drain::targets(r, &res, self.cx.cluster, self.cx.rolling).await?;
         let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
         let movable: Vec<&crate::capacity::resources::GuestRes> = plan.movable.iter().collect();
@@ -605,7 +611,7 @@ impl Machine<'_, '_> {
     }
 
     /// Ceph before the node goes down: detected, healthy enough, ok to stop, noout set.
-    async fn ceph_before(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn ceph_before(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
@@ -616,11 +622,11 @@ impl Machine<'_, '_> {
             super::ceph_gate::SETTLE,
         )
         .await?;
-        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node().name, super::ceph_gate::SETTLE).await?;
         Ok(())
     }
 
-    async fn ceph_present(&mut self, r: &Remote) -> Result<bool, RebootError> {
+    async fn ceph_present(&mut self, r: &dyn NodeShell) -> Result<bool, RebootError> {
         if let Some(c) = self.ceph {
             return Ok(c);
         }
@@ -629,15 +635,15 @@ impl Machine<'_, '_> {
         Ok(c)
     }
 
-    async fn set_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn set_noout(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? || self.noout.is_some() {
             return Ok(());
         }
         // Checked again right before: the drain took time and another node may be down now.
-        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node().name, super::ceph_gate::SETTLE).await?;
         // noout already set (an operator's, cluster-wide or for this host): left exactly as
         // found, never unset by this run.
-        if let Some(found) = super::ceph_gate::noout_found(r, &r.node.name).await? {
+        if let Some(found) = super::ceph_gate::noout_found(r, &r.node().name).await? {
             self.record(
                 r,
                 Event::Noout {
@@ -660,7 +666,7 @@ impl Machine<'_, '_> {
             },
         )
         .await;
-        let scope = super::ceph_gate::set_noout(r, &r.node.name).await?;
+        let scope = super::ceph_gate::set_noout(r, &r.node().name).await?;
         self.noout = Some(scope);
         self.record(
             r,
@@ -675,7 +681,11 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn ceph_after(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
+    async fn ceph_after(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
@@ -684,7 +694,7 @@ impl Machine<'_, '_> {
         let osd_deadline = deadline.max(pg_deadline);
         super::ceph_gate::wait_osds_up_shown(
             r,
-            &r.node.name,
+            &r.node().name,
             osd_deadline,
             self.cx.cancel,
             &|down| {
@@ -715,9 +725,9 @@ impl Machine<'_, '_> {
         self.unset_noout(r).await
     }
 
-    async fn unset_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn unset_noout(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if let Some(scope) = self.noout {
-            super::ceph_gate::unset_noout(r, &r.node.name, scope).await?;
+            super::ceph_gate::unset_noout(r, &r.node().name, scope).await?;
             self.noout = None;
             self.record(
                 r,
@@ -735,7 +745,7 @@ impl Machine<'_, '_> {
 
     /// Move the guests the drain moved back to this node, from wherever they are now (see
     /// [`drain::return_guests`]).
-    async fn return_guests(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn return_guests(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         let opts = self.cx.drain.unwrap_or(DrainOpts {
             local_disks: false,
             return_guests: true,
@@ -778,7 +788,7 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn issue(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn issue(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         self.old_boot = Some(health::boot_id(r).await?);
         // Recorded before the command: a resume that finds the same boot id knows the reboot
         // may not have happened; one that finds another knows it did.
@@ -793,15 +803,18 @@ impl Machine<'_, '_> {
     }
 
     /// Wait until the old session drops (or the node answers with another boot id).
-    async fn wait_down(&mut self, r: &Remote, deadline: Instant) -> Result<bool, RebootError> {
+    async fn wait_down(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<bool, RebootError> {
         let probe = Duration::from_secs(5);
         while Instant::now() < deadline {
-            if r.session.is_closed() {
+            if r.is_closed() {
                 return Ok(true);
             }
             match r
-                .session
-                .exec("cat /proc/sys/kernel/random/boot_id", probe)
+                .sh_within("cat /proc/sys/kernel/random/boot_id", probe)
                 .await
             {
                 Err(_) => return Ok(true),
@@ -817,48 +830,43 @@ impl Machine<'_, '_> {
         Ok(false)
     }
 
-    /// Reconnect until the node answers with a new boot id. While it is down, a plain TCP
-    /// connect with a 1 s limit tells when sshd listens again (an SSH connect attempt could sit
-    /// in SYN retransmissions for the whole connect timeout and notice the node seconds late).
-    async fn wait_up(&mut self, r: &mut Remote, deadline: Instant) -> Result<(), RebootError> {
-        let spec = r.node.connect_spec();
-        let port = spec.port.unwrap_or(22);
+    /// Reconnect until the node answers with a new boot id ([`NodeShell::reconnect`]: while
+    /// nothing listens, the next attempt comes sooner).
+    async fn wait_up(
+        &mut self,
+        r: &mut dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         loop {
             if Instant::now() > deadline {
                 return Err(RebootError::NeverReturned(self.cx.timeout));
             }
-            if spec.jump.is_none() {
-                let probe = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tokio::net::TcpStream::connect((spec.host.as_str(), port)),
-                );
-                let open = tokio::select! {
-                    _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
-                    p = probe => matches!(p, Ok(Ok(_))),
-                };
-                if !open {
+            let attempt = tokio::select! {
+                _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
+                a = r.reconnect() => a,
+            };
+            match attempt {
+                Reconnect::NotListening => {
                     self.sleep(Duration::from_millis(100)).await?;
                     continue;
                 }
-            }
-            let attempt = tokio::select! {
-                _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
-                s = ssh::connect(&spec) => s,
-            };
-            if let Ok(session) = attempt {
-                r.session = session;
-                match health::boot_id(r).await {
+                Reconnect::Connected => match health::boot_id(r).await {
                     Ok(id) if !id.is_empty() && Some(&id) != self.old_boot.as_ref() => {
                         return Ok(());
                     }
                     _ => {}
-                }
+                },
+                Reconnect::NotYet => {}
             }
             self.sleep(Duration::from_millis(250)).await?;
         }
     }
 
-    async fn wait_healthy(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
+    async fn wait_healthy(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         let within = self.cx.timeout;
         loop {
             let bad = health::unhealthy_units(r).await?;
@@ -899,7 +907,7 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn restore(&mut self, r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+    async fn restore(&mut self, r: &dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
         self.unset_noout(r).await?;
         if self.maintenance {
             drain::set_maintenance(r, false).await?;
@@ -931,7 +939,7 @@ impl Machine<'_, '_> {
 
     /// After an error or an interruption: undo the drain when the node never went down; leave
     /// maintenance on, loudly and in the journal, when it is down or not healthy.
-    async fn settle(&mut self, r: &Remote, why: &str) -> Vec<String> {
+    async fn settle(&mut self, r: &dyn NodeShell, why: &str) -> Vec<String> {
         let mut left = Vec::new();
         if self.state < RebootState::RebootIssued {
             self.undoing = true;
@@ -945,7 +953,7 @@ impl Machine<'_, '_> {
                 }
                 Err(e) => left.push(format!(
                     "could not undo the drain of {} ({e}): check HA maintenance and guests by hand",
-                    r.node.name
+                    r.node().name
                 )),
             }
             return left;
@@ -961,7 +969,7 @@ impl Machine<'_, '_> {
             .await;
             left.push(format!(
                 "HA maintenance left ON for {} on purpose ({why}); when the node is healthy: pvefleet maintenance off {}",
-                r.node.name, r.node.name
+                r.node().name, r.node().name
             ));
         }
         if let Some(scope) = self.noout {
@@ -976,19 +984,19 @@ impl Machine<'_, '_> {
             .await;
             let clear = match scope {
                 super::ceph_gate::NooutScope::Host => {
-                    format!("ceph osd unset-group noout {}", r.node.name)
+                    format!("ceph osd unset-group noout {}", r.node().name)
                 }
                 super::ceph_gate::NooutScope::Cluster => "ceph osd unset noout".to_string(),
             };
             left.push(format!(
                 "Ceph noout left SET for {} on purpose ({why}), so its OSDs are not marked out while it is down; when it is back and PGs are clean: {clear} (or pvefleet run --resume)",
-                r.node.name
+                r.node().name
             ));
         }
         if !self.moved.is_empty() {
             left.push(format!(
                 "guests moved away from {} are not back yet: {}",
-                r.node.name,
+                r.node().name,
                 self.moved
                     .iter()
                     .map(|(g, _, at)| format!(
@@ -1002,7 +1010,7 @@ impl Machine<'_, '_> {
         if !self.stopped.is_empty() {
             left.push(format!(
                 "guests stopped by this run on {} are still stopped: {}",
-                r.node.name,
+                r.node().name,
                 drain::describe(&self.stopped)
             ));
         }
@@ -1014,7 +1022,7 @@ impl Machine<'_, '_> {
 /// it is back and healthy; `r.session` is replaced. On error, `left_on` in the error path is
 /// returned alongside so the caller can report it.
 pub async fn reboot_and_wait(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     cx: &RebootCtx<'_>,
 ) -> Result<RebootReport, (RebootError, Vec<String>)> {
     let progress = cx.resume.and_then(|h| h.reboots.get(&cx.index));
@@ -1076,8 +1084,8 @@ pub async fn reboot_and_wait(
 
 /// Whether the node is already in HA maintenance that this run did not switch on, and what the
 /// cluster says of it (`ha-manager status`'s lrm line); `None` when it is not.
-pub async fn maintained(r: &Remote) -> Result<Option<String>, RebootError> {
-    let node = r.node.name.as_str();
+pub async fn maintained(r: &dyn NodeShell) -> Result<Option<String>, RebootError> {
+    let node = r.node().name.as_str();
     if !drain::nodes_in_maintenance(r)
         .await?
         .iter()
@@ -1098,7 +1106,7 @@ pub async fn maintained(r: &Remote) -> Result<Option<String>, RebootError> {
 /// maintenance is refused unless `allow` (`--allow-maintained`); `history` is the run's own
 /// record (a resumed run's own maintenance is not someone else's).
 pub async fn check_not_maintained(
-    r: &Remote,
+    r: &dyn NodeShell,
     allow: bool,
     history: Option<&NodeHistory>,
 ) -> Result<(), RebootError> {
@@ -1112,7 +1120,7 @@ pub async fn check_not_maintained(
 }
 
 /// The node's Proxmox VE name, from `uname -n` ([`crate::inventory::proxmox_node_name`]).
-pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
+pub async fn pve_node_name(r: &dyn NodeShell) -> Result<String, RebootError> {
     let (_, out) = r.text("uname -n").await?;
     Ok(crate::inventory::proxmox_node_name(&out).to_string())
 }
@@ -1123,9 +1131,9 @@ pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
 /// (its OSDs, ok-to-stop, noout). With another name each of those would act on, or look for,
 /// the wrong node (no maintenance, no OSDs to check) while the node itself goes down. A name
 /// that differs where none of them is in play is accepted.
-pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError> {
+pub async fn check_node_name(r: &dyn NodeShell, drains: bool) -> Result<(), RebootError> {
     let pve = pve_node_name(r).await?;
-    if pve.is_empty() || pve == r.node.name {
+    if pve.is_empty() || pve == r.node().name {
         return Ok(());
     }
     let mut uses = Vec::new();
@@ -1145,12 +1153,12 @@ pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError
     let pve = crate::sanitize::first_line(&pve, 64);
     Err(RebootError::Command(format!(
         "the inventory calls this node `{}`, but Proxmox VE knows it as `{pve}` (uname -n): {} would name the wrong node; name it [nodes.{pve}] in the inventory",
-        r.node.name,
+        r.node().name,
         uses.join(", ")
     )))
 }
 
-async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, RebootError> {
+async fn run(m: &mut Machine<'_, '_>, r: &mut dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
     if m.state < RebootState::RebootIssued {
         let votes = health::votes(r).await?;
         // The batch's gate counted the nodes the plan said would reboot; this one is about to,
@@ -1171,7 +1179,7 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
             .wait_down(r, Instant::now() + Duration::from_secs(20))
             .await?
         {
-            tracing::warn!(node = %r.node.name, "the recorded reboot did not happen; issuing it again");
+            tracing::warn!(node = %r.node().name, "the recorded reboot did not happen; issuing it again");
             m.issue(r).await?;
         }
     }
