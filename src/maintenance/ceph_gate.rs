@@ -411,3 +411,68 @@ pub async fn wait_clean(
         pause(cancel, "waiting for PGs to be clean").await?;
     }
 }
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::maintenance::scripted::ScriptedShell;
+
+    const HAS_CEPH: &str = "present\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceph_status_that_cannot_be_read_is_unknown_never_healthy() {
+        for sh in [
+            ScriptedShell::new("pve1").on("ceph status", "{\"health\": "),
+            ScriptedShell::new("pve1").on("ceph status", "[]"),
+            ScriptedShell::new("pve1").fails("ceph status", 1, "monclient: hunting for new mon"),
+        ] {
+            let started = std::time::Instant::now();
+            let e = check_health_settled(&sh, &[], false, SETTLE)
+                .await
+                .expect_err("unknown is a stop");
+            assert!(
+                matches!(&e, RebootError::Ceph(m) if m.contains("unknown")),
+                "{e}"
+            );
+            assert!(
+                sh.count("ceph status") > 1,
+                "asked again while it settles: {:?}",
+                sh.ran()
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "paused time");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_tell_whether_it_has_ceph_counts_as_unknown() {
+        let answers = [
+            ScriptedShell::new("pve1").on("ceph.conf", "nobinary\n"),
+            ScriptedShell::new("pve1").on("ceph.conf", "Permission denied\n"),
+            // ceph.conf and the binary are there, but its status cannot be read.
+            ScriptedShell::new("pve1").on("ceph.conf", HAS_CEPH).fails(
+                "ceph status",
+                1,
+                "timed out",
+            ),
+        ];
+        for sh in answers {
+            let d = detect(&sh).await;
+            assert!(
+                matches!(d, Err(RebootError::Ceph(_))),
+                "{d:?}: {:?}",
+                sh.ran()
+            );
+        }
+        let none = ScriptedShell::new("pve1").on("ceph.conf", "none\n");
+        assert!(!detect(&none).await.unwrap(), "no Ceph");
+    }
+
+    #[tokio::test]
+    async fn noout_flags_that_cannot_be_read_stop_the_node() {
+        let sh = ScriptedShell::new("pve1").on("ceph osd dump", "not json");
+        assert!(matches!(
+            noout_found(&sh, "pve1").await,
+            Err(RebootError::Ceph(_))
+        ));
+    }
+}

@@ -111,6 +111,36 @@ pub async fn unhealthy_units(r: &dyn NodeShell) -> Result<Vec<String>, SshError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maintenance::scripted::ScriptedShell;
+
+    #[tokio::test]
+    async fn a_quorum_answer_that_cannot_be_read_is_unknown_never_no_cluster() {
+        // Cut short, an error from pvecm itself, nothing at all: each an error (the gate
+        // stops), never `None` (a node outside a cluster, which the gate lets pass).
+        for answer in [
+            "Quorum information\n------------------\n",
+            "Cannot initialize CMAP service\n",
+            "",
+        ] {
+            let sh = ScriptedShell::new("pve1").on("pvecm status", answer);
+            let v = votes(&sh).await;
+            assert!(
+                matches!(&v, Err(RebootError::Command(m)) if m.contains("cannot read pvecm status")),
+                "{answer:?}: {v:?}"
+            );
+        }
+        let unscripted = ScriptedShell::new("pve1");
+        assert!(votes(&unscripted).await.is_err(), "no pvecm at all");
+        let alone = ScriptedShell::new("pve1").on(
+            "pvecm status",
+            "Error: Corosync config '/etc/pve/corosync.conf' does not exist - is this node part of a cluster?\n",
+        );
+        assert_eq!(
+            votes(&alone).await.unwrap(),
+            None,
+            "a node outside a cluster"
+        );
+    }
 
     #[test]
     fn the_gate_keeps_quorum() {

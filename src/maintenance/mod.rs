@@ -19,5 +19,7 @@ pub mod health;
 pub mod readiness;
 pub mod reboot;
 pub mod remote;
+#[cfg(test)]
+pub(crate) mod scripted;
 
 pub use reboot::RollingView;
