@@ -94,6 +94,22 @@ pub trait NodeShell: Send + Sync {
     /// Try once to open a new session to the node (after its reboot).
     fn reconnect(&mut self) -> ShellFuture<'_, Reconnect>;
 
+    /// Run `cmd` with the node's command deadline, handing its output to `tap` as it arrives.
+    fn sh_tapped<'a>(
+        &'a self,
+        cmd: &'a str,
+        tap: crate::ssh::Tap<'a>,
+    ) -> ShellFuture<'a, Result<ExecOutput, SshError>>;
+
+    /// The SSH session itself, for the probes that time their own round trips (clock
+    /// sampling); `None` when there is none (a scripted shell).
+    fn session(&self) -> Option<&Session> {
+        None
+    }
+
+    /// Close the session (the node's work is over).
+    fn close(&self) -> ShellFuture<'_, ()>;
+
     /// Run `cmd`: its exit status and stdout as text.
     fn text<'a>(&'a self, cmd: &'a str) -> ShellFuture<'a, Result<(ExitStatus, String), SshError>> {
         Box::pin(async move {
@@ -258,6 +274,22 @@ impl NodeShell for Remote {
 
     fn reconnect(&mut self) -> ShellFuture<'_, Reconnect> {
         Box::pin(self.reconnect_once())
+    }
+
+    fn sh_tapped<'a>(
+        &'a self,
+        cmd: &'a str,
+        tap: crate::ssh::Tap<'a>,
+    ) -> ShellFuture<'a, Result<ExecOutput, SshError>> {
+        Box::pin(Remote::sh_tapped(self, cmd, tap))
+    }
+
+    fn session(&self) -> Option<&Session> {
+        Some(&self.session)
+    }
+
+    fn close(&self) -> ShellFuture<'_, ()> {
+        Box::pin(self.session.close())
     }
 
     fn text<'a>(&'a self, cmd: &'a str) -> ShellFuture<'a, Result<(ExitStatus, String), SshError>> {

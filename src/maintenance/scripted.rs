@@ -178,6 +178,25 @@ impl NodeShell for ScriptedShell {
         Box::pin(async move { self.answer(cmd) })
     }
 
+    fn sh_tapped<'a>(
+        &'a self,
+        cmd: &'a str,
+        tap: crate::ssh::Tap<'a>,
+    ) -> ShellFuture<'a, Result<ExecOutput, SshError>> {
+        Box::pin(async move {
+            let o = self.answer(cmd)?;
+            tap(crate::ssh::Stream::Stdout, &o.stdout);
+            tap(crate::ssh::Stream::Stderr, &o.stderr);
+            Ok(o)
+        })
+    }
+
+    fn close(&self) -> ShellFuture<'_, ()> {
+        Box::pin(async move {
+            self.ran.lock().expect("script").push("(close)".into());
+        })
+    }
+
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }

@@ -14,7 +14,7 @@ use super::super::model::{ReadOnly, RunStep, Step, WaitForStep};
 use super::detached::{self, Status};
 use crate::events::Activity;
 use crate::journal::UndoRecord;
-use crate::maintenance::remote::{first_line, Remote};
+use crate::maintenance::remote::{first_line, NodeShell};
 use crate::outcome::{StepResult, StepStatus};
 use crate::ssh::{ExecOutput, ExitStatus, Stream};
 
@@ -27,7 +27,11 @@ fn rc_of(o: &ExecOutput) -> i64 {
 
 /// A command that can be interrupted: Ctrl-C drops the channel (the remote command gets
 /// SIGHUP from sshd) and the step counts as interrupted.
-async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<ExecOutput, StepError> {
+async fn interruptible(
+    r: &dyn NodeShell,
+    st: &NodeState<'_>,
+    cmd: &str,
+) -> Result<ExecOutput, StepError> {
     tokio::select! {
         _ = st.s.cancel.cancelled() => Err(StepError::Interrupted),
         o = r.sh(cmd) => Ok(o?),
@@ -39,7 +43,7 @@ async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<Exec
 /// apt/dpkg to let go of the lock (then what the step runs again). Otherwise as
 /// [`interruptible`].
 async fn followed(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
     step: &str,
     cmd: &str,
@@ -50,7 +54,7 @@ async fn followed(
     let out = st.s.output.clone();
     let events = &st.s.events;
     let live = events.live();
-    let node = r.node.name.clone();
+    let node = r.node().name.clone();
     let waiting = std::sync::atomic::AtomicBool::new(false);
     let lines = crate::progress::LineSplitter::default();
     // A finished line: followed; and apt has moved on from any wait it reported.
@@ -144,7 +148,11 @@ enum Guards {
 /// so a plan (check mode) runs only those that cannot change it: `creates` (pvefleet's own
 /// `test -e`) always; `unless` / `only_if` only when the step declares them read-only
 /// (`read_only = "guards"` or `"all"`). Otherwise the plan says which guard it did not evaluate.
-async fn guards(r: &Remote, st: &NodeState<'_>, step: &RunStep) -> Result<Guards, StepError> {
+async fn guards(
+    r: &dyn NodeShell,
+    st: &NodeState<'_>,
+    step: &RunStep,
+) -> Result<Guards, StepError> {
     if let Some(path) = st.render(&step.creates, true)? {
         let o = r.sh(&format!("test -e {path}")).await?;
         if o.exit == ExitStatus::Code(0) {
@@ -185,7 +193,7 @@ async fn guards(r: &Remote, st: &NodeState<'_>, step: &RunStep) -> Result<Guards
 }
 
 pub(super) async fn run(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     run: &RunStep,
@@ -235,7 +243,7 @@ pub(super) async fn run(
     let undo = st.render(&run.undo, true)?;
     let undo_record = |phase: Phase| {
         undo.as_ref().map(|u| UndoRecord {
-            node: r.node.name.clone(),
+            node: r.node().name.clone(),
             step: step.name.get_ref().clone(),
             command: u.clone(),
             phase,
@@ -323,7 +331,7 @@ pub(super) async fn run(
 /// On a resume: this detached `run` step is the one the stopped run was in, and its command has
 /// ended on the node since (its exit status is there to read).
 pub(super) async fn ended_while_away(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
     step: &Step,
 ) -> Result<bool, StepError> {
@@ -342,7 +350,7 @@ pub(super) async fn ended_while_away(
 /// command was cut off without an exit status, gets its `repair` (journaled) before anything
 /// reads the node; one still running is waited for. Returns what was said.
 pub(crate) async fn repair_interrupted(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
 ) -> Result<Option<String>, StepError> {
     let Some((index, _)) = st.history.and_then(|h| h.in_step.clone()) else {
@@ -357,7 +365,7 @@ pub(crate) async fn repair_interrupted(
     let dir = detached::dir(&st.s.run_id, index);
     if matches!(detached::status(r, &dir).await?, Status::Running) {
         st.s.events.said(
-            &r.node.name,
+            &r.node().name,
             format!(
                 "waiting for `{}` the stopped run started to end",
                 step.name.get_ref()
@@ -382,7 +390,7 @@ pub(crate) async fn repair_interrupted(
     );
     st.s.events
         .record(
-            &r.node.name,
+            &r.node().name,
             crate::journal::Event::Repaired {
                 index,
                 command: repair.clone(),
@@ -394,7 +402,7 @@ pub(crate) async fn repair_interrupted(
         "`{}` of the stopped run was cut off halfway: repaired with `{repair}` ({detail})",
         step.name.get_ref()
     );
-    st.s.events.said(&r.node.name, said.as_str());
+    st.s.events.said(&r.node().name, said.as_str());
     if o.exit != ExitStatus::Code(0) {
         return Err(StepError::Remote(said));
     }
@@ -402,7 +410,7 @@ pub(crate) async fn repair_interrupted(
 }
 
 pub(super) async fn wait_for(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     wait: &WaitForStep,

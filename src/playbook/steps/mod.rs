@@ -16,7 +16,7 @@ use super::error::StepError;
 use super::model::{Action, RebootStep, Step, StepKind};
 use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
-use crate::maintenance::remote::Remote;
+use crate::maintenance::remote::NodeShell;
 use crate::outcome::{StepResult, StepStatus};
 
 pub(crate) use command::repair_interrupted;
@@ -25,7 +25,7 @@ pub use files::refresh_for;
 
 /// Run (or plan) one step on the node.
 pub(super) async fn run_step(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
 ) -> Result<StepResult, StepError> {
@@ -247,7 +247,7 @@ fn drain_opts(step: &RebootStep, run: &RunSettings) -> Option<reboot::DrainOpts>
 }
 
 async fn reboot_step(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     reboot_step: &RebootStep,
@@ -260,12 +260,12 @@ async fn reboot_step(
         ask.coming_back =
             st.s.resume
                 .iter()
-                .filter(|(n, h)| **n != r.node.name && reboot::reboot_underway(h))
+                .filter(|(n, h)| **n != r.node().name && reboot::reboot_underway(h))
                 .map(|(n, _)| n.clone())
                 .collect();
         let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
         let back = ask.drain.is_some_and(|d| d.return_guests);
-        let (mut predicted, _) = predicted(&r.node.name, timeout, &[], back);
+        let (mut predicted, _) = predicted(&r.node().name, timeout, &[], back);
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
                 let mut res = result(
@@ -273,7 +273,7 @@ async fn reboot_step(
                     StepStatus::Changed,
                     "would reboot and wait for the node and the cluster",
                 );
-                let (p, said) = self::predicted(&r.node.name, timeout, &found.moves, back);
+                let (p, said) = self::predicted(&r.node().name, timeout, &found.moves, back);
                 predicted = p;
                 res.checks = found.lines;
                 res.checks.push(said);
