@@ -537,6 +537,36 @@ pub fn mail(to: &str, n: &Notification) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_feed_queues_every_journaled_record_and_nothing_else_until_closed() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let feed = Feed::new(tx);
+        let bus = crate::events::EventBus::new(None).consumer(feed.consumer());
+        bus.record("pve1", Event::NodeStarted {}).await;
+        bus.said("pve1", "a note is not notified");
+        bus.doing("pve1", crate::events::Activity::Step { step: "apt".into() });
+        bus.record("pve1", Event::NodeDone { rebooted: true }).await;
+        feed.close();
+        bus.record(
+            "-",
+            Event::RunStopped {
+                status: "ok".into(),
+            },
+        )
+        .await;
+        let mut got = Vec::new();
+        while let Some(r) = rx.recv().await {
+            got.push(r.event);
+        }
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Event::NodeStarted {}, Event::NodeDone { rebooted: true }]
+            ),
+            "{got:?}"
+        );
+    }
+
     #[test]
     fn redaction_hides_userinfo_and_query_values() {
         assert_eq!(
