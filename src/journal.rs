@@ -1761,3 +1761,38 @@ mod move_tests {
         assert!(!p1.left_in_cluster());
     }
 }
+
+#[cfg(test)]
+mod bus_tests {
+    use super::*;
+    use crate::events::{EventBus, RunEvent};
+
+    #[tokio::test]
+    async fn an_event_on_the_bus_is_on_disk_before_record_returns_and_before_any_consumer_sees_it()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start(dir.path().to_path_buf(), "t", None);
+        let file = dir.path().join("events.jsonl");
+        // What each consumer found on disk when it was told.
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        let f = file.clone();
+        let bus = EventBus::new(Some(j.clone())).consumer(Arc::new(move |e: &RunEvent| {
+            if let RunEvent::Recorded(r) = e {
+                let on_disk = std::fs::read_to_string(&f).unwrap_or_default();
+                s.lock().unwrap().push((r.time.clone(), on_disk));
+            }
+        }));
+        bus.record("pve1", Event::NodeStarted {}).await;
+        bus.record("pve1", Event::NodeDone { rebooted: false })
+            .await;
+        let lines: Vec<Record> = j.events();
+        assert_eq!(lines.len(), 2, "both on disk when record returned");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (i, (time, on_disk)) in seen.iter().enumerate() {
+            assert_eq!(on_disk.lines().count(), i + 1, "written before it was told");
+            assert_eq!(*time, lines[i].time, "the record as written");
+        }
+    }
+}
