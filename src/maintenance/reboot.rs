@@ -1644,6 +1644,30 @@ mod tests {
         assert!(left.is_empty(), "{left:?}");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_ceph_state_that_cannot_be_read_stops_the_reboot_before_anything_is_touched() {
+        let f = Fixture::new();
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(None, &on_state);
+        let mut shell = ScriptedShell::new("pve1")
+            .on("pvecm status", PVECM_3)
+            .on("ceph.conf", "present\n")
+            .on("ceph status", "{\"fsid\": ")
+            .on("node-maintenance", "")
+            .on("ha-manager status", HA)
+            .on("boot_id", "old-boot\n")
+            .drops_on("reboot");
+        let (e, left) = reboot_and_wait(&mut shell, &cx).await.expect_err("refused");
+        assert!(
+            matches!(&e, RebootError::Ceph(m) if m.contains("unknown")),
+            "{e}"
+        );
+        assert_eq!(shell.count("node-maintenance"), 0, "{:?}", shell.ran());
+        assert_eq!(shell.count("noout"), 0);
+        assert_eq!(shell.count("reboot"), 0);
+        assert!(f.states().is_empty() && left.is_empty());
+    }
+
     #[test]
     fn states_round_trip_and_are_ordered() {
         use RebootState::*;
