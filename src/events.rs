@@ -16,6 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::fanout::FanoutEvent;
 use crate::journal::{Event, GuestRef, Journal, Record};
 use crate::vocab::RebootState;
 
@@ -109,6 +110,8 @@ pub enum RunEvent {
         /// What is said.
         text: String,
     },
+    /// The fan-out started or finished a node's work (the live display's nodes-done bar).
+    Fanout(FanoutEvent),
 }
 
 /// A consumer of the stream: called for each event, in order, from the task that emitted it.
@@ -230,6 +233,12 @@ impl EventBus {
     /// A warning for the operator.
     pub fn warning(&self, text: impl Into<String>) {
         self.emit(&RunEvent::Warning { text: text.into() });
+    }
+
+    /// The fan-out's events as this bus's ([`RunEvent::Fanout`]), for `fanout::run`.
+    pub fn fanout_sink(&self) -> crate::fanout::EventSink {
+        let bus = self.clone();
+        Arc::new(move |e: FanoutEvent| bus.emit(&RunEvent::Fanout(e)))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Live progress on stderr (indicatif), only when stderr is a terminal; nothing when piped.
 //!
-//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far; a playbook run's
-//! display is also a consumer of the run's event stream ([`crate::events`]): each running
-//! node's [`Activity`], rendered as a [`Doing`] ([`doing`]): what it does or waits for, its own
-//! clock, and the deadline when there is one.
+//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far. A playbook run's
+//! display is a consumer of the run's event stream ([`crate::events`]): the fan-out's events
+//! for that bar, and each running node's [`Activity`], rendered as a [`Doing`] ([`doing`]): what
+//! it does or waits for, its own clock, and the deadline when there is one.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,18 +331,21 @@ impl StepProgress {
         }
     }
 
-    /// Fan-out events feeding the nodes-done bar.
-    pub fn events(&self) -> Option<EventSink> {
-        self.main.clone().map(count_finished)
-    }
-
     /// This display as a consumer of the run's events: a line per running node (`None`
     /// without a terminal).
     pub fn consumer(&self) -> Option<Consumer> {
         let multi = self.multi.clone()?;
         let lines = Arc::clone(&self.lines);
+        // The nodes-done bar counts the fan-out's finished nodes.
+        let finished = self.main.clone().map(count_finished);
         Some(Arc::new(move |e: &RunEvent| {
             let (node, activity) = match e {
+                RunEvent::Fanout(f) => {
+                    if let Some(count) = &finished {
+                        count(f.clone());
+                    }
+                    return;
+                }
                 RunEvent::Doing { node, activity } => (node.as_str(), activity),
                 RunEvent::Idle { node } => {
                     let map = lines.lock().expect("progress lines");

@@ -199,15 +199,7 @@ async fn plan_runs(
         .filter(|n| !skip.contains(&n.name))
         .cloned()
         .collect();
-    let runs = rolling::execute(
-        nodes,
-        s,
-        usize::from(p.forks),
-        shown.events(),
-        &HashSet::new(),
-        &|_| {},
-    )
-    .await;
+    let runs = rolling::execute(nodes, s, usize::from(p.forks), &HashSet::new(), &|_| {}).await;
     shown.finish();
     runs
 }
@@ -1006,7 +998,6 @@ async fn execute_run(
         p.nodes.clone(),
         Arc::new(s),
         usize::from(p.forks),
-        steps.events(),
         &done,
         &after,
     )
