@@ -476,8 +476,6 @@ struct Inner {
     meta: Mutex<()>,
     /// The run's lock, held while this process drives it.
     _lock: Option<File>,
-    /// A consumer of the run's events (notifications): each recorded event is also sent here.
-    observer: Mutex<Option<tokio::sync::mpsc::UnboundedSender<Record>>>,
 }
 
 /// An open run journal (cheap to clone).
@@ -636,7 +634,6 @@ impl Journal {
                 tx: Mutex::new(tx),
                 meta: Mutex::new(()),
                 _lock: lock,
-                observer: Mutex::new(None),
             }),
         }
     }
@@ -766,30 +763,10 @@ impl Journal {
         s
     }
 
-    /// Send each event recorded from now on to `tx` too (replaces an earlier observer).
-    pub fn observe(&self, tx: tokio::sync::mpsc::UnboundedSender<Record>) {
-        if let Ok(mut o) = self.inner.observer.lock() {
-            *o = Some(tx);
-        }
-    }
-
-    /// Stop sending events to the observer (its receiver then ends).
-    pub fn unobserve(&self) {
-        if let Ok(mut o) = self.inner.observer.lock() {
-            *o = None;
-        }
-    }
-
-    fn tell_observer(&self, r: &Record) {
-        if let Ok(o) = self.inner.observer.lock() {
-            if let Some(tx) = o.as_ref() {
-                let _ = tx.send(r.clone());
-            }
-        }
-    }
-
-    /// Record an event; returns once it is on disk.
-    pub async fn record(&self, node: &str, event: Event) {
+    /// Record an event; returns once it is on disk, with the record written. (The run's
+    /// engine records through its event bus, `events::EventBus::record`, which hands the record
+    /// to the run's other consumers too.)
+    pub async fn record(&self, node: &str, event: Event) -> Record {
         tracing::debug!(node, ?event, "journal");
         let r = Record {
             time: now(),
@@ -797,7 +774,7 @@ impl Journal {
             event,
         };
         self.append("events.jsonl", Self::line(&r)).await;
-        self.tell_observer(&r);
+        r
     }
 
     /// Record an event from synchronous code (not from inside the async runtime's tasks).
@@ -808,7 +785,6 @@ impl Journal {
             event,
         };
         self.append_blocking("events.jsonl", Self::line(&r));
-        self.tell_observer(&r);
     }
 
     /// Record a backup (intent or written); returns once it is on disk.
@@ -1796,5 +1772,40 @@ mod move_tests {
         let p1 = &histories(&events)["pve1"];
         assert!(p1.returning_guests.is_empty() && p1.moved_guests.is_empty());
         assert!(!p1.left_in_cluster());
+    }
+}
+
+#[cfg(test)]
+mod bus_tests {
+    use super::*;
+    use crate::events::{EventBus, RunEvent};
+
+    #[tokio::test]
+    async fn an_event_on_the_bus_is_on_disk_before_record_returns_and_before_any_consumer_sees_it()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::start(dir.path().to_path_buf(), "t", None);
+        let file = dir.path().join("events.jsonl");
+        // What each consumer found on disk when it was told.
+        let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        let f = file.clone();
+        let bus = EventBus::new(Some(j.clone())).consumer(Arc::new(move |e: &RunEvent| {
+            if let RunEvent::Recorded(r) = e {
+                let on_disk = std::fs::read_to_string(&f).unwrap_or_default();
+                s.lock().unwrap().push((r.time.clone(), on_disk));
+            }
+        }));
+        bus.record("pve1", Event::NodeStarted {}).await;
+        bus.record("pve1", Event::NodeDone { rebooted: false })
+            .await;
+        let lines: Vec<Record> = j.events();
+        assert_eq!(lines.len(), 2, "both on disk when record returned");
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        for (i, (time, on_disk)) in seen.iter().enumerate() {
+            assert_eq!(on_disk.lines().count(), i + 1, "written before it was told");
+            assert_eq!(*time, lines[i].time, "the record as written");
+        }
     }
 }

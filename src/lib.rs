@@ -9,6 +9,7 @@ pub mod audit;
 pub mod bootloader;
 pub mod capacity;
 pub mod cli;
+pub mod events;
 pub mod exec;
 pub mod exit;
 pub mod fanout;

@@ -1,7 +1,7 @@
 //! Run notifications (`run --notify URL`): a consumer of the run's journaled events.
 //!
-//! The journal sends each recorded event to an observer channel; [`start`] turns the ones worth
-//! telling (run start, a node done or failed, pause, halt, end) into notifications and sends them
+//! The run's event bus hands each journaled record to [`Feed`]'s consumer, which queues it on a
+//! channel; [`start`] turns the ones worth telling (run start, a node done or failed, pause, halt, end) into notifications and sends them
 //! from its own task, so a slow or dead receiver never slows the run. Targets:
 //! `http://...` (a JSON POST), `text+http://...` (a plain text POST, as ntfy takes it) and
 //! `mailto:ADDR` (a message piped to the controller's `sendmail -oi -t`). A failing notification
@@ -328,8 +328,44 @@ impl Builder {
     }
 }
 
+/// The notifications' end of the run's event bus: each journaled record is queued for the
+/// task of [`start`] (never waited on), until [`Feed::close`].
+pub struct Feed {
+    tx: std::sync::Mutex<Option<mpsc::UnboundedSender<Record>>>,
+}
+
+impl Feed {
+    /// A feed queuing on `tx` (the sender [`start`] returns).
+    pub fn new(tx: mpsc::UnboundedSender<Record>) -> std::sync::Arc<Feed> {
+        std::sync::Arc::new(Feed {
+            tx: std::sync::Mutex::new(Some(tx)),
+        })
+    }
+
+    /// The consumer to put on the run's event bus.
+    pub fn consumer(self: &std::sync::Arc<Self>) -> crate::events::Consumer {
+        let me = std::sync::Arc::clone(self);
+        std::sync::Arc::new(move |e: &crate::events::RunEvent| {
+            if let crate::events::RunEvent::Recorded(r) = e {
+                if let Ok(tx) = me.tx.lock() {
+                    if let Some(tx) = tx.as_ref() {
+                        let _ = tx.send(r.clone());
+                    }
+                }
+            }
+        })
+    }
+
+    /// Queue nothing more: the task of [`start`] ends once it has sent what is queued.
+    pub fn close(&self) {
+        if let Ok(mut tx) = self.tx.lock() {
+            *tx = None;
+        }
+    }
+}
+
 /// Send the notifications for the records received until the channel closes (every sender
-/// dropped, or the journal's `unobserve`). Run it on its own task.
+/// dropped, or [`Feed::close`]). Run it on its own task.
 pub fn start(
     targets: Vec<Target>,
     mut builder: Builder,
@@ -500,6 +536,36 @@ pub fn mail(to: &str, n: &Notification) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_feed_queues_every_journaled_record_and_nothing_else_until_closed() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let feed = Feed::new(tx);
+        let bus = crate::events::EventBus::new(None).consumer(feed.consumer());
+        bus.record("pve1", Event::NodeStarted {}).await;
+        bus.said("pve1", "a note is not notified");
+        bus.doing("pve1", crate::events::Activity::Step { step: "apt".into() });
+        bus.record("pve1", Event::NodeDone { rebooted: true }).await;
+        feed.close();
+        bus.record(
+            "-",
+            Event::RunStopped {
+                status: "ok".into(),
+            },
+        )
+        .await;
+        let mut got = Vec::new();
+        while let Some(r) = rx.recv().await {
+            got.push(r.event);
+        }
+        assert!(
+            matches!(
+                got.as_slice(),
+                [Event::NodeStarted {}, Event::NodeDone { rebooted: true }]
+            ),
+            "{got:?}"
+        );
+    }
 
     #[test]
     fn redaction_hides_userinfo_and_query_values() {

@@ -1,8 +1,9 @@
 //! Live progress on stderr (indicatif), only when stderr is a terminal; nothing when piped.
 //!
-//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far; a playbook run's
-//! display also shows each running node's [`Doing`]: what it does or waits for, its own clock,
-//! and the deadline when there is one.
+//! Consumes [`FanoutEvent`]s: nodes done out of total, and failures so far. A playbook run's
+//! display is a consumer of the run's event stream ([`crate::events`]): the fan-out's events
+//! for that bar, and each running node's [`Activity`], rendered as a [`Doing`] ([`doing`]): what
+//! it does or waits for, its own clock, and the deadline when there is one.
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,7 +12,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::events::{Activity, Consumer, RunEvent};
 use crate::fanout::{EventSink, FanoutEvent};
+use crate::journal::GuestRef;
 
 /// The "nodes done" bar style shared by every display.
 fn nodes_style() -> ProgressStyle {
@@ -209,8 +212,93 @@ impl LineSplitter {
     }
 }
 
-/// Callback: node `.0` is now doing `.1`; `None` when the node is done.
-pub type StepSink = Arc<dyn Fn(&str, Option<&Doing>) + Send + Sync>;
+/// A guest as the display names it: "qm 101 (web)".
+fn guest(g: &GuestRef) -> String {
+    format!(
+        "{} {} ({})",
+        g.kind,
+        g.vmid,
+        crate::sanitize::first_line(&g.name, 40)
+    )
+}
+
+/// The live display's line for the migrations under way: the one guest and its target, or how
+/// many run at once and how far the drain is ("migrating 3 at once (5 of 12 done): qm 101 (web)
+/// to pve3, ..."); `back` for the return trip.
+fn migrating(under_way: &[(GuestRef, String)], finished: usize, total: usize, back: bool) -> Doing {
+    let one = |(g, t): &(GuestRef, String)| {
+        if back {
+            format!("{} back from {t}", guest(g))
+        } else {
+            format!("{} to {t}", guest(g))
+        }
+    };
+    match under_way {
+        [single] if total == 1 => Doing::new(format!("migrating {}", one(single))),
+        [single] => Doing::new(format!("migrating {}", one(single)))
+            .detail(format!("({finished} of {total} done)")),
+        many => Doing::new(format!(
+            "migrating{} {} at once",
+            if back { " back" } else { "" },
+            many.len()
+        ))
+        .detail(format!(
+            "({finished} of {total} done): {}",
+            many.iter().map(one).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// What the live display says of an activity: a step's name; within a step, what it does under
+/// the step's name ("reboot: waiting for a new boot id", with the wait's deadline).
+pub fn doing(a: &Activity) -> Doing {
+    match a {
+        Activity::Step { step } => Doing::new(step.as_str()),
+        Activity::DpkgLock { step, holder } => {
+            Doing::new(format!("{step}: waiting for the dpkg lock")).detail(holder.as_str())
+        }
+        Activity::Reboot {
+            step,
+            state,
+            deadline,
+        } => {
+            let d = Doing::new(state.awaiting());
+            match deadline {
+                Some(t) => d.within(*t),
+                None => d,
+            }
+            .under(step)
+        }
+        Activity::Migrating {
+            step,
+            under_way,
+            finished,
+            total,
+            back,
+        } => migrating(under_way, *finished, *total, *back).under(step),
+        Activity::OsdsDown {
+            step,
+            down,
+            deadline,
+        } => Doing::new("waiting for its OSDs to be up")
+            .detail(format!("({down} down)"))
+            .within(*deadline)
+            .under(step),
+        Activity::CephPgs {
+            step,
+            clean,
+            total,
+            deadline,
+        } => {
+            let d = Doing::new("Ceph PGs").within(*deadline);
+            match clean {
+                Some(c) => d.detail(format!("{c}/{total} active+clean")),
+                None => d.detail("state not known yet (no PG statistics from a mgr)"),
+            }
+            .under(step)
+        }
+    }
+}
 
 /// Live per-node progress for playbook runs: a bar of nodes done, and one line per running node
 /// showing its current step. Only when stderr is a terminal.
@@ -243,23 +331,32 @@ impl StepProgress {
         }
     }
 
-    /// Fan-out events feeding the nodes-done bar.
-    pub fn events(&self) -> Option<EventSink> {
-        self.main.clone().map(count_finished)
-    }
-
-    /// The sink steps report to (`None` without a terminal).
-    pub fn sink(&self) -> Option<StepSink> {
+    /// This display as a consumer of the run's events: a line per running node (`None`
+    /// without a terminal).
+    pub fn consumer(&self) -> Option<Consumer> {
         let multi = self.multi.clone()?;
         let lines = Arc::clone(&self.lines);
-        Some(Arc::new(move |node: &str, doing: Option<&Doing>| {
-            let mut map = lines.lock().expect("progress lines");
-            let Some(doing) = doing else {
-                if let Some((bar, _)) = map.get(node) {
-                    bar.finish_and_clear();
+        // The nodes-done bar counts the fan-out's finished nodes.
+        let finished = self.main.clone().map(count_finished);
+        Some(Arc::new(move |e: &RunEvent| {
+            let (node, activity) = match e {
+                RunEvent::Fanout(f) => {
+                    if let Some(count) = &finished {
+                        count(f.clone());
+                    }
+                    return;
                 }
-                return;
+                RunEvent::Doing { node, activity } => (node.as_str(), activity),
+                RunEvent::Idle { node } => {
+                    let map = lines.lock().expect("progress lines");
+                    if let Some((bar, _)) = map.get(node) {
+                        bar.finish_and_clear();
+                    }
+                    return;
+                }
+                _ => return,
             };
+            let mut map = lines.lock().expect("progress lines");
             let (bar, shown) = map.entry(node.to_string()).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new_spinner());
                 let shown: SharedDoing = Arc::new(std::sync::Mutex::new(Doing::new("")));
@@ -279,14 +376,14 @@ impl StepProgress {
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
                 (b, shown)
             });
-            let doing = sanitized(doing);
+            let next = sanitized(&doing(activity));
             // The clock is this activity's (a slow boot shows its own wait, not the step's whole
             // time); a new count keeps it going. (No drawing while the line is locked: the
             // style reads it.)
             let (new_activity, changed) = {
                 let mut now = shown.lock().expect("progress line");
-                let seen = (now.what != doing.what, *now != doing);
-                *now = doing;
+                let seen = (now.what != next.what, *now != next);
+                *now = next;
                 seen
             };
             if new_activity {
@@ -296,6 +393,17 @@ impl StepProgress {
                 bar.tick();
             }
         }))
+    }
+
+    /// The notes and warnings of the run's events, printed above the live lines (or plainly
+    /// without a terminal) as [`crate::events::note_line`] says them.
+    pub fn notes(self: &Arc<Self>) -> Consumer {
+        let me = Arc::clone(self);
+        Arc::new(move |e: &RunEvent| {
+            if let Some(line) = crate::events::note_line(e) {
+                me.println(&line);
+            }
+        })
     }
 
     /// Print a block of text above the live lines (or plainly without a terminal).
@@ -403,6 +511,64 @@ mod tests {
                 "Stdout tail \u{fffd}",
                 "Stderr W: tw",
             ]
+        );
+    }
+
+    #[test]
+    fn activities_render_as_the_live_lines_under_their_step() {
+        let g = |vmid, name: &str| GuestRef {
+            kind: "qm".into(),
+            vmid,
+            name: name.into(),
+        };
+        let wait = doing(&Activity::Reboot {
+            step: "reboot".into(),
+            state: crate::vocab::RebootState::DownSeen,
+            deadline: Some(Duration::from_secs(600)),
+        });
+        assert_eq!(
+            wait.line(Duration::from_secs(14)),
+            "reboot: waiting for a new boot id (14 s of 10 m)"
+        );
+        let one = doing(&Activity::Migrating {
+            step: "reboot".into(),
+            under_way: vec![(g(101, "web"), "pve3".into())],
+            finished: 0,
+            total: 1,
+            back: false,
+        });
+        assert_eq!(one.text(), "reboot: migrating qm 101 (web) to pve3");
+        let back = doing(&Activity::Migrating {
+            step: "reboot".into(),
+            under_way: vec![
+                (g(101, "web"), "pve3".into()),
+                (g(102, "db"), "pve2".into()),
+            ],
+            finished: 5,
+            total: 12,
+            back: true,
+        });
+        assert_eq!(
+            back.text(),
+            "reboot: migrating back 2 at once (5 of 12 done): qm 101 (web) back from pve3, qm 102 (db) back from pve2"
+        );
+        let pgs = doing(&Activity::CephPgs {
+            step: "reboot".into(),
+            clean: None,
+            total: 128,
+            deadline: Duration::from_secs(1800),
+        });
+        assert_eq!(
+            pgs.line(Duration::from_secs(8)),
+            "reboot: Ceph PGs state not known yet (no PG statistics from a mgr) (8 s of 30 m)"
+        );
+        let lock = doing(&Activity::DpkgLock {
+            step: "upgrade".into(),
+            holder: "(held by process 12 (apt-get))".into(),
+        });
+        assert_eq!(
+            lock.text(),
+            "upgrade: waiting for the dpkg lock (held by process 12 (apt-get))"
         );
     }
 

@@ -15,7 +15,7 @@ use crate::inventory::{Inventory, Node};
 use crate::journal::{self, Event, Journal, JournalError, NodeHistory, RunMeta, StopPoint};
 use crate::maintenance::balancers;
 use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
-use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepSink, StepStatus};
+use crate::playbook::engine::{GuestPolicy, NodeRun, RunSettings, StepStatus};
 use crate::playbook::{rolling, Playbook};
 use crate::report::exec::short_duration;
 use crate::report::plan::{plan_summary, render_plan, render_results};
@@ -141,12 +141,12 @@ fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -
         check,
         extra_vars: p.extra.clone(),
         run_id,
+        events: crate::events::EventBus::new(journal.clone()),
         journal,
         timeout: p.timeout,
         guests: p.guests,
         allow_maintained: p.allow_maintained,
         own_maintenance: p.own_maintenance.clone(),
-        on_step: None,
         output: None,
         cancel: ctrl_c_token(),
         resume: BTreeMap::new(),
@@ -184,9 +184,14 @@ async fn plan_runs(
     s.resume = resume.clone();
     // On a terminal, planning many nodes shows its progress (the nodes planned, a line per node
     // being planned), cleared before the plan is printed.
-    let shown =
-        crate::progress::StepProgress::new("plan", p.nodes.len().saturating_sub(skip.len()));
-    s.on_step = shown.sink();
+    let shown = Arc::new(crate::progress::StepProgress::new(
+        "plan",
+        p.nodes.len().saturating_sub(skip.len()),
+    ));
+    s.events = crate::events::EventBus::new(None).consumer(shown.notes());
+    if let Some(display) = shown.consumer() {
+        s.events = s.events.display(display);
+    }
     let s = Arc::new(s);
     let nodes: Vec<Node> = p
         .nodes
@@ -194,15 +199,7 @@ async fn plan_runs(
         .filter(|n| !skip.contains(&n.name))
         .cloned()
         .collect();
-    let runs = rolling::execute(
-        nodes,
-        s,
-        usize::from(p.forks),
-        shown.events(),
-        &HashSet::new(),
-        &|_| {},
-    )
-    .await;
+    let runs = rolling::execute(nodes, s, usize::from(p.forks), &HashSet::new(), &|_| {}).await;
     shown.finish();
     runs
 }
@@ -870,7 +867,10 @@ async fn execute_run(
     refused: Vec<NodeRun>,
 ) -> Result<u8, AppError> {
     let run_id = journal.id.clone();
-    // Notifications consume the journal's events on their own task.
+    // The run's event stream: the journal writer first (awaited), then notifications (sent
+    // from their own task); the notes on stderr, the live display and what each node is doing
+    // (for a forced exit) join once the nodes are about to start.
+    let mut bus = crate::events::EventBus::new(Some(journal.clone()));
     let notifier = (!p.notify.is_empty()).then(|| {
         let clusters = p
             .nodes
@@ -879,18 +879,19 @@ async fn execute_run(
             .collect();
         let builder = crate::notify::Builder::new(&run_id, clusters);
         let (tx, handle) = crate::notify::start(p.notify.clone(), builder);
-        journal.observe(tx);
-        handle
+        (crate::notify::Feed::new(tx), handle)
     });
-    journal
-        .record(
-            "-",
-            Event::RunStarted {
-                pid: std::process::id(),
-                resumed: !histories.is_empty(),
-            },
-        )
-        .await;
+    if let Some((feed, _)) = &notifier {
+        bus = bus.consumer(feed.consumer());
+    }
+    bus.record(
+        "-",
+        Event::RunStarted {
+            pid: std::process::id(),
+            resumed: !histories.is_empty(),
+        },
+    )
+    .await;
     journal.set_status(journal::RunStatus::Running, Vec::new(), Vec::new());
     journal.save(
         "plan.json",
@@ -908,14 +909,13 @@ async fn execute_run(
             eprintln!("pvefleet: {}; nothing done on the nodes", sanitize_str(&e));
             let _ = balancers::restore_all(&journal, &p.inv.nodes, crs_timeout).await;
             journal.set_status(journal::RunStatus::Failed, Vec::new(), Vec::new());
-            journal
-                .record(
-                    "-",
-                    Event::RunStopped {
-                        status: journal::RunStatus::Failed.to_string(),
-                    },
-                )
-                .await;
+            bus.record(
+                "-",
+                Event::RunStopped {
+                    status: journal::RunStatus::Failed.to_string(),
+                },
+            )
+            .await;
             return Ok(exit::FAILED);
         }
     }
@@ -950,21 +950,27 @@ async fn execute_run(
         &p.pb.file.name,
         p.nodes.len(),
     ));
-    let display = steps.sink();
+    bus = bus.consumer(steps.notes());
+    if let Some(display) = steps.consumer() {
+        bus = bus.display(display);
+    }
     let track = Arc::clone(&current);
-    let sink: StepSink = Arc::new(move |node: &str, doing: Option<&crate::progress::Doing>| {
+    bus = bus.consumer(Arc::new(move |e: &crate::events::RunEvent| {
+        use crate::events::RunEvent;
         if let Ok(mut m) = track.lock() {
-            match doing {
-                None => m.remove(node),
-                Some(d) => m.insert(node.to_string(), d.what.clone()),
-            };
+            match e {
+                RunEvent::Idle { node } => {
+                    m.remove(node);
+                }
+                RunEvent::Doing { node, activity } => {
+                    m.insert(node.clone(), crate::progress::doing(activity).what);
+                }
+                _ => {}
+            }
         }
-        if let Some(d) = &display {
-            d(node, doing);
-        }
-    });
+    }));
     let mut s = settings(&p, false, run_id.clone(), Some(journal.clone()));
-    s.on_step = Some(sink);
+    s.events = bus.clone();
     // -v: every command's output as it arrives, a line at a time under the live display,
     // prefixed with its node (sanitised: it is the node's text).
     if g.verbose > 0 {
@@ -1003,7 +1009,6 @@ async fn execute_run(
         p.nodes.clone(),
         Arc::new(s),
         usize::from(p.forks),
-        steps.events(),
         &done,
         &after,
     )
@@ -1023,16 +1028,15 @@ async fn execute_run(
     };
     journal.set_status(status.clone(), ending.stopped_at, left_on.clone());
     journal.set_paused(pause.as_ref().map(|p| p.why(&s_pacing.windows)));
-    journal
-        .record(
-            "-",
-            Event::RunStopped {
-                status: status.to_string(),
-            },
-        )
-        .await;
-    if let Some(handle) = notifier {
-        journal.unobserve();
+    bus.record(
+        "-",
+        Event::RunStopped {
+            status: status.to_string(),
+        },
+    )
+    .await;
+    if let Some((feed, handle)) = notifier {
+        feed.close();
         crate::notify::finish(handle).await;
     }
     signals::clear_hooks();

@@ -5,12 +5,14 @@
 //! `set-group`, else cluster-wide); after it is back, its OSDs must be up and every PG
 //! active+clean before noout is unset and the run moves on.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless paused): unit tests run the waits in paused time.
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::error::RebootError;
-use super::remote::{first_line, Remote};
+use super::remote::{first_line, NodeShell};
 use crate::probe::ceph::{parse_osd_tree, parse_status, CephStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;
@@ -47,7 +49,7 @@ impl NooutScope {
 }
 
 /// Whether the cluster has Ceph, as the node says; an error when it cannot tell.
-pub async fn detect(r: &Remote) -> Result<bool, RebootError> {
+pub async fn detect(r: &dyn NodeShell) -> Result<bool, RebootError> {
     let (rc, out) = r
         .text("if [ ! -e /etc/pve/ceph.conf ]; then echo none; elif ! command -v ceph >/dev/null 2>&1; then echo nobinary; else echo present; fi")
         .await?;
@@ -68,7 +70,7 @@ pub async fn detect(r: &Remote) -> Result<bool, RebootError> {
 }
 
 /// `ceph status`, parsed; unknown state is an error.
-pub async fn status(r: &Remote) -> Result<CephStatus, RebootError> {
+pub async fn status(r: &dyn NodeShell) -> Result<CephStatus, RebootError> {
     let o = r.sh("timeout 30 ceph status -f json").await?;
     let text = String::from_utf8_lossy(&o.stdout);
     if o.exit != ExitStatus::Code(0) {
@@ -82,7 +84,7 @@ pub async fn status(r: &Remote) -> Result<CephStatus, RebootError> {
 
 /// Health OK apart from `accepted` and the run's own noout checks.
 pub async fn check_health(
-    r: &Remote,
+    r: &dyn NodeShell,
     accepted: &[String],
     own_noout: bool,
 ) -> Result<(), RebootError> {
@@ -112,7 +114,7 @@ pub const SETTLE: Duration = Duration::from_secs(20);
 /// real Ceph re-peers a PG for a moment just after a recovery (`PG_AVAILABILITY ... 1 pg
 /// peering`, EBUSY from `ok-to-stop`; seen on the lab's Ceph 16 between two nodes of a run).
 async fn settled<F, Fut>(
-    r: &Remote,
+    r: &dyn NodeShell,
     settle: Duration,
     what: &str,
     ask: F,
@@ -125,7 +127,7 @@ where
     loop {
         match ask().await {
             Err(RebootError::Ceph(why)) if Instant::now() < until => {
-                tracing::info!(node = %r.node.name, %why, "waiting for Ceph: {what}");
+                tracing::info!(node = %r.node().name, %why, "waiting for Ceph: {what}");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             other => return other,
@@ -135,7 +137,7 @@ where
 
 /// [`check_health`], given up to `settle` to become healthy.
 pub async fn check_health_settled(
-    r: &Remote,
+    r: &dyn NodeShell,
     accepted: &[String],
     own_noout: bool,
     settle: Duration,
@@ -145,7 +147,7 @@ pub async fn check_health_settled(
 
 /// [`ok_to_stop`], given up to `settle` to say yes.
 pub async fn ok_to_stop_settled(
-    r: &Remote,
+    r: &dyn NodeShell,
     host: &str,
     settle: Duration,
 ) -> Result<(), RebootError> {
@@ -153,7 +155,7 @@ pub async fn ok_to_stop_settled(
 }
 
 /// The node's OSD ids (`ceph osd ls-tree HOST`).
-pub async fn osds_of(r: &Remote, host: &str) -> Result<Vec<i64>, RebootError> {
+pub async fn osds_of(r: &dyn NodeShell, host: &str) -> Result<Vec<i64>, RebootError> {
     let o = r
         .sh(&format!(
             "timeout 30 ceph osd ls-tree {}",
@@ -171,7 +173,7 @@ pub async fn osds_of(r: &Remote, host: &str) -> Result<Vec<i64>, RebootError> {
 }
 
 /// `ceph osd ok-to-stop` for these OSDs together: no PG would become inactive.
-pub async fn osds_ok_to_stop(r: &Remote, ids: &[i64]) -> Result<(), RebootError> {
+pub async fn osds_ok_to_stop(r: &dyn NodeShell, ids: &[i64]) -> Result<(), RebootError> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -202,7 +204,7 @@ pub async fn osds_ok_to_stop(r: &Remote, ids: &[i64]) -> Result<(), RebootError>
 }
 
 /// `ceph osd ok-to-stop` for the node's OSDs and `ceph mon ok-to-stop` if it runs a monitor.
-pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
+pub async fn ok_to_stop(r: &dyn NodeShell, host: &str) -> Result<(), RebootError> {
     osds_ok_to_stop(r, &osds_of(r, host).await?).await?;
     // Whether the node runs a monitor: a dump that fails or cannot be read is unknown, and
     // unknown is a stop (it used to skip `mon ok-to-stop`).
@@ -242,7 +244,7 @@ pub async fn ok_to_stop(r: &Remote, host: &str) -> Result<(), RebootError> {
 
 /// noout as it is now for `host`: cluster-wide (`flags` of `ceph osd dump`), for the host
 /// (`crush_node_flags`), or not set; a dump that fails or cannot be read is unknown, a stop.
-pub async fn noout_found(r: &Remote, host: &str) -> Result<Option<NooutScope>, RebootError> {
+pub async fn noout_found(r: &dyn NodeShell, host: &str) -> Result<Option<NooutScope>, RebootError> {
     let o = r.sh("timeout 30 ceph osd dump -f json").await?;
     if o.exit != ExitStatus::Code(0) {
         return Err(RebootError::Ceph(format!(
@@ -277,7 +279,7 @@ pub fn noout_scope_in(
 }
 
 /// Set noout for the node: per host, else cluster-wide.
-pub async fn set_noout(r: &Remote, host: &str) -> Result<NooutScope, RebootError> {
+pub async fn set_noout(r: &dyn NodeShell, host: &str) -> Result<NooutScope, RebootError> {
     let o = r
         .sh(&format!(
             "timeout 30 ceph osd set-group noout {}",
@@ -299,7 +301,11 @@ pub async fn set_noout(r: &Remote, host: &str) -> Result<NooutScope, RebootError
 }
 
 /// Unset what [`set_noout`] set.
-pub async fn unset_noout(r: &Remote, host: &str, scope: NooutScope) -> Result<(), RebootError> {
+pub async fn unset_noout(
+    r: &dyn NodeShell,
+    host: &str,
+    scope: NooutScope,
+) -> Result<(), RebootError> {
     let cmd = match scope {
         NooutScope::Host => format!(
             "timeout 30 ceph osd unset-group noout {}",
@@ -320,7 +326,7 @@ async fn pause(cancel: &CancellationToken, what: &str) -> Result<(), RebootError
 
 /// Wait until the node's OSDs are up.
 pub async fn wait_osds_up(
-    r: &Remote,
+    r: &dyn NodeShell,
     host: &str,
     deadline: Instant,
     cancel: &CancellationToken,
@@ -330,7 +336,7 @@ pub async fn wait_osds_up(
 
 /// [`wait_osds_up`], telling `shown` how many of them are still down at each look.
 pub async fn wait_osds_up_shown(
-    r: &Remote,
+    r: &dyn NodeShell,
     host: &str,
     deadline: Instant,
     cancel: &CancellationToken,
@@ -361,7 +367,7 @@ pub async fn wait_osds_up_shown(
 /// Wait until every PG is active+clean, telling `shown` at each look how many are (`None`: not
 /// known, no PG statistics) of how many.
 pub async fn wait_clean(
-    r: &Remote,
+    r: &dyn NodeShell,
     deadline: Instant,
     cancel: &CancellationToken,
     shown: &(dyn Fn(Option<u64>, u64) + Sync),
@@ -403,5 +409,70 @@ pub async fn wait_clean(
             )));
         }
         pause(cancel, "waiting for PGs to be clean").await?;
+    }
+}
+
+#[cfg(test)]
+mod scripted_tests {
+    use super::*;
+    use crate::maintenance::scripted::ScriptedShell;
+
+    const HAS_CEPH: &str = "present\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceph_status_that_cannot_be_read_is_unknown_never_healthy() {
+        for sh in [
+            ScriptedShell::new("pve1").on("ceph status", "{\"health\": "),
+            ScriptedShell::new("pve1").on("ceph status", "[]"),
+            ScriptedShell::new("pve1").fails("ceph status", 1, "monclient: hunting for new mon"),
+        ] {
+            let started = std::time::Instant::now();
+            let e = check_health_settled(&sh, &[], false, SETTLE)
+                .await
+                .expect_err("unknown is a stop");
+            assert!(
+                matches!(&e, RebootError::Ceph(m) if m.contains("unknown")),
+                "{e}"
+            );
+            assert!(
+                sh.count("ceph status") > 1,
+                "asked again while it settles: {:?}",
+                sh.ran()
+            );
+            assert!(started.elapsed() < Duration::from_secs(2), "paused time");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_tell_whether_it_has_ceph_counts_as_unknown() {
+        let answers = [
+            ScriptedShell::new("pve1").on("ceph.conf", "nobinary\n"),
+            ScriptedShell::new("pve1").on("ceph.conf", "Permission denied\n"),
+            // ceph.conf and the binary are there, but its status cannot be read.
+            ScriptedShell::new("pve1").on("ceph.conf", HAS_CEPH).fails(
+                "ceph status",
+                1,
+                "timed out",
+            ),
+        ];
+        for sh in answers {
+            let d = detect(&sh).await;
+            assert!(
+                matches!(d, Err(RebootError::Ceph(_))),
+                "{d:?}: {:?}",
+                sh.ran()
+            );
+        }
+        let none = ScriptedShell::new("pve1").on("ceph.conf", "none\n");
+        assert!(!detect(&none).await.unwrap(), "no Ceph");
+    }
+
+    #[tokio::test]
+    async fn noout_flags_that_cannot_be_read_stop_the_node() {
+        let sh = ScriptedShell::new("pve1").on("ceph osd dump", "not json");
+        assert!(matches!(
+            noout_found(&sh, "pve1").await,
+            Err(RebootError::Ceph(_))
+        ));
     }
 }

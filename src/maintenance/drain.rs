@@ -7,12 +7,14 @@
 //! into a command.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless paused): unit tests run the waits in paused time.
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::error::RebootError;
-use super::remote::Remote;
+use super::remote::{NodeShell, Remote};
 use crate::inventory::Node;
 use crate::journal::GuestRef;
 use crate::probe::cluster::parse_ha_status;
@@ -78,7 +80,7 @@ pub fn parse_running(qm: &str, pct: &str) -> Result<Vec<GuestRef>, RebootError> 
 }
 
 /// The guests running on the node now.
-pub async fn running_guests(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+pub async fn running_guests(r: &dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
     let (_, qm) = r.text("qm list 2>/dev/null").await?;
     let (_, pct) = r.text("pct list 2>/dev/null").await?;
     parse_running(&qm, &pct)
@@ -86,7 +88,7 @@ pub async fn running_guests(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
 
 /// The guests running on the node that the HA stack does not manage (those meet the guest
 /// policy; HA guests leave through node maintenance).
-pub async fn running_not_ha(r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+pub async fn running_not_ha(r: &dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
     let ha = ha_vmids(r).await.unwrap_or_default();
     Ok(running_guests(r)
         .await?
@@ -111,7 +113,7 @@ pub fn describe(g: &[GuestRef]) -> String {
 }
 
 /// Whether the node has an HA LRM (is part of an HA setup) according to `ha-manager status`.
-pub async fn has_ha(r: &Remote) -> Result<bool, RebootError> {
+pub async fn has_ha(r: &dyn NodeShell) -> Result<bool, RebootError> {
     let (rc, status) = r
         .text("command -v ha-manager >/dev/null && ha-manager status 2>/dev/null")
         .await?;
@@ -119,16 +121,16 @@ pub async fn has_ha(r: &Remote) -> Result<bool, RebootError> {
         && parse_ha_status(&status)
             .lrm
             .iter()
-            .any(|(n, _)| n == &r.node.name))
+            .any(|(n, _)| n == &r.node().name))
 }
 
 /// HA services placed on this node now.
-pub async fn ha_services_here(r: &Remote) -> Result<Vec<String>, RebootError> {
+pub async fn ha_services_here(r: &dyn NodeShell) -> Result<Vec<String>, RebootError> {
     let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
     Ok(parse_ha_status(&s)
         .services
         .into_iter()
-        .filter(|(_, node, _)| node == &r.node.name)
+        .filter(|(_, node, _)| node == &r.node().name)
         .map(|(sid, _, _)| sid)
         .collect())
 }
@@ -143,14 +145,17 @@ pub fn maintenance_cmd(node: &str, on: bool) -> String {
 }
 
 /// Switch HA node maintenance on or off.
-pub async fn set_maintenance(r: &Remote, on: bool) -> Result<(), RebootError> {
-    r.ok(&maintenance_cmd(&r.node.name, on)).await?;
+pub async fn set_maintenance(r: &dyn NodeShell, on: bool) -> Result<(), RebootError> {
+    r.ok(&maintenance_cmd(&r.node().name, on)).await?;
     Ok(())
 }
 
 /// Wait until no HA service remains on the node (the LRM shows maintenance before the guests
 /// have moved, DOMAIN.md §5).
-pub async fn wait_ha_drained(r: &Remote, cancel: &CancellationToken) -> Result<(), RebootError> {
+pub async fn wait_ha_drained(
+    r: &dyn NodeShell,
+    cancel: &CancellationToken,
+) -> Result<(), RebootError> {
     let deadline = Instant::now() + HA_DRAIN_TIMEOUT;
     loop {
         let left = ha_services_here(r).await?;
@@ -171,17 +176,17 @@ pub async fn wait_ha_drained(r: &Remote, cancel: &CancellationToken) -> Result<(
 }
 
 /// Shut a guest down (`qm shutdown ID` / `pct shutdown ID`).
-pub async fn shutdown(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+pub async fn shutdown(r: &dyn NodeShell, g: &GuestRef) -> Result<(), RebootError> {
     guest_cmd(r, g, "shutdown").await
 }
 
 /// Start a guest again.
-pub async fn start(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+pub async fn start(r: &dyn NodeShell, g: &GuestRef) -> Result<(), RebootError> {
     guest_cmd(r, g, "start").await
 }
 
 /// Release a guest's lock (`qm unlock ID` / `pct unlock ID`).
-pub async fn unlock(r: &Remote, g: &GuestRef) -> Result<(), RebootError> {
+pub async fn unlock(r: &dyn NodeShell, g: &GuestRef) -> Result<(), RebootError> {
     guest_cmd(r, g, "unlock").await
 }
 
@@ -207,7 +212,7 @@ pub async fn migrate_from(
     res
 }
 
-async fn guest_cmd(r: &Remote, g: &GuestRef, verb: &str) -> Result<(), RebootError> {
+async fn guest_cmd(r: &dyn NodeShell, g: &GuestRef, verb: &str) -> Result<(), RebootError> {
     let tool = match g.kind.as_str() {
         "qm" => "qm",
         "pct" => "pct",
@@ -388,7 +393,9 @@ mod tests {
 /// The cluster picture from one `pvesh get /cluster/resources` call. A guest the answer gives no
 /// memory (`maxmem`) has it read from its configuration (`memory:`, MiB; pmxcfs shows every
 /// node's configs on each node); without that line it stays unknown, and placing it is refused.
-pub async fn resources(r: &Remote) -> Result<crate::capacity::resources::Resources, RebootError> {
+pub async fn resources(
+    r: &dyn NodeShell,
+) -> Result<crate::capacity::resources::Resources, RebootError> {
     let o = r
         .sh("pvesh get /cluster/resources --output-format json")
         .await?;
@@ -479,12 +486,12 @@ pub async fn unreachable_targets(
 /// the inventory or SSH not working now) and those to use only as a last resort (rebooted later
 /// in this run). Shared by the drain and the check made before the node's first change.
 pub async fn targets(
-    r: &Remote,
+    r: &dyn NodeShell,
     res: &crate::capacity::resources::Resources,
     cluster: &[Node],
     rolling: &std::sync::Mutex<super::reboot::RollingView>,
 ) -> Result<(BTreeSet<String>, BTreeSet<String>), RebootError> {
-    let me = r.node.name.as_str();
+    let me = r.node().name.as_str();
     let mut excluded: BTreeSet<String> = nodes_in_maintenance(r).await?.into_iter().collect();
     let later = match rolling.lock() {
         Ok(v) => {
@@ -493,7 +500,7 @@ pub async fn targets(
         }
         Err(_) => BTreeSet::new(),
     };
-    for (n, why) in unreachable_targets(cluster, res, me, r.timeout).await {
+    for (n, why) in unreachable_targets(cluster, res, me, r.timeout()).await {
         tracing::info!(node = %me, target = %n, %why, "not a drain target");
         excluded.insert(n);
     }
@@ -532,12 +539,12 @@ impl DrainPlan {
 /// Sort the node's running guests that are not HA-managed into movable and not: local devices,
 /// local disks (unless allowed), a lock.
 pub async fn plan_drain(
-    r: &Remote,
+    r: &dyn NodeShell,
     res: &crate::capacity::resources::Resources,
     allow_local_disks: bool,
 ) -> Result<DrainPlan, RebootError> {
     use crate::capacity::resources::{local_storages, unmovable_reason, GuestType};
-    let node = shell_quote(&r.node.name);
+    let node = shell_quote(&r.node().name);
     // Every configuration of the node and the storage definitions, in one round trip.
     let (_, text) = r
         .text(&format!(
@@ -583,7 +590,7 @@ pub async fn plan_drain(
     // HA-managed guests leave through node maintenance, but one that cannot move (local
     // devices, local disks: the HA stack's migration meets the same refusals) would keep the
     // node in maintenance until the drain timed out: it is unmovable as well.
-    for g in res.running_on(&r.node.name) {
+    for g in res.running_on(&r.node().name) {
         let gref = guest_ref(g);
         let why = if let Some(lock) = &g.lock {
             Some(format!("is locked ({lock})"))
@@ -669,7 +676,7 @@ pub fn max_workers(text: &str) -> Result<Option<u32>, String> {
 /// How many migrations to run at once from or to `r`'s node: the pace's `max`, else the
 /// cluster's `max_workers` (read through `r`; a file that cannot be read is an error, not the
 /// default), else [`DEFAULT_MAX_WORKERS`]; at most [`PER_CONNECTION`].
-pub async fn concurrency(r: &Remote, pace: MigrationPace) -> Result<u32, RebootError> {
+pub async fn concurrency(r: &dyn NodeShell, pace: MigrationPace) -> Result<u32, RebootError> {
     let n = match pace.max {
         Some(n) => n,
         None => {
@@ -795,7 +802,7 @@ pub const HANDED_ON_TIMEOUT: Duration = Duration::from_secs(600);
 /// [`detached_migration_script`]), and wait for it. The move is done when the cluster shows
 /// the guest on `target`, not when the command exits 0.
 pub async fn migrate(
-    r: &Remote,
+    r: &dyn NodeShell,
     g: &GuestRef,
     target: &str,
     local_disks: bool,
@@ -803,8 +810,7 @@ pub async fn migrate(
 ) -> Result<(), RebootError> {
     let argv = migrate_argv(&g.kind, g.vmid, target, local_disks, bwlimit_kib);
     let o = r
-        .session
-        .exec(&detached_migration_script(&argv), MIGRATION_TIMEOUT)
+        .sh_within(&detached_migration_script(&argv), MIGRATION_TIMEOUT)
         .await?;
     let failed = |detail: String| RebootError::Migration {
         guest: describe(std::slice::from_ref(g)),
@@ -827,7 +833,7 @@ pub async fn migrate(
 
 /// Wait until the cluster shows `g` on `target` (bounded).
 pub async fn wait_on(
-    r: &Remote,
+    r: &dyn NodeShell,
     g: &GuestRef,
     target: &str,
     within: Duration,
@@ -867,7 +873,7 @@ pub async fn wait_on(
 /// the list is next refreshed. So each listed task is asked for its status, which pve-manager
 /// (PVE/API2/Tasks.pm read_task_status) answers from the worker's pid and start time.
 pub async fn running_migration_tasks(
-    r: &Remote,
+    r: &dyn NodeShell,
     node: &str,
     g: &GuestRef,
 ) -> Result<Vec<String>, RebootError> {
@@ -961,7 +967,7 @@ pub fn listed_running_upids(json: &str) -> Result<Vec<String>, TaskListError> {
 }
 
 /// Nodes in HA maintenance now (`lrm NODE (maintenance mode, ...)`).
-pub async fn nodes_in_maintenance(r: &Remote) -> Result<Vec<String>, RebootError> {
+pub async fn nodes_in_maintenance(r: &dyn NodeShell) -> Result<Vec<String>, RebootError> {
     let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
     Ok(parse_ha_status(&s)
         .lrm
@@ -972,7 +978,7 @@ pub async fn nodes_in_maintenance(r: &Remote) -> Result<Vec<String>, RebootError
 }
 
 /// HA-managed guest ids (`vm:100`, `ct:200` -> 100, 200), wherever they run.
-pub async fn ha_vmids(r: &Remote) -> Result<Vec<u32>, RebootError> {
+pub async fn ha_vmids(r: &dyn NodeShell) -> Result<Vec<u32>, RebootError> {
     let (_, s) = r.text("ha-manager status 2>/dev/null").await?;
     Ok(parse_ha_status(&s)
         .services
@@ -995,14 +1001,9 @@ pub struct Returned {
 }
 
 /// Journal a guest back home (`guest_returned`), as soon as it is.
-async fn returned(
-    journal: Option<&crate::journal::Journal>,
-    node: &str,
-    g: &GuestRef,
-    origin: &str,
-) {
-    if let Some(j) = journal {
-        j.record(
+async fn returned(events: &crate::events::EventBus, node: &str, g: &GuestRef, origin: &str) {
+    events
+        .record(
             node,
             crate::journal::Event::GuestReturned {
                 guest: g.clone(),
@@ -1010,12 +1011,11 @@ async fn returned(
             },
         )
         .await;
-    }
 }
 
-fn say(node: &str, msg: &str) {
+fn say(events: &crate::events::EventBus, node: &str, msg: &str) {
     tracing::warn!(node = %node, "{msg}");
-    eprintln!("pvefleet: {node}: {msg}");
+    events.said(node, msg);
 }
 
 /// Bring the guests a drain moved away from `r`'s node back as they left. Each is looked up in
@@ -1027,15 +1027,15 @@ fn say(node: &str, msg: &str) {
 /// `failed`, with the guest named. Each return is journaled as it starts (`guest_returning`)
 /// and as it ends (`guest_returned`, also for a guest found home already).
 pub async fn return_guests(
-    r: &Remote,
+    r: &dyn NodeShell,
     cluster: &[Node],
     moved: &[(GuestRef, String, String)],
     opts: super::reboot::DrainOpts,
-    journal: Option<&crate::journal::Journal>,
-    on_doing: &(dyn Fn(crate::progress::Doing) + Send + Sync),
+    events: &crate::events::EventBus,
+    step: &str,
 ) -> Result<Returned, RebootError> {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let me = r.node.name.clone();
+    let me = r.node().name.clone();
     let mut out = Returned::default();
     let res = resources(r).await?;
     // (guest, its origin, where it is now) of the ones to migrate back.
@@ -1044,6 +1044,7 @@ pub async fn return_guests(
         let what = describe(std::slice::from_ref(g));
         let Some(now) = res.guests.iter().find(|x| x.vmid == g.vmid) else {
             say(
+                events,
                 &me,
                 &format!("{what}, moved to {at} by this run, is no longer in the cluster (deleted?): nothing to bring back"),
             );
@@ -1051,6 +1052,7 @@ pub async fn return_guests(
         };
         if now.node != *at && now.node != *origin {
             say(
+                events,
                 &me,
                 &format!(
                     "{what} is on {} now, not on {at} where this run moved it (moved by someone else){}",
@@ -1068,7 +1070,7 @@ pub async fn return_guests(
             continue;
         }
         if now.node == *origin {
-            returned(journal, &me, g, origin).await;
+            returned(events, &me, g, origin).await;
             out.returned.push(g.clone());
             continue;
         }
@@ -1093,8 +1095,8 @@ pub async fn return_guests(
                 break;
             };
             // Intent first: a resume that finds this without its `guest_returned` settles it.
-            if let Some(j) = journal {
-                j.record(
+            events
+                .record(
                     &me,
                     crate::journal::Event::GuestReturning {
                         guest: g.clone(),
@@ -1103,7 +1105,6 @@ pub async fn return_guests(
                     },
                 )
                 .await;
-            }
             under_way.push((g.clone(), at.clone()));
             running.push(async move {
                 let res = migrate_from(
@@ -1113,7 +1114,7 @@ pub async fn return_guests(
                     &origin,
                     opts.local_disks,
                     bwlimit,
-                    r.timeout,
+                    r.timeout(),
                 )
                 .await;
                 (g, origin, at, res)
@@ -1122,9 +1123,16 @@ pub async fn return_guests(
         if running.is_empty() {
             break;
         }
-        on_doing(super::reboot::migrating_line(
-            &under_way, finished, total, " back",
-        ));
+        events.doing(
+            &me,
+            crate::events::Activity::Migrating {
+                step: step.to_string(),
+                under_way: under_way.clone(),
+                finished,
+                total,
+                back: true,
+            },
+        );
         let Some((g, origin, at, res)) = running.next().await else {
             break;
         };
@@ -1132,7 +1140,7 @@ pub async fn return_guests(
         finished += 1;
         match res {
             Ok(()) => {
-                returned(journal, &me, &g, &origin).await;
+                returned(events, &me, &g, &origin).await;
                 out.returned.push(g);
             }
             Err(e) => {
@@ -1161,6 +1169,7 @@ pub async fn return_guests(
             continue;
         }
         say(
+            events,
             &me,
             &format!("{what} was running before the drain and is back STOPPED (something else stopped it while it was away); starting it again"),
         );

@@ -5,7 +5,7 @@
 //! service gate asks for each unit's state on its own line and requires every one.
 
 use super::error::RebootError;
-use super::remote::Remote;
+use super::remote::NodeShell;
 use crate::probe::cluster::parse_pvecm_status;
 use crate::ssh::SshError;
 
@@ -57,7 +57,7 @@ pub fn gate(expected: u32, total: u32, down: u32) -> Result<(), QuorumGateError>
 /// The cluster's votes as this node sees them: `(expected, total, quorate)`; `None` outside a
 /// cluster. Output that cannot be read is an error, never "not in a cluster" (which would let
 /// every quorum gate pass).
-pub async fn votes(r: &Remote) -> Result<Option<(u32, u32, bool)>, RebootError> {
+pub async fn votes(r: &dyn NodeShell) -> Result<Option<(u32, u32, bool)>, RebootError> {
     let (_, s) = r.text("pvecm status 2>&1").await?;
     match parse_pvecm_status(&s) {
         Ok(q) => Ok(q.map(|q| (q.expected_votes, q.total_votes, q.quorate))),
@@ -68,7 +68,7 @@ pub async fn votes(r: &Remote) -> Result<Option<(u32, u32, bool)>, RebootError> 
 }
 
 /// The node's boot id.
-pub async fn boot_id(r: &Remote) -> Result<String, SshError> {
+pub async fn boot_id(r: &dyn NodeShell) -> Result<String, SshError> {
     let (_, id) = r.text("cat /proc/sys/kernel/random/boot_id").await?;
     Ok(id.trim().to_string())
 }
@@ -103,7 +103,7 @@ pub fn inactive_units(units: &[&str], out: &str) -> Vec<String> {
 }
 
 /// The units of [`HEALTH_UNITS`] that are not active on the node.
-pub async fn unhealthy_units(r: &Remote) -> Result<Vec<String>, SshError> {
+pub async fn unhealthy_units(r: &dyn NodeShell) -> Result<Vec<String>, SshError> {
     let (_, out) = r.text(&units_script(&HEALTH_UNITS)).await?;
     Ok(inactive_units(&HEALTH_UNITS, &out))
 }
@@ -111,6 +111,36 @@ pub async fn unhealthy_units(r: &Remote) -> Result<Vec<String>, SshError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::maintenance::scripted::ScriptedShell;
+
+    #[tokio::test]
+    async fn a_quorum_answer_that_cannot_be_read_is_unknown_never_no_cluster() {
+        // Cut short, an error from pvecm itself, nothing at all: each an error (the gate
+        // stops), never `None` (a node outside a cluster, which the gate lets pass).
+        for answer in [
+            "Quorum information\n------------------\n",
+            "Cannot initialize CMAP service\n",
+            "",
+        ] {
+            let sh = ScriptedShell::new("pve1").on("pvecm status", answer);
+            let v = votes(&sh).await;
+            assert!(
+                matches!(&v, Err(RebootError::Command(m)) if m.contains("cannot read pvecm status")),
+                "{answer:?}: {v:?}"
+            );
+        }
+        let unscripted = ScriptedShell::new("pve1");
+        assert!(votes(&unscripted).await.is_err(), "no pvecm at all");
+        let alone = ScriptedShell::new("pve1").on(
+            "pvecm status",
+            "Error: Corosync config '/etc/pve/corosync.conf' does not exist - is this node part of a cluster?\n",
+        );
+        assert_eq!(
+            votes(&alone).await.unwrap(),
+            None,
+            "a node outside a cluster"
+        );
+    }
 
     #[test]
     fn the_gate_keeps_quorum() {

@@ -7,7 +7,8 @@
 //! Layers, each using only those above it: `remote` and `error` (one node's session and what
 //! can fail) -> `health`, `ceph_gate`, `drain`, `backups` (asking and changing one node or the cluster) ->
 //! `readiness` (can the node finish its reboot, asked before it changes) and `reboot` (the state
-//! machine).
+//! machine). Each reaches a node through `remote::NodeShell` and reports through the run's event
+//! bus (`crate::events`), so unit tests drive them with `scripted::ScriptedShell` (tests only).
 
 pub mod backups;
 pub mod balancers;
@@ -20,5 +21,7 @@ pub mod proxlb;
 pub mod readiness;
 pub mod reboot;
 pub mod remote;
+#[cfg(test)]
+pub(crate) mod scripted;
 
 pub use reboot::RollingView;

@@ -21,7 +21,7 @@
 use super::drain;
 use super::error::RebootError;
 use super::reboot::{DrainOpts, RollingView};
-use super::remote::Remote;
+use super::remote::NodeShell;
 use crate::capacity::placement::{gib, Placer};
 use crate::capacity::resources::GuestRes;
 use crate::inventory::Node;
@@ -60,7 +60,7 @@ pub struct Found {
 }
 
 /// The node can finish its reboot: what was found.
-pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Found, RebootError> {
+pub async fn check(r: &dyn NodeShell, ask: &Ask<'_>) -> Result<Found, RebootError> {
     let mut found = Found::default();
     found.lines.push(quorum(r, &ask.coming_back).await?);
     let (lines, moves) = guests(r, ask).await?;
@@ -73,7 +73,7 @@ pub async fn check(r: &Remote, ask: &Ask<'_>) -> Result<Found, RebootError> {
     Ok(found)
 }
 
-async fn quorum(r: &Remote, coming_back: &[String]) -> Result<String, RebootError> {
+async fn quorum(r: &dyn NodeShell, coming_back: &[String]) -> Result<String, RebootError> {
     match super::health::votes(r).await? {
         None => Ok("quorum: not in a cluster".into()),
         Some((expected, total, _)) => {
@@ -100,8 +100,11 @@ async fn quorum(r: &Remote, coming_back: &[String]) -> Result<String, RebootErro
     }
 }
 
-async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<(Vec<String>, Vec<PlannedMove>), RebootError> {
-    let me = r.node.name.as_str();
+async fn guests(
+    r: &dyn NodeShell,
+    ask: &Ask<'_>,
+) -> Result<(Vec<String>, Vec<PlannedMove>), RebootError> {
+    let me = r.node().name.as_str();
     let Some(opts) = ask.drain else {
         // No drain: the policy meets every running guest that HA does not move.
         let running = drain::running_not_ha(r).await?;
@@ -194,18 +197,18 @@ async fn guests(r: &Remote, ask: &Ask<'_>) -> Result<(Vec<String>, Vec<PlannedMo
     Ok((lines, moves))
 }
 
-async fn ceph(r: &Remote, ask: &Ask<'_>) -> Result<Option<String>, RebootError> {
+async fn ceph(r: &dyn NodeShell, ask: &Ask<'_>) -> Result<Option<String>, RebootError> {
     if !super::ceph_gate::detect(r).await? {
         return Ok(None);
     }
     super::ceph_gate::check_health_settled(r, &ask.ceph_accept, false, ask.ceph_settle).await?;
-    super::ceph_gate::ok_to_stop_settled(r, &r.node.name, ask.ceph_settle).await?;
+    super::ceph_gate::ok_to_stop_settled(r, &r.node().name, ask.ceph_settle).await?;
     Ok(Some(
         "ceph: healthy enough, ok-to-stop for the node's OSDs and monitor".into(),
     ))
 }
 
-async fn dpkg(r: &Remote) -> Result<String, RebootError> {
+async fn dpkg(r: &dyn NodeShell) -> Result<String, RebootError> {
     let (_, text) = r.text("LC_ALL=C dpkg --audit 2>&1").await?;
     let names = crate::probe::updates::dpkg_audit_findings(&text);
     if names.is_empty() {

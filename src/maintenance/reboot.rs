@@ -19,17 +19,19 @@
 //! or `pvefleet maintenance off NODE` clears it. Stopping before the reboot was issued undoes
 //! the drain at once (maintenance off, stopped guests started).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the same as std's unless paused): unit tests run the waits in paused time.
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::drain;
 use super::error::RebootError;
 use super::health;
-use super::remote::Remote;
-use crate::journal::{Event, GuestRef, Journal, NodeHistory};
+use super::remote::{NodeShell, Reconnect, Remote};
+use crate::events::{Activity, EventBus};
+use crate::journal::{Event, GuestRef, NodeHistory};
 use crate::outcome::GuestPolicy;
-use crate::progress::Doing;
 use crate::ssh;
 
 pub use crate::vocab::RebootState;
@@ -54,17 +56,17 @@ pub struct RebootCtx<'a> {
     /// A node already in HA maintenance (someone else's) may be rebooted; its maintenance is
     /// never switched off.
     pub allow_maintained: bool,
-    /// The run journal.
-    pub journal: Option<&'a Journal>,
+    /// The reboot step's name (what the live display shows the node doing under).
+    pub step: &'a str,
+    /// The run's events: every transition journaled through it, what the reboot does within a
+    /// state (each migration, the Ceph wait's counts) for the live display, notes.
+    pub events: &'a EventBus,
     /// Ctrl-C, SIGTERM, SIGHUP.
     pub cancel: &'a CancellationToken,
     /// The node's history when resuming.
     pub resume: Option<&'a NodeHistory>,
-    /// Told each state reached (live display, stop point).
+    /// Told each state reached (the stop point).
     pub on_state: &'a (dyn Fn(RebootState) + Send + Sync),
-    /// Told what the reboot does within a state (each migration, the Ceph wait's counts): the
-    /// live display.
-    pub on_doing: &'a (dyn Fn(crate::progress::Doing) + Send + Sync),
     /// Drain the node (migrate guests away and back), with its options.
     pub drain: Option<DrainOpts>,
     /// Ceph health check codes that do not stop the run.
@@ -134,27 +136,43 @@ struct Machine<'a, 'c> {
 }
 
 impl Machine<'_, '_> {
-    fn node<'r>(&self, r: &'r Remote) -> &'r str {
-        &r.node.name
+    fn node<'r>(&self, r: &'r dyn NodeShell) -> &'r str {
+        &r.node().name
     }
 
-    async fn record(&self, r: &Remote, event: Event) {
-        if let Some(j) = self.cx.journal {
-            j.record(self.node(r), event).await;
-        }
+    async fn record(&self, r: &dyn NodeShell, event: Event) {
+        self.cx.events.record(self.node(r), event).await;
     }
 
-    async fn to(&mut self, r: &Remote, state: RebootState, detail: Option<String>) {
+    /// The live display is told what the node does now.
+    fn doing(&self, r: &dyn NodeShell, activity: Activity) {
+        self.cx.events.doing(self.node(r), activity);
+    }
+
+    /// A note for the operator about this node.
+    fn say(&self, r: &dyn NodeShell, text: String) {
+        self.cx.events.said(self.node(r), text);
+    }
+
+    async fn to(&mut self, r: &dyn NodeShell, state: RebootState, detail: Option<String>) {
         if self.undoing && state > RebootState::RebootIssued {
             // Undoing a drain reaches the same steps as the end of a reboot (noout unset,
             // maintenance off, guests back) but is not one: the events say what was done, the
             // state stays where the drain stood.
-            tracing::info!(node = %r.node.name, step = state.as_str(), "undoing the drain");
+            tracing::info!(node = %r.node().name, step = state.as_str(), "undoing the drain");
             return;
         }
         self.state = state;
-        tracing::info!(node = %r.node.name, state = state.as_str(), "reboot");
+        tracing::info!(node = %r.node().name, state = state.as_str(), "reboot");
         (self.cx.on_state)(state);
+        self.doing(
+            r,
+            Activity::Reboot {
+                step: self.cx.step.to_string(),
+                state,
+                deadline: state.waits().then_some(self.cx.timeout),
+            },
+        );
         let detail = detail.or_else(|| self.votes_before.map(|v| format!("votes_before={v}")));
         self.record(
             r,
@@ -187,7 +205,7 @@ impl Machine<'_, '_> {
     /// under `--guests refuse`, and, with `drain`, which of them can move.
     async fn guests_plan(
         &self,
-        r: &Remote,
+        r: &dyn NodeShell,
     ) -> Result<(Vec<GuestRef>, Option<drain::DrainPlan>), RebootError> {
         let running = drain::running_not_ha(r).await?;
         let Some(opts) = self.cx.drain else {
@@ -206,7 +224,7 @@ impl Machine<'_, '_> {
     /// as done; if it is still here and still locked by the migration (`lock: migrate`, which
     /// nothing else would have set on a guest this run was moving) with no migration task
     /// running, the migration died and the lock is released so the drain can move it again.
-    async fn settle_unfinished_moves(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn settle_unfinished_moves(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if self.moving.is_empty() {
             return Ok(());
         }
@@ -247,11 +265,11 @@ impl Machine<'_, '_> {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "pvefleet: {}: waiting for the migration of {what} the stopped run started (task {upid}) to end",
-                    r.node.name
+                self.say(
+                    r,
+                    format!("waiting for the migration of {what} the stopped run started (task {upid}) to end"),
                 );
-                tracing::info!(node = %r.node.name, guest = g.vmid, %upid, "waiting for an unfinished migration");
+                tracing::info!(node = %r.node().name, guest = g.vmid, %upid, "waiting for an unfinished migration");
             }
             self.sleep(Duration::from_secs(2)).await?;
         };
@@ -275,10 +293,12 @@ impl Machine<'_, '_> {
                 }
                 Some(x) if x.node == from && x.lock.as_deref() == Some("migrate") => {
                     tracing::warn!(node = %from, guest = g.vmid, "unlocking a migration the stopped run left");
-                    eprintln!(
-                        "pvefleet: {}: {} was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again",
-                        r.node.name,
-                        drain::describe(std::slice::from_ref(&g))
+                    self.say(
+                        r,
+                        format!(
+                            "{} was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again",
+                            drain::describe(std::slice::from_ref(&g))
+                        ),
                     );
                     drain::unlock(r, &g).await?;
                 }
@@ -295,7 +315,7 @@ impl Machine<'_, '_> {
     /// recorded as done (not run a second time from a node the guest has left). Still where it
     /// was and locked `migrate` with no task running: the migration died, the lock is released
     /// and the return is done again. Elsewhere: it is returned from there.
-    async fn settle_unfinished_returns(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn settle_unfinished_returns(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         for (g, origin, at) in std::mem::take(&mut self.returning) {
             let what = drain::describe(std::slice::from_ref(&g));
             let Some(node) = self.cx.cluster.iter().find(|n| n.name == at) else {
@@ -303,11 +323,11 @@ impl Machine<'_, '_> {
                     "cannot tell whether the return of {what} from {at} the stopped run started is still running: {at} is not in the inventory"
                 )));
             };
-            let there = Remote::connect(node, r.timeout).await?;
+            let there = Remote::connect(node, r.timeout()).await?;
             let settled = self.settle_return(r, &there, &g, &origin, &at).await;
             there.session.close().await;
             if let Some(now) = settled? {
-                tracing::info!(node = %r.node.name, guest = g.vmid, at = %now, "return to do again");
+                tracing::info!(node = %r.node().name, guest = g.vmid, at = %now, "return to do again");
                 match self.moved.iter_mut().find(|(x, _, _)| *x == g) {
                     Some(m) => m.2 = now,
                     None => self.moved.push((g, origin, now)),
@@ -321,8 +341,8 @@ impl Machine<'_, '_> {
     /// `None` when it is home (recorded).
     async fn settle_return(
         &mut self,
-        r: &Remote,
-        there: &Remote,
+        r: &dyn NodeShell,
+        there: &dyn NodeShell,
         g: &GuestRef,
         origin: &str,
         at: &str,
@@ -343,9 +363,9 @@ impl Machine<'_, '_> {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "pvefleet: {}: waiting for the return of {what} from {at} the stopped run started (task {upid}) to end",
-                    r.node.name
+                self.say(
+                    r,
+                    format!("waiting for the return of {what} from {at} the stopped run started (task {upid}) to end"),
                 );
             }
             self.sleep(Duration::from_secs(2)).await?;
@@ -358,9 +378,9 @@ impl Machine<'_, '_> {
             )));
         };
         if now.node == origin {
-            eprintln!(
-                "pvefleet: {}: {what} is back (its return, started by the stopped run, completed)",
-                r.node.name
+            self.say(
+                r,
+                format!("{what} is back (its return, started by the stopped run, completed)"),
             );
             self.moved.retain(|(x, _, _)| x != g);
             self.record(
@@ -375,9 +395,9 @@ impl Machine<'_, '_> {
             return Ok(None);
         }
         if now.node == at && now.lock.as_deref() == Some("migrate") {
-            eprintln!(
-                "pvefleet: {}: {what} was left locked on {at} by a return the stopped run had started, which is no longer running; unlocking it to move it back again",
-                r.node.name
+            self.say(
+                r,
+                format!("{what} was left locked on {at} by a return the stopped run had started, which is no longer running; unlocking it to move it back again"),
             );
             drain::unlock(there, g).await?;
         }
@@ -385,7 +405,7 @@ impl Machine<'_, '_> {
     }
 
     /// Maintenance on, HA guests away, movable guests migrated, then the policy for the rest.
-    async fn drain(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn drain(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         self.settle_unfinished_moves(r).await?;
         // The policy `refuse` stops the node before anything is touched.
         let (stuck, plan) = self.guests_plan(r).await?;
@@ -486,11 +506,15 @@ impl Machine<'_, '_> {
     /// failed migration starts no further one; those already running are waited for (they run
     /// detached and would end anyway) and recorded, then the failure is returned. A stop
     /// request likewise starts none, lets the running ones end, and stops.
-    async fn migrate_away(&mut self, r: &Remote, opts: DrainOpts) -> Result<(), RebootError> {
+    async fn migrate_away(
+        &mut self,
+        r: &dyn NodeShell,
+        opts: DrainOpts,
+    ) -> Result<(), RebootError> {
         use futures::stream::{FuturesUnordered, StreamExt};
         let res = drain::resources(r).await?;
         let plan = drain::plan_drain(r, &res, opts.local_disks).await?;
-        let me = r.node.name.clone();
+        let me = r.node().name.clone();
         let (excluded, later) = drain::targets(r, &res, self.cx.cluster, self.cx.rolling).await?;
         let mut placer = crate::capacity::placement::Placer::new(&res, &me, &excluded, &later);
         let movable: Vec<&crate::capacity::resources::GuestRes> = plan.movable.iter().collect();
@@ -539,7 +563,16 @@ impl Machine<'_, '_> {
             if running.is_empty() {
                 break;
             }
-            (self.cx.on_doing)(migrating_line(&under_way, finished, total, ""));
+            self.doing(
+                r,
+                Activity::Migrating {
+                    step: self.cx.step.to_string(),
+                    under_way: under_way.clone(),
+                    finished,
+                    total,
+                    back: false,
+                },
+            );
             let Some((gref, target, maxmem, out)) = running.next().await else {
                 break;
             };
@@ -566,10 +599,7 @@ impl Machine<'_, '_> {
                     if failed.is_none() {
                         failed = Some(e);
                     } else {
-                        eprintln!(
-                            "pvefleet: {me}: {}",
-                            crate::sanitize::sanitize_str(&e.to_string())
-                        );
+                        self.say(r, e.to_string());
                     }
                 }
             }
@@ -581,7 +611,7 @@ impl Machine<'_, '_> {
     }
 
     /// Ceph before the node goes down: detected, healthy enough, ok to stop, noout set.
-    async fn ceph_before(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn ceph_before(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
@@ -592,11 +622,11 @@ impl Machine<'_, '_> {
             super::ceph_gate::SETTLE,
         )
         .await?;
-        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node().name, super::ceph_gate::SETTLE).await?;
         Ok(())
     }
 
-    async fn ceph_present(&mut self, r: &Remote) -> Result<bool, RebootError> {
+    async fn ceph_present(&mut self, r: &dyn NodeShell) -> Result<bool, RebootError> {
         if let Some(c) = self.ceph {
             return Ok(c);
         }
@@ -605,15 +635,15 @@ impl Machine<'_, '_> {
         Ok(c)
     }
 
-    async fn set_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn set_noout(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? || self.noout.is_some() {
             return Ok(());
         }
         // Checked again right before: the drain took time and another node may be down now.
-        super::ceph_gate::ok_to_stop_settled(r, &r.node.name, super::ceph_gate::SETTLE).await?;
+        super::ceph_gate::ok_to_stop_settled(r, &r.node().name, super::ceph_gate::SETTLE).await?;
         // noout already set (an operator's, cluster-wide or for this host): left exactly as
         // found, never unset by this run.
-        if let Some(found) = super::ceph_gate::noout_found(r, &r.node.name).await? {
+        if let Some(found) = super::ceph_gate::noout_found(r, &r.node().name).await? {
             self.record(
                 r,
                 Event::Noout {
@@ -636,7 +666,7 @@ impl Machine<'_, '_> {
             },
         )
         .await;
-        let scope = super::ceph_gate::set_noout(r, &r.node.name).await?;
+        let scope = super::ceph_gate::set_noout(r, &r.node().name).await?;
         self.noout = Some(scope);
         self.record(
             r,
@@ -651,7 +681,11 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn ceph_after(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
+    async fn ceph_after(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         if !self.ceph_present(r).await? {
             return Ok(());
         }
@@ -660,33 +694,40 @@ impl Machine<'_, '_> {
         let osd_deadline = deadline.max(pg_deadline);
         super::ceph_gate::wait_osds_up_shown(
             r,
-            &r.node.name,
+            &r.node().name,
             osd_deadline,
             self.cx.cancel,
             &|down| {
-                (self.cx.on_doing)(
-                    Doing::new("waiting for its OSDs to be up")
-                        .detail(format!("({down} down)"))
-                        .within(osd_deadline.saturating_duration_since(started)),
+                self.doing(
+                    r,
+                    Activity::OsdsDown {
+                        step: self.cx.step.to_string(),
+                        down,
+                        deadline: osd_deadline.saturating_duration_since(started),
+                    },
                 )
             },
         )
         .await?;
         super::ceph_gate::wait_clean(r, pg_deadline, self.cx.cancel, &|clean, total| {
-            let d = Doing::new("Ceph PGs").within(self.cx.pg_timeout);
-            (self.cx.on_doing)(match (clean, total) {
-                (Some(c), t) => d.detail(format!("{c}/{t} active+clean")),
-                (None, _) => d.detail("state not known yet (no PG statistics from a mgr)"),
-            })
+            self.doing(
+                r,
+                Activity::CephPgs {
+                    step: self.cx.step.to_string(),
+                    clean,
+                    total,
+                    deadline: self.cx.pg_timeout,
+                },
+            )
         })
         .await?;
         self.to(r, RebootState::CephClean, None).await;
         self.unset_noout(r).await
     }
 
-    async fn unset_noout(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn unset_noout(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         if let Some(scope) = self.noout {
-            super::ceph_gate::unset_noout(r, &r.node.name, scope).await?;
+            super::ceph_gate::unset_noout(r, &r.node().name, scope).await?;
             self.noout = None;
             self.record(
                 r,
@@ -704,7 +745,7 @@ impl Machine<'_, '_> {
 
     /// Move the guests the drain moved back to this node, from wherever they are now (see
     /// [`drain::return_guests`]).
-    async fn return_guests(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn return_guests(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         let opts = self.cx.drain.unwrap_or(DrainOpts {
             local_disks: false,
             return_guests: true,
@@ -722,8 +763,8 @@ impl Machine<'_, '_> {
             self.cx.cluster,
             &moved,
             opts,
-            self.cx.journal,
-            self.cx.on_doing,
+            self.cx.events,
+            self.cx.step,
         )
         .await?;
         for g in &back.not_started {
@@ -747,7 +788,7 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn issue(&mut self, r: &Remote) -> Result<(), RebootError> {
+    async fn issue(&mut self, r: &dyn NodeShell) -> Result<(), RebootError> {
         self.old_boot = Some(health::boot_id(r).await?);
         // Recorded before the command: a resume that finds the same boot id knows the reboot
         // may not have happened; one that finds another knows it did.
@@ -762,15 +803,18 @@ impl Machine<'_, '_> {
     }
 
     /// Wait until the old session drops (or the node answers with another boot id).
-    async fn wait_down(&mut self, r: &Remote, deadline: Instant) -> Result<bool, RebootError> {
+    async fn wait_down(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<bool, RebootError> {
         let probe = Duration::from_secs(5);
         while Instant::now() < deadline {
-            if r.session.is_closed() {
+            if r.is_closed() {
                 return Ok(true);
             }
             match r
-                .session
-                .exec("cat /proc/sys/kernel/random/boot_id", probe)
+                .sh_within("cat /proc/sys/kernel/random/boot_id", probe)
                 .await
             {
                 Err(_) => return Ok(true),
@@ -786,48 +830,43 @@ impl Machine<'_, '_> {
         Ok(false)
     }
 
-    /// Reconnect until the node answers with a new boot id. While it is down, a plain TCP
-    /// connect with a 1 s limit tells when sshd listens again (an SSH connect attempt could sit
-    /// in SYN retransmissions for the whole connect timeout and notice the node seconds late).
-    async fn wait_up(&mut self, r: &mut Remote, deadline: Instant) -> Result<(), RebootError> {
-        let spec = r.node.connect_spec();
-        let port = spec.port.unwrap_or(22);
+    /// Reconnect until the node answers with a new boot id ([`NodeShell::reconnect`]: while
+    /// nothing listens, the next attempt comes sooner).
+    async fn wait_up(
+        &mut self,
+        r: &mut dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         loop {
             if Instant::now() > deadline {
                 return Err(RebootError::NeverReturned(self.cx.timeout));
             }
-            if spec.jump.is_none() {
-                let probe = tokio::time::timeout(
-                    Duration::from_secs(1),
-                    tokio::net::TcpStream::connect((spec.host.as_str(), port)),
-                );
-                let open = tokio::select! {
-                    _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
-                    p = probe => matches!(p, Ok(Ok(_))),
-                };
-                if !open {
+            let attempt = tokio::select! {
+                _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
+                a = r.reconnect() => a,
+            };
+            match attempt {
+                Reconnect::NotListening => {
                     self.sleep(Duration::from_millis(100)).await?;
                     continue;
                 }
-            }
-            let attempt = tokio::select! {
-                _ = self.cx.cancel.cancelled() => return Err(RebootError::Interrupted(self.state.as_str().into())),
-                s = ssh::connect(&spec) => s,
-            };
-            if let Ok(session) = attempt {
-                r.session = session;
-                match health::boot_id(r).await {
+                Reconnect::Connected => match health::boot_id(r).await {
                     Ok(id) if !id.is_empty() && Some(&id) != self.old_boot.as_ref() => {
                         return Ok(());
                     }
                     _ => {}
-                }
+                },
+                Reconnect::NotYet => {}
             }
             self.sleep(Duration::from_millis(250)).await?;
         }
     }
 
-    async fn wait_healthy(&mut self, r: &Remote, deadline: Instant) -> Result<(), RebootError> {
+    async fn wait_healthy(
+        &mut self,
+        r: &dyn NodeShell,
+        deadline: Instant,
+    ) -> Result<(), RebootError> {
         let within = self.cx.timeout;
         loop {
             let bad = health::unhealthy_units(r).await?;
@@ -868,7 +907,7 @@ impl Machine<'_, '_> {
         Ok(())
     }
 
-    async fn restore(&mut self, r: &Remote) -> Result<Vec<GuestRef>, RebootError> {
+    async fn restore(&mut self, r: &dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
         self.unset_noout(r).await?;
         if self.maintenance {
             drain::set_maintenance(r, false).await?;
@@ -900,7 +939,7 @@ impl Machine<'_, '_> {
 
     /// After an error or an interruption: undo the drain when the node never went down; leave
     /// maintenance on, loudly and in the journal, when it is down or not healthy.
-    async fn settle(&mut self, r: &Remote, why: &str) -> Vec<String> {
+    async fn settle(&mut self, r: &dyn NodeShell, why: &str) -> Vec<String> {
         let mut left = Vec::new();
         if self.state < RebootState::RebootIssued {
             self.undoing = true;
@@ -914,7 +953,7 @@ impl Machine<'_, '_> {
                 }
                 Err(e) => left.push(format!(
                     "could not undo the drain of {} ({e}): check HA maintenance and guests by hand",
-                    r.node.name
+                    r.node().name
                 )),
             }
             return left;
@@ -930,7 +969,7 @@ impl Machine<'_, '_> {
             .await;
             left.push(format!(
                 "HA maintenance left ON for {} on purpose ({why}); when the node is healthy: pvefleet maintenance off {}",
-                r.node.name, r.node.name
+                r.node().name, r.node().name
             ));
         }
         if let Some(scope) = self.noout {
@@ -945,19 +984,19 @@ impl Machine<'_, '_> {
             .await;
             let clear = match scope {
                 super::ceph_gate::NooutScope::Host => {
-                    format!("ceph osd unset-group noout {}", r.node.name)
+                    format!("ceph osd unset-group noout {}", r.node().name)
                 }
                 super::ceph_gate::NooutScope::Cluster => "ceph osd unset noout".to_string(),
             };
             left.push(format!(
                 "Ceph noout left SET for {} on purpose ({why}), so its OSDs are not marked out while it is down; when it is back and PGs are clean: {clear} (or pvefleet run --resume)",
-                r.node.name
+                r.node().name
             ));
         }
         if !self.moved.is_empty() {
             left.push(format!(
                 "guests moved away from {} are not back yet: {}",
-                r.node.name,
+                r.node().name,
                 self.moved
                     .iter()
                     .map(|(g, _, at)| format!(
@@ -971,7 +1010,7 @@ impl Machine<'_, '_> {
         if !self.stopped.is_empty() {
             left.push(format!(
                 "guests stopped by this run on {} are still stopped: {}",
-                r.node.name,
+                r.node().name,
                 drain::describe(&self.stopped)
             ));
         }
@@ -979,31 +1018,43 @@ impl Machine<'_, '_> {
     }
 }
 
-/// The live display's line for the migrations under way: the one guest and its target, or how
-/// many run at once and how far the drain is ("migrating 3 at once (5 of 12 done): qm 101 (web)
-/// to pve3, ..."). `back` is "" away, or " back" for the return trip.
-pub(crate) fn migrating_line(
-    under_way: &[(GuestRef, String)],
-    finished: usize,
-    total: usize,
-    back: &str,
-) -> Doing {
-    let one = |(g, t): &(GuestRef, String)| {
-        let what = drain::describe(std::slice::from_ref(g));
-        if back.is_empty() {
-            format!("{what} to {t}")
-        } else {
-            format!("{what} back from {t}")
+impl<'a, 'c> Machine<'a, 'c> {
+    /// The machine for `cx`'s reboot: from the start, or where the journaled history of a
+    /// stopped run left it (state, old boot id, what it had switched on and moved).
+    fn new(cx: &'a RebootCtx<'c>) -> Machine<'a, 'c> {
+        let progress = cx.resume.and_then(|h| h.reboots.get(&cx.index));
+        Machine {
+            cx,
+            state: progress
+                .and_then(|p| RebootState::parse(&p.state))
+                .unwrap_or(RebootState::Preflight),
+            old_boot: progress.and_then(|p| p.old_boot_id.clone()),
+            votes_before: None,
+            maintenance: cx.resume.is_some_and(|h| h.maintenance_on),
+            stopped: cx
+                .resume
+                .map(|h| h.stopped_guests.clone())
+                .unwrap_or_default(),
+            moved: cx
+                .resume
+                .map(|h| h.moved_guests.clone())
+                .unwrap_or_default(),
+            moving: cx
+                .resume
+                .map(|h| h.moving_guests.clone())
+                .unwrap_or_default(),
+            returning: cx
+                .resume
+                .map(|h| h.returning_guests.clone())
+                .unwrap_or_default(),
+            undoing: false,
+            moved_all: Vec::new(),
+            ceph: None,
+            noout: cx
+                .resume
+                .and_then(|h| h.noout.as_deref())
+                .and_then(super::ceph_gate::NooutScope::parse),
         }
-    };
-    match under_way {
-        [single] if total == 1 => Doing::new(format!("migrating {}", one(single))),
-        [single] => Doing::new(format!("migrating {}", one(single)))
-            .detail(format!("({finished} of {total} done)")),
-        many => Doing::new(format!("migrating{back} {} at once", many.len())).detail(format!(
-            "({finished} of {total} done): {}",
-            many.iter().map(one).collect::<Vec<_>>().join(", ")
-        )),
     }
 }
 
@@ -1011,42 +1062,11 @@ pub(crate) fn migrating_line(
 /// it is back and healthy; `r.session` is replaced. On error, `left_on` in the error path is
 /// returned alongside so the caller can report it.
 pub async fn reboot_and_wait(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     cx: &RebootCtx<'_>,
 ) -> Result<RebootReport, (RebootError, Vec<String>)> {
     let progress = cx.resume.and_then(|h| h.reboots.get(&cx.index));
-    let mut m = Machine {
-        cx,
-        state: progress
-            .and_then(|p| RebootState::parse(&p.state))
-            .unwrap_or(RebootState::Preflight),
-        old_boot: progress.and_then(|p| p.old_boot_id.clone()),
-        votes_before: None,
-        maintenance: cx.resume.is_some_and(|h| h.maintenance_on),
-        stopped: cx
-            .resume
-            .map(|h| h.stopped_guests.clone())
-            .unwrap_or_default(),
-        moved: cx
-            .resume
-            .map(|h| h.moved_guests.clone())
-            .unwrap_or_default(),
-        moving: cx
-            .resume
-            .map(|h| h.moving_guests.clone())
-            .unwrap_or_default(),
-        returning: cx
-            .resume
-            .map(|h| h.returning_guests.clone())
-            .unwrap_or_default(),
-        undoing: false,
-        moved_all: Vec::new(),
-        ceph: None,
-        noout: cx
-            .resume
-            .and_then(|h| h.noout.as_deref())
-            .and_then(super::ceph_gate::NooutScope::parse),
-    };
+    let mut m = Machine::new(cx);
     // A drain undone (or nothing done) is no reboot to continue: it starts again.
     let resumed_from = progress
         .map(|_| m.state)
@@ -1073,8 +1093,8 @@ pub async fn reboot_and_wait(
 
 /// Whether the node is already in HA maintenance that this run did not switch on, and what the
 /// cluster says of it (`ha-manager status`'s lrm line); `None` when it is not.
-pub async fn maintained(r: &Remote) -> Result<Option<String>, RebootError> {
-    let node = r.node.name.as_str();
+pub async fn maintained(r: &dyn NodeShell) -> Result<Option<String>, RebootError> {
+    let node = r.node().name.as_str();
     if !drain::nodes_in_maintenance(r)
         .await?
         .iter()
@@ -1095,7 +1115,7 @@ pub async fn maintained(r: &Remote) -> Result<Option<String>, RebootError> {
 /// maintenance is refused unless `allow` (`--allow-maintained`); `history` is the run's own
 /// record (a resumed run's own maintenance is not someone else's).
 pub async fn check_not_maintained(
-    r: &Remote,
+    r: &dyn NodeShell,
     allow: bool,
     history: Option<&NodeHistory>,
 ) -> Result<(), RebootError> {
@@ -1109,7 +1129,7 @@ pub async fn check_not_maintained(
 }
 
 /// The node's Proxmox VE name, from `uname -n` ([`crate::inventory::proxmox_node_name`]).
-pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
+pub async fn pve_node_name(r: &dyn NodeShell) -> Result<String, RebootError> {
     let (_, out) = r.text("uname -n").await?;
     Ok(crate::inventory::proxmox_node_name(&out).to_string())
 }
@@ -1120,9 +1140,9 @@ pub async fn pve_node_name(r: &Remote) -> Result<String, RebootError> {
 /// (its OSDs, ok-to-stop, noout). With another name each of those would act on, or look for,
 /// the wrong node (no maintenance, no OSDs to check) while the node itself goes down. A name
 /// that differs where none of them is in play is accepted.
-pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError> {
+pub async fn check_node_name(r: &dyn NodeShell, drains: bool) -> Result<(), RebootError> {
     let pve = pve_node_name(r).await?;
-    if pve.is_empty() || pve == r.node.name {
+    if pve.is_empty() || pve == r.node().name {
         return Ok(());
     }
     let mut uses = Vec::new();
@@ -1142,12 +1162,12 @@ pub async fn check_node_name(r: &Remote, drains: bool) -> Result<(), RebootError
     let pve = crate::sanitize::first_line(&pve, 64);
     Err(RebootError::Command(format!(
         "the inventory calls this node `{}`, but Proxmox VE knows it as `{pve}` (uname -n): {} would name the wrong node; name it [nodes.{pve}] in the inventory",
-        r.node.name,
+        r.node().name,
         uses.join(", ")
     )))
 }
 
-async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, RebootError> {
+async fn run(m: &mut Machine<'_, '_>, r: &mut dyn NodeShell) -> Result<Vec<GuestRef>, RebootError> {
     if m.state < RebootState::RebootIssued {
         let votes = health::votes(r).await?;
         // The batch's gate counted the nodes the plan said would reboot; this one is about to,
@@ -1168,7 +1188,7 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
             .wait_down(r, Instant::now() + Duration::from_secs(20))
             .await?
         {
-            tracing::warn!(node = %r.node.name, "the recorded reboot did not happen; issuing it again");
+            tracing::warn!(node = %r.node().name, "the recorded reboot did not happen; issuing it again");
             m.issue(r).await?;
         }
     }
@@ -1200,6 +1220,453 @@ async fn run(m: &mut Machine<'_, '_>, r: &mut Remote) -> Result<Vec<GuestRef>, R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Recorder;
+    use crate::maintenance::scripted::ScriptedShell;
+    use crate::vocab::{MaintenanceState, Phase};
+
+    /// `pvecm status` of a quorate three-node cluster, every vote present.
+    const PVECM_3: &str = "Quorum information\n------------------\nNodes:            3\nQuorate:          Yes\n\nVotequorum information\n----------------------\nExpected votes:   3\nHighest expected: 3\nTotal votes:      3\nQuorum:           2\nFlags:            Quorate\n\nMembership information\n----------------------\n    Nodeid      Votes Name\n0x00000001          1 10.0.0.1 (local)\n0x00000002          1 10.0.0.2\n0x00000003          1 10.0.0.3\n";
+
+    /// `ha-manager status` with an LRM on pve1 and pve2, no service on pve1.
+    const HA: &str = "quorum OK\nmaster pve2 (active, Thu Dec  3 05:00:00 2026)\nlrm pve1 (active, Thu Dec  3 05:00:00 2026)\nlrm pve2 (active, Thu Dec  3 05:00:00 2026)\nservice vm:200 (pve2, started)\n";
+
+    const QM_EMPTY: &str =
+        "      VMID NAME                 STATUS     MEM(MB)    BOOTDISK(GB) PID\n";
+    const PCT_EMPTY: &str = "VMID       Status     Lock         Name\n";
+
+    /// What a test's reboot needs besides the shell: the bus (with a recorder), the stop
+    /// token, the stop point, the rolling view.
+    struct Fixture {
+        recorder: Recorder,
+        events: EventBus,
+        cancel: CancellationToken,
+        rolling: std::sync::Mutex<RollingView>,
+        reached: std::sync::Arc<std::sync::Mutex<Option<RebootState>>>,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let recorder = Recorder::default();
+            Fixture {
+                events: EventBus::new(None).consumer(recorder.consumer()),
+                recorder,
+                cancel: CancellationToken::new(),
+                rolling: Default::default(),
+                reached: Default::default(),
+            }
+        }
+
+        fn ctx<'a>(
+            &'a self,
+            resume: Option<&'a NodeHistory>,
+            on_state: &'a (dyn Fn(RebootState) + Send + Sync),
+        ) -> RebootCtx<'a> {
+            RebootCtx {
+                index: 2,
+                timeout: Duration::from_secs(600),
+                guests: GuestPolicy::Refuse,
+                allow_maintained: false,
+                step: "reboot",
+                events: &self.events,
+                cancel: &self.cancel,
+                resume,
+                on_state,
+                drain: None,
+                ceph_accept: Vec::new(),
+                pg_timeout: Duration::from_secs(1800),
+                cluster: &[],
+                rolling: &self.rolling,
+            }
+        }
+
+        /// The reboot states journaled, in order.
+        fn states(&self) -> Vec<String> {
+            self.recorder
+                .recorded()
+                .into_iter()
+                .filter_map(|(_, e)| match e {
+                    Event::Reboot { state, .. } => Some(state),
+                    _ => None,
+                })
+                .collect()
+        }
+
+        /// What a resume would read of the node from the events journaled.
+        fn history(&self, node: &str) -> NodeHistory {
+            let records: Vec<crate::journal::Record> = self
+                .recorder
+                .events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    crate::events::RunEvent::Recorded(r) => Some(r),
+                    _ => None,
+                })
+                .collect();
+            crate::journal::histories(&records)
+                .remove(node)
+                .unwrap_or_default()
+        }
+    }
+
+    /// A healthy HA node, without Ceph or guests, that goes down at the reboot command.
+    fn rebooting_node() -> ScriptedShell {
+        ScriptedShell::new("pve1")
+            .on("pvecm status", PVECM_3)
+            .on("ceph.conf", "none\n")
+            .on("node-maintenance", "")
+            .on("ha-manager status", HA)
+            .on("qm list", QM_EMPTY)
+            .on("pct list", PCT_EMPTY)
+            .on("boot_id", "old-boot\n")
+            .drops_on("reboot")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn interrupted_while_down_the_reboot_leaves_down_seen_and_maintenance_on_in_the_journal()
+    {
+        let f = Fixture::new();
+        let reached = std::sync::Arc::clone(&f.reached);
+        let on_state = move |s: RebootState| *reached.lock().unwrap() = Some(s);
+        let cx = f.ctx(None, &on_state);
+        let mut shell = rebooting_node();
+        // The operator's Ctrl-C comes while the node is down (it never answers again).
+        let cancel = f.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            cancel.cancel();
+        });
+        let started = std::time::Instant::now();
+        let (e, left) = reboot_and_wait(&mut shell, &cx)
+            .await
+            .expect_err("interrupted");
+        assert!(
+            matches!(&e, RebootError::Interrupted(at) if at == "down-seen"),
+            "{e:?}"
+        );
+        assert_eq!(
+            f.states(),
+            [
+                "maintenance-on",
+                "guests-stopped",
+                "reboot-issued",
+                "down-seen"
+            ],
+            "every transition journaled in order, nothing past down-seen"
+        );
+        assert_eq!(*f.reached.lock().unwrap(), Some(RebootState::DownSeen));
+        // Maintenance intent before the command, then left on on purpose (never switched off
+        // while the node is down).
+        let maintenance: Vec<MaintenanceState> = f
+            .recorder
+            .recorded()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Maintenance { state, .. } => Some(state),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            maintenance,
+            [MaintenanceState::On, MaintenanceState::LeftOn]
+        );
+        assert_eq!(shell.count("node-maintenance enable"), 1);
+        assert_eq!(
+            shell.count("node-maintenance disable"),
+            0,
+            "{:?}",
+            shell.ran()
+        );
+        assert_eq!(shell.count("reboot"), 1, "the reboot is issued once");
+        assert!(shell.count("(reconnect)") > 1, "it waited for the node");
+        assert!(
+            left.iter().any(|l| l.starts_with(
+                "HA maintenance left ON for pve1 on purpose (the run was interrupted)"
+            )),
+            "{left:?}"
+        );
+        // What `run --resume` reads: the reboot continues from down-seen, with the old boot id,
+        // and the maintenance is the run's own.
+        let h = f.history("pve1");
+        let p = h.reboots.get(&2).expect("the reboot is in progress");
+        assert_eq!(p.state, "down-seen");
+        assert_eq!(p.old_boot_id.as_deref(), Some("old-boot"));
+        assert!(h.maintenance_on && h.left_in_cluster());
+        assert!(reboot_underway(&h));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "paused time: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reboot_resumed_at_down_seen_waits_for_the_new_boot_and_switches_maintenance_off() {
+        let f = Fixture::new();
+        // The stopped run's journal: maintenance on, the reboot issued and seen down.
+        let stopped = Fixture::new();
+        for (state, boot) in [("reboot-issued", Some("old-boot")), ("down-seen", None)] {
+            stopped
+                .events
+                .record(
+                    "pve1",
+                    Event::Reboot {
+                        index: 2,
+                        state: state.into(),
+                        old_boot_id: boot.map(str::to_string),
+                        detail: None,
+                    },
+                )
+                .await;
+        }
+        stopped
+            .events
+            .record(
+                "pve1",
+                Event::Maintenance {
+                    state: MaintenanceState::On,
+                    why: None,
+                },
+            )
+            .await;
+        let history = stopped.history("pve1");
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(Some(&history), &on_state);
+        let mut shell = ScriptedShell::new("pve1")
+            .on("boot_id", "old-boot\n")
+            .on("boot_id", "new-boot\n")
+            .on("systemctl is-active", "corosync active\npve-cluster active\npveproxy active\npvestatd active\npve-ha-lrm active\n")
+            .on("pvecm status", PVECM_3)
+            .on("ceph.conf", "none\n")
+            .on("node-maintenance", "")
+            .on("ha-manager status", HA)
+            .reconnects(&[Reconnect::NotListening, Reconnect::NotYet, Reconnect::Connected, Reconnect::Connected]);
+        // Closed: the node is still down when the resume starts.
+        shell = shell.drops_on("never-sent");
+        shell.text("never-sent").await.unwrap();
+        let rep = reboot_and_wait(&mut shell, &cx).await.expect("back");
+        assert_eq!(rep.resumed_from, Some(RebootState::DownSeen));
+        assert_eq!(
+            f.states(),
+            [
+                "up-new-boot",
+                "services-active",
+                "quorate",
+                "maintenance-off",
+                "done"
+            ]
+        );
+        assert_eq!(shell.count("reboot"), 0, "not rebooted a second time");
+        assert_eq!(shell.count("node-maintenance disable"), 1);
+        assert_eq!(
+            shell.count("boot_id"),
+            2,
+            "the old boot id once, then the new one"
+        );
+    }
+
+    fn web() -> GuestRef {
+        GuestRef {
+            kind: "qm".into(),
+            vmid: 101,
+            name: "web".into(),
+        }
+    }
+
+    /// The cluster's resources with guest 101 on `node` (`lock` as given).
+    fn resources_with_101_on(node: &str, lock: &str) -> String {
+        serde_json::json!([
+            {"type": "node", "node": "pve1", "status": "online", "maxmem": 68719476736u64, "mem": 1073741824u64},
+            {"type": "node", "node": "pve2", "status": "online", "maxmem": 68719476736u64, "mem": 1073741824u64},
+            {"type": "qemu", "vmid": 101, "node": node, "status": "running", "name": "web",
+             "maxmem": 2147483648u64, "lock": lock},
+        ])
+        .to_string()
+    }
+
+    /// The history of a run stopped while it migrated 101 from pve1 to pve2: the intent
+    /// journaled, no done.
+    async fn stopped_mid_migration() -> NodeHistory {
+        let h = crate::journal::histories(&history_records(&stopped_records().await))
+            .remove("pve1")
+            .unwrap_or_default();
+        assert_eq!(h.moving_guests.len(), 1, "an unfinished move: {h:?}");
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_migration_journaled_as_intent_is_waited_for_then_recorded_done_where_it_landed() {
+        let history = stopped_mid_migration().await;
+        let f = Fixture::new();
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(Some(&history), &on_state);
+        let upid = "UPID:pve1:000CFFFA:03E8EF53:619480BA:qmigrate:101:root@pam:";
+        // The migration's task still runs at first; the next look finds the guest on pve2.
+        let shell = ScriptedShell::new("pve1")
+            .on("/cluster/resources", &resources_with_101_on("pve1", ""))
+            .on("/cluster/resources", &resources_with_101_on("pve2", ""))
+            .on(
+                "tasks --source active",
+                &serde_json::json!([{"upid": upid, "status": "RUNNING"}]).to_string(),
+            )
+            .on("/status --output-format json", r#"{"status": "running"}"#);
+        let mut m = Machine::new(&cx);
+        m.settle_unfinished_moves(&shell).await.expect("settled");
+        let moved: Vec<(GuestRef, String, String, Phase)> = f
+            .recorder
+            .recorded()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::GuestMoved {
+                    guest,
+                    from,
+                    to,
+                    phase,
+                    ..
+                } => Some((guest, from, to, phase)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            moved,
+            [(web(), "pve1".into(), "pve2".into(), Phase::Done)],
+            "recorded done, not migrated again"
+        );
+        assert_eq!(
+            m.moved,
+            [(web(), "pve1".into(), "pve2".into())],
+            "to be returned"
+        );
+        assert!(m.moving.is_empty());
+        assert_eq!(shell.count("qm migrate"), 0);
+        assert_eq!(shell.count("unlock"), 0);
+        assert!(
+            f.recorder.notes().iter().any(|n| n.starts_with(&format!(
+                "pvefleet: pve1: waiting for the migration of qm 101 (web) the stopped run started (task {upid}) to end"
+            ))),
+            "{:?}",
+            f.recorder.notes()
+        );
+        // What a later resume reads: the guest is away, to come back; nothing under way.
+        let mut all = history_records(&stopped_records().await);
+        all.extend(history_records(&f.recorder.events()));
+        let h = crate::journal::histories(&all).remove("pve1").unwrap();
+        assert!(h.moving_guests.is_empty());
+        assert_eq!(h.moved_guests, [(web(), "pve1".into(), "pve2".into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_migration_left_locked_with_no_task_is_unlocked_to_be_moved_again_not_recorded_done()
+    {
+        let history = stopped_mid_migration().await;
+        let f = Fixture::new();
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(Some(&history), &on_state);
+        let shell = ScriptedShell::new("pve1")
+            .on(
+                "/cluster/resources",
+                &resources_with_101_on("pve1", "migrate"),
+            )
+            .on("tasks --source active", "[]")
+            .on("qm unlock 101", "");
+        let mut m = Machine::new(&cx);
+        m.settle_unfinished_moves(&shell).await.expect("settled");
+        assert_eq!(shell.count("qm unlock 101"), 1, "{:?}", shell.ran());
+        assert!(
+            !f.recorder
+                .recorded()
+                .iter()
+                .any(|(_, e)| matches!(e, Event::GuestMoved { .. })),
+            "no move recorded: the guest never left"
+        );
+        assert!(m.moved.is_empty() && m.moving.is_empty());
+        assert_eq!(
+            f.recorder.notes(),
+            ["pvefleet: pve1: qm 101 (web) was left locked by a migration the stopped run had started, which is no longer running; unlocking it to move it again"]
+        );
+    }
+
+    /// The records among `events`.
+    fn history_records(events: &[crate::events::RunEvent]) -> Vec<crate::journal::Record> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                crate::events::RunEvent::Recorded(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The events of [`stopped_mid_migration`]'s run.
+    async fn stopped_records() -> Vec<crate::events::RunEvent> {
+        let r = Recorder::default();
+        let bus = EventBus::new(None).consumer(r.consumer());
+        bus.record(
+            "pve1",
+            Event::GuestMoved {
+                guest: web(),
+                from: "pve1".into(),
+                to: "pve2".into(),
+                phase: Phase::Intent,
+                maxmem: None,
+            },
+        )
+        .await;
+        r.events()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quorum_answer_that_cannot_be_read_stops_the_reboot_before_anything_is_touched() {
+        let f = Fixture::new();
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(None, &on_state);
+        // pvecm's answer cut short: no `Quorate:` line. Unknown, not "no cluster" (which the
+        // gate lets pass).
+        let mut shell = ScriptedShell::new("pve1")
+            .on(
+                "pvecm status",
+                "Quorum information\n------------------\nDate: x\n",
+            )
+            .on("ceph.conf", "none\n")
+            .on("node-maintenance", "")
+            .on("ha-manager status", HA)
+            .on("qm list", QM_EMPTY)
+            .on("pct list", PCT_EMPTY)
+            .on("boot_id", "old-boot\n")
+            .drops_on("reboot");
+        let (e, left) = reboot_and_wait(&mut shell, &cx).await.expect_err("refused");
+        assert!(e.to_string().contains("cannot read pvecm status"), "{e}");
+        assert_eq!(
+            shell.ran(),
+            ["pvecm status 2>&1"],
+            "nothing else asked or done"
+        );
+        assert!(f.states().is_empty(), "{:?}", f.states());
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceph_state_that_cannot_be_read_stops_the_reboot_before_anything_is_touched() {
+        let f = Fixture::new();
+        let on_state = |_: RebootState| {};
+        let cx = f.ctx(None, &on_state);
+        let mut shell = ScriptedShell::new("pve1")
+            .on("pvecm status", PVECM_3)
+            .on("ceph.conf", "present\n")
+            .on("ceph status", "{\"fsid\": ")
+            .on("node-maintenance", "")
+            .on("ha-manager status", HA)
+            .on("boot_id", "old-boot\n")
+            .drops_on("reboot");
+        let (e, left) = reboot_and_wait(&mut shell, &cx).await.expect_err("refused");
+        assert!(
+            matches!(&e, RebootError::Ceph(m) if m.contains("unknown")),
+            "{e}"
+        );
+        assert_eq!(shell.count("node-maintenance"), 0, "{:?}", shell.ran());
+        assert_eq!(shell.count("noout"), 0);
+        assert_eq!(shell.count("reboot"), 0);
+        assert!(f.states().is_empty() && left.is_empty());
+    }
 
     #[test]
     fn states_round_trip_and_are_ordered() {

@@ -17,8 +17,6 @@ use crate::inventory::Node;
 use crate::journal::{Journal, NodeHistory};
 use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 
-pub use crate::progress::StepSink;
-
 /// Everything a node run needs besides the node.
 pub struct RunSettings {
     /// The playbook.
@@ -29,8 +27,12 @@ pub struct RunSettings {
     pub extra_vars: BTreeMap<String, toml::Value>,
     /// Run id (journal, backups).
     pub run_id: String,
-    /// The journal (none in plan mode).
+    /// The journal (none in plan mode): backups and undo records. Events go through
+    /// `events`, whose journal writer is this journal.
     pub journal: Option<Journal>,
+    /// The run's event stream: the journal writer, the live display, notifications and the
+    /// notes on stderr consume it.
+    pub events: crate::events::EventBus,
     /// Per-command deadline override.
     pub timeout: Option<Duration>,
     /// Guests on a node to reboot.
@@ -41,8 +43,6 @@ pub struct RunSettings {
     /// Nodes whose HA maintenance is this run's own (switched on by the run being resumed): not
     /// someone else's, also in the plan of the resume, whose `resume` is empty.
     pub own_maintenance: std::collections::BTreeSet<String>,
-    /// Live display.
-    pub on_step: Option<StepSink>,
     /// `-v`: each command's output, line by line as it arrives.
     pub output: Option<crate::progress::OutputSink>,
     /// Ctrl-C, SIGTERM, SIGHUP: nodes stop at the next safe point.

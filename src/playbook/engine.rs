@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-pub use super::context::{backup_dir, RunSettings, StepSink, BUILTIN_VARS};
+pub use super::context::{backup_dir, RunSettings, BUILTIN_VARS};
 use super::context::{result, NodeState};
 use super::error::StepError;
 use super::model::StepKind;
@@ -19,7 +19,7 @@ use super::validate::{check_variables, kind_name};
 use crate::exec::NodeStatus;
 use crate::inventory::Node;
 use crate::journal::{Event, StopPoint};
-use crate::maintenance::remote::Remote;
+use crate::maintenance::remote::{NodeShell, Remote};
 pub use crate::maintenance::RollingView;
 pub use crate::outcome::{GuestPolicy, StepResult, StepStatus};
 
@@ -197,16 +197,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     let start = Instant::now();
     let mut run = NodeRun::new(&node.name);
     let history = s.resume.get(&node.name);
-    let journal = s.journal.clone();
-    let record = |event: Event| {
-        let j = journal.clone();
-        let name = node.name.clone();
-        async move {
-            if let Some(j) = j {
-                j.record(&name, event).await;
-            }
-        }
-    };
+    let record = move |event: Event| s.events.record(&node.name, event);
     if s.cancel.is_cancelled() {
         return NodeRun::not_started(&node.name, "interrupted before it started");
     }
@@ -226,10 +217,12 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             }
             let step = &s.playbook.file.steps[*i];
             let wait = step.timeout_or(std::time::Duration::from_secs(600));
-            eprintln!(
-                "pvefleet: {}: does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
-                node.name,
-                crate::outcome::short_duration(wait)
+            s.events.said(
+                &node.name,
+                format!(
+                    "does not answer yet (the reboot the stopped run issued, at {state}); waiting up to {} for it",
+                    crate::outcome::short_duration(wait)
+                ),
             );
             let deadline = Instant::now() + wait;
             let mut last = Err(e);
@@ -265,6 +258,21 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             return run;
         }
     };
+    run_connected(node, s, &mut remote, run, start).await
+}
+
+/// The node's run once it answers (`remote`): its variables, the checks before any change,
+/// the repair of what a stopped run left halfway, facts, then the steps in order until one
+/// fails or the run is interrupted. Every event goes through the run's bus.
+pub(crate) async fn run_connected(
+    node: &Node,
+    s: &RunSettings,
+    remote: &mut dyn NodeShell,
+    mut run: NodeRun,
+    start: Instant,
+) -> NodeRun {
+    let history = s.resume.get(&node.name);
+    let record = move |event: Event| s.events.record(&node.name, event);
     let mut vars = serde_json::Map::new();
     for (k, v) in &s.playbook.file.vars {
         vars.insert(k.clone(), to_json(v));
@@ -289,10 +297,10 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             // Before anything on the node changes: its name is the one Proxmox knows, and it is
             // not in HA maintenance someone else switched on (unless --allow-maintained).
             let history = s.resume.get(&node.name);
-            match crate::maintenance::reboot::check_node_name(&remote, s.playbook.drains()).await {
+            match crate::maintenance::reboot::check_node_name(remote, s.playbook.drains()).await {
                 Err(e) => Some(e.to_string()),
                 Ok(()) => crate::maintenance::reboot::check_not_maintained(
-                    &remote,
+                    remote,
                     s.allow_maintained || s.own_maintenance.contains(&node.name),
                     history,
                 )
@@ -307,7 +315,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         run.status = NodeStatus::Error;
         run.error = Some(error.clone());
         record(Event::NodeFailed { error }).await;
-        remote.session.close().await;
+        remote.close().await;
         return run;
     }
     let mut backed_up = BTreeMap::new();
@@ -332,14 +340,14 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     };
     // Resume: what the stopped run's own detached command left halfway is repaired before
     // anything reads the node (a killed dist-upgrade: `dpkg --configure -a`).
-    if let Err(e) = steps::repair_interrupted(&remote, &st).await {
+    if let Err(e) = steps::repair_interrupted(remote, &st).await {
         run.status = status_of(&e);
         run.error = Some(e.to_string());
         record(Event::NodeFailed {
             error: e.to_string(),
         })
         .await;
-        remote.session.close().await;
+        remote.close().await;
         return run;
     }
     let gather_names: Vec<String> = s
@@ -350,7 +358,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
         .map(|g| g.get_ref().clone())
         .collect();
     if !gather_names.is_empty() {
-        match steps::gather(&remote, &gather_names).await {
+        match steps::gather(remote, &gather_names).await {
             Ok(f) => st.facts = f,
             Err(e) => {
                 run.status = status_of(&e);
@@ -374,7 +382,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
     if !s.check && history.is_none() && planned {
         if let Some((_, step)) = s.playbook.reboot_steps().next() {
             let found = match steps::readiness_ask(&st, step) {
-                Ok(ask) => crate::maintenance::readiness::check(&remote, &ask)
+                Ok(ask) => crate::maintenance::readiness::check(remote, &ask)
                     .await
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
@@ -390,7 +398,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
                     run.status = NodeStatus::Failed;
                     run.error = Some(error.clone());
                     record(Event::NodeFailed { error }).await;
-                    remote.session.close().await;
+                    remote.close().await;
                     return run;
                 }
             }
@@ -422,12 +430,10 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             run.steps.push(prev);
             continue;
         }
-        if let Some(f) = &s.on_step {
-            f(
-                &node.name,
-                Some(&crate::progress::Doing::new(name.as_str())),
-            );
-        }
+        s.events.doing(
+            &node.name,
+            crate::events::Activity::Step { step: name.clone() },
+        );
         if !s.check {
             record(Event::StepStarted {
                 index,
@@ -436,7 +442,7 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             .await;
         }
         tracing::info!(node = %node.name, step = %name, "step");
-        let res = match steps::run_step(&mut remote, &mut st, step).await {
+        let res = match steps::run_step(remote, &mut st, step).await {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, StepError::Interrupted)
@@ -493,10 +499,8 @@ pub async fn run_node(node: &Node, s: &RunSettings) -> NodeRun {
             break;
         }
     }
-    remote.session.close().await;
-    if let Some(f) = &s.on_step {
-        f(&node.name, None);
-    }
+    remote.close().await;
+    s.events.idle(&node.name);
     run.rebooted = st.rebooted;
     run.left_on.append(&mut st.left_on);
     run.duration_ms = start.elapsed().as_millis() as u64;
@@ -527,5 +531,136 @@ fn status_of(e: &StepError) -> NodeStatus {
         }
         StepError::Interrupted => NodeStatus::Cancelled,
         _ => NodeStatus::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{Activity, EventBus, Recorder, RunEvent};
+    use crate::maintenance::scripted::{self, ScriptedShell};
+
+    /// The settings of a run (not a plan) of `playbook` whose events `recorder` sees.
+    fn settings(playbook: &str, recorder: &Recorder) -> RunSettings {
+        RunSettings {
+            playbook: super::super::model::Playbook::parse(
+                playbook,
+                std::path::Path::new("pb.toml"),
+            )
+            .expect("a valid playbook"),
+            check: false,
+            extra_vars: BTreeMap::new(),
+            run_id: "test-run".into(),
+            journal: None,
+            events: EventBus::new(None).consumer(recorder.consumer()),
+            timeout: None,
+            guests: GuestPolicy::Refuse,
+            allow_maintained: false,
+            own_maintenance: Default::default(),
+            output: None,
+            cancel: Default::default(),
+            resume: BTreeMap::new(),
+            cluster: Vec::new(),
+            rolling: Default::default(),
+            planned_reboots: None,
+            pacing: Default::default(),
+            migration_pace: Default::default(),
+        }
+    }
+
+    const THREE_STEPS: &str = "name = \"p\"\n\
+        [[step]]\nname = \"first\"\nkind = \"run\"\ncommand = \"echo one\"\n\
+        [[step]]\nname = \"second\"\nkind = \"run\"\ncommand = \"apply-it\"\n\
+        [[step]]\nname = \"third\"\nkind = \"run\"\ncommand = \"echo three\"\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_step_stops_the_node_failed_at_that_step_and_runs_nothing_after_it() {
+        let recorder = Recorder::default();
+        let s = settings(THREE_STEPS, &recorder);
+        let node = scripted::node("pve1");
+        let mut shell = ScriptedShell::new("pve1")
+            .on("echo one", "one\n")
+            .fails("apply-it", 2, "apply-it: no such file\n")
+            .on("echo three", "three\n");
+        let run = run_connected(&node, &s, &mut shell, NodeRun::new("pve1"), Instant::now()).await;
+        assert_eq!(run.status, NodeStatus::Failed);
+        assert!(run.failed() && !run.interrupted());
+        let statuses: Vec<StepStatus> = run.steps.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [StepStatus::Changed, StepStatus::Failed]);
+        assert_eq!(run.steps[1].detail, "exit 2: apply-it: no such file");
+        let error = run.error.as_deref().unwrap_or_default();
+        assert_eq!(error, "step `second`: exit 2: apply-it: no such file");
+        let at = run.stopped_at.as_ref().expect("a stop point");
+        assert_eq!(
+            (at.node.as_str(), at.step.as_deref()),
+            ("pve1", Some("second"))
+        );
+        assert_eq!(shell.count("echo three"), 0, "{:?}", shell.ran());
+        assert_eq!(shell.count("(close)"), 1, "the session is closed");
+        // The journal's trail: each step started then done, the node failed with the error.
+        let trail: Vec<String> = recorder
+            .recorded()
+            .into_iter()
+            .map(|(node, e)| {
+                assert_eq!(node, "pve1");
+                match e {
+                    Event::StepStarted { index, step } => format!("started {index} {step}"),
+                    Event::StepDone { index, result } => {
+                        format!("done {index} {:?}", result.status)
+                    }
+                    Event::NodeFailed { error } => format!("failed: {error}"),
+                    other => format!("{other:?}"),
+                }
+            })
+            .collect();
+        assert_eq!(
+            trail,
+            [
+                "started 0 first".to_string(),
+                "done 0 Changed".into(),
+                "started 1 second".into(),
+                "done 1 Failed".into(),
+                format!("failed: {error}"),
+            ]
+        );
+        // The live display was told each step, then that the node is idle.
+        let shown: Vec<String> = recorder
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RunEvent::Doing {
+                    activity: Activity::Step { step },
+                    ..
+                } => Some(step),
+                RunEvent::Idle { .. } => Some("(idle)".into()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(shown, ["first", "second", "(idle)"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_interrupted_between_steps_is_cancelled_there_and_journaled_as_interrupted() {
+        let recorder = Recorder::default();
+        let s = settings(THREE_STEPS, &recorder);
+        s.cancel.cancel();
+        let node = scripted::node("pve1");
+        let mut shell = ScriptedShell::new("pve1").on("echo", "x\n");
+        let run = run_connected(&node, &s, &mut shell, NodeRun::new("pve1"), Instant::now()).await;
+        assert_eq!(run.status, NodeStatus::Cancelled);
+        assert!(run.interrupted() && !run.failed());
+        assert!(run.steps.is_empty());
+        let at = run.stopped_at.as_ref().expect("a stop point");
+        assert_eq!(at.step.as_deref(), Some("first"));
+        assert_eq!(at.state.as_deref(), Some("not started"));
+        assert_eq!(shell.count("echo"), 0, "nothing ran");
+        assert!(
+            !recorder
+                .recorded()
+                .iter()
+                .any(|(_, e)| matches!(e, Event::NodeFailed { .. } | Event::NodeDone { .. })),
+            "an interrupted node is neither done nor failed: {:?}",
+            recorder.recorded()
+        );
     }
 }

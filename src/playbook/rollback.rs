@@ -490,7 +490,13 @@ impl NodeRollback<'_> {
             // As after the run's own reboots: the node's OSDs up first, or noout stays (unset
             // while they are down, Ceph would start moving their data away).
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
-            let up = ceph_gate::wait_osds_up(&r, &node.name, deadline, &stop()).await;
+            let up = ceph_gate::wait_osds_up(
+                &r,
+                &node.name,
+                tokio::time::Instant::from_std(deadline),
+                &stop(),
+            )
+            .await;
             let unset = match up {
                 Ok(()) => ceph_gate::unset_noout(&r, &node.name, scope).await,
                 Err(e) => Err(e),

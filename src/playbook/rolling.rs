@@ -19,7 +19,7 @@ use super::model::Mode;
 use super::pacing::Pause;
 use crate::exec::NodeStatus;
 use crate::exit;
-use crate::fanout::{self, EventSink, Outcome};
+use crate::fanout::{self, Outcome};
 use crate::inventory::Node;
 use crate::journal::{RunStatus, StopPoint};
 use crate::maintenance::error::RebootError;
@@ -41,12 +41,9 @@ pub fn ordered(nodes: Vec<Node>, order: &[String]) -> Vec<Node> {
     out
 }
 
-async fn run_many(
-    nodes: Vec<Node>,
-    s: Arc<RunSettings>,
-    forks: usize,
-    events: Option<EventSink>,
-) -> Vec<NodeRun> {
+async fn run_many(nodes: Vec<Node>, s: Arc<RunSettings>, forks: usize) -> Vec<NodeRun> {
+    // The fan-out's events (nodes started and finished) join the run's stream.
+    let events = Some(s.events.fanout_sink());
     // The fan-out's own token is never cancelled: running nodes see `s.cancel` themselves and
     // stop at a safe point; nodes not yet started return at once.
     let never = CancellationToken::new();
@@ -295,7 +292,6 @@ pub async fn execute(
     nodes: Vec<Node>,
     s: Arc<RunSettings>,
     forks: usize,
-    events: Option<EventSink>,
     done: &HashSet<String>,
     after_batch: &(dyn Fn(&[NodeRun]) + Sync),
 ) -> Vec<NodeRun> {
@@ -329,7 +325,7 @@ pub async fn execute(
                 }
             }
         }
-        results.extend(run_many(todo, s.clone(), forks, events).await);
+        results.extend(run_many(todo, s.clone(), forks).await);
         return results;
     }
     if let Ok(mut v) = s.rolling.lock() {
@@ -338,16 +334,9 @@ pub async fn execute(
     // Several clusters in one inventory: each rolls on its own (its own quorum gate, Ceph,
     // drain targets and halting), all at once.
     let clusters = crate::maintenance::cluster_lock::by_cluster(&todo);
-    let rolls = clusters.into_iter().map(|(_, nodes)| {
-        roll(
-            nodes,
-            s.clone(),
-            forks,
-            events.clone(),
-            reboots,
-            after_batch,
-        )
-    });
+    let rolls = clusters
+        .into_iter()
+        .map(|(_, nodes)| roll(nodes, s.clone(), forks, reboots, after_batch));
     for r in futures::future::join_all(rolls).await {
         results.extend(r);
     }
@@ -361,7 +350,6 @@ async fn roll(
     todo: Vec<Node>,
     s: Arc<RunSettings>,
     forks: usize,
-    events: Option<EventSink>,
     reboots: bool,
     after_batch: &(dyn Fn(&[NodeRun]) + Sync),
 ) -> Vec<NodeRun> {
@@ -445,15 +433,14 @@ async fn roll(
                         Some((node, status)) if node == n.name => status,
                         _ => NodeStatus::Failed,
                     };
-                    if let Some(j) = &s.journal {
-                        j.record(
+                    s.events
+                        .record(
                             &n.name,
                             crate::journal::Event::NodeFailed {
                                 error: format!("quorum gate: {e}"),
                             },
                         )
                         .await;
-                    }
                     rs.push(r);
                 }
                 after_batch(&rs);
@@ -464,7 +451,7 @@ async fn roll(
         if let Ok(mut v) = s.rolling.lock() {
             v.current.extend(batch.iter().map(|n| n.name.clone()));
         }
-        let r = run_many(batch.to_vec(), s.clone(), forks, events.clone()).await;
+        let r = run_many(batch.to_vec(), s.clone(), forks).await;
         if let Ok(mut v) = s.rolling.lock() {
             for n in batch {
                 v.pending.remove(&n.name);

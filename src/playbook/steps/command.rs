@@ -12,10 +12,10 @@ use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ReadOnly, RunStep, Step, WaitForStep};
 use super::detached::{self, Status};
+use crate::events::Activity;
 use crate::journal::UndoRecord;
-use crate::maintenance::remote::{first_line, Remote};
+use crate::maintenance::remote::{first_line, NodeShell};
 use crate::outcome::{StepResult, StepStatus};
-use crate::progress::Doing;
 use crate::ssh::{ExecOutput, ExitStatus, Stream};
 
 fn rc_of(o: &ExecOutput) -> i64 {
@@ -27,7 +27,11 @@ fn rc_of(o: &ExecOutput) -> i64 {
 
 /// A command that can be interrupted: Ctrl-C drops the channel (the remote command gets
 /// SIGHUP from sshd) and the step counts as interrupted.
-async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<ExecOutput, StepError> {
+async fn interruptible(
+    r: &dyn NodeShell,
+    st: &NodeState<'_>,
+    cmd: &str,
+) -> Result<ExecOutput, StepError> {
     tokio::select! {
         _ = st.s.cancel.cancelled() => Err(StepError::Interrupted),
         o = r.sh(cmd) => Ok(o?),
@@ -39,7 +43,7 @@ async fn interruptible(r: &Remote, st: &NodeState<'_>, cmd: &str) -> Result<Exec
 /// apt/dpkg to let go of the lock (then what the step runs again). Otherwise as
 /// [`interruptible`].
 async fn followed(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
     step: &str,
     cmd: &str,
@@ -47,8 +51,10 @@ async fn followed(
     if !is_followed(st) {
         return interruptible(r, st, cmd).await;
     }
-    let (out, display) = (st.s.output.clone(), st.s.on_step.clone());
-    let node = r.node.name.clone();
+    let out = st.s.output.clone();
+    let events = &st.s.events;
+    let live = events.live();
+    let node = r.node().name.clone();
     let waiting = std::sync::atomic::AtomicBool::new(false);
     let lines = crate::progress::LineSplitter::default();
     // A finished line: followed; and apt has moved on from any wait it reported.
@@ -56,10 +62,13 @@ async fn followed(
         if let Some(o) = &out {
             o(&node, stream, line);
         }
-        if let Some(d) = &display {
-            if waiting.swap(false, std::sync::atomic::Ordering::Relaxed) {
-                d(&node, Some(&Doing::new(step)));
-            }
+        if live && waiting.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            events.doing(
+                &node,
+                Activity::Step {
+                    step: step.to_string(),
+                },
+            );
         }
     };
     // apt reports the wait as a line it finishes only once the lock is taken.
@@ -68,15 +77,15 @@ async fn followed(
         // Once the wait is shown, the rest of it is not read again (apt's spinner rewrites the
         // same unfinished line every second).
         let shown = waiting.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(d) = display.as_ref().filter(|_| !shown) {
+        if live && !shown {
             if let Some(holder) = apt_lock_wait(&lines.unfinished(stream)) {
                 if !waiting.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                    d(
+                    events.doing(
                         &node,
-                        Some(
-                            &Doing::new(format!("{step}: waiting for the dpkg lock"))
-                                .detail(holder),
-                        ),
+                        Activity::DpkgLock {
+                            step: step.to_string(),
+                            holder,
+                        },
                     );
                 }
             }
@@ -92,7 +101,7 @@ async fn followed(
 
 /// Someone follows the run's commands as they go: `-v`, or the live display.
 fn is_followed(st: &NodeState<'_>) -> bool {
-    st.s.output.is_some() || st.s.on_step.is_some()
+    st.s.output.is_some() || st.s.events.live()
 }
 
 /// apt waiting for the lock another apt or dpkg holds (`-o DPkg::Lock::Timeout=N`): apt-pkg's
@@ -139,7 +148,11 @@ enum Guards {
 /// so a plan (check mode) runs only those that cannot change it: `creates` (pvefleet's own
 /// `test -e`) always; `unless` / `only_if` only when the step declares them read-only
 /// (`read_only = "guards"` or `"all"`). Otherwise the plan says which guard it did not evaluate.
-async fn guards(r: &Remote, st: &NodeState<'_>, step: &RunStep) -> Result<Guards, StepError> {
+async fn guards(
+    r: &dyn NodeShell,
+    st: &NodeState<'_>,
+    step: &RunStep,
+) -> Result<Guards, StepError> {
     if let Some(path) = st.render(&step.creates, true)? {
         let o = r.sh(&format!("test -e {path}")).await?;
         if o.exit == ExitStatus::Code(0) {
@@ -180,7 +193,7 @@ async fn guards(r: &Remote, st: &NodeState<'_>, step: &RunStep) -> Result<Guards
 }
 
 pub(super) async fn run(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     run: &RunStep,
@@ -230,7 +243,7 @@ pub(super) async fn run(
     let undo = st.render(&run.undo, true)?;
     let undo_record = |phase: Phase| {
         undo.as_ref().map(|u| UndoRecord {
-            node: r.node.name.clone(),
+            node: r.node().name.clone(),
             step: step.name.get_ref().clone(),
             command: u.clone(),
             phase,
@@ -318,7 +331,7 @@ pub(super) async fn run(
 /// On a resume: this detached `run` step is the one the stopped run was in, and its command has
 /// ended on the node since (its exit status is there to read).
 pub(super) async fn ended_while_away(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
     step: &Step,
 ) -> Result<bool, StepError> {
@@ -337,7 +350,7 @@ pub(super) async fn ended_while_away(
 /// command was cut off without an exit status, gets its `repair` (journaled) before anything
 /// reads the node; one still running is waited for. Returns what was said.
 pub(crate) async fn repair_interrupted(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &NodeState<'_>,
 ) -> Result<Option<String>, StepError> {
     let Some((index, _)) = st.history.and_then(|h| h.in_step.clone()) else {
@@ -351,10 +364,12 @@ pub(crate) async fn repair_interrupted(
     };
     let dir = detached::dir(&st.s.run_id, index);
     if matches!(detached::status(r, &dir).await?, Status::Running) {
-        eprintln!(
-            "pvefleet: {}: waiting for `{}` the stopped run started to end",
-            r.node.name,
-            step.name.get_ref()
+        st.s.events.said(
+            &r.node().name,
+            format!(
+                "waiting for `{}` the stopped run started to end",
+                step.name.get_ref()
+            ),
         );
     }
     let Some(state) = detached::settle(r, &dir, &st.s.cancel).await? else {
@@ -373,9 +388,9 @@ pub(crate) async fn repair_interrupted(
             first_line(&o.stderr)
         }
     );
-    if let Some(j) = &st.s.journal {
-        j.record(
-            &r.node.name,
+    st.s.events
+        .record(
+            &r.node().name,
             crate::journal::Event::Repaired {
                 index,
                 command: repair.clone(),
@@ -383,12 +398,11 @@ pub(crate) async fn repair_interrupted(
             },
         )
         .await;
-    }
     let said = format!(
         "`{}` of the stopped run was cut off halfway: repaired with `{repair}` ({detail})",
         step.name.get_ref()
     );
-    eprintln!("pvefleet: {}: {said}", r.node.name);
+    st.s.events.said(&r.node().name, said.as_str());
     if o.exit != ExitStatus::Code(0) {
         return Err(StepError::Remote(said));
     }
@@ -396,7 +410,7 @@ pub(crate) async fn repair_interrupted(
 }
 
 pub(super) async fn wait_for(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     wait: &WaitForStep,

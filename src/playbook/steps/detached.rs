@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::maintenance::remote::Remote;
+use crate::maintenance::remote::NodeShell;
 use crate::quote::shell_quote;
 use crate::ssh::{ExecOutput, SshError};
 
@@ -91,7 +91,7 @@ pub enum Status {
 }
 
 /// Look the detached command up.
-pub async fn status(r: &Remote, dir: &str) -> Result<Status, SshError> {
+pub async fn status(r: &dyn NodeShell, dir: &str) -> Result<Status, SshError> {
     let d = shell_quote(dir);
     let o = r
         .sh(&format!(
@@ -111,7 +111,7 @@ pub async fn status(r: &Remote, dir: &str) -> Result<Status, SshError> {
 /// Wait while the detached command runs; then how it ended (never [`Status::Running`]).
 /// `None`: cancelled.
 pub async fn settle(
-    r: &Remote,
+    r: &dyn NodeShell,
     dir: &str,
     cancel: &CancellationToken,
 ) -> Result<Option<Status>, SshError> {

@@ -9,12 +9,12 @@
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{AssertStep, ProbeStep, Step};
-use crate::maintenance::remote::Remote;
+use crate::maintenance::remote::NodeShell;
 use crate::outcome::{StepResult, StepStatus};
 
 /// Gather probe facts over the session (one exec for all of them).
 pub(crate) async fn gather(
-    r: &Remote,
+    r: &dyn NodeShell,
     names: &[String],
 ) -> Result<serde_json::Map<String, serde_json::Value>, StepError> {
     let script = crate::probe::combined_script(names);
@@ -32,7 +32,10 @@ pub(crate) async fn gather(
         let rep = (def.evaluate)(&sec.text, &t).map_err(|e| StepError::Remote(e.to_string()))?;
         let mut f = rep.facts;
         if n == crate::probe::clock::NAME {
-            let m = crate::audit::measure_clock(&r.session, r.timeout).await?;
+            let session = r.session().ok_or_else(|| {
+                StepError::Remote("the clock probe needs an SSH session to time".into())
+            })?;
+            let m = crate::audit::measure_clock(session, r.timeout()).await?;
             if let serde_json::Value::Object(o) = &mut f {
                 o.insert(
                     "controller".into(),
@@ -46,7 +49,7 @@ pub(crate) async fn gather(
 }
 
 pub(super) async fn probe(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     probe: &ProbeStep,

@@ -9,7 +9,7 @@ use super::super::edit;
 use super::super::error::StepError;
 use super::super::model::{AddRemove, BlockStep, FileStep, LineStep, LinesStep, Presence, Step};
 use crate::journal::{sha1_hex, BackupRecord};
-use crate::maintenance::remote::{first_line, Remote};
+use crate::maintenance::remote::{first_line, NodeShell};
 use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;
@@ -35,7 +35,7 @@ enum Change<'a> {
 
 /// Journal the intent, back up the original (once per run), apply the change, journal it.
 async fn apply(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &mut NodeState<'_>,
     path: &str,
     existed_now: bool,
@@ -51,7 +51,7 @@ async fn apply(
         None => {
             if let Some(j) = &st.s.journal {
                 j.backup(BackupRecord {
-                    node: r.node.name.clone(),
+                    node: r.node().name.clone(),
                     path: path.to_string(),
                     backup: backup.clone(),
                     existed: existed_now,
@@ -94,7 +94,7 @@ async fn apply(
     }
     if let Some(j) = &st.s.journal {
         j.backup(BackupRecord {
-            node: r.node.name.clone(),
+            node: r.node().name.clone(),
             path: path.to_string(),
             backup,
             existed,
@@ -111,7 +111,7 @@ async fn apply(
 }
 
 async fn file_step(
-    r: &Remote,
+    r: &dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     path: &str,
@@ -166,7 +166,7 @@ fn regex(x: Option<String>, what: &str) -> Result<Option<regex::Regex>, StepErro
 }
 
 pub(super) async fn line(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     line: &LineStep,
@@ -183,7 +183,7 @@ pub(super) async fn line(
 }
 
 pub(super) async fn lines(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     lines: &LinesStep,
@@ -206,7 +206,7 @@ struct LineEdit<'a> {
 }
 
 async fn edit_lines(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     path: &str,
@@ -229,7 +229,7 @@ async fn edit_lines(
 }
 
 pub(super) async fn block(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     block: &BlockStep,
@@ -250,7 +250,7 @@ pub(super) async fn block(
 }
 
 pub(super) async fn file(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     file: &FileStep,
@@ -300,14 +300,16 @@ pub(super) async fn file(
 
 /// How this node boots: the one boot-loader detection shared with the gpu probe
 /// (`crate::bootloader`, DOMAIN.md §4 and §11).
-pub(crate) async fn boot_setup(r: &Remote) -> Result<crate::bootloader::BootSetup, StepError> {
+pub(crate) async fn boot_setup(
+    r: &dyn NodeShell,
+) -> Result<crate::bootloader::BootSetup, StepError> {
     let out = r.sh(crate::bootloader::SNIPPET).await?;
     crate::bootloader::parse(&String::from_utf8_lossy(&out.stdout))
         .map_err(|e| StepError::Remote(format!("boot loader: {e}")))
 }
 
 pub(super) async fn kernel_cmdline(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     lists: &AddRemove,
@@ -331,7 +333,7 @@ pub(super) async fn kernel_cmdline(
 }
 
 pub(super) async fn modules(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     lists: &AddRemove,

@@ -16,9 +16,8 @@ use super::error::StepError;
 use super::model::{Action, RebootStep, Step, StepKind};
 use crate::maintenance::readiness;
 use crate::maintenance::reboot::{self, RebootCtx, RebootState};
-use crate::maintenance::remote::Remote;
+use crate::maintenance::remote::NodeShell;
 use crate::outcome::{StepResult, StepStatus};
-use crate::progress::Doing;
 
 pub(crate) use command::repair_interrupted;
 pub(crate) use facts::gather;
@@ -26,7 +25,7 @@ pub use files::refresh_for;
 
 /// Run (or plan) one step on the node.
 pub(super) async fn run_step(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
 ) -> Result<StepResult, StepError> {
@@ -248,7 +247,7 @@ fn drain_opts(step: &RebootStep, run: &RunSettings) -> Option<reboot::DrainOpts>
 }
 
 async fn reboot_step(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     reboot_step: &RebootStep,
@@ -261,12 +260,12 @@ async fn reboot_step(
         ask.coming_back =
             st.s.resume
                 .iter()
-                .filter(|(n, h)| **n != r.node.name && reboot::reboot_underway(h))
+                .filter(|(n, h)| **n != r.node().name && reboot::reboot_underway(h))
                 .map(|(n, _)| n.clone())
                 .collect();
         let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
         let back = ask.drain.is_some_and(|d| d.return_guests);
-        let (mut predicted, _) = predicted(&r.node.name, timeout, &[], back);
+        let (mut predicted, _) = predicted(&r.node().name, timeout, &[], back);
         let mut res = match readiness::check(r, &ask).await {
             Ok(found) => {
                 let mut res = result(
@@ -274,7 +273,7 @@ async fn reboot_step(
                     StepStatus::Changed,
                     "would reboot and wait for the node and the cluster",
                 );
-                let (p, said) = self::predicted(&r.node.name, timeout, &found.moves, back);
+                let (p, said) = self::predicted(&r.node().name, timeout, &found.moves, back);
                 predicted = p;
                 res.checks = found.lines;
                 res.checks.push(said);
@@ -295,34 +294,18 @@ async fn reboot_step(
     let on_state = |s: RebootState| {
         *state.lock().expect("reboot state") = Some(s);
     };
-    let sink = st.s.on_step.clone();
-    let node = r.node.name.clone();
     let name = step.name.get_ref().clone();
     let timeout = step.timeout_or(crate::playbook::model::REBOOT_TIMEOUT);
-    // The live display says what the node now waits for, with the deadline of the waits that
-    // have one; within a state, what the drain and the Ceph gate are doing (each migration, the
-    // PG count) under the step's name.
-    let doing = move |d: Doing| {
-        if let Some(f) = &sink {
-            f(&node, Some(&d.under(&name)));
-        }
-    };
-    let on_doing = doing.clone();
-    let on_state = move |s: RebootState| {
-        on_state(s);
-        let d = Doing::new(s.awaiting());
-        doing(if s.waits() { d.within(timeout) } else { d });
-    };
     let cx = RebootCtx {
         index: st.index,
         timeout,
         guests: st.s.guests,
         allow_maintained: st.s.allow_maintained,
-        journal: st.s.journal.as_ref(),
+        step: &name,
+        events: &st.s.events,
         cancel: &st.s.cancel,
         resume: st.history,
         on_state: &on_state,
-        on_doing: &on_doing,
         drain: drain_opts(reboot_step, st.s),
         ceph_accept: st.render_list(&reboot_step.ceph_accept_warnings)?,
         pg_timeout: reboot_step.pg_timeout,
@@ -379,7 +362,7 @@ async fn reboot_step(
                 st.rebooted = true;
             }
             for l in &left {
-                eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(l));
+                st.s.events.warning(l.as_str());
             }
             st.left_on.extend(left);
             Err(StepError::Reboot(e))

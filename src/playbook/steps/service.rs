@@ -4,13 +4,13 @@
 use super::super::context::{result, NodeState};
 use super::super::error::StepError;
 use super::super::model::{ServiceState, ServiceStep, Step};
-use crate::maintenance::remote::{first_line, Remote};
+use crate::maintenance::remote::{first_line, NodeShell};
 use crate::outcome::{StepResult, StepStatus};
 use crate::quote::shell_quote;
 use crate::ssh::ExitStatus;
 
 pub(super) async fn service(
-    r: &mut Remote,
+    r: &mut dyn NodeShell,
     st: &mut NodeState<'_>,
     step: &Step,
     service: &ServiceStep,
