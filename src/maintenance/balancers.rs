@@ -417,10 +417,17 @@ pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(
                         .join(" "),
                     j.id
                 );
-                eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(&msg));
                 errors.push(msg);
             }
         }
+    }
+    said(errors)
+}
+
+/// Restore errors, each said on stderr as a warning: `Err` when there are any.
+pub(super) fn said(errors: Vec<String>) -> Result<(), Vec<String>> {
+    for msg in &errors {
+        eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(msg));
     }
     if errors.is_empty() {
         Ok(())

@@ -373,16 +373,11 @@ pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(
                     c.words(),
                     j.id
                 );
-                eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(&msg));
                 errors.push(msg);
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(errors)
-    }
+    super::balancers::said(errors)
 }
 
 async fn restore_node(

@@ -498,10 +498,25 @@ fn sigkill_mid_rolling_run_then_resume_reboots_each_node_exactly_once() {
     // Resumed, and killed again right after pve2's reboot was issued; pve2 stays down (its
     // boot is held back) until the next resume runs.
     lab.fault("pve2", &["no-return"]);
+    // The lab's `reboot` notes each request (sim/bin/reboot): the kill waits for it, since
+    // `reboot-issued` is journaled before the command is sent (a kill in between is a resume's
+    // re-issue, another test's case).
+    let asked = lab.dir.path().join("nodes/pve2/sim/reboot_times");
+    let requests = || {
+        std::fs::read_to_string(&asked)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let before = requests();
     let child = env.spawn(&lab, &["run", "--resume", &id, "--yes"]);
     assert!(env.wait_event(90, |e| e["node"] == "pve2"
         && e["event"] == "reboot"
         && e["data"]["state"] == "reboot-issued"));
+    let t = std::time::Instant::now();
+    while requests() == before && t.elapsed() < std::time::Duration::from_secs(20) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(requests() > before, "pve2's reboot was asked for");
     signal(&child, "KILL");
     let _ = child.wait_with_output();
     assert!(lab.wait("pve2", "down", 30), "pve2 went down");
