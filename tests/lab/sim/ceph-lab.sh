@@ -152,12 +152,22 @@ ceph_lab_ready() {
     [ "$(date +%s)" -lt "$end" ] || { echo "lab: Ceph: not all $want OSDs up after ${t}s (see DIR/nodes/*/sim/ceph/log)" >&2; hceph -s >&2; return 1; }
     sleep 1
   done
+  # Each pool command is tried again until the deadline: under load a monitor command can time
+  # out (hceph's 15 s) or answer EBUSY, and `node` runs with set -e, which made such a failure
+  # end `lab up` with no word of why.
+  pool_cmd() {
+    local err
+    until err=$(hceph osd pool "$@" 2>&1 >/dev/null); do
+      [ "$(date +%s)" -lt "$end" ] || { echo "lab: Ceph: ceph osd pool $* failed: $err" >&2; return 1; }
+      sleep 1
+    done
+  }
   if ! hceph osd pool ls 2>/dev/null | grep -qx ceph-pool; then
-    hceph osd pool create ceph-pool 32 32 replicated >/dev/null 2>&1
-    hceph osd pool set ceph-pool size "$size" --yes-i-really-mean-it >/dev/null 2>&1
-    hceph osd pool set ceph-pool min_size $(( size > 1 ? 2 : 1 )) >/dev/null 2>&1
-    [ "$size" -ge 2 ] || hceph osd pool set ceph-pool min_size 1 >/dev/null 2>&1
-    hceph osd pool application enable ceph-pool rbd >/dev/null 2>&1
+    pool_cmd create ceph-pool 32 32 replicated || return 1
+    pool_cmd set ceph-pool size "$size" --yes-i-really-mean-it || return 1
+    pool_cmd set ceph-pool min_size $(( size > 1 ? 2 : 1 )) || return 1
+    if [ "$size" -lt 2 ]; then pool_cmd set ceph-pool min_size 1 || return 1; fi
+    pool_cmd application enable ceph-pool rbd || return 1
   fi
   until st=$(hceph status -f json 2>/dev/null) && python3 -c '
 import json, sys
