@@ -135,6 +135,16 @@ struct Params {
     migration_pace: crate::maintenance::drain::MigrationPace,
 }
 
+impl Params {
+    /// The time one remote command of the run's own may take outside the steps (the cluster
+    /// lock, the balancers): `--timeout`, else the first node's command timeout, else 30 s.
+    fn remote_timeout(&self) -> std::time::Duration {
+        self.timeout
+            .or_else(|| self.nodes.first().map(|n| n.command_timeout))
+            .unwrap_or(std::time::Duration::from_secs(30))
+    }
+}
+
 fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {
     RunSettings {
         playbook: p.pb.clone(),
@@ -232,10 +242,7 @@ pub async fn cmd_plan(g: &GlobalOpts, a: &PlanArgs) -> Result<u8, AppError> {
     let runs = plan_runs(&p, &HashSet::new(), &BTreeMap::new()).await;
     // The cluster's own balancers a draining run would pause (read only).
     let balancer_lines = if p.pb.drains() {
-        let t = p
-            .timeout
-            .or_else(|| p.nodes.first().map(|n| n.command_timeout))
-            .unwrap_or(std::time::Duration::from_secs(30));
+        let t = p.remote_timeout();
         balancers::preview(&p.inv.nodes, &p.nodes, t).await
     } else {
         Vec::new()
@@ -666,10 +673,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
         None => journal::new_run_id(),
     };
     let owner = LockOwner::this_process(&run_id, &p.pb.file.name);
-    let lock_timeout = p
-        .timeout
-        .or_else(|| p.nodes.first().map(|n| n.command_timeout))
-        .unwrap_or(std::time::Duration::from_secs(30));
+    let lock_timeout = p.remote_timeout();
     let resume_of = resumed.as_ref().map(|j| j.id.clone());
     let locks = match ClusterLocks::take(&p.nodes, &owner, resume_of.as_deref(), lock_timeout).await
     {
@@ -900,10 +904,7 @@ async fn execute_run(
     eprintln!("run {run_id} (journal: {})", journal.dir.display());
     // The cluster's own balancers would move guests the drain placed (or put back): paused
     // before the first node starts, restored at the end below, whatever the ending.
-    let crs_timeout = p
-        .timeout
-        .or_else(|| p.nodes.first().map(|n| n.command_timeout))
-        .unwrap_or(std::time::Duration::from_secs(30));
+    let crs_timeout = p.remote_timeout();
     if p.pb.drains() {
         if let Err(e) = balancers::pause_all(&journal, &p.inv.nodes, &p.nodes, crs_timeout).await {
             eprintln!("pvefleet: {}; nothing done on the nodes", sanitize_str(&e));

@@ -341,25 +341,44 @@ async fn write_guarded(r: &Remote, sha1: &str, new: &str) -> Result<Wrote, Strin
 /// first node that answers). Journals `pausing` before each write and `paused` (or
 /// `not-paused`) after; says it on stderr. A cluster whose file cannot be read is an error: the
 /// run must not start.
+/// A cluster's file and the rebalancing keys that are on in it, read through the first of
+/// `members` that answers: `None` without the file. Serves [`pause`] and [`preview`].
+async fn keys_on(
+    name: &str,
+    members: &[Node],
+    timeout: Duration,
+) -> Result<Option<(Remote, String, BTreeMap<String, String>)>, BalancerError> {
+    let (r, text) = read_any(members, timeout)
+        .await
+        .map_err(|why| BalancerError::Remote {
+            cluster: name.to_string(),
+            why,
+        })?;
+    let Some(text) = text else { return Ok(None) };
+    match rebalancing(&text) {
+        Ok(keys) => Ok(Some((r, text, on(&keys)))),
+        Err(error) => Err(BalancerError::Unreadable {
+            cluster: name.to_string(),
+            node: r.node.name.clone(),
+            error,
+        }),
+    }
+}
+
 pub async fn pause(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(), BalancerError> {
     for (cluster, members) in super::cluster_lock::by_cluster(nodes) {
         let name = cluster_name(&cluster);
-        let (r, text) = read_any(&members, timeout)
-            .await
-            .map_err(|why| BalancerError::Remote {
-                cluster: name.clone(),
-                why,
-            })?;
-        let Some(text) = text else { continue };
+        let Some((r, text, was)) = keys_on(&name, &members, timeout).await? else {
+            continue;
+        };
+        if was.is_empty() {
+            continue;
+        }
         let unreadable = |error| BalancerError::Unreadable {
             cluster: name.clone(),
             node: r.node.name.clone(),
             error,
         };
-        let was = on(&rebalancing(&text).map_err(unreadable)?);
-        if was.is_empty() {
-            continue;
-        }
         let set: BTreeMap<String, String> =
             was.keys().map(|k| (k.clone(), OFF.to_string())).collect();
         let new = with_values(&text, &set).map_err(unreadable)?;
@@ -582,33 +601,17 @@ pub async fn preview(inventory: &[Node], run: &[Node], timeout: Duration) -> Vec
     let mut lines = Vec::new();
     for (cluster, members) in super::cluster_lock::by_cluster(run) {
         let name = cluster_name(&cluster);
-        match read_any(&members, timeout).await {
-            Err(why) => lines.push((
-                format!("HA rebalancing (cluster {name}): {PATH} cannot be read: {why}: the run would refuse"),
-                true,
+        match keys_on(&name, &members, timeout).await {
+            Err(e) => lines.push((format!("HA rebalancing: {e}: the run would refuse"), true)),
+            Ok(None) => {}
+            Ok(Some((_, _, on))) if on.is_empty() => {}
+            Ok(Some((_, _, on))) => lines.push((
+                format!(
+                    "HA rebalancing (cluster {name}): crs {} would be set to 0 for the run, put back at its end",
+                    describe(&on)
+                ),
+                false,
             )),
-            Ok((_, None)) => {}
-            Ok((r, Some(text))) => match rebalancing(&text) {
-                Err(e) => lines.push((
-                    format!(
-                        "HA rebalancing (cluster {name}), via {}: {e}: the run would refuse",
-                        r.node.name
-                    ),
-                    true,
-                )),
-                Ok(keys) => {
-                    let on = on(&keys);
-                    if !on.is_empty() {
-                        lines.push((
-                            format!(
-                                "HA rebalancing (cluster {name}): crs {} would be set to 0 for the run, put back at its end",
-                                describe(&on)
-                            ),
-                            false,
-                        ));
-                    }
-                }
-            },
         }
     }
     let members = super::proxlb::members(inventory, run);

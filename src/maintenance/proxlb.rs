@@ -48,7 +48,9 @@ printf 'active=%s\\nenabled=%s\\nconfig=%s\\n' \"$a\" \"$e\" \"$c\"";
 pub struct State {
     /// `systemctl is-active`: the unit runs (or is starting or reloading).
     pub running: bool,
-    /// `systemctl is-enabled` said `enabled`: it starts at boot.
+    /// `systemctl is-enabled` said `enabled`: it starts at boot. `enabled-runtime` is not: its
+    /// link lives in /run and is gone at the next boot (systemctl(1), `enable --runtime`), and
+    /// a plain `disable`/`enable` would not put back what was found.
     pub enabled: bool,
     /// `is-enabled` printed nothing: no such unit on the node.
     pub installed: bool,
@@ -84,9 +86,10 @@ pub fn state(out: &str) -> Result<State, StateError> {
     };
     let e = get("enabled")?;
     let enabled = match e {
-        "enabled" | "enabled-runtime" => true,
-        "" | "disabled" | "static" | "indirect" | "generated" | "transient" | "linked"
-        | "linked-runtime" | "alias" | "masked" | "masked-runtime" | "bad" | "not-found" => false,
+        "enabled" => true,
+        "" | "enabled-runtime" | "disabled" | "static" | "indirect" | "generated" | "transient"
+        | "linked" | "linked-runtime" | "alias" | "masked" | "masked-runtime" | "bad"
+        | "not-found" => false,
         other => return Err(StateError(format!("is-enabled said {other:?}"))),
     };
     let config = match get("config")? {
@@ -128,8 +131,8 @@ impl Change {
     }
 }
 
-/// What pausing changes for a node in state `s`. An `enabled-runtime` unit is not disabled
-/// (its enablement lives in /run and is gone at the reboot anyway).
+/// What pausing changes for a node in state `s` (an `enabled-runtime` unit is stopped, not
+/// disabled: see [`State::enabled`]).
 pub fn decide(s: &State) -> Change {
     Change {
         stop: s.running,
@@ -495,6 +498,16 @@ mod tests {
             state("active=activating\nenabled=disabled\nconfig=yes\n")
                 .unwrap()
                 .running
+        );
+        // Enabled for this boot only (a link in /run): stopped, never disabled, so the restore
+        // does not enable it for good.
+        let runtime = state("active=active\nenabled=enabled-runtime\nconfig=yes\n").unwrap();
+        assert_eq!(
+            decide(&runtime),
+            Change {
+                stop: true,
+                disable: false
+            }
         );
     }
 
