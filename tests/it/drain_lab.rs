@@ -151,10 +151,11 @@ fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice
     };
     let env = Env::new();
     six_guests_on_pve1(&lab, 1024);
-    // The first three migrations share a slow link (150 MiB/s: about 20 s each), so they are
-    // still under way when the resume asks, however loaded the machine; the link is fast again
-    // once the controller is killed (a transfer reads its link when it starts: sim/bin/qm).
-    lab.fault("pve1", &["migration-link", "150"]);
+    // The first three migrations share a link so slow (3 MiB/s: 1 GiB each would take half an
+    // hour) that they are still under way when the resume asks, however loaded the machine; the
+    // link is made fast again once the resume says it is waiting for them (every tick of a
+    // transfer reads its link: sim/bin/qm).
+    lab.fault("pve1", &["migration-link", "3"]);
     let pb = env.playbook("drain-and-reboot.toml");
     let child = env.spawn(
         &lab,
@@ -205,13 +206,44 @@ fn a_drain_killed_with_migrations_under_way_resumes_without_moving_a_guest_twice
     assert_eq!(transfers(), 3, "three transfers under way");
     signal(&child, "KILL");
     let _ = child.wait_with_output();
-    lab.clear("pve1", Some("migration-link"));
     assert_eq!(locked(), 3, "the three migrations outlived the controller");
-    let out = env.run(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let mut resume = env.spawn(&lab, &["run", "--resume", &env.run_id(), "--yes"]);
+    // The resume's stderr, line by line: the link is made fast once it says it waits.
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let err = resume.stderr.take().unwrap();
+    let mut out = resume.stdout.take().unwrap();
+    let drained = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+    });
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let waits = std::time::Instant::now();
+    let mut said_wait = false;
+    while let Ok(line) = rx.recv_timeout(std::time::Duration::from_secs(180)) {
+        if line.contains("waiting for the migration of qm 10") {
+            said_wait = true;
+            break;
+        }
+        if waits.elapsed() > std::time::Duration::from_secs(180) {
+            break;
+        }
+    }
+    lab.clear("pve1", Some("migration-link"));
+    let status = resume.wait().unwrap();
+    drained.join().unwrap();
+    let stderr = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(
-        stderr.contains("waiting for the migration of qm 10"),
+        said_wait && stderr.contains("waiting for the migration of qm 10"),
         "the resume waited for the migrations the killed run started: {stderr}\nmoves: {:?}\nevents: {:?}",
         migrations(&lab),
         env.events()
