@@ -678,13 +678,7 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
     let locks = match ClusterLocks::take(&p.nodes, &owner, resume_of.as_deref(), lock_timeout).await
     {
         Ok(l) => l,
-        Err(refusals) => {
-            for r in &refusals {
-                eprintln!("pvefleet: {}", sanitize_str(&r.describe()));
-            }
-            eprintln!("nothing done");
-            return Ok(exit::LOCKED);
-        }
+        Err(refusals) => return Ok(refused_by_lock(&refusals)),
     };
     let journal = match resumed {
         Some(j) => Ok(j),
@@ -719,6 +713,16 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
     let _ = renewing.await;
     locks.release().await;
     code
+}
+
+/// Say why the cluster locks could not be taken (a `run` or a `rollback`, before anything is
+/// done): its exit code.
+pub(super) fn refused_by_lock(refusals: &[crate::maintenance::cluster_lock::Refusal]) -> u8 {
+    for r in refusals {
+        eprintln!("pvefleet: {}", sanitize_str(&r.describe()));
+    }
+    eprintln!("nothing done");
+    exit::LOCKED
 }
 
 /// The pacing of the run: its windows, `--pause-after`, `--confirm-each-node` (asking on the

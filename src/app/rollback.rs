@@ -7,14 +7,16 @@ use super::{ctrl_c_token, load_inventory, print_json, signals, AppError};
 use crate::cli::{GlobalOpts, RollbackArgs};
 use crate::exit;
 use crate::inventory::limit;
+use crate::inventory::{Inventory, Node};
 use crate::journal::{Journal, NodeHistory};
 use crate::maintenance::balancers;
+use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
 use crate::playbook::rollback::{
     files_by_node, json_entry, settle_status, undos_by_node, Ended, NodeRollback, NodeWork,
 };
 use crate::sanitize::sanitize_str;
 use crate::ssh;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 
 /// `pvefleet rollback`.
@@ -93,6 +95,83 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
             }
         }
     }
+    // The cluster lock, as a run takes it: a rollback moves guests and switches HA maintenance,
+    // noout and the balancers, so it never acts while another run drives the cluster. The lock
+    // the rolled-back run left (its controller killed) is taken over, as its resume would, and
+    // released at the end: the run is over once it is rolled back.
+    let timeout = inv
+        .nodes
+        .first()
+        .map(|n| n.command_timeout)
+        .unwrap_or(std::time::Duration::from_secs(30));
+    let lock_nodes = lock_nodes(&inv.nodes, &nodes, balancers_owed.then_some(&meta.nodes));
+    let owner = LockOwner::this_process(id, &format!("rollback of {}", playbook_name(&meta)));
+    let locks = match ClusterLocks::take(&lock_nodes, &owner, Some(id), timeout).await {
+        Ok(l) => l,
+        Err(refusals) => return Ok(super::playbook::refused_by_lock(&refusals)),
+    };
+    let stop_renewing = tokio_util::sync::CancellationToken::new();
+    let renewing = locks.keep_renewed(stop_renewing.clone());
+    let code = roll_back(
+        g,
+        (&j, &meta),
+        &inv,
+        nodes,
+        (files, undos, left),
+        force,
+        balancers_owed,
+        timeout,
+    )
+    .await;
+    stop_renewing.cancel();
+    let _ = renewing.await;
+    locks.release().await;
+    code
+}
+
+/// The nodes through which the rollback's cluster locks are taken: every inventory node of a
+/// cluster that has a node to roll back (any of them may answer for it), and with
+/// `whole_run` (balancers to restore) every cluster of the run's nodes.
+fn lock_nodes(all: &[Node], rolled: &[String], whole_run: Option<&Vec<String>>) -> Vec<Node> {
+    let clusters: BTreeSet<Option<String>> = all
+        .iter()
+        .filter(|n| rolled.contains(&n.name) || whole_run.is_some_and(|w| w.contains(&n.name)))
+        .map(|n| n.cluster.clone())
+        .collect();
+    all.iter()
+        .filter(|n| clusters.contains(&n.cluster))
+        .cloned()
+        .collect()
+}
+
+/// The playbook's file name without its extension (`upgrade` for `.../upgrade.toml`).
+fn playbook_name(meta: &crate::journal::RunMeta) -> String {
+    std::path::Path::new(&meta.playbook)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| meta.playbook.clone())
+}
+
+/// What the journal says to put back, node by node.
+type Owed = (
+    BTreeMap<String, Vec<crate::playbook::rollback::FileRec>>,
+    BTreeMap<String, Vec<crate::journal::UndoRecord>>,
+    BTreeMap<String, NodeHistory>,
+);
+
+/// Roll back each node, then the balancers; the JSON report is printed here.
+#[allow(clippy::too_many_arguments)]
+async fn roll_back(
+    g: &GlobalOpts,
+    (j, meta): (&Journal, &crate::journal::RunMeta),
+    inv: &Inventory,
+    nodes: Vec<String>,
+    (files, undos, left): Owed,
+    force: bool,
+    balancers_owed: bool,
+    timeout: std::time::Duration,
+) -> Result<u8, AppError> {
+    let id = j.id.as_str();
     let mut code = exit::OK;
     let mut report: Vec<serde_json::Value> = Vec::new();
     let quiet = g.json;
@@ -122,33 +201,27 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         };
         let work = NodeWork {
             node: n,
-            inv: &inv,
+            inv,
             files: files.get(&node).map(Vec::as_slice).unwrap_or_default(),
             undos: undos.get(&node).map(Vec::as_slice).unwrap_or_default(),
             left: left.get(&node),
         };
         let mut nr = NodeRollback::new(&node, &session, force, g.json);
-        let ended = nr.run(work, &j, ctrl_c_token).await;
+        let ended = nr.run(work, j, ctrl_c_token).await;
         if ended != Ended::RolledBack {
             code = code.max(exit::FAILED);
         }
         report.push(nr.entry(ended.as_str()));
         session.close().await;
     }
-    if balancers_owed {
-        let timeout = inv
-            .nodes
-            .first()
-            .map(|n| n.command_timeout)
-            .unwrap_or(std::time::Duration::from_secs(30));
-        if balancers::restore_all(&j, &inv.nodes, timeout)
+    if balancers_owed
+        && balancers::restore_all(j, &inv.nodes, timeout)
             .await
             .is_err()
-        {
-            code = code.max(exit::FAILED);
-        }
+    {
+        code = code.max(exit::FAILED);
     }
-    settle_status(&j, &meta);
+    settle_status(j, meta);
     if g.json {
         let status = j.meta().map(|m| m.status.to_string()).unwrap_or_default();
         print_json(&serde_json::json!({

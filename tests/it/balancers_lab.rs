@@ -247,6 +247,29 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
             // file is as before the run, the journal still says paused; then rollback.
             write_cfg(&lab, both);
         }
+        if undo == "rollback" {
+            // Another run holds the cluster now (the killed run's lock broken, another taken):
+            // the rollback, which moves guests and switches the balancers, is refused.
+            let owner = lab.dir.path().join("pve/priv/pvefleet-run-lock.json");
+            let mine = std::fs::read_to_string(&owner).unwrap();
+            assert!(mine.contains(&run), "{mine}");
+            let other = mine.replace(&run, "20261203T000000-0bad");
+            std::fs::write(&owner, other).unwrap();
+            lab.sh("pve1", "touch /etc/pve/priv/lock/pvefleet-run");
+            let out = env.run(&lab, &["rollback", &run, "--yes"]);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(75), "{err}");
+            assert!(
+                err.contains("20261203T000000-0bad") && err.contains("nothing done"),
+                "{err}"
+            );
+            assert_eq!(
+                std::fs::read_to_string(cfg(&lab)).unwrap(),
+                paused,
+                "nothing restored under another run's lock"
+            );
+            std::fs::write(&owner, mine).unwrap();
+        }
         let out = match undo {
             "resume" => env.run(&lab, &["run", "--resume", &run, "--yes"]),
             _ => env.run(&lab, &["rollback", &run, "--yes"]),
@@ -269,11 +292,15 @@ fn a_killed_runs_pause_is_restored_by_its_resume_or_its_rollback() {
         }
         let shown = text(&env.run(&lab, &["runs", "show", &run]).stdout);
         assert!(!shown.contains("still paused"), "{undo}: {shown}");
-        if undo != "resume" {
-            // A rollback leaves the killed run's cluster lock to an explicit break.
-            let out = env.run(&lab, &["lock", "break", &run]);
-            assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        }
+        // The resume, and the rollback (which takes the killed run's lock over, as the resume
+        // does, and releases it at its end), leave the cluster's lock free.
+        let out = env.run(&lab, &["lock", "show"]);
+        assert!(
+            text(&out.stdout).ends_with(": free\n"),
+            "{undo}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
         assert_eq!(
             balancer_states(&env),
             ["pausing", "paused", "restored"],
