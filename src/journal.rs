@@ -153,6 +153,17 @@ pub struct RunMeta {
     pub paused: Option<String>,
 }
 
+impl RunMeta {
+    /// The playbook by name: its file name without the extension (`upgrade` for
+    /// `.../upgrade.toml`).
+    pub fn playbook_name(&self) -> String {
+        std::path::Path::new(&self.playbook)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.playbook.clone())
+    }
+}
+
 fn default_guests() -> GuestPolicy {
     GuestPolicy::Refuse
 }

@@ -105,7 +105,7 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         .map(|n| n.command_timeout)
         .unwrap_or(std::time::Duration::from_secs(30));
     let lock_nodes = lock_nodes(&inv.nodes, &nodes, balancers_owed.then_some(&meta.nodes));
-    let owner = LockOwner::this_process(id, &format!("rollback of {}", playbook_name(&meta)));
+    let owner = LockOwner::this_process(id, &format!("rollback of {}", meta.playbook_name()));
     let locks = match ClusterLocks::take(&lock_nodes, &owner, Some(id), timeout).await {
         Ok(l) => l,
         Err(refusals) => return Ok(super::playbook::refused_by_lock(&refusals)),
@@ -126,7 +126,7 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
     stop_renewing.cancel();
     let _ = renewing.await;
     locks.release().await;
-    code
+    Ok(code)
 }
 
 /// The nodes through which the rollback's cluster locks are taken: every inventory node of a
@@ -142,14 +142,6 @@ fn lock_nodes(all: &[Node], rolled: &[String], whole_run: Option<&Vec<String>>) 
         .filter(|n| clusters.contains(&n.cluster))
         .cloned()
         .collect()
-}
-
-/// The playbook's file name without its extension (`upgrade` for `.../upgrade.toml`).
-fn playbook_name(meta: &crate::journal::RunMeta) -> String {
-    std::path::Path::new(&meta.playbook)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| meta.playbook.clone())
 }
 
 /// What the journal says to put back, node by node.
@@ -170,7 +162,7 @@ async fn roll_back(
     force: bool,
     balancers_owed: bool,
     timeout: std::time::Duration,
-) -> Result<u8, AppError> {
+) -> u8 {
     let id = j.id.as_str();
     let mut code = exit::OK;
     let mut report: Vec<serde_json::Value> = Vec::new();
@@ -228,5 +220,5 @@ async fn roll_back(
             "version": 1, "run": id, "status": status, "nodes": report,
         }));
     }
-    Ok(code)
+    code
 }

@@ -180,10 +180,7 @@ pub fn render_list(runs: &[RunMeta], color: bool) -> String {
             Ok(j) => shown_status(&j, &r.status),
             Err(_) => r.status.to_string(),
         };
-        let playbook = std::path::Path::new(&r.playbook)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| r.playbook.clone());
+        let playbook = r.playbook_name();
         let names: Vec<&str> = r.nodes.iter().map(String::as_str).collect();
         let started = r.started.get(..16).unwrap_or(&r.started).replace('T', " ");
         t.add_row(vec![
