@@ -691,28 +691,23 @@ pub async fn cmd_run(g: &GlobalOpts, a: &RunArgs) -> Result<u8, AppError> {
             return Err(e);
         }
     };
-    let stop_renewing = tokio_util::sync::CancellationToken::new();
-    let renewing = locks.keep_renewed(stop_renewing.clone());
-    if resumed_with_windows(a) {
-        if let Ok(mut m) = journal.meta() {
-            m.windows = p.windows.clone();
-            if let Err(e) = journal.write_meta(&m) {
-                locks.release().await;
-                return Err(journal_error(e));
+    locks
+        .held_while(async {
+            if resumed_with_windows(a) {
+                if let Ok(mut m) = journal.meta() {
+                    m.windows = p.windows.clone();
+                    journal.write_meta(&m).map_err(journal_error)?;
+                }
             }
-        }
-    }
-    p.pace = Some(PaceArgs {
-        windows,
-        confirm: a.confirm_each_node,
-        pause_after: a.pause_after(),
-        check_backups: !a.ignore_backups,
-    });
-    let code = execute_run(g, p, journal, histories, done, plan, refused).await;
-    stop_renewing.cancel();
-    let _ = renewing.await;
-    locks.release().await;
-    code
+            p.pace = Some(PaceArgs {
+                windows,
+                confirm: a.confirm_each_node,
+                pause_after: a.pause_after(),
+                check_backups: !a.ignore_backups,
+            });
+            execute_run(g, p, journal, histories, done, plan, refused).await
+        })
+        .await
 }
 
 /// Say why the cluster locks could not be taken (a `run` or a `rollback`, before anything is

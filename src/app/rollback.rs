@@ -99,10 +99,12 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
     // noout and the balancers, so it never acts while another run drives the cluster. The lock
     // the rolled-back run left (its controller killed) is taken over, as its resume would, and
     // released at the end: the run is over once it is rolled back.
-    let timeout = inv
-        .nodes
-        .first()
-        .map(|n| n.command_timeout)
+    // Each remote command's bound, as the run's own: --timeout, else the run's, else the
+    // inventory's command_timeout.
+    let timeout = g
+        .timeout
+        .or(meta.timeout_ms.map(std::time::Duration::from_millis))
+        .or_else(|| inv.nodes.first().map(|n| n.command_timeout))
         .unwrap_or(std::time::Duration::from_secs(30));
     let lock_nodes = lock_nodes(&inv.nodes, &nodes, balancers_owed.then_some(&meta.nodes));
     let owner = LockOwner::this_process(id, &format!("rollback of {}", meta.playbook_name()));
@@ -110,9 +112,7 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         Ok(l) => l,
         Err(refusals) => return Ok(super::playbook::refused_by_lock(&refusals)),
     };
-    let stop_renewing = tokio_util::sync::CancellationToken::new();
-    let renewing = locks.keep_renewed(stop_renewing.clone());
-    let code = roll_back(
+    let work = roll_back(
         g,
         (&j, &meta),
         &inv,
@@ -121,12 +121,8 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
         force,
         balancers_owed,
         timeout,
-    )
-    .await;
-    stop_renewing.cancel();
-    let _ = renewing.await;
-    locks.release().await;
-    Ok(code)
+    );
+    Ok(locks.held_while(work).await)
 }
 
 /// The nodes through which the rollback's cluster locks are taken: every inventory node of a

@@ -614,20 +614,21 @@ pub async fn preview(inventory: &[Node], run: &[Node], timeout: Duration) -> Vec
             )),
         }
     }
+    use super::proxlb::Probed;
     let members = super::proxlb::members(inventory, run);
-    let looks =
-        futures::future::join_all(members.iter().map(|n| super::proxlb::look(n, timeout))).await;
-    for (n, l) in members.iter().zip(looks) {
-        match l {
-            Ok(s) => lines.extend(super::proxlb::describe(&n.name, &s).map(|l| (l, false))),
-            Err(why) if run.iter().any(|r| r.name == n.name) => lines.push((
+    for (n, seen) in super::proxlb::survey(&members, run, timeout).await {
+        match seen {
+            Probed::Read(_, s) => {
+                lines.extend(super::proxlb::describe(&n.name, &s).map(|l| (l, false)))
+            }
+            Probed::Blocks(why) => lines.push((
                 format!(
                     "ProxLB on {}: cannot tell whether it runs there ({why}): the run would refuse",
                     n.name
                 ),
                 true,
             )),
-            Err(why) => lines.push((
+            Probed::Silent(why) => lines.push((
                 format!(
                     "ProxLB on {}: not answering ({why}): not known, and not paused",
                     n.name

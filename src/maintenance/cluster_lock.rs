@@ -441,7 +441,7 @@ impl ClusterLocks {
     /// Renew every lock each [`RENEW_EVERY`] until `stop` is cancelled (through whichever node
     /// of the cluster answers: the one that took it may be rebooting). A lock found broken is
     /// said loudly, once.
-    pub fn keep_renewed(
+    fn keep_renewed(
         &self,
         stop: tokio_util::sync::CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
@@ -476,6 +476,18 @@ impl ClusterLocks {
                 }
             }
         })
+    }
+
+    /// Run `work` holding the locks: renewed ([`Self::keep_renewed`]) while it runs, released
+    /// when it ends, whatever it returns.
+    pub async fn held_while<T>(self, work: impl std::future::Future<Output = T>) -> T {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let renewing = self.keep_renewed(stop.clone());
+        let out = work.await;
+        stop.cancel();
+        let _ = renewing.await;
+        self.release().await;
+        out
     }
 
     /// Release every lock this run still holds (one that is no longer its own is left).

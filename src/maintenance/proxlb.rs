@@ -242,9 +242,38 @@ async fn probe(n: &Node, timeout: Duration) -> Result<(Remote, State), String> {
     Ok((r, s))
 }
 
-/// The node's state, for the plan: `Err` when it cannot be read.
-pub async fn look(n: &Node, timeout: Duration) -> Result<State, String> {
-    probe(n, timeout).await.map(|(_, s)| s)
+/// One member's ProxLB as [`survey`] found it.
+pub enum Probed {
+    /// Read: the connection (to act on it) and the unit's state.
+    Read(Box<Remote>, State),
+    /// A node of the run that cannot be read: the run must not start (whether ProxLB would
+    /// move guests onto or off it during the maintenance is not known).
+    Blocks(String),
+    /// A node outside the run that does not answer: said and passed over (it may be the
+    /// reason for the maintenance).
+    Silent(String),
+}
+
+/// Ask every node of `members` at once; a node that cannot be read is classified by whether
+/// it is one of the run's (`run`). The one rule [`pause`] and the plan's preview share.
+pub async fn survey<'a>(
+    members: &[&'a Node],
+    run: &[Node],
+    timeout: Duration,
+) -> Vec<(&'a Node, Probed)> {
+    let probes = futures::future::join_all(members.iter().map(|n| probe(n, timeout))).await;
+    members
+        .iter()
+        .zip(probes)
+        .map(|(n, p)| {
+            let seen = match p {
+                Ok((r, s)) => Probed::Read(Box::new(r), s),
+                Err(why) if run.iter().any(|r| r.name == n.name) => Probed::Blocks(why),
+                Err(why) => Probed::Silent(why),
+            };
+            (*n, seen)
+        })
+        .collect()
 }
 
 /// The inventory's nodes in the clusters of `run` (ProxLB on any of them balances the
@@ -269,18 +298,17 @@ pub async fn pause(
 ) -> Result<(), ProxlbError> {
     // What this run paused already (a resume): its own, not an operator's stopped ProxLB.
     let own = outstanding(&j.events());
-    let probes = futures::future::join_all(members.iter().map(|n| probe(n, timeout))).await;
     let mut found = Vec::new();
-    for (n, p) in members.iter().zip(probes) {
+    for (n, p) in survey(members, run, timeout).await {
         match p {
-            Ok((r, s)) => found.push((r, s)),
-            Err(why) if run.iter().any(|r| r.name == n.name) => {
+            Probed::Read(r, s) => found.push((*r, s)),
+            Probed::Blocks(why) => {
                 return Err(ProxlbError::Unknown {
                     node: n.name.clone(),
                     why,
                 })
             }
-            Err(why) => eprintln!(
+            Probed::Silent(why) => eprintln!(
                 "pvefleet: WARNING: {}",
                 crate::sanitize::sanitize_str(&format!(
                     "{}: not answering ({why}): whether ProxLB runs there is not known, and it is not paused",

@@ -1,6 +1,6 @@
 //! `pvefleet exec` end to end: the real binary against real sshd servers.
 
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::bin::{command, json_of, pvefleet, text};
@@ -433,6 +433,21 @@ fn pvefleet_fed(args: &[&str], input: &[u8]) -> std::process::Output {
     out
 }
 
+/// What a run said about each node, its output cut to 200 bytes (a failed 5 MB echo would
+/// otherwise print 15 MB), and its stderr.
+fn nodes_in_short(out: &Output) -> String {
+    let mut v = json_of(out);
+    for n in v["nodes"].as_array_mut().into_iter().flatten() {
+        for stream in ["stdout", "stderr"] {
+            if let Some(s) = n[stream].as_str() {
+                let cut: String = s.chars().take(200).collect();
+                n[stream] = serde_json::Value::String(cut);
+            }
+        }
+    }
+    format!("{v}\n{}", text(&out.stderr))
+}
+
 /// `exec --stdin` sends the controller's standard input to every node's command, the same
 /// bytes to each, then end of file; without it the command's input is closed at once.
 #[test]
@@ -472,7 +487,7 @@ fn stdin_is_forwarded_to_every_node_byte_exact() {
         .map(|i| b"abcdefghijklmnopqrstuvwxyz\n"[(i % 27) as usize])
         .collect();
     let out = pvefleet_fed(&["-i", inv, "--json", "exec", "--stdin", "--", "cat"], &big);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}", nodes_in_short(&out));
     let v = json_of(&out);
     for n in 0..3 {
         let got = v["nodes"][n]["stdout"].as_str().unwrap_or_default();
@@ -487,6 +502,7 @@ fn stdin_is_forwarded_to_every_node_byte_exact() {
         &["-i", inv, "--json", "exec", "--stdin", "--", "sha256sum"],
         &big,
     );
+    assert_eq!(out.status.code(), Some(0), "{}", nodes_in_short(&out));
     let v = json_of(&out);
     for n in 0..3 {
         let got = v["nodes"][n]["stdout"].as_str().unwrap_or_default();

@@ -391,6 +391,44 @@ fn ha_maintenance_moves_ha_guests_away_and_back() {
     assert!(!lab
         .sh("pve1", "ha-manager status")
         .contains("lrm pve1 (maintenance"));
+    // The CRM decides where a service goes on its round, from the nodes' states then (Manager.pm
+    // next_state_started), not from the requests that woke it: maintenance enabled and disabled
+    // again before the round moves nothing ...
+    let on_pve1 = || {
+        listed(&lab, "pve1", "qm")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+    };
+    lab.sh(
+        "pve3",
+        "ha-manager crm-command node-maintenance enable pve1; \
+         ha-manager crm-command node-maintenance disable pve1",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(on_pve1(), ["100", "101", "102"], "{:?}", lab.events());
+    // ... and a node put back into maintenance before its guests' return gets none back.
+    lab.sh(
+        "pve3",
+        "ha-manager crm-command node-maintenance enable pve1",
+    );
+    assert!(eventually(6, || on_pve1() == ["102"]), "{:?}", on_pve1());
+    lab.sh(
+        "pve3",
+        "ha-manager crm-command node-maintenance disable pve1; \
+         ha-manager crm-command node-maintenance enable pve1",
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(on_pve1(), ["102"], "{:?}", lab.events());
+    lab.sh(
+        "pve3",
+        "ha-manager crm-command node-maintenance disable pve1",
+    );
+    assert!(
+        eventually(6, || on_pve1() == ["100", "101", "102"]),
+        "{:?}",
+        lab.events()
+    );
 }
 
 fn ceph_status(lab: &Lab, node: &str) -> Value {

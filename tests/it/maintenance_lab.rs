@@ -931,9 +931,13 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
         &lab,
         &["run", "--yes", "--limit", "pve1", pb.to_str().unwrap()],
     );
-    assert!(env.wait_event(60, |e| e["node"] == "pve1"
-        && e["event"] == "guest_moved"
-        && e["data"]["phase"] == "intent"));
+    assert!(
+        env.wait_event(60, |e| e["node"] == "pve1"
+            && e["event"] == "guest_moved"
+            && e["data"]["phase"] == "intent"),
+        "no migration journaled within 60 s: {:?}",
+        env.events()
+    );
     assert!(
         eventually(20, || locked_on(&lab, "pve1", 101)),
         "the first migration started"
@@ -943,8 +947,13 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
     let stderr = text(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
     assert_eq!(lab.boots("pve1"), 1, "stopped before the reboot");
-    assert_eq!(where_is(&lab, 101), ("pve1".into(), "running".into()));
-    assert!(!pve1_in_maintenance(&lab), "the drain was undone");
+    assert_eq!(
+        where_is(&lab, 101),
+        ("pve1".into(), "running".into()),
+        "{stderr}\n{:?}",
+        lab.events()
+    );
+    assert!(!pve1_in_maintenance(&lab), "the drain was undone: {stderr}");
     let states: Vec<String> = journal_events(&env, "pve1", "reboot")
         .iter()
         .map(|e| e["data"]["state"].as_str().unwrap().to_string())
@@ -962,14 +971,16 @@ fn a_drain_undone_before_the_reboot_is_rebooted_on_resume() {
         assert_eq!(
             where_is(&lab, id),
             ("pve1".into(), "running".into()),
-            "{id}"
+            "{id}: {v}\n{:?}",
+            lab.events()
         );
     }
-    assert_eq!(where_is(&lab, 100).1, "running");
+    assert_eq!(where_is(&lab, 100).1, "running", "{:?}", lab.events());
     assert!(!pve1_in_maintenance(&lab), "HA maintenance is off");
     assert!(
         !lab.events().iter().any(|e| e.contains("node-reboot")),
-        "no guest was on pve1 when it rebooted"
+        "no guest was on pve1 when it rebooted: {:?}",
+        lab.events()
     );
 }
 

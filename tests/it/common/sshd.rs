@@ -233,15 +233,15 @@ impl Fleet {
     }
 
     /// Write an inventory for the servers with `defaults` added to `[defaults]`; returns its path.
+    ///
+    /// The connect timeout is pvefleet's default (10 s) unless `defaults` sets one. It also
+    /// bounds the answer to a keepalive while a command is silent, and under CI's load (eight
+    /// tests on two cores, a debug build ciphering megabytes) a 3 s one lost a node mid-transfer.
+    /// A stopped server is refused at once whatever it is; the tests about timeouts set theirs.
     pub fn inventory(&self, defaults: &str) -> PathBuf {
-        let timeout = if defaults.contains("connect_timeout") {
-            ""
-        } else {
-            "connect_timeout = \"3s\"\n"
-        };
         let mut text = format!(
             "[defaults]\nidentity_files = [\"{}\"]\nknown_hosts = [\"{}\"]\nssh_config = false\n\
-             {timeout}{defaults}\n",
+             {defaults}\n",
             self.client_key.display(),
             self.known_hosts.display()
         );

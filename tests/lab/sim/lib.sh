@@ -171,6 +171,44 @@ ha_move_later() {
     fi
     exit 0' ha-move "$1" "$2" "${3:-}" "${4:-}" </dev/null >/dev/null 2>&1 &
 }
+# Node maintenance as the CRM handles it (pve-ha-manager src/PVE/HA/Manager.pm
+# next_state_started): on each round it selects a started service's node from the nodes' states
+# at that moment, not from the request that woke it. A service on a node in maintenance moves
+# to another node and remembers its own as `maintenance_node`; one whose `maintenance_node` is
+# online and out of maintenance again moves back (and is started) and forgets it; one that is
+# already there just forgets it. So maintenance enabled and disabled again before the round
+# moves nothing, and a node put back into maintenance before the round gets nothing back.
+# ha_settle_later SID: that round for SID, ~1.5 s later (as ha_move_later), decided and done
+# under the guests' lock so that two rounds for one service never interleave.
+ha_settle_later() {
+  setsid bash -c '
+    . /usr/lib/pvelab/lib.sh
+    sleep 1.5
+    sid=$1; id=${sid#*:}
+    exec 9>"$CL/.guests.lock"; flock 9
+    ha_managed "$sid" || exit 0
+    f=$(guest_conf "$id") || exit 0
+    from=$(conf_node "$f") origin=""
+    [ -f "$CL/ha-origin-$sid" ] && origin=$(cat "$CL/ha-origin-$sid")
+    if in_maintenance "$from"; then
+      if [ "$(conf_kind "$f")" = qemu ] && [ -n "$(local_devices "$f")" ]; then exit 0; fi
+      to=$(ha_pick_target "$from") || exit 0
+      [ -n "$origin" ] || echo "$from" > "$CL/ha-origin-$sid"
+      guest_move "$id" "$to"
+      lab_event ha-moved "$sid" "$from" "$to"
+    elif [ -n "$origin" ] && [ "$origin" != "$from" ]; then
+      node_online "$origin" && ! in_maintenance "$origin" || exit 0
+      guest_move "$id" "$origin"
+      lab_event ha-moved "$sid" "$from" "$origin"
+      rm -f "$CL/ha-origin-$sid"
+      if [ "$(guest_state "$id")" != running ]; then
+        guest_set_state "$id" running; lab_event guest-started "$id" ha
+      fi
+    elif [ -n "$origin" ]; then
+      rm -f "$CL/ha-origin-$sid"
+    fi
+    exit 0' ha-settle "$1" </dev/null >/dev/null 2>&1 &
+}
 # Where HA puts a service leaving NODE: an online node not in maintenance, the one with the fewest
 # HA services (the CRM's basic scheduler), never NODE itself.
 ha_pick_target() {
