@@ -69,7 +69,7 @@ fn a_detached_command_reports_as_if_run_in_place() {
         .unwrap();
     let started = dir.path().join("done.started");
     assert!(
-        crate::common::wait::eventually(10, || started.exists()),
+        crate::common::wait::eventually(30, || started.exists()),
         "the command started"
     );
     let killed = std::process::Command::new("kill")
@@ -80,7 +80,7 @@ fn a_detached_command_reports_as_if_run_in_place() {
     let _ = session.wait();
     assert!(!marker.exists(), "killed before the command ended");
     assert!(
-        crate::common::wait::eventually(10, || marker.exists()),
+        crate::common::wait::eventually(30, || marker.exists()),
         "the command outlived its session"
     );
 }

@@ -168,7 +168,7 @@ fn quick_start_from_an_empty_home() {
     assert!(!rc.exists(), "it did not wait for the answer: {screen}");
     tmux.keys("maybe Enter");
     assert!(
-        eventually(10, || tmux
+        eventually(30, || tmux
             .capture(true, 100)
             .contains("Please type 'yes', 'no' or the fingerprint:")),
         "{}",

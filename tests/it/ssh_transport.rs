@@ -20,7 +20,10 @@ fn spec(fleet: &Fleet, i: usize) -> ConnectSpec {
         global_known_hosts: Vec::new(),
         host_key_policy: HostKeyPolicy::Strict,
         jump: None,
-        connect_timeout: Duration::from_secs(3),
+        // pvefleet's default: it also bounds a keepalive's answer while a command is silent,
+        // and CI's load (eight tests on two cores) can hold a reply longer than 1.5 s. The
+        // tests about timeouts set their own.
+        connect_timeout: Duration::from_secs(10),
         keepalive: Some(Duration::from_secs(5)),
         use_agent: false,
         ssh_config: None,

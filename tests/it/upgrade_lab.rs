@@ -201,7 +201,7 @@ fn dpkg_half_way_is_repaired_when_the_run_did_it_and_refused_otherwise() {
         "for p in /run/pvefleet/*/pid; do kill -KILL -- -$(cat $p); done; true",
     );
     // Killed: dpkg's half-way state shows once the session is gone.
-    crate::common::wait::eventually(10, || !lab.sh("pve1", "dpkg --audit").is_empty());
+    crate::common::wait::eventually(30, || !lab.sh("pve1", "dpkg --audit").is_empty());
     let audit = lab.sh("pve1", "dpkg --audit");
     assert!(
         audit.starts_with("The following packages have been unpacked but not yet configured.\n"),
