@@ -105,6 +105,12 @@ pub enum RunEvent {
         /// What is said (remote text in it is sanitised by the renderer).
         text: String,
     },
+    /// A line for the operator about the run, not one node ("pausing HA rebalancing for the
+    /// run ..."): printed as it is (sanitised).
+    Told {
+        /// The line.
+        text: String,
+    },
     /// Something left as it should not stay, said loudly: `pvefleet: WARNING: TEXT`.
     Warning {
         /// What is said.
@@ -230,6 +236,16 @@ impl EventBus {
         });
     }
 
+    /// A line for the operator about the run.
+    pub fn told(&self, text: impl Into<String>) {
+        self.emit(&RunEvent::Told { text: text.into() });
+    }
+
+    /// The events of the journal this bus writes to (none without one).
+    pub fn journal_events(&self) -> Vec<Record> {
+        self.journal().map(Journal::events).unwrap_or_default()
+    }
+
     /// A warning for the operator.
     pub fn warning(&self, text: impl Into<String>) {
         self.emit(&RunEvent::Warning { text: text.into() });
@@ -250,12 +266,23 @@ pub fn note_line(e: &RunEvent) -> Option<String> {
             "pvefleet: {node}: {}",
             crate::sanitize::sanitize_str(text)
         )),
+        RunEvent::Told { text } => Some(crate::sanitize::sanitize_str(text)),
         RunEvent::Warning { text } => Some(format!(
             "pvefleet: WARNING: {}",
             crate::sanitize::sanitize_str(text)
         )),
         _ => None,
     }
+}
+
+/// A consumer that prints the notes ([`note_line`]) on stderr: for a bus without a live
+/// display (a rollback; a run before its display starts).
+pub fn stderr_notes() -> Consumer {
+    Arc::new(|e: &RunEvent| {
+        if let Some(line) = note_line(e) {
+            eprintln!("{line}");
+        }
+    })
 }
 
 /// A consumer that keeps every event (unit tests read what a run emitted).
@@ -323,6 +350,23 @@ mod tests {
         assert_eq!(notes.len(), 1);
         assert!(notes[0].starts_with("pvefleet: pve1: waiting"), "{notes:?}");
         assert!(!notes[0].contains('\u{1b}'), "sanitised: {notes:?}");
+    }
+
+    #[test]
+    fn a_line_about_the_run_is_told_as_it_is_and_a_warning_loudly() {
+        let a = Recorder::default();
+        let bus = EventBus::new(None).consumer(a.consumer());
+        bus.told("pausing HA rebalancing for the run\u{1b}]0;x\u{7}");
+        bus.warning("left on");
+        assert!(bus.journal_events().is_empty(), "no journal, no events");
+        assert_eq!(
+            a.notes(),
+            [
+                // Sanitised: the control bytes are shown escaped, never sent to the terminal.
+                "pausing HA rebalancing for the run\\x1b]0;x\\x07".to_string(),
+                "pvefleet: WARNING: left on".to_string()
+            ]
+        );
     }
 
     #[test]

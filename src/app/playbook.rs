@@ -905,9 +905,11 @@ async fn execute_run(
     // before the first node starts, restored at the end below, whatever the ending.
     let crs_timeout = p.remote_timeout();
     if p.pb.drains() {
-        if let Err(e) = balancers::pause_all(&journal, &p.inv.nodes, &p.nodes, crs_timeout).await {
+        // The live display starts below: until then the notes go to stderr as they come.
+        let early = bus.clone().consumer(crate::events::stderr_notes());
+        if let Err(e) = balancers::pause_all(&early, &p.inv.nodes, &p.nodes, crs_timeout).await {
             eprintln!("pvefleet: {}; nothing done on the nodes", sanitize_str(&e));
-            let _ = balancers::restore_all(&journal, &p.inv.nodes, crs_timeout).await;
+            let _ = balancers::restore_all(&early, &p.inv.nodes, crs_timeout).await;
             journal.set_status(journal::RunStatus::Failed, Vec::new(), Vec::new());
             bus.record(
                 "-",
@@ -1022,7 +1024,7 @@ async fn execute_run(
     let (code, status, left_on) = (ending.code, ending.status, ending.left_on);
     // Restored before the status is set: a run killed before this still owes it, and its
     // resume or rollback pays it (from the journal, which also covers a resumed run's pause).
-    let code = match balancers::restore_all(&journal, &p.inv.nodes, crs_timeout).await {
+    let code = match balancers::restore_all(&bus, &p.inv.nodes, crs_timeout).await {
         Ok(()) => code,
         Err(_) => code.max(exit::FAILED),
     };

@@ -202,8 +202,9 @@ async fn roll_back(
         report.push(nr.entry(ended.as_str()));
         session.close().await;
     }
+    let bus = crate::events::EventBus::new(Some(j.clone())).consumer(crate::events::stderr_notes());
     if balancers_owed
-        && balancers::restore_all(j, &inv.nodes, timeout)
+        && balancers::restore_all(&bus, &inv.nodes, timeout)
             .await
             .is_err()
     {

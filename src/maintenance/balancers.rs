@@ -17,8 +17,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::remote::Remote;
+use crate::events::EventBus;
 use crate::inventory::Node;
-use crate::journal::{BalancerState, Event, Journal, Record};
+use crate::journal::{BalancerState, Event, Record};
 use crate::ssh::ExitStatus;
 
 /// The file, shared by every node of a cluster (pmxcfs).
@@ -339,7 +340,7 @@ async fn write_guarded(r: &Remote, sha1: &str, new: &str) -> Result<Wrote, Strin
 
 /// Pause the rebalancing keys that are on, in every cluster among `nodes` (read through its
 /// first node that answers). Journals `pausing` before each write and `paused` (or
-/// `not-paused`) after; says it on stderr. A cluster whose file cannot be read is an error: the
+/// `not-paused`) after; says it on the bus. A cluster whose file cannot be read is an error: the
 /// run must not start.
 /// A cluster's file and the rebalancing keys that are on in it, read through the first of
 /// `members` that answers: `None` without the file. Serves [`pause`] and [`preview`].
@@ -365,7 +366,7 @@ async fn keys_on(
     }
 }
 
-pub async fn pause(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(), BalancerError> {
+pub async fn pause(bus: &EventBus, nodes: &[Node], timeout: Duration) -> Result<(), BalancerError> {
     for (cluster, members) in super::cluster_lock::by_cluster(nodes) {
         let name = cluster_name(&cluster);
         let Some((r, text, was)) = keys_on(&name, &members, timeout).await? else {
@@ -389,22 +390,22 @@ pub async fn pause(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(),
             keys: was.clone(),
             why,
         };
-        j.record("-", event(BalancerState::Pausing, None)).await;
+        bus.record("-", event(BalancerState::Pausing, None)).await;
         let sha1 = crate::journal::sha1_hex(text.as_bytes());
         let why = match write_guarded(&r, &sha1, &new).await {
             Ok(Wrote::Yes) => {
-                j.record("-", event(BalancerState::Paused, None)).await;
-                eprintln!(
+                bus.record("-", event(BalancerState::Paused, None)).await;
+                bus.told(format!(
                     "pausing HA rebalancing for the run (cluster {name}, {PATH} via {}): crs {} -> 0",
                     r.node.name,
                     describe(&was)
-                );
+                ));
                 continue;
             }
             Ok(Wrote::Changed) => format!("{PATH} changed on {} while being read", r.node.name),
             Err(why) => why,
         };
-        j.record("-", event(BalancerState::NotPaused, Some(why.clone())))
+        bus.record("-", event(BalancerState::NotPaused, Some(why.clone())))
             .await;
         return Err(BalancerError::Remote { cluster: name, why });
     }
@@ -413,10 +414,10 @@ pub async fn pause(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(),
 
 /// Put back what the journal says the run paused and did not restore ([`outstanding`]), in
 /// every such cluster among `nodes`: a key still `0` gets its value before the run; one changed
-/// meanwhile is kept (said, journaled `kept`). Errors are said on stderr and returned; the
+/// meanwhile is kept (said, journaled `kept`). Errors are said on the bus and returned; the
 /// journal keeps them outstanding for a resume or `rollback`.
-pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(), Vec<String>> {
-    let pending = outstanding(&j.events());
+pub async fn restore(bus: &EventBus, nodes: &[Node], timeout: Duration) -> Result<(), Vec<String>> {
+    let pending = outstanding(&bus.journal_events());
     let mut errors = Vec::new();
     for (cluster, keys) in pending {
         let name = cluster_name(&cluster);
@@ -425,7 +426,7 @@ pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(
             .filter(|n| n.cluster == cluster)
             .cloned()
             .collect();
-        match restore_cluster(j, &cluster, &members, &keys, timeout).await {
+        match restore_cluster(bus, &cluster, &members, &keys, timeout).await {
             Ok(()) => {}
             Err(why) => {
                 let msg = format!(
@@ -434,19 +435,24 @@ pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(
                         .map(|(k, (v, _))| format!("{k}={v}"))
                         .collect::<Vec<_>>()
                         .join(" "),
-                    j.id
+                    run_id(bus)
                 );
                 errors.push(msg);
             }
         }
     }
-    said(errors)
+    said(bus, errors)
 }
 
-/// Restore errors, each said on stderr as a warning: `Err` when there are any.
-pub(super) fn said(errors: Vec<String>) -> Result<(), Vec<String>> {
+/// The id of the run whose journal `bus` writes, for the commands the warnings give.
+pub(super) fn run_id(bus: &EventBus) -> String {
+    bus.journal().map(|j| j.id.clone()).unwrap_or_default()
+}
+
+/// Restore errors, each said as a warning: `Err` when there are any.
+pub(super) fn said(bus: &EventBus, errors: Vec<String>) -> Result<(), Vec<String>> {
     for msg in &errors {
-        eprintln!("pvefleet: WARNING: {}", crate::sanitize::sanitize_str(msg));
+        bus.warning(msg.clone());
     }
     if errors.is_empty() {
         Ok(())
@@ -456,7 +462,7 @@ pub(super) fn said(errors: Vec<String>) -> Result<(), Vec<String>> {
 }
 
 async fn restore_cluster(
-    j: &Journal,
+    bus: &EventBus,
     cluster: &Option<String>,
     members: &[Node],
     keys: &BTreeMap<String, (String, bool)>,
@@ -507,22 +513,22 @@ async fn restore_cluster(
             match write_guarded(&r, &sha1, &new).await? {
                 Wrote::Changed => continue,
                 Wrote::Yes => {
-                    eprintln!(
+                    bus.told(format!(
                         "restored HA rebalancing (cluster {name}, {PATH} via {}): crs {}",
                         r.node.name,
                         describe(&back)
-                    );
-                    j.record("-", event(BalancerState::Restored, back, None))
+                    ));
+                    bus.record("-", event(BalancerState::Restored, back, None))
                         .await;
                 }
             }
         }
         if !already.is_empty() {
-            eprintln!(
+            bus.told(format!(
                 "HA rebalancing (cluster {name}): crs {} found as before the run (restored already)",
                 describe(&already)
-            );
-            j.record(
+            ));
+            bus.record(
                 "-",
                 event(
                     BalancerState::Restored,
@@ -533,7 +539,7 @@ async fn restore_cluster(
             .await;
         }
         if !never.is_empty() {
-            j.record(
+            bus.record(
                 "-",
                 event(
                     BalancerState::NotPaused,
@@ -545,11 +551,11 @@ async fn restore_cluster(
         }
         if !kept.is_empty() {
             let why = format!("changed in {PATH} since the run paused it");
-            eprintln!(
+            bus.told(format!(
                 "pvefleet: cluster {name}: crs {} {why}: left as it is (not restored)",
-                crate::sanitize::sanitize_str(&describe(&kept))
-            );
-            j.record("-", event(BalancerState::Kept, kept, Some(why)))
+                describe(&kept)
+            ));
+            bus.record("-", event(BalancerState::Kept, kept, Some(why)))
                 .await;
         }
         return Ok(());
@@ -562,30 +568,30 @@ async fn restore_cluster(
 /// ([`super::proxlb::pause`]). An error means the run must not start (what was paused is still
 /// journaled: [`restore_all`] puts it back).
 pub async fn pause_all(
-    j: &Journal,
+    bus: &EventBus,
     inventory: &[Node],
     run: &[Node],
     timeout: Duration,
 ) -> Result<(), String> {
-    pause(j, run, timeout).await.map_err(|e| e.to_string())?;
+    pause(bus, run, timeout).await.map_err(|e| e.to_string())?;
     let members = super::proxlb::members(inventory, run);
-    super::proxlb::pause(j, &members, run, timeout)
+    super::proxlb::pause(bus, &members, run, timeout)
         .await
         .map_err(|e| e.to_string())
 }
 
 /// Put back every balancer the journal says the run paused and has not restored, through the
-/// inventory's nodes: HA rebalancing, then ProxLB. The errors, each said on stderr.
+/// inventory's nodes: HA rebalancing, then ProxLB. The errors, each said on the bus as a warning.
 pub async fn restore_all(
-    j: &Journal,
+    bus: &EventBus,
     inventory: &[Node],
     timeout: Duration,
 ) -> Result<(), Vec<String>> {
-    let mut errors = restore(j, inventory, timeout)
+    let mut errors = restore(bus, inventory, timeout)
         .await
         .err()
         .unwrap_or_default();
-    if let Err(e) = super::proxlb::restore(j, inventory, timeout).await {
+    if let Err(e) = super::proxlb::restore(bus, inventory, timeout).await {
         errors.extend(e);
     }
     if errors.is_empty() {

@@ -24,8 +24,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::remote::Remote;
+use crate::events::EventBus;
 use crate::inventory::Node;
-use crate::journal::{BalancerState, Event, Journal, Record};
+use crate::journal::{BalancerState, Event, Record};
 use crate::ssh::ExitStatus;
 
 /// The systemd unit ProxLB ships.
@@ -288,16 +289,16 @@ pub fn members<'a>(inventory: &'a [Node], run: &[Node]) -> Vec<&'a Node> {
 /// Pause ProxLB on every node of `members` where it runs or is enabled. A node of the run
 /// (`run`) that cannot be read is an error (the run must not start); a node outside it that
 /// does not answer is said and passed over (it may be the reason for the maintenance).
-/// Journals `pausing` before each change and `paused` (or `not-paused`) after; says it on
-/// stderr.
+/// Journals `pausing` before each change and `paused` (or `not-paused`) after; says it on the
+/// run's bus (its journal, and its notes for the operator).
 pub async fn pause(
-    j: &Journal,
+    bus: &EventBus,
     members: &[&Node],
     run: &[Node],
     timeout: Duration,
 ) -> Result<(), ProxlbError> {
     // What this run paused already (a resume): its own, not an operator's stopped ProxLB.
-    let own = outstanding(&j.events());
+    let own = outstanding(&bus.journal_events());
     let mut found = Vec::new();
     for (n, p) in survey(members, run, timeout).await {
         match p {
@@ -308,23 +309,17 @@ pub async fn pause(
                     why,
                 })
             }
-            Probed::Silent(why) => eprintln!(
-                "pvefleet: WARNING: {}",
-                crate::sanitize::sanitize_str(&format!(
-                    "{}: not answering ({why}): whether ProxLB runs there is not known, and it is not paused",
-                    n.name
-                ))
-            ),
+            Probed::Silent(why) => bus.warning(format!(
+                "{}: not answering ({why}): whether ProxLB runs there is not known, and it is not paused",
+                n.name
+            )),
         }
     }
     for (r, s) in found {
         let c = decide(&s);
         if let Some(line) = describe(&r.node.name, &s) {
             if c.is_empty() && !own.contains_key(&r.node.name) {
-                eprintln!(
-                    "pvefleet: WARNING: {}",
-                    crate::sanitize::sanitize_str(&line)
-                );
+                bus.warning(line);
             }
         }
         if c.is_empty() {
@@ -336,7 +331,7 @@ pub async fn pause(
             disable: c.disable,
             why,
         };
-        j.record(&r.node.name, event(BalancerState::Pausing, None))
+        bus.record(&r.node.name, event(BalancerState::Pausing, None))
             .await;
         let cmd = match (c.stop, c.disable) {
             (true, true) => format!("systemctl disable --now {UNIT}"),
@@ -345,17 +340,17 @@ pub async fn pause(
         };
         match r.ok(&cmd).await {
             Ok(_) => {
-                j.record(&r.node.name, event(BalancerState::Paused, None))
+                bus.record(&r.node.name, event(BalancerState::Paused, None))
                     .await;
-                eprintln!(
+                bus.told(format!(
                     "pausing ProxLB for the run on {}: {UNIT} {}",
                     r.node.name,
                     c.words()
-                );
+                ));
             }
             Err(e) => {
                 let why = e.to_string();
-                j.record(
+                bus.record(
                     &r.node.name,
                     event(BalancerState::NotPaused, Some(why.clone())),
                 )
@@ -391,28 +386,28 @@ fn restore_plan(c: Change, done: bool, now: &State) -> (bool, bool, Vec<&'static
 }
 
 /// Put back what the journal says the run paused and did not restore ([`outstanding`]), on
-/// each such node of `nodes`. Errors are said on stderr and returned; the journal keeps them
+/// each such node of `nodes`. Errors are said on the bus and returned; the journal keeps them
 /// outstanding for a resume or `rollback`.
-pub async fn restore(j: &Journal, nodes: &[Node], timeout: Duration) -> Result<(), Vec<String>> {
+pub async fn restore(bus: &EventBus, nodes: &[Node], timeout: Duration) -> Result<(), Vec<String>> {
     let mut errors = Vec::new();
-    for (name, (c, done)) in outstanding(&j.events()) {
-        match restore_node(j, &name, nodes, c, done, timeout).await {
+    for (name, (c, done)) in outstanding(&bus.journal_events()) {
+        match restore_node(bus, &name, nodes, c, done, timeout).await {
             Ok(()) => {}
             Err(why) => {
                 let msg = format!(
                     "{name}: ProxLB ({UNIT} {} by the run) could not be put back: {why}; put it back with: pvefleet rollback {}",
                     c.words(),
-                    j.id
+                    super::balancers::run_id(bus)
                 );
                 errors.push(msg);
             }
         }
     }
-    super::balancers::said(errors)
+    super::balancers::said(bus, errors)
 }
 
 async fn restore_node(
-    j: &Journal,
+    bus: &EventBus,
     name: &str,
     nodes: &[Node],
     c: Change,
@@ -432,7 +427,7 @@ async fn restore_node(
         why,
     };
     if never {
-        j.record(
+        bus.record(
             name,
             event(
                 BalancerState::NotPaused,
@@ -453,22 +448,26 @@ async fn restore_node(
             .map_err(|e| e.to_string())?;
     }
     if kept.is_empty() {
-        eprintln!(
+        bus.told(format!(
             "restored ProxLB on {name}: {UNIT} {}",
             back_words(start, enable)
-        );
-        j.record(name, event(BalancerState::Restored, None)).await;
+        ));
+        bus.record(name, event(BalancerState::Restored, None)).await;
     } else {
         let why = format!("{} since the run paused it", kept.join(" and "));
-        eprintln!(
-            "pvefleet: {name}: {UNIT} {why}: left as it is{}",
-            if start || enable {
-                format!(" (otherwise {})", back_words(start, enable))
-            } else {
-                String::new()
-            }
+        bus.said(
+            name,
+            format!(
+                "{UNIT} {why}: left as it is{}",
+                if start || enable {
+                    format!(" (otherwise {})", back_words(start, enable))
+                } else {
+                    String::new()
+                }
+            ),
         );
-        j.record(name, event(BalancerState::Kept, Some(why))).await;
+        bus.record(name, event(BalancerState::Kept, Some(why)))
+            .await;
     }
     Ok(())
 }
