@@ -248,7 +248,7 @@ fn probe_command_lists_and_runs_single_probes() {
 fn gpu_probe_reports_the_boot_loader_of_each_profile() {
     let Some(lab) = Lab::up(
         "gpu_probe_reports_the_boot_loader_of_each_profile",
-        132,
+        193,
         3,
         &[
             "--profile",
@@ -356,7 +356,7 @@ fn chrony_without_sources_warns_even_when_timedatectl_is_silent() {
 fn a_standalone_node_is_not_failed_for_corosync() {
     let Some(lab) = Lab::up(
         "a_standalone_node_is_not_failed_for_corosync",
-        135,
+        194,
         1,
         &["--standalone"],
     ) else {
@@ -390,7 +390,7 @@ fn a_standalone_node_is_not_failed_for_corosync() {
 fn offload_configured_but_not_applied_until_ifreload() {
     let Some(lab) = Lab::up(
         "offload_configured_but_not_applied_until_ifreload",
-        136,
+        195,
         1,
         &[],
     ) else {

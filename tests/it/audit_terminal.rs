@@ -67,7 +67,7 @@ fn longest(screen: &str) -> usize {
 fn the_matrix_fits_80_and_120_column_terminals() {
     let Some(lab) = Lab::up(
         "the_matrix_fits_80_and_120_column_terminals",
-        200,
+        196,
         3,
         &["--profile", "pve3:kernel=6.5.13-6-pve"],
     ) else {
@@ -180,7 +180,7 @@ fn keys(v: &serde_json::Value, list: &str) -> BTreeSet<(String, String)> {
 fn compare_shows_what_is_new_resolved_and_still_open_since_an_earlier_audit() {
     let Some(lab) = Lab::up(
         "compare_shows_what_is_new_resolved_and_still_open_since_an_earlier_audit",
-        201,
+        197,
         3,
         &[],
     ) else {

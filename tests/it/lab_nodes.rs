@@ -27,7 +27,7 @@ fn keyed_lines(text: &str, sep: char) -> Vec<(String, usize)> {
 fn chronyc_tracking_has_the_real_fields_in_the_real_layout() {
     let Some(lab) = Lab::up(
         "chronyc_tracking_has_the_real_fields_in_the_real_layout",
-        60,
+        190,
         1,
         &[],
     ) else {
@@ -562,7 +562,7 @@ fn a_reboot_drops_connections_and_no_return_keeps_the_node_down() {
 fn grub_managed_by_proxmox_boot_tool_boots_what_refresh_wrote_to_the_esp() {
     let Some(lab) = Lab::up(
         "grub_managed_by_proxmox_boot_tool_boots_what_refresh_wrote_to_the_esp",
-        130,
+        191,
         1,
         &["--profile", "pve1:grub-pbt,bios"],
     ) else {
@@ -637,7 +637,7 @@ fn grub_managed_by_proxmox_boot_tool_boots_what_refresh_wrote_to_the_esp() {
 fn grub_d_files_override_the_default_line_like_grub_mkconfig() {
     let Some(lab) = Lab::up(
         "grub_d_files_override_the_default_line_like_grub_mkconfig",
-        131,
+        192,
         1,
         &[],
     ) else {

@@ -215,3 +215,43 @@ impl Drop for Lab {
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
+
+/// Two tests on one `net` are not wrong (the net's lock serialises them), but the second one
+/// holds a test thread idle until the first ends: a 1-node lab test once waited 300 s behind a
+/// real-Ceph one. Every literal `net` of a `Lab::up` call in the suite is its own.
+#[test]
+fn every_lab_test_has_a_net_of_its_own() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it");
+    let mut seen: std::collections::BTreeMap<u32, String> = Default::default();
+    let mut clashes = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    files.sort();
+    assert!(files.len() > 10, "{}: the test files", dir.display());
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for (at, _) in text.match_indices("Lab::up(") {
+            // The second argument: after the first comma, up to the next one.
+            let rest = &text[at + "Lab::up(".len()..];
+            let Some((_, after)) = rest.split_once(',') else {
+                continue;
+            };
+            let Some((net, _)) = after.split_once(',') else {
+                continue;
+            };
+            let Ok(net) = net.trim().parse::<u32>() else {
+                continue; // a variable: its value is set elsewhere
+            };
+            let line = text[..at].matches('\n').count() + 1;
+            let here = format!("{}:{line}", f.file_name().unwrap().to_string_lossy());
+            if let Some(first) = seen.insert(net, here.clone()) {
+                clashes.push(format!("net {net}: {first} and {here}"));
+            }
+        }
+    }
+    assert!(seen.len() > 100, "the Lab::up calls were found: {seen:?}");
+    assert!(clashes.is_empty(), "{clashes:#?}");
+}
