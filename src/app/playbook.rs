@@ -137,12 +137,22 @@ struct Params {
 
 impl Params {
     /// The time one remote command of the run's own may take outside the steps (the cluster
-    /// lock, the balancers): `--timeout`, else the first node's command timeout, else 30 s.
+    /// lock, the balancers): [`remote_timeout`] of the run's timeout and nodes.
     fn remote_timeout(&self) -> std::time::Duration {
-        self.timeout
-            .or_else(|| self.nodes.first().map(|n| n.command_timeout))
-            .unwrap_or(std::time::Duration::from_secs(30))
+        remote_timeout(self.timeout, &self.nodes)
     }
+}
+
+/// The bound of a remote command outside the steps (a run's or a rollback's cluster lock and
+/// balancers): `timeout` (`--timeout`, or a resumed run's), else the first node's command
+/// timeout, else 30 s.
+pub(super) fn remote_timeout(
+    timeout: Option<std::time::Duration>,
+    nodes: &[crate::inventory::Node],
+) -> std::time::Duration {
+    timeout
+        .or_else(|| nodes.first().map(|n| n.command_timeout))
+        .unwrap_or(std::time::Duration::from_secs(30))
 }
 
 fn settings(p: &Params, check: bool, run_id: String, journal: Option<Journal>) -> RunSettings {

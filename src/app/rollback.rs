@@ -10,13 +10,13 @@ use crate::inventory::limit;
 use crate::inventory::{Inventory, Node};
 use crate::journal::{Journal, NodeHistory};
 use crate::maintenance::balancers;
-use crate::maintenance::cluster_lock::{ClusterLocks, LockOwner};
+use crate::maintenance::cluster_lock::{cluster_members, ClusterLocks, LockOwner};
 use crate::playbook::rollback::{
     files_by_node, json_entry, settle_status, undos_by_node, Ended, NodeRollback, NodeWork,
 };
 use crate::sanitize::sanitize_str;
 use crate::ssh;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 
 /// `pvefleet rollback`.
@@ -101,11 +101,11 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
     // released at the end: the run is over once it is rolled back.
     // Each remote command's bound, as the run's own: --timeout, else the run's, else the
     // inventory's command_timeout.
-    let timeout = g
-        .timeout
-        .or(meta.timeout_ms.map(std::time::Duration::from_millis))
-        .or_else(|| inv.nodes.first().map(|n| n.command_timeout))
-        .unwrap_or(std::time::Duration::from_secs(30));
+    let timeout = super::playbook::remote_timeout(
+        g.timeout
+            .or(meta.timeout_ms.map(std::time::Duration::from_millis)),
+        &inv.nodes,
+    );
     let lock_nodes = lock_nodes(&inv.nodes, &nodes, balancers_owed.then_some(&meta.nodes));
     let owner = LockOwner::this_process(id, &format!("rollback of {}", meta.playbook_name()));
     let locks = match ClusterLocks::take(&lock_nodes, &owner, Some(id), timeout).await {
@@ -129,15 +129,12 @@ pub async fn cmd_rollback(g: &GlobalOpts, args: &RollbackArgs) -> Result<u8, App
 /// cluster that has a node to roll back (any of them may answer for it), and with
 /// `whole_run` (balancers to restore) every cluster of the run's nodes.
 fn lock_nodes(all: &[Node], rolled: &[String], whole_run: Option<&Vec<String>>) -> Vec<Node> {
-    let clusters: BTreeSet<Option<String>> = all
+    let named: Vec<Node> = all
         .iter()
         .filter(|n| rolled.contains(&n.name) || whole_run.is_some_and(|w| w.contains(&n.name)))
-        .map(|n| n.cluster.clone())
-        .collect();
-    all.iter()
-        .filter(|n| clusters.contains(&n.cluster))
         .cloned()
-        .collect()
+        .collect();
+    cluster_members(all, &named).into_iter().cloned().collect()
 }
 
 /// What the journal says to put back, node by node.

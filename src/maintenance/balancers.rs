@@ -574,7 +574,7 @@ pub async fn pause_all(
     timeout: Duration,
 ) -> Result<(), String> {
     pause(bus, run, timeout).await.map_err(|e| e.to_string())?;
-    let members = super::proxlb::members(inventory, run);
+    let members = super::cluster_lock::cluster_members(inventory, run);
     super::proxlb::pause(bus, &members, run, timeout)
         .await
         .map_err(|e| e.to_string())
@@ -621,7 +621,7 @@ pub async fn preview(inventory: &[Node], run: &[Node], timeout: Duration) -> Vec
         }
     }
     use super::proxlb::Probed;
-    let members = super::proxlb::members(inventory, run);
+    let members = super::cluster_lock::cluster_members(inventory, run);
     for (n, seen) in super::proxlb::survey(&members, run, timeout).await {
         match seen {
             Probed::Read(_, s) => {

@@ -317,6 +317,16 @@ fn cluster_name(c: &Option<String>) -> &str {
     c.as_deref().unwrap_or("(unnamed)")
 }
 
+/// The nodes of `inventory` in the clusters of `of` (every member of each, whether or not it
+/// is one of `of`: a ProxLB on any of them balances the cluster; any of them may answer for
+/// its lock).
+pub fn cluster_members<'a>(inventory: &'a [Node], of: &[Node]) -> Vec<&'a Node> {
+    inventory
+        .iter()
+        .filter(|n| of.iter().any(|r| r.cluster == n.cluster))
+        .collect()
+}
+
 /// The inventory's nodes, cluster by cluster (in inventory order).
 pub fn by_cluster(nodes: &[Node]) -> Vec<(Option<String>, Vec<Node>)> {
     let mut out: Vec<(Option<String>, Vec<Node>)> = Vec::new();
@@ -478,7 +488,7 @@ impl ClusterLocks {
         })
     }
 
-    /// Run `work` holding the locks: renewed ([`Self::keep_renewed`]) while it runs, released
+    /// Run `work` holding the locks: renewed (`keep_renewed`) while it runs, released
     /// when it ends, whatever it returns.
     pub async fn held_while<T>(self, work: impl std::future::Future<Output = T>) -> T {
         let stop = tokio_util::sync::CancellationToken::new();

@@ -277,15 +277,6 @@ pub async fn survey<'a>(
         .collect()
 }
 
-/// The inventory's nodes in the clusters of `run` (ProxLB on any of them balances the
-/// cluster, whether or not the run changes that node).
-pub fn members<'a>(inventory: &'a [Node], run: &[Node]) -> Vec<&'a Node> {
-    inventory
-        .iter()
-        .filter(|n| run.iter().any(|r| r.cluster == n.cluster))
-        .collect()
-}
-
 /// Pause ProxLB on every node of `members` where it runs or is enabled. A node of the run
 /// (`run`) that cannot be read is an error (the run must not start); a node outside it that
 /// does not answer is said and passed over (it may be the reason for the maintenance).
